@@ -1,0 +1,1 @@
+"""Headrace job layer: spec model, planner, compiler to Flink SQL, runner and CLI."""

@@ -1,0 +1,115 @@
+"""Profiles: where a job's connections come from. Job specs never hold addresses or secrets.
+
+``local`` (the default) is embedded: sources read ``<data_dir>/<topic>.jsonl`` files, sinks
+write a SQLite file and JSON-lines files, and no server is needed. Other profiles name real
+services; ``${ENV_VAR}`` anywhere in a profile is replaced from the environment, so secrets
+stay out of files::
+
+    profiles:
+      prod:
+        kafka: {bootstrap_servers: "kafka-1:9092", properties: {security.protocol: SASL_SSL}}
+        postgres: {host: db.internal, database: analytics, user: headrace,
+                   password: "${HEADRACE_PG_PASSWORD}"}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+
+from jobs.errors import SpecError
+from jobs.spec import SpecModel
+from jobs.yamlsrc import load_yaml
+
+DEFAULT_PROFILES = Path(__file__).with_name("profiles.yaml")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class EmbeddedConnection(SpecModel):
+    """Everything in local files under ``data_dir`` (relative to the working directory)."""
+
+    data_dir: str = ".headrace/local"
+
+
+class KafkaConnection(SpecModel):
+    bootstrap_servers: str
+    properties: dict[str, str] = Field(default_factory=dict)
+
+
+class PostgresConnection(SpecModel):
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str
+    user: str
+    password: SecretStr | None = None
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
+
+    def conninfo(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` (the password never enters a string)."""
+        info: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": self.database,
+                                "user": self.user, "connect_timeout": 5}
+        if self.password is not None:
+            info["password"] = self.password.get_secret_value()
+        return info
+
+
+class Profile(SpecModel):
+    """Connections for one environment: ``embedded``, or ``kafka`` + ``postgres``."""
+
+    name: str = "local"
+    embedded: EmbeddedConnection | None = None
+    kafka: KafkaConnection | None = None
+    postgres: PostgresConnection | None = None
+    flink: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Profile":
+        if self.embedded is None and (self.kafka is None or self.postgres is None):
+            raise ValueError("a profile is either 'embedded: {}' or names both 'kafka' and 'postgres'")
+        if self.embedded is not None and (self.kafka or self.postgres):
+            raise ValueError("an embedded profile cannot also name 'kafka' or 'postgres'")
+        return self
+
+
+def _interpolate(value: Any, profile: str, where: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, profile, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, profile, where) for v in value]
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise SpecError(f"profile '{profile}' needs environment variable {name}",
+                                where=where, hint=f"export {name}=... before running")
+            return os.environ[name]
+        return _ENV.sub(sub, value)
+    return value
+
+
+def load_profile(name: str = "local", path: Path | None = None) -> Profile:
+    """Load profile ``name`` from ``path`` (default: $HEADRACE_PROFILES or jobs/profiles.yaml)."""
+    path = path or Path(os.environ.get("HEADRACE_PROFILES", DEFAULT_PROFILES))
+    data, smap = load_yaml(path)
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(profiles, dict):
+        raise SpecError("a profiles file holds a 'profiles:' mapping", where=smap.where(()))
+    if name not in profiles:
+        raise SpecError(f"no profile '{name}'", where=str(path),
+                        hint=f"known profiles: {', '.join(sorted(profiles))}")
+    raw = _interpolate(profiles[name] or {}, name, smap.where(("profiles", name)))
+    try:
+        return Profile.model_validate({"name": name, **raw})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ("profiles", name) + tuple(first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SpecError(f"profile '{name}': {'.'.join(map(str, first['loc'])) or 'profile'}: {message}",
+                        where=smap.where(loc)) from None

@@ -1,0 +1,37 @@
+"""Durations as users write them in specs: ``500ms``, ``10s``, ``1m``, ``2h``, ``1d``."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_PATTERN = re.compile(r"^\s*(\d+)\s*(ms|s|min|m|h|d)\s*$")
+
+
+def parse_duration_ms(value: object) -> int:
+    """Milliseconds in a duration string.
+
+    >>> parse_duration_ms("1m"), parse_duration_ms("30s"), parse_duration_ms("250ms")
+    (60000, 30000, 250)
+    """
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"expected a duration with a unit such as '10s' or '1m', got {value!r}")
+    match = _PATTERN.match(value)
+    if not match:
+        raise ValueError(f"'{value}' is not a duration; write e.g. '500ms', '10s', '1m', '2h' or '1d'")
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def format_duration_ms(ms: int) -> str:
+    """Shortest exact spelling of a duration: 60000 -> '1m'."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def sql_interval(ms: int) -> str:
+    """A Flink SQL interval literal for ``ms`` milliseconds."""
+    if ms % 1000 == 0:
+        return f"INTERVAL '{ms // 1000}' SECOND"
+    return f"INTERVAL '{ms / 1000:.3f}' SECOND(9, 3)"

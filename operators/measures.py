@@ -1,0 +1,83 @@
+"""Measures of a windowed aggregate: ``count()``, ``sum(x)``, ``avg(x)``, ``min(x)``, ``max(x)``.
+
+A measure is parsed once from the spec into a :class:`Measure`, which knows its Flink SQL
+expression, its result type and how to fold values in plain Python (the reference used by
+tests and by the embedded runner's summaries).
+
+>>> m = parse_measure("avg_ms", "avg(latency_ms)")
+>>> m.function, m.field, m.sql()
+('avg', 'latency_ms', 'AVG(CAST(`latency_ms` AS DOUBLE))')
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from schemas.types import FieldType
+
+FUNCTIONS = ("count", "sum", "avg", "min", "max")
+_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)?\s*\)\s*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One named aggregate column of a window's output."""
+
+    name: str
+    function: str
+    field: str | None
+
+    def sql(self) -> str:
+        """The Flink SQL aggregate call (AVG over DOUBLE so integer averages keep decimals)."""
+        if self.function == "count":
+            return "COUNT(*)" if self.field is None else f"COUNT(`{self.field}`)"
+        if self.function == "avg":
+            return f"AVG(CAST(`{self.field}` AS DOUBLE))"
+        return f"{self.function.upper()}(`{self.field}`)"
+
+    def result_type(self, field_type: FieldType | None) -> FieldType:
+        """Type of the measure's column, given the type of its input field."""
+        if self.function == "count":
+            return FieldType.INTEGER
+        if self.function == "avg":
+            return FieldType.NUMBER
+        assert field_type is not None
+        return field_type
+
+    def fold(self, values: Iterable[object]) -> object:
+        """The measure over ``values`` in plain Python (None for an empty or all-null input)."""
+        items = [v for v in values if v is not None] if self.field else list(values)
+        if self.function == "count":
+            return len(items)
+        if not items:
+            return None
+        if self.function == "sum":
+            return sum(items)  # type: ignore[arg-type]
+        if self.function == "avg":
+            return sum(float(v) for v in items) / len(items)  # type: ignore[arg-type]
+        if self.function == "min":
+            return min(items)  # type: ignore[type-var]
+        return max(items)  # type: ignore[type-var]
+
+
+def parse_measure(name: str, expression: object) -> Measure:
+    """Parse ``expression`` (e.g. ``"sum(bytes)"``); raises ValueError with a hint."""
+    if not _NAME.match(name):
+        raise ValueError(f"measure name '{name}' must be lower_snake_case (it becomes a column)")
+    if not isinstance(expression, str):
+        raise ValueError(f"expected a measure such as 'count()' or 'avg(latency_ms)', got {expression!r}")
+    match = _CALL.match(expression)
+    if not match:
+        raise ValueError(f"'{expression}' is not a measure; write e.g. 'count()' or 'sum(bytes)'")
+    function, field = match.group(1).lower(), match.group(2)
+    if function not in FUNCTIONS:
+        close = difflib.get_close_matches(function, FUNCTIONS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(FUNCTIONS)}"
+        raise ValueError(f"unknown measure function '{function}'; {hint}")
+    if function != "count" and field is None:
+        raise ValueError(f"{function}() needs a field, e.g. '{function}(latency_ms)'")
+    return Measure(name=name, function=function, field=field)

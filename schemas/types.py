@@ -1,0 +1,31 @@
+"""Field types Headrace derives from schemas, and how each maps to Flink SQL and PostgreSQL."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class FieldType(str, Enum):
+    """The scalar JSON types a record field can have."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+
+    @property
+    def flink_sql(self) -> str:
+        return {"string": "STRING", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}[self.value]
+
+    @property
+    def postgres(self) -> str:
+        return {"string": "text", "integer": "bigint", "number": "double precision",
+                "boolean": "boolean"}[self.value]
+
+    @property
+    def sqlite(self) -> str:
+        return {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER"}[self.value]
+
+    @property
+    def numeric(self) -> bool:
+        return self in (FieldType.INTEGER, FieldType.NUMBER)
