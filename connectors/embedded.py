@@ -1,0 +1,98 @@
+"""The embedded profile: topics are JSON-lines files, views are tables in one SQLite file.
+
+With ``profiles.local.embedded.data_dir = .headrace/local`` the topic ``clicks`` is the file
+``.headrace/local/clicks.jsonl``, the dead-letter topic ``clicks.dlq`` is
+``.headrace/local/clicks.dlq.jsonl``, and the view ``page_activity_1m`` is a table in
+``.headrace/local/views.sqlite``. No server is involved, so a new user can run a job at once.
+Writes are upserts on the same keys as PostgreSQL, so re-running a job rewrites the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+from connectors.postgres import ViewTable
+from connectors.sqltext import ident, with_options
+
+
+def topic_file(data_dir: Path, topic: str) -> Path:
+    return data_dir / f"{topic}.jsonl"
+
+
+def file_source_ddl(table: str, *, path: Path, topic: str, event_time_field: str,
+                    out_of_orderness: str) -> str:
+    """A bounded table over one JSON-lines file, shaped like the Kafka source table."""
+    options = {"connector": "filesystem", "path": str(path.resolve()), "format": "raw"}
+    json_path = f"'$.{event_time_field}'"
+    return f"""CREATE TEMPORARY TABLE {ident(table)} (
+  `_payload` STRING,
+  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(`_payload`, {json_path}) AS BIGINT), 3),
+                            TO_TIMESTAMP_LTZ(0, 3)),
+  WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
+) {with_options(options)}"""
+
+
+class EmbeddedStore:
+    """Views in SQLite and output topics as JSON-lines files under ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(data_dir / "views.sqlite")
+        self._files: dict[str, Any] = {}
+
+    def ensure_table(self, view: ViewTable) -> None:
+        cols = [f'"{n}" {t.sqlite} NOT NULL' for n, t in view.keys]
+        cols += ['"window_start" TEXT NOT NULL', '"window_end" TEXT NOT NULL']
+        cols += [f'"{n}" {t.sqlite}' for n, t in view.measures]
+        pk = ", ".join(f'"{n}"' for n in view.key_names)
+        self.db.execute(f'CREATE TABLE IF NOT EXISTS "{view.name}" ({", ".join(cols)}, PRIMARY KEY ({pk}))')
+
+    def upsert(self, view: ViewTable, row: dict[str, Any]) -> None:
+        names = list(view.key_names) + [n for n, _ in view.measures]
+        updates = ", ".join(f'"{n}" = excluded."{n}"' for n, _ in view.measures)
+        self.db.execute(
+            f'INSERT INTO "{view.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+            f'VALUES ({", ".join("?" for _ in names)}) '
+            f'ON CONFLICT ({", ".join(chr(34) + n + chr(34) for n in view.key_names)}) DO UPDATE SET {updates}',
+            [row.get(n) for n in names])
+
+    def delete(self, view: ViewTable, row: dict[str, Any]) -> None:
+        cond = " AND ".join(f'"{n}" = ?' for n in view.key_names)
+        self.db.execute(f'DELETE FROM "{view.name}" WHERE {cond}', [row[n] for n in view.key_names])
+
+    def append(self, topic: str, record: dict[str, Any]) -> None:
+        handle = self._files.get(topic)
+        if handle is None:
+            handle = self._files[topic] = topic_file(self.data_dir, topic).open("a", encoding="utf-8")
+        handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def truncate_outputs(self, topics: list[str], views: list[ViewTable]) -> None:
+        """Start a local run from a clean slate (local runs always read their input from the top)."""
+        for topic in topics:
+            topic_file(self.data_dir, topic).unlink(missing_ok=True)
+        for view in views:
+            self.db.execute(f'DROP TABLE IF EXISTS "{view.name}"')
+
+    def rows(self, view_name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self.db.execute(f'SELECT * FROM "{view_name}" ORDER BY window_start, 1, 2')
+        return [d[0] for d in cur.description], cur.fetchall()
+
+    def records(self, topic: str) -> Iterator[dict[str, Any]]:
+        path = topic_file(self.data_dir, topic)
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    yield json.loads(line)
+
+    def close(self) -> None:
+        self.db.commit()
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+        self.db.close()
+
+

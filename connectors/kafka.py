@@ -1,0 +1,100 @@
+"""Kafka: the source table (raw records + topic/partition/offset), dead-letter and late sinks,
+and small admin helpers (reachability check, topic creation) built on confluent-kafka.
+
+Delivery: the source commits offsets on checkpoints (resume from the group's offsets); the
+dead-letter sink is at-least-once (a replay after a failure may repeat a dead letter, never
+lose one).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from connectors import deadletter
+from connectors.sqltext import ident, literal, with_options
+from jobs.errors import ServiceError
+
+
+def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time_field: str,
+               out_of_orderness: str, idle_timeout_ms: int | None, properties: dict[str, str],
+               bounded_offsets: dict[int, int] | None = None) -> str:
+    """A Kafka table of raw records with metadata and a per-partition watermark."""
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": bootstrap,
+        "properties.group.id": group,
+        "properties.auto.offset.reset": "earliest",
+        "scan.startup.mode": "group-offsets",
+        "format": "raw",
+        "raw.charset": "UTF-8",
+    }
+    if idle_timeout_ms:
+        options["scan.watermark.idle-timeout"] = f"{idle_timeout_ms} ms"
+    if bounded_offsets is not None:
+        options["scan.bounded.mode"] = "specific-offsets"
+        options["scan.bounded.specific-offsets"] = ";".join(
+            f"partition:{p},offset:{o}" for p, o in sorted(bounded_offsets.items()))
+    options.update({f"properties.{k}": v for k, v in properties.items()})
+    path = literal(f"$.{event_time_field}")
+    return f"""CREATE TEMPORARY TABLE {ident(table)} (
+  `_payload` STRING,
+  `_topic` STRING METADATA FROM 'topic' VIRTUAL,
+  `_partition` INT METADATA FROM 'partition' VIRTUAL,
+  `_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
+  `_kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(`_payload`, {path}) AS BIGINT), 3), `_kafka_ts`),
+  WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
+) {with_options(options)}"""
+
+
+def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[str, str]) -> str:
+    columns = ",\n  ".join(f"{ident(n)} {t}" for n, t in deadletter.COLUMNS)
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": bootstrap,
+        "format": "json",
+        "json.timestamp-format.standard": "ISO-8601",
+        "sink.delivery-guarantee": "at-least-once",
+    }
+    options.update({f"properties.{k}": v for k, v in properties.items()})
+    return f"CREATE TEMPORARY TABLE {ident(table)} (\n  {columns}\n) {with_options(options)}"
+
+
+def admin_config(bootstrap: str, properties: dict[str, str]) -> dict[str, str]:
+    return {"bootstrap.servers": bootstrap, **properties}
+
+
+def check_reachable(bootstrap: str, properties: dict[str, str], timeout_s: float = 8.0) -> set[str]:
+    """Topics on the broker; a :class:`ServiceError` if it cannot be reached in time."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({**admin_config(bootstrap, properties), "log_level": 0})
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except Exception as exc:  # KafkaException carries the librdkafka reason
+        raise ServiceError(f"cannot reach the Kafka broker at {bootstrap}: {exc.args[0] if exc.args else exc}",
+                           hint="start the broker or fix 'kafka.bootstrap_servers' in the profile") from None
+    return set(meta.topics)
+
+
+def ensure_topics(bootstrap: str, properties: dict[str, str], topics: Iterable[str],
+                  partitions: int = 1) -> None:
+    """Create missing output topics (brokers with auto-creation off would refuse our writes)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    existing = check_reachable(bootstrap, properties)
+    missing = sorted(set(topics) - existing)
+    if not missing:
+        return
+    admin = AdminClient(admin_config(bootstrap, properties))
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1)
+                                   for t in missing])
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=15)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise ServiceError(f"cannot create topic '{topic}' on {bootstrap}: {exc}",
+                                   hint="create it yourself or allow topic creation") from None

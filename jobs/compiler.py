@@ -1,0 +1,176 @@
+"""Compile a :class:`jobs.plan.Plan` into Flink SQL for one profile.
+
+The job is one Flink SQL program built from temporary views, so the JVM does Kafka I/O,
+watermarks, routing and the window aggregation, and Python is called once per record for
+``validate`` (decode + check + extract fields)::
+
+    hr_source ─► hr_checked (validate UDF, CURRENT_WATERMARK)
+                   ├─► hr_rejected ─► dead-letter output
+                   ├─► hr_late     ─► late output
+                   └─► hr_on_time  ─► hr_windows ─► each sink (upsert)
+
+With a service profile the outputs are ``INSERT`` statements of one statement set (one job,
+one read of the source). With the embedded profile they are one ``UNION ALL`` query whose
+changelog the runner applies to local files and SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connectors import deadletter, embedded, kafka, postgres
+from connectors.postgres import ViewTable
+from connectors.sqltext import ident, literal
+from jobs.plan import Plan
+from jobs.profiles import Profile
+from operators.aggregate import late_condition, measure_columns, window_sql
+from operators.durations import format_duration_ms, sql_interval
+
+VALIDATE_FUNCTION = "hr_validate"
+
+
+@dataclass(frozen=True)
+class CompiledJob:
+    plan: Plan
+    profile: Profile
+    statements: tuple[str, ...]
+    inserts: tuple[str, ...] = ()
+    collect_query: str | None = None
+    views: tuple[ViewTable, ...] = ()
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.collect_query is not None
+
+
+def view_tables(plan: Plan) -> tuple[ViewTable, ...]:
+    agg = plan.aggregate
+    measures = tuple((m.name, t) for m, t in zip(agg.measures, agg.measure_types))
+    return tuple(ViewTable(name=s.table, keys=agg.group_by, measures=measures) for s in plan.sinks)
+
+
+def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
+    spec = plan.spec
+    config = {
+        "pipeline.name": spec.job,
+        "parallelism.default": str(spec.parallelism),
+        "table.local-time-zone": "UTC",
+        # results are upserts keyed by group keys + window: let the planner see them as such
+        "table.exec.sink.upsert-materialize": "NONE",
+    }
+    if plan.aggregate.allowed_lateness_ms:
+        config.update({
+            "table.exec.emit.late-fire.enabled": "true",
+            "table.exec.emit.late-fire.delay": "0 s",
+            "table.exec.emit.allow-lateness": f"{plan.aggregate.allowed_lateness_ms} ms",
+        })
+    if profile.embedded is None:
+        config["execution.checkpointing.interval"] = f"{spec.checkpoint.interval} ms"
+    config.update(profile.flink)
+    return config
+
+
+def _views(plan: Plan, source_has_metadata: bool, topic: str) -> list[str]:
+    agg = plan.aggregate
+    if source_has_metadata:
+        origin = "`_topic`, `_partition`, `_offset`"
+    else:
+        origin = f"{literal(topic)} AS `_topic`, CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`"
+    checked = f"""CREATE TEMPORARY VIEW `hr_checked` AS
+SELECT `_payload`, {origin}, `_event_time`,
+       CURRENT_WATERMARK(`_event_time`) AS `_watermark`,
+       {VALIDATE_FUNCTION}(`_payload`) AS `_v`
+FROM `hr_source`"""
+    dl_cols = "`_topic` AS `source_topic`, `_partition` AS `source_partition`, `_offset` AS `source_offset`"
+    rejected = f"""CREATE TEMPORARY VIEW `hr_rejected` AS
+SELECT {dl_cols}, {literal(plan.validate.step_id)} AS `step`,
+       `_v`.`err_path` AS `error_path`, `_v`.`err_msg` AS `error`, `_payload` AS `payload`,
+       CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`
+FROM `hr_checked` WHERE `_v`.`err_msg` IS NOT NULL"""
+    is_late = late_condition("`_event_time`", "`_watermark`", agg.allowed_lateness_ms)
+    lateness = format_duration_ms(agg.allowed_lateness_ms)
+    late = f"""CREATE TEMPORARY VIEW `hr_late` AS
+SELECT {dl_cols}, {literal(agg.step_id)} AS `step`, {literal('/' + plan.event_time_field)} AS `error_path`,
+       CONCAT('late: event time ', CAST(`_event_time` AS STRING),
+              ' is more than allowed_lateness ({lateness}) behind the watermark ',
+              CAST(`_watermark` AS STRING)) AS `error`,
+       `_payload` AS `payload`, CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`
+FROM `hr_checked` WHERE `_v`.`err_msg` IS NULL AND {is_late}"""
+    fields = ", ".join(f"`_v`.{ident(name)} AS {ident(name)}" for name, _ in plan.fields)
+    on_time = f"""CREATE TEMPORARY VIEW `hr_on_time` AS
+SELECT `_event_time`, {fields}
+FROM `hr_checked` WHERE `_v`.`err_msg` IS NULL AND NOT {is_late}"""
+    window = agg.window
+    size = window.tumbling or (window.sliding.size if window.sliding else 0)
+    group, start, end = window_sql(
+        window.kind, "`_event_time`", size,
+        slide_ms=window.sliding.slide if window.sliding else None,
+        gap_ms=window.session.gap if window.session else None)
+    keys = ", ".join(ident(n) for n, _ in agg.group_by)
+    windows = f"""CREATE TEMPORARY VIEW `hr_windows` AS
+SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
+       {', '.join(measure_columns(agg.measures))}
+FROM `hr_on_time` GROUP BY {group}, {keys}"""
+    return [checked, rejected, late, on_time, windows]
+
+
+def _json_object(columns: list[tuple[str, str]]) -> str:
+    parts = ", ".join(f"KEY {literal(name)} VALUE {expr}" for name, expr in columns)
+    return f"JSON_OBJECT({parts})"
+
+
+def _ts(col: str) -> str:
+    return f"DATE_FORMAT({col}, 'yyyy-MM-dd HH:mm:ss.SSS')"
+
+
+def compile_job(plan: Plan, profile: Profile, *,
+                bounded_offsets: dict[int, int] | None = None) -> CompiledJob:
+    """SQL statements (DDL, views) plus the inserts or the collect query for ``profile``."""
+    spec = plan.spec
+    et = spec.source.event_time
+    ooo = sql_interval(et.max_out_of_orderness)
+    views = view_tables(plan)
+    config = job_config(plan, profile)
+    if profile.embedded is not None:
+        data_dir = Path(profile.embedded.data_dir)
+        source = embedded.file_source_ddl(
+            "hr_source", path=embedded.topic_file(data_dir, spec.source.kafka.topic),
+            topic=spec.source.kafka.topic, event_time_field=et.field, out_of_orderness=ooo)
+        statements = [source] + _views(plan, False, spec.source.kafka.topic)
+        dl = [(name, _ts(ident(name)) if name == "failed_at" else ident(name))
+              for name, _ in deadletter.COLUMNS]
+        view_cols = [(n, ident(n)) for n, _ in plan.aggregate.group_by]
+        view_cols += [("window_start", _ts("`window_start`")), ("window_end", _ts("`window_end`"))]
+        view_cols += [(m.name, ident(m.name)) for m in plan.aggregate.measures]
+        collect = (f"SELECT 'dead_letter' AS `_kind`, {_json_object(dl)} AS `_body` FROM `hr_rejected`\n"
+                   f"UNION ALL SELECT 'late', {_json_object(dl)} FROM `hr_late`\n"
+                   f"UNION ALL SELECT 'view', {_json_object(view_cols)} FROM `hr_windows`")
+        return CompiledJob(plan=plan, profile=profile, statements=tuple(statements),
+                           collect_query=collect, views=views, config=config)
+
+    assert profile.kafka is not None and profile.postgres is not None
+    kconn, pconn = profile.kafka, profile.postgres
+    statements = [kafka.source_ddl(
+        "hr_source", topic=spec.source.kafka.topic, bootstrap=kconn.bootstrap_servers,
+        group=spec.source.kafka.group or spec.job, event_time_field=et.field, out_of_orderness=ooo,
+        idle_timeout_ms=et.idle_timeout, properties=kconn.properties, bounded_offsets=bounded_offsets)]
+    statements.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
+                                            bootstrap=kconn.bootstrap_servers, properties=kconn.properties))
+    late_table = "hr_dead_letter"
+    if plan.late_topic != plan.dead_letter_topic:
+        late_table = "hr_late_out"
+        statements.append(kafka.dead_letter_ddl(late_table, topic=plan.late_topic,
+                                                bootstrap=kconn.bootstrap_servers,
+                                                properties=kconn.properties))
+    password = pconn.password.get_secret_value() if pconn.password else None
+    for view in views:
+        statements.append(postgres.jdbc_sink_ddl(f"hr_sink_{view.name}", view, url=pconn.jdbc_url,
+                                                 user=pconn.user, password=password))
+    statements += _views(plan, True, spec.source.kafka.topic)
+    inserts = ["INSERT INTO `hr_dead_letter` SELECT * FROM `hr_rejected`",
+               f"INSERT INTO {ident(late_table)} SELECT * FROM `hr_late`"]
+    inserts += [f"INSERT INTO {ident('hr_sink_' + v.name)} SELECT * FROM `hr_windows`" for v in views]
+    return CompiledJob(plan=plan, profile=profile, statements=tuple(statements), inserts=tuple(inserts),
+                       views=views, config=config)

@@ -1,0 +1,94 @@
+"""``validate``: decode each record once and check it against its JSON Schema (draft 2020-12).
+
+:class:`RecordCheck` is plain Python: ``check(payload)`` returns ``(error_path, error, *fields)``
+where ``error`` is None for a good record and ``fields`` are the typed values the later steps
+read. The Flink side is :func:`validate_udf`, a scalar UDF returning that tuple as a ROW; rows
+with an error are routed to the dead-letter output by the compiled SQL.
+
+>>> check = RecordCheck({"type": "object", "required": ["n"],
+...                      "properties": {"n": {"type": "integer"}}}, [("n", FieldType.INTEGER)])
+>>> check.check('{"n": 3}')
+(None, None, 3)
+>>> check.check('{"n": "x"}')
+('/n', '"x" is not of type "integer"', None)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jsonschema_rs
+import orjson
+
+from schemas.types import FieldType
+
+_INT64 = (-(2**63), 2**63 - 1)
+ERROR_FIELDS = ("err_path", "err_msg")
+
+
+def _pointer(path: Sequence[object]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path) if path else "/"
+
+
+class RecordCheck:
+    """Decode + validate + extract typed fields. Build once, call ``check`` per record."""
+
+    def __init__(self, schema: dict[str, Any], fields: Sequence[tuple[str, FieldType]]) -> None:
+        self.schema = schema
+        self.fields = tuple(fields)
+        self._validator: Any = None
+        self._none = (None,) * len(self.fields)
+
+    def open(self) -> None:
+        """Compile the schema (done lazily on workers, never at pickling time)."""
+        self._validator = jsonschema_rs.validator_for(self.schema)
+
+    def _fail(self, path: str, message: str) -> tuple[Any, ...]:
+        return (path, message[:2000]) + self._none
+
+    def check(self, payload: str | bytes | None) -> tuple[Any, ...]:
+        if self._validator is None:
+            self.open()
+        if payload is None or payload == "" or payload == b"":
+            return self._fail("/", "empty record")
+        try:
+            record = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            return self._fail("/", f"not valid JSON: {exc}")
+        if not self._validator.is_valid(record):
+            error = next(iter(self._validator.iter_errors(record)))
+            return self._fail(_pointer(list(error.instance_path)), error.message)
+        values: list[Any] = []
+        for name, kind in self.fields:
+            value = record.get(name)
+            if value is not None:
+                if kind is FieldType.INTEGER:
+                    value = int(value)
+                    if not _INT64[0] <= value <= _INT64[1]:
+                        return self._fail(f"/{name}", f"{value} does not fit in a 64-bit integer")
+                elif kind is FieldType.NUMBER:
+                    value = float(value)
+            values.append(value)
+        return (None, None, *values)
+
+
+def validate_udf(check: RecordCheck) -> Any:
+    """The PyFlink scalar UDF around ``check`` (imports PyFlink lazily: unit tests need no JVM)."""
+    from pyflink.table import DataTypes, Row
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class ValidateFunction(ScalarFunction):  # type: ignore[misc]
+        def __init__(self, inner: RecordCheck) -> None:
+            self.inner = inner
+
+        def open(self, function_context: Any) -> None:
+            self.inner.open()
+
+        def eval(self, payload: str | None) -> Any:
+            return Row(*self.inner.check(payload))
+
+    types = {FieldType.STRING: DataTypes.STRING(), FieldType.INTEGER: DataTypes.BIGINT(),
+             FieldType.NUMBER: DataTypes.DOUBLE(), FieldType.BOOLEAN: DataTypes.BOOLEAN()}
+    row = DataTypes.ROW([DataTypes.FIELD(n, DataTypes.STRING()) for n in ERROR_FIELDS]
+                        + [DataTypes.FIELD(name, types[kind]) for name, kind in check.fields])
+    return udf(ValidateFunction(check), input_types=[DataTypes.STRING()], result_type=row)
