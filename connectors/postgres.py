@@ -55,8 +55,8 @@ def jdbc_sink_ddl(table: str, view: ViewTable, *, url: str, user: str, password:
         "sink.buffer-flush.interval": "1 s",
         "sink.max-retries": "3",
     }
-    if password is not None:
-        options["password"] = password
+    # the connector wants username and password together; trust/peer auth ignores an empty one
+    options["password"] = password or ""
     return f"CREATE TEMPORARY TABLE {ident(table)} (\n  {view.flink_columns()}\n) {with_options(options)}"
 
 

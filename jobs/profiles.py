@@ -23,7 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from jobs.errors import SpecError
 from jobs.spec import SpecModel
-from jobs.yamlsrc import load_yaml
+from jobs.yamlsrc import KeyPath, SourceMap, load_yaml
 
 DEFAULT_PROFILES = Path(__file__).with_name("profiles.yaml")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -78,17 +78,17 @@ class Profile(SpecModel):
         return self
 
 
-def _interpolate(value: Any, profile: str, where: str) -> Any:
+def _interpolate(value: Any, profile: str, smap: SourceMap, path: KeyPath) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, profile, where) for k, v in value.items()}
+        return {k: _interpolate(v, profile, smap, path + (k,)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, profile, where) for v in value]
+        return [_interpolate(v, profile, smap, path + (i,)) for i, v in enumerate(value)]
     if isinstance(value, str):
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
                 raise SpecError(f"profile '{profile}' needs environment variable {name}",
-                                where=where, hint=f"export {name}=... before running")
+                                where=smap.where(path), hint=f"export {name}=... before running")
             return os.environ[name]
         return _ENV.sub(sub, value)
     return value
@@ -104,7 +104,7 @@ def load_profile(name: str = "local", path: Path | None = None) -> Profile:
     if name not in profiles:
         raise SpecError(f"no profile '{name}'", where=str(path),
                         hint=f"known profiles: {', '.join(sorted(profiles))}")
-    raw = _interpolate(profiles[name] or {}, name, smap.where(("profiles", name)))
+    raw = _interpolate(profiles[name] or {}, name, smap, ("profiles", name))
     try:
         return Profile.model_validate({"name": name, **raw})
     except ValidationError as exc:

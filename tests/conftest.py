@@ -1,0 +1,55 @@
+"""Shared fixtures: one tansu broker and one PostgreSQL for the whole session, unique names per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.services import Broker, Postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    b = Broker.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Postgres]:
+    p = Postgres.start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture()
+def unique() -> str:
+    """A name no other test uses (topics, tables, groups)."""
+    return f"t{next(_counter)}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture()
+def profiles_file(tmp_path: Path, broker: Broker, pg: Postgres, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A profiles file naming the session's broker and database; the password comes from ${ENV}."""
+    monkeypatch.setenv("HEADRACE_TEST_PG_PASSWORD", "not-a-real-secret")
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        "profiles:\n  test:\n"
+        f"    kafka: {{bootstrap_servers: \"{broker.bootstrap}\"}}\n"
+        f"    postgres: {{host: 127.0.0.1, port: {pg.port}, database: postgres, user: postgres,"
+        " password: \"${HEADRACE_TEST_PG_PASSWORD}\"}\n"
+        "    flink: {parallelism.default: \"2\"}\n")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _jars_dir() -> None:
+    os.environ.setdefault("HEADRACE_JARS_DIR", str(Path.home() / ".cache" / "headrace" / "jars"))

@@ -1,0 +1,87 @@
+"""The example job on a Flink mini-cluster (embedded profile), at parallelism 1 and 2.
+
+Rows must equal the plain-Python reference exactly; every invalid record must be a dead letter,
+every record that the job called late must really be behind the watermark bound, and
+in = aggregated + dead-lettered + late.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connectors.embedded import EmbeddedStore, topic_file
+from jobs.compiler import compile_job
+from jobs.loader import parse_job
+from jobs.plan import build_plan
+from jobs.profiles import load_profile
+from jobs.runner import run_embedded
+from jobs.sample import click_events, write_jsonl
+from tests.reference import is_valid, tumbling_page_activity
+
+pytestmark = pytest.mark.flink
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
+EVENTS = 12_000
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_example_job_matches_reference(tmp_path: Path, parallelism: int) -> None:
+    data_dir = tmp_path / "local"
+    events = list(click_events(EVENTS, seed=parallelism))
+    write_jsonl(topic_file(data_dir, "clicks"), iter(events))
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(
+        f"profiles:\n  local:\n    embedded: {{data_dir: {data_dir}}}\n"
+        f"    flink: {{parallelism.default: '{parallelism}', pipeline.auto-watermark-interval: 10 ms}}\n")
+    plan = build_plan(parse_job(ROOT / "jobs" / "page_activity.yaml"))
+    compiled = compile_job(plan, load_profile("local", profiles))
+    assert compiled.config["parallelism.default"] == str(parallelism)
+
+    summary = run_embedded(compiled, say=lambda _: None)
+
+    store = EmbeddedStore(data_dir)
+    columns, rows = store.rows("page_activity_1m")
+    dead = list(store.records("clicks.dlq"))
+    late = list(store.records("clicks.late"))
+    store.close()
+
+    invalid = [e for e in events if not is_valid(e.payload, SCHEMA)]
+    assert Counter(d["payload"].encode() for d in dead) == Counter(e.payload for e in invalid)
+    assert {d["step"] for d in dead} == {"validate"} and all(d["error"] for d in dead)
+    assert all(d["source_topic"] == "clicks" for d in dead)
+
+    late_payloads = Counter(d["payload"].encode() for d in late)
+    designed_late = [e for e in events if e.kind == "late"]
+    assert designed_late and all(late_payloads[e.payload] >= 1 for e in designed_late)
+    # whatever else was called late must really be behind any watermark the job could have had
+    max_ts, ooo, lateness = 0, 5_000, 30_000
+    genuinely_late = Counter()
+    for e in events:
+        if is_valid(e.payload, SCHEMA):
+            if e.timestamp_ms <= max_ts - ooo - lateness:
+                genuinely_late[e.payload] += 1
+            max_ts = max(max_ts, e.timestamp_ms)
+    assert not late_payloads - genuinely_late
+    assert all(d["step"] == "aggregate" and d["error"].startswith("late: ") for d in late)
+
+    on_time = [json.loads(e.payload) for e in events
+               if is_valid(e.payload, SCHEMA) and not late_payloads[e.payload]]
+    expected = tumbling_page_activity(on_time, 60_000)
+    got = {}
+    for row in rows:
+        r = dict(zip(columns, row))
+        key = (r["tenant_id"], r["page"], r["window_start"], r["window_end"])
+        got[key] = (r["events"], r["total_bytes"], r["avg_ms"], r["min_ms"], r["max_ms"])
+    expected_text = {(t, p, ws.strftime("%Y-%m-%d %H:%M:%S.000"), we.strftime("%Y-%m-%d %H:%M:%S.000")): v
+                     for (t, p, ws, we), v in expected.items()}
+    assert got.keys() == expected_text.keys()
+    for key, (n, total, avg, lo, hi) in expected_text.items():
+        assert got[key][0] == n and got[key][1] == total and got[key][3:] == (lo, hi), key
+        assert got[key][2] == pytest.approx(avg, rel=1e-12), key
+
+    aggregated = sum(v[0] for v in got.values())
+    assert summary.records_in == EVENTS == aggregated + len(dead) + len(late)

@@ -1,0 +1,56 @@
+"""Producing and reading back topics in tests (Kafka-standard clients, no broker specifics)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from jobs.sample import SampleEvent
+
+
+def produce(bootstrap: str, topic: str, events: Iterable[SampleEvent], partitions: int) -> dict[int, int]:
+    """Produce events (keyed, with their event time as record timestamp); returns end offsets."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random",
+                         "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000})
+    ends = {p: 0 for p in range(partitions)}
+    failures: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+        else:
+            ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+
+    for i, event in enumerate(events):
+        producer.produce(topic, event.payload, key=event.key, timestamp=event.timestamp_ms,
+                         on_delivery=delivered)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    assert not failures, failures[:3]
+    return ends
+
+
+def read_all(bootstrap: str, topic: str, expected: int, partitions: int = 1,
+             timeout_s: float = 60) -> list[dict[str, Any]]:
+    """Read ``expected`` JSON records from the start of every partition (assign, no group join)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                if msg.error() is None:
+                    records.append(json.loads(msg.value()))
+        # anything beyond what we expect is an error too: give it a moment to show up
+        for msg in consumer.consume(num_messages=1000, timeout=1.0):
+            if msg.error() is None:
+                records.append(json.loads(msg.value()))
+    finally:
+        consumer.close()
+    return records

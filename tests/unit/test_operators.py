@@ -1,0 +1,101 @@
+"""Operator logic without a JVM: validate, window assignment, measures, durations, SQL quoting."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.sqltext import masked
+from operators.aggregate import assign_windows, merge_sessions
+from operators.durations import format_duration_ms, parse_duration_ms
+from operators.measures import parse_measure
+from operators.validate import RecordCheck
+from schemas.types import FieldType
+
+SCHEMA = {
+    "type": "object",
+    "required": ["tenant_id", "ts", "latency_ms"],
+    "properties": {"tenant_id": {"type": "string"}, "ts": {"type": "integer"},
+                   "latency_ms": {"type": "integer", "minimum": 0}, "score": {"type": "number"}},
+    "additionalProperties": False,
+}
+FIELDS = [("tenant_id", FieldType.STRING), ("latency_ms", FieldType.INTEGER), ("score", FieldType.NUMBER)]
+
+
+@pytest.fixture()
+def check() -> RecordCheck:
+    return RecordCheck(SCHEMA, FIELDS)
+
+
+def test_valid_record_yields_typed_fields(check: RecordCheck) -> None:
+    assert check.check('{"tenant_id": "a", "ts": 5, "latency_ms": 7, "score": 2}') == (None, None, "a", 7, 2.0)
+
+
+def test_optional_field_absent_is_null(check: RecordCheck) -> None:
+    assert check.check('{"tenant_id": "a", "ts": 5, "latency_ms": 7}') == (None, None, "a", 7, None)
+
+
+def test_invalid_json_is_a_root_error(check: RecordCheck) -> None:
+    path, message, *fields = check.check('{"tenant_id": ')
+    assert path == "/" and message.startswith("not valid JSON") and fields == [None, None, None]
+
+
+def test_schema_violation_reports_json_pointer(check: RecordCheck) -> None:
+    assert check.check('{"tenant_id": "a", "ts": 5, "latency_ms": -1}')[:2] == (
+        "/latency_ms", "-1 is less than the minimum of 0")
+    assert check.check('{"tenant_id": "a", "ts": 5}')[:2] == ("/", '"latency_ms" is a required property')
+
+
+def test_integer_beyond_64_bits_is_refused_not_crashing(check: RecordCheck) -> None:
+    path, message, *_ = check.check('{"tenant_id": "a", "ts": 5, "latency_ms": 99999999999999999999}')
+    assert path == "/latency_ms" and "64-bit" in message
+
+
+def test_empty_record_is_refused(check: RecordCheck) -> None:
+    assert check.check(None)[:2] == ("/", "empty record")
+    assert check.check("")[:2] == ("/", "empty record")
+
+
+def test_tumbling_and_sliding_window_assignment() -> None:
+    assert assign_windows(59_999, "tumbling", 60_000) == [(0, 60_000)]
+    assert assign_windows(60_000, "tumbling", 60_000) == [(60_000, 120_000)]
+    assert assign_windows(150_000, "sliding", 180_000, 60_000) == [(0, 180_000), (60_000, 240_000),
+                                                                   (120_000, 300_000)]
+
+
+def test_sessions_merge_within_the_gap() -> None:
+    assert merge_sessions([100, 0, 30, 200], 60) == [(0, 90), (100, 160), (200, 260)]
+
+
+def test_measures_fold_like_sql() -> None:
+    values = [3, None, 5, 1]
+    assert parse_measure("n", "count()").fold(values) == 4
+    assert parse_measure("n", "count(x)").fold(values) == 3
+    assert parse_measure("s", "sum(x)").fold(values) == 9
+    assert parse_measure("a", "avg(x)").fold(values) == 3.0
+    assert parse_measure("lo", "min(x)").fold(values) == 1
+    assert parse_measure("hi", "max(x)").fold(values) == 5
+    assert parse_measure("s", "sum(x)").fold([None]) is None
+
+
+def test_measure_sql_averages_integers_as_double() -> None:
+    assert parse_measure("a", "avg(latency_ms)").sql() == "AVG(CAST(`latency_ms` AS DOUBLE))"
+    assert parse_measure("n", "count()").sql() == "COUNT(*)"
+
+
+@pytest.mark.parametrize("text", ["sum()", "median(x)", "count", "sum(x"])
+def test_bad_measures_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_measure("m", text)
+
+
+def test_durations_round_trip() -> None:
+    assert [parse_duration_ms(t) for t in ("250ms", "10s", "1m", "2h", "1d")] == [
+        250, 10_000, 60_000, 7_200_000, 86_400_000]
+    assert [format_duration_ms(v) for v in (250, 10_000, 90_000, 3_600_000)] == ["250ms", "10s", "90s", "1h"]
+    with pytest.raises(ValueError):
+        parse_duration_ms("10 parsecs")
+
+
+def test_secrets_are_masked_in_displayed_sql() -> None:
+    sql = "WITH (\n  'url' = 'jdbc:postgresql://h/db',\n  'password' = 'hunter2'\n)"
+    assert "hunter2" not in masked(sql) and "'url' = 'jdbc:postgresql://h/db'" in masked(sql)

@@ -1,0 +1,105 @@
+"""Profiles interpolate secrets from the environment; connector jars are checked against the lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors import jars
+from jobs.errors import JarError, SpecError
+from jobs.profiles import load_profile
+
+PROFILES = """profiles:
+  local:
+    embedded: {data_dir: /tmp/x}
+  prod:
+    kafka: {bootstrap_servers: "k:9092"}
+    postgres: {host: db, database: analytics, user: headrace, password: "${HR_TEST_PW}"}
+"""
+
+
+def test_local_profile_is_embedded_by_default() -> None:
+    profile = load_profile()
+    assert profile.embedded is not None and profile.kafka is None
+
+
+def test_secret_comes_from_the_environment_and_stays_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(PROFILES)
+    monkeypatch.setenv("HR_TEST_PW", "s3cret")
+    profile = load_profile("prod", path)
+    assert profile.postgres is not None and profile.postgres.conninfo()["password"] == "s3cret"
+    assert "s3cret" not in repr(profile)
+    assert profile.postgres.jdbc_url == "jdbc:postgresql://db:5432/analytics"
+
+
+def test_missing_environment_variable_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(PROFILES)
+    monkeypatch.delenv("HR_TEST_PW", raising=False)
+    with pytest.raises(SpecError, match=r"p.yaml:6: profile 'prod' needs environment variable HR_TEST_PW; "
+                                        r"export HR_TEST_PW=\.\.\. before running"):
+        load_profile("prod", path)
+
+
+def test_unknown_profile_lists_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(PROFILES)
+    with pytest.raises(SpecError, match="no profile 'staging'; known profiles: local, prod"):
+        load_profile("staging", path)
+
+
+def test_lock_pins_every_connector_jar() -> None:
+    lock = jars.load_lock()
+    assert {j.file for j in lock.jars} == {
+        "flink-connector-kafka-4.0.1-2.0.jar", "kafka-clients-3.9.1.jar",
+        "flink-connector-jdbc-core-4.0.0-2.0.jar", "flink-connector-jdbc-postgres-4.0.0-2.0.jar",
+        "postgresql-42.7.3.jar"}
+    assert all(len(j.sha256) == 64 for j in lock.jars)
+    kafka = next(j for j in lock.jars if j.file.startswith("flink-connector-kafka"))
+    assert kafka.maven_path() == ("org/apache/flink/flink-connector-kafka/4.0.1-2.0/"
+                                  "flink-connector-kafka-4.0.1-2.0.jar")
+
+
+def test_missing_jar_is_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADRACE_JARS_DIR", str(tmp_path))
+    with pytest.raises(JarError, match=r"connector jar flink-connector-kafka-4\.0\.1-2\.0\.jar is missing .*"
+                                       r"run 'headrace jars'"):
+        jars.required_jars({"kafka"})
+
+
+def test_altered_jar_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADRACE_JARS_DIR", str(tmp_path))
+    for jar in jars.load_lock().jars:
+        (tmp_path / jar.file).write_bytes(b"not the pinned jar")
+    with pytest.raises(JarError, match="does not match its pinned SHA-256"):
+        jars.required_jars({"kafka"})
+
+
+def test_maven_download_with_wrong_checksum_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Maven repository (here a file:// one) serving a different file is refused, not cached."""
+    repo, cache = tmp_path / "repo", tmp_path / "cache"
+    monkeypatch.setenv("HEADRACE_JARS_DIR", str(cache))
+    for jar in jars.load_lock().jars:
+        target = repo / jar.maven_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"tampered")
+    with pytest.raises(JarError, match=r"has SHA-256 .* but flink-conf/jars.lock pins"):
+        jars.fetch(maven_repo=repo.as_uri(), say=lambda _: None)
+    assert not any(cache.iterdir())
+
+
+def test_maven_download_of_the_pinned_jars_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same checksums hold whichever source the jars come from."""
+    source = jars.cache_dir()
+    if not all((source / j.file).exists() for j in jars.load_lock().jars):
+        pytest.skip("the jar cache is empty; run 'headrace jars' first")
+    repo, cache = tmp_path / "repo", tmp_path / "cache"
+    for jar in jars.load_lock().jars:
+        target = repo / jar.maven_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((source / jar.file).read_bytes())
+    monkeypatch.setenv("HEADRACE_JARS_DIR", str(cache))
+    jars.fetch(maven_repo=repo.as_uri(), say=lambda _: None)
+    assert len(jars.required_jars({"kafka", "postgres"})) == 5

@@ -1,0 +1,124 @@
+"""Spec parsing and planning: good specs load, bad ones get one line with file:line and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import SpecError
+from jobs.loader import parse_job
+from jobs.plan import build_plan
+from jobs.spec import spec_json_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "jobs" / "page_activity.yaml"
+TEXT = EXAMPLE.read_text()
+
+
+def error_for(old: str, new: str, *, plan: bool = False) -> str:
+    assert old in TEXT, old
+    text = TEXT.replace(old, new, 1)
+    with pytest.raises(SpecError) as info:
+        job = parse_job(EXAMPLE, text)
+        if plan:
+            build_plan(job)
+    return str(info.value)
+
+
+def line_of(fragment: str) -> int:
+    return next(i for i, line in enumerate(TEXT.splitlines(), 1) if fragment in line)
+
+
+def test_example_job_loads_and_plans() -> None:
+    plan = build_plan(parse_job(EXAMPLE))
+    assert plan.name == "page-activity"
+    assert plan.spec.parallelism == 2
+    assert [n for n, _ in plan.aggregate.group_by] == ["tenant_id", "page"]
+    assert plan.aggregate.window.tumbling == 60_000
+    assert plan.aggregate.allowed_lateness_ms == 30_000
+    assert [m.name for m in plan.aggregate.measures] == ["events", "total_bytes", "avg_ms", "min_ms", "max_ms"]
+    assert plan.aggregate.key_columns == ("tenant_id", "page", "window_start", "window_end")
+
+
+def test_uids_derive_from_job_name_and_step_path() -> None:
+    plan = build_plan(parse_job(EXAMPLE))
+    assert plan.source_uid == "page-activity.source"
+    assert plan.validate.uid == "page-activity.validate"
+    assert plan.aggregate.uid == "page-activity.aggregate"
+    assert [s.uid for s in plan.sinks] == ["page-activity.sink.page_activity_1m"]
+    assert build_plan(parse_job(EXAMPLE)) == plan  # the same spec gives the same uids every time
+
+
+def test_unknown_key_names_line_and_suggests_the_right_one() -> None:
+    message = error_for("window: {tumbling: 1m}", "windw: {tumbling: 1m}")
+    assert message.startswith(f"{EXAMPLE}:{line_of('window: {tumbling')}: unknown key 'windw' in steps[1].aggregate")
+    assert message.endswith("did you mean 'window'?")
+
+
+def test_unknown_step_kind_is_refused_with_hint() -> None:
+    message = error_for("- validate: {}", "- validat: {}")
+    assert message == (f"{EXAMPLE}:{line_of('- validate')}: unknown step kind 'validat' in steps[0]; "
+                       "did you mean 'validate'?")
+
+
+def test_missing_key_is_reported_at_its_parent() -> None:
+    message = error_for("  kafka: {topic: clicks, group: page-activity}\n", "")
+    assert message.startswith(f"{EXAMPLE}:{line_of('source:')}: missing key 'kafka' in source")
+
+
+def test_wrong_type_and_bad_duration() -> None:
+    assert "parallelism: Input should be a valid integer" in error_for("parallelism: 2", "parallelism: two")
+    message = error_for("allowed_lateness: 30s", "allowed_lateness: 30")
+    assert message.startswith(f"{EXAMPLE}:{line_of('allowed_lateness')}: steps[1].aggregate.allowed_lateness")
+    assert "with a unit" in message
+
+
+def test_unknown_measure_function_points_at_the_measure() -> None:
+    message = error_for("avg_ms: avg(latency_ms)", "avg_ms: avgg(latency_ms)")
+    assert message == (f"{EXAMPLE}:{line_of('avg_ms')}: steps[1].aggregate.measures.avg_ms: "
+                       "unknown measure function 'avgg'; did you mean 'avg'?")
+
+
+def test_two_window_kinds_are_refused() -> None:
+    message = error_for("window: {tumbling: 1m}", "window: {tumbling: 1m, session: {gap: 1m}}")
+    assert "a window is exactly one of 'tumbling', 'sliding' or 'session'" in message
+
+
+def test_missing_schema_file_is_an_undefined_reference() -> None:
+    message = error_for("schemas/click.schema.json", "schemas/clck.schema.json", plan=True)
+    assert message.startswith(f"{EXAMPLE}:{line_of('format:')}: schema file 'schemas/clck.schema.json' not found")
+
+
+def test_group_by_field_missing_from_schema_gets_a_suggestion() -> None:
+    message = error_for("group_by: [tenant_id, page]", "group_by: [tenant, page]", plan=True)
+    assert message == (f"{EXAMPLE}:{line_of('group_by')}: group_by field 'tenant' is not a scalar property "
+                       "of click.schema.json; did you mean 'tenant_id'?")
+
+
+def test_sum_of_a_string_field_is_refused() -> None:
+    message = error_for("total_bytes: sum(bytes)", "total_bytes: sum(page)", plan=True)
+    assert "measure field 'page' is a string, not a number" in message
+
+
+def test_duplicate_step_ids_are_refused() -> None:
+    message = error_for("- validate: {}", "- validate: {id: same}\n  - validate: {id: same}", plan=True)
+    assert "duplicate step id 'same' (steps[0] and steps[1])" in message
+
+
+def test_sink_from_an_undefined_step_is_refused() -> None:
+    message = error_for("postgres: {table: page_activity_1m}",
+                        "postgres: {table: page_activity_1m, from: agregate}", plan=True)
+    assert "sink reads from step 'agregate', which does not exist; did you mean 'aggregate'?" in message
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    message = error_for("dead_letter: {kafka: {topic: clicks.dlq}}", "dead_letter: [\n")
+    assert message.startswith(f"{EXAMPLE}:") and "invalid YAML" in message
+
+
+def test_spec_json_schema_is_exported_for_editors() -> None:
+    schema = spec_json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(schema["required"]) == {"job", "source", "steps", "sinks", "dead_letter"}
+    assert schema["additionalProperties"] is False
