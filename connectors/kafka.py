@@ -74,7 +74,8 @@ def check_reachable(bootstrap: str, properties: dict[str, str], timeout_s: float
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except Exception as exc:  # KafkaException carries the librdkafka reason
-        raise ServiceError(f"cannot reach the Kafka broker at {bootstrap}: {exc.args[0] if exc.args else exc}",
+        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise ServiceError(f"cannot reach the Kafka broker at {bootstrap}: {reason}",
                            hint="start the broker or fix 'kafka.bootstrap_servers' in the profile") from None
     return set(meta.topics)
 

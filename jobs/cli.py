@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     profile = _profile(args)
-    compiled = compile_job(plan, profile)
+    compiled = compile_job(plan, profile, bounded_offsets=_offsets(args.stop_at_offsets))
     say = (lambda s: err.print(s, markup=False))
     if compiled.embedded:
         summary = run_embedded(compiled, say)
@@ -164,6 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{summary.late:,} late ({plan.late_topic}); {summary.seconds:.1f}s")
         return 0
     result, summary = submit_local(compiled, say)
+    if not args.stop_at_offsets:
+        say("running until interrupted (Ctrl-C cancels the job)")
     try:
         result.wait()
     except KeyboardInterrupt:
@@ -171,7 +173,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         client = result.get_job_client()
         if client is not None:
             client.cancel().result()
+        return 130
+    say("job finished")
+    for view in summary.views:
+        args.view = view
+        cmd_query(args)
     return 0
+
+
+def _offsets(text: str | None) -> dict[int, int] | None:
+    if not text:
+        return None
+    try:
+        pairs = [part.split(":") for part in text.split(",")]
+        return {int(p): int(o) for p, o in pairs}
+    except ValueError:
+        raise HeadraceError(f"--stop-at-offsets '{text}' is not PARTITION:OFFSET[,...]",
+                            hint="write e.g. --stop-at-offsets 0:50000,1:49872") from None
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -217,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("run", help="run a job")
     p.add_argument("job")
-    p.add_argument("--limit", type=int, default=40, help="rows of each view to print (embedded)")
+    p.add_argument("--limit", type=int, default=40, help="rows of each view to print")
+    p.add_argument("--stop-at-offsets", metavar="P:O,...",
+                   help="finish once every source partition P reaches offset O (backfills, tests)")
     with_profile(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("generate", help="write sample click events as JSON lines")
@@ -257,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeadraceError as exc:
         if args.verbose:
             traceback.print_exc()
-        err.print(f"error: {exc.line()}", markup=False)
+        err.print(f"error: {exc.line()}", markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -269,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         err.print(f"error: the Flink job failed: {cause}"
-                  + ("" if args.verbose else " (run with --verbose for the Java trace)"), markup=False)
+                  + ("" if args.verbose else " (run with --verbose for the Java trace)"),
+                  markup=False, soft_wrap=True)
         return 1
 
 

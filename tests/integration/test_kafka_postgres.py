@@ -1,0 +1,143 @@
+"""Kafka (tansu) → Flink → PostgreSQL and dead letters back to Kafka, with real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from jobs.compiler import compile_job
+from jobs.loader import parse_job
+from jobs.plan import build_plan
+from jobs.profiles import load_profile
+from jobs.runner import submit_local
+from jobs.sample import click_events
+from tests.jobfiles import ROOT, example_job
+from tests.kafkautil import produce, read_all
+from tests.reference import is_valid, tumbling_page_activity
+from tests.services import Broker, Postgres, free_port
+
+pytestmark = pytest.mark.integration
+SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
+HEADRACE = [sys.executable, "-m", "jobs.cli"]
+
+
+def run_job(job: Path, profiles: Path, ends: dict[int, int], group: str | None = None) -> None:
+    text = job.read_text()
+    if group:
+        text = text.replace("group: page-activity", f"group: {group}")
+    job.write_text(text)
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("test", profiles), bounded_offsets=ends)
+    result, _ = submit_local(compiled, say=lambda _: None)
+    result.wait()
+
+
+def view_rows(pg: Postgres, table: str) -> dict[tuple, tuple]:
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows = conn.execute(f'SELECT tenant_id, page, window_start, window_end, events, total_bytes, '
+                            f'avg_ms, min_ms, max_ms FROM "{table}"').fetchall()
+    return {r[:4]: r[4:] for r in rows}
+
+
+def test_kafka_job_upserts_views_and_dead_letters_with_origin(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    broker.create_topic(unique, partitions=2)
+    events = list(click_events(4000, seed=11, invalid_rate=0.03))
+    ends = produce(broker.bootstrap, unique, events, partitions=2)
+    job = example_job(tmp_path, unique)
+
+    run_job(job, profiles_file, ends)
+
+    invalid = [e for e in events if not is_valid(e.payload, SCHEMA)]
+    dead = read_all(broker.bootstrap, f"{unique}.dlq", len(invalid))
+    assert Counter(d["payload"] for d in dead) == Counter(e.payload.decode() for e in invalid)
+    # every dead letter names its origin: reading that partition/offset gives the same payload
+    by_origin = {}
+    for partition in range(2):
+        for offset, record in enumerate(read_raw(broker, unique, partition, ends[partition])):
+            by_origin[(partition, offset)] = record
+    for d in dead:
+        assert d["source_topic"] == unique and d["step"] == "validate"
+        assert by_origin[(d["source_partition"], d["source_offset"])] == d["payload"].encode()
+        assert d["error_path"].startswith("/") and d["error"] and d["failed_at"]
+
+    late = read_all(broker.bootstrap, f"{unique}.late", sum(e.kind == "late" for e in events))
+    late_payloads = Counter(d["payload"].encode() for d in late)
+    on_time = [json.loads(e.payload) for e in events if is_valid(e.payload, SCHEMA) and not late_payloads[e.payload]]
+    expected = tumbling_page_activity(on_time, 60_000)
+    got = view_rows(pg, f"{unique}_1m")
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key][:2] == value[:2] and got[key][3:] == value[3:]
+        assert got[key][2] == pytest.approx(value[2], rel=1e-12)
+    assert len(events) == sum(v[0] for v in got.values()) + len(dead) + len(late)
+
+    # a replay (new consumer group: the whole topic again) rewrites the same rows, adds none
+    run_job(job, profiles_file, ends, group=f"{unique}-replay")
+    assert view_rows(pg, f"{unique}_1m") == got
+
+
+def read_raw(broker: Broker, topic: str, partition: int, end: int) -> list[bytes]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"raw-{topic}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, partition, 0)])
+    out: list[bytes] = []
+    while len(out) < end:
+        for msg in consumer.consume(num_messages=5000, timeout=1.0):
+            if msg.error() is None:
+                out.append(msg.value())
+    consumer.close()
+    return out[:end]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(HEADRACE + list(args), capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_unreachable_broker_is_one_line_without_java_trace(tmp_path: Path, pg: Postgres) -> None:
+    profiles = tmp_path / "p.yaml"
+    profiles.write_text(f"profiles:\n  down:\n    kafka: {{bootstrap_servers: '127.0.0.1:{free_port()}'}}\n"
+                        f"    postgres: {{port: {pg.port}, database: postgres, user: postgres}}\n")
+    done = cli("run", "jobs/page_activity.yaml", "--profile", "down", "--profiles", str(profiles))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Kafka broker at 127.0.0.1:")
+    assert "Exception" not in done.stderr and "at org.apache" not in done.stderr
+
+
+def test_unreachable_postgres_is_one_line(tmp_path: Path, broker: Broker, unique: str) -> None:
+    broker.create_topic(unique)
+    job = example_job(tmp_path, unique)
+    profiles = tmp_path / "p.yaml"
+    profiles.write_text(f"profiles:\n  down:\n    kafka: {{bootstrap_servers: '{broker.bootstrap}'}}\n"
+                        f"    postgres: {{port: {free_port()}, database: postgres, user: postgres}}\n")
+    done = cli("run", str(job), "--profile", "down", "--profiles", str(profiles))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach PostgreSQL at 127.0.0.1:")
+
+
+def test_missing_jar_is_one_line(tmp_path: Path, profiles_file: Path) -> None:
+    done = cli("run", "jobs/page_activity.yaml", "--profile", "test", "--profiles", str(profiles_file),
+               env={"HEADRACE_JARS_DIR": str(tmp_path / "empty")})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: connector jar flink-connector-kafka-4.0.1-2.0.jar is missing from "
+                                   f"{tmp_path / 'empty'}; run 'headrace jars' to fetch and verify it")
+
+
+def test_bad_spec_is_one_line_with_location(tmp_path: Path) -> None:
+    job = tmp_path / "bad.yaml"
+    job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text().replace("window:", "windw:"))
+    done = cli("validate", str(job))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {job}:16: unknown key 'windw' in steps[1].aggregate (+1 more); did you mean 'window'?"]
