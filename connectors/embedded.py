@@ -78,7 +78,7 @@ class EmbeddedStore:
             self.db.execute(f'DROP TABLE IF EXISTS "{view.name}"')
 
     def rows(self, view_name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        cur = self.db.execute(f'SELECT * FROM "{view_name}" ORDER BY window_start, 1, 2')
+        cur = self.db.execute(f'SELECT * FROM "{view_name}" ORDER BY window_start DESC, 1, 2')
         return [d[0] for d in cur.description], cur.fetchall()
 
     def records(self, topic: str) -> Iterator[dict[str, Any]]:

@@ -132,7 +132,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit: int) -> Table:
-    table = Table(title=f"{name} ({len(rows):,} rows{', first ' + str(limit) if len(rows) > limit else ''})",
+    table = Table(title=f"{name} ({len(rows):,} rows{', latest ' + str(limit) if len(rows) > limit else ''})",
                   title_justify="left")
     for c in columns:
         table.add_column(c, justify="right" if c not in ("window_start", "window_end") else "left")
@@ -198,8 +198,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         import psycopg
 
         with psycopg.connect(**profile.postgres.conninfo()) as conn:
-            cur = conn.execute(psycopg.sql.SQL("SELECT * FROM {} ORDER BY window_start LIMIT %s").format(
-                psycopg.sql.Identifier(args.view)), (args.limit,))
+            cur = conn.execute(psycopg.sql.SQL("SELECT * FROM {} ORDER BY window_start DESC").format(
+                psycopg.sql.Identifier(args.view)))
             columns, rows = [d.name for d in cur.description], cur.fetchall()
     else:
         from connectors.embedded import EmbeddedStore
