@@ -17,9 +17,9 @@ import tempfile
 import tomllib
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from jobs.errors import JarError
 

@@ -8,7 +8,7 @@ lose one).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from connectors import deadletter
 from connectors.sqltext import ident, literal, with_options

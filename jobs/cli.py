@@ -18,8 +18,9 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -71,27 +72,27 @@ def explain_table(plan: Any) -> Table:
                         f"checkpoint every {d(spec.checkpoint.interval)}", title_justify="left")
     table.add_column("part")
     table.add_column("what")
-    table.add_column("Flink uid", style="cyan")
+    table.add_column("Flink uids", style="cyan")
     table.add_row("source", f"kafka topic '{spec.source.kafka.topic}' (group "
                   f"'{spec.source.kafka.group or spec.job}'), json {plan.schema.path.name}; event time "
                   f"'{et.field}', watermark -{d(et.max_out_of_orderness)} per partition"
-                  + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""), plan.source_uid)
+                  + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""), plan.source_uid + '.*')
     table.add_row(f"step {plan.validate.step_id}", "decode + check each record against "
-                  f"{plan.schema.path.name}; failures → dead letter", plan.validate.uid)
+                  f"{plan.schema.path.name}; failures → dead letter", plan.validate.uid + '.*')
     window = agg.window
     wtext = (f"tumbling {d(window.tumbling)}" if window.kind == "tumbling" else
              f"sliding {d(window.sliding.size)} every {d(window.sliding.slide)}" if window.kind == "sliding"
              else f"session gap {d(window.session.gap)}")
     measures = ", ".join(f"{m.name}={m.function}({m.field or ''})" for m in agg.measures)
     table.add_row(f"step {agg.step_id}", f"{wtext} by ({', '.join(n for n, _ in agg.group_by)}), "
-                  f"allowed lateness {d(agg.allowed_lateness_ms)}: {measures}", agg.uid)
+                  f"allowed lateness {d(agg.allowed_lateness_ms)}: {measures}", agg.uid + '.*')
     for sink in plan.sinks:
         table.add_row("sink", f"postgres table '{sink.table}', upsert on "
-                      f"({', '.join(agg.key_columns)})", sink.uid)
+                      f"({', '.join(agg.key_columns)})", sink.uid + '.*')
     table.add_row("dead letter", f"kafka topic '{plan.dead_letter_topic}' ← step {plan.validate.step_id}",
                   plan.dead_letter_uid)
     table.add_row("late output", f"kafka topic '{plan.late_topic}' ← step {agg.step_id} (records more "
-                  f"than {d(agg.allowed_lateness_ms)} behind the watermark)", plan.late_uid)
+                  f"than {d(agg.allowed_lateness_ms)} behind the watermark)", plan.late_uid + '.*')
     return table
 
 

@@ -47,7 +47,7 @@ class CompiledJob:
 
 def view_tables(plan: Plan) -> tuple[ViewTable, ...]:
     agg = plan.aggregate
-    measures = tuple((m.name, t) for m, t in zip(agg.measures, agg.measure_types))
+    measures = tuple((m.name, t) for m, t in zip(agg.measures, agg.measure_types, strict=True))
     return tuple(ViewTable(name=s.table, keys=agg.group_by, measures=measures) for s in plan.sinks)
 
 
@@ -59,6 +59,9 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
         "table.local-time-zone": "UTC",
         # results are upserts keyed by group keys + window: let the planner see them as such
         "table.exec.sink.upsert-materialize": "NONE",
+        # the three outputs of hr_checked must share one validate call: without this each output
+        # prunes the view differently and the planner runs the Python UDF once per output
+        "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
     }
     if plan.aggregate.allowed_lateness_ms:
         config.update({

@@ -13,8 +13,16 @@ from pathlib import Path
 
 from jobs.errors import SpecError
 from jobs.loader import LoadedJob
-from jobs.spec import (AggregateOptions, AggregateStep, JobSpec, ValidateOptions, ValidateStep,
-                       WindowSpec, step_kind, step_options)
+from jobs.spec import (
+    AggregateOptions,
+    AggregateStep,
+    JobSpec,
+    ValidateOptions,
+    ValidateStep,
+    WindowSpec,
+    step_kind,
+    step_options,
+)
 from operators.measures import Measure, parse_measure
 from schemas.jsonschema import RecordSchema, SchemaFileError, load_record_schema
 from schemas.types import FieldType

@@ -70,7 +70,7 @@ class Profile(SpecModel):
     flink: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _complete(self) -> "Profile":
+    def _complete(self) -> Profile:
         if self.embedded is None and (self.kafka is None or self.postgres is None):
             raise ValueError("a profile is either 'embedded: {}' or names both 'kafka' and 'postgres'")
         if self.embedded is not None and (self.kafka or self.postgres):

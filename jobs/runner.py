@@ -11,14 +11,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from connectors import embedded, jars, kafka, postgres
 from connectors.sqltext import masked
 from jobs.compiler import VALIDATE_FUNCTION, CompiledJob
 from jobs.errors import HeadraceError, ServiceError
+from jobs.uids import assign_uids
 from operators.validate import RecordCheck, validate_udf
 
 Say = Callable[[str], None]
@@ -124,6 +126,15 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
     return summary
 
 
+def compiled_plan_json(t_env: Any, compiled: CompiledJob) -> str:
+    """The job's statement set as Flink's JSON plan, every node carrying Headrace's uid."""
+    statement_set = t_env.create_statement_set()
+    for insert in compiled.inserts:
+        statement_set.add_insert_sql(insert)
+    plan_json, _ = assign_uids(statement_set.compile_plan().as_json_string(), compiled.plan)
+    return plan_json
+
+
 def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
     """Check services and jars before starting Flink, so failures are one clear line."""
     profile, plan = compiled.profile, compiled.plan
@@ -146,10 +157,14 @@ def submit_local(compiled: CompiledJob, say: Say = print) -> tuple[Any, RunSumma
     """Start the job on a local mini-cluster; returns the TableResult (call ``.wait()``)."""
     jar_paths = preflight(compiled, say)
     t_env = table_environment(compiled, jar_paths)
-    statement_set = t_env.create_statement_set()
-    for insert in compiled.inserts:
-        statement_set.add_insert_sql(insert)
-    result = statement_set.execute()
+    from pyflink.table import PlanReference, TableResult
+
+    reference = PlanReference.from_json_string(compiled_plan_json(t_env, compiled))
+    # PyFlink 2.3's load_plan hands CompiledPlan the Java environment where it needs the Python
+    # one, so CompiledPlan.execute() fails; do what it should do
+    j_plan = t_env._j_tenv.loadPlan(reference._j_plan_reference)
+    t_env._before_execute()
+    result = TableResult(j_plan.execute())
     client = result.get_job_client()
     summary = RunSummary(job=compiled.plan.name, views=[v.name for v in compiled.views])
     summary.job_id = str(client.get_job_id()) if client is not None else None

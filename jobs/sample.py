@@ -2,16 +2,16 @@
 
 Deterministic for a seed: most events are valid and slightly out of order (less than the
 job's ``max_out_of_orderness``); a few are invalid (not JSON, missing or mistyped fields); a few,
-after the first quarter of the stream, are hours behind and therefore late.
+after the first 40% of the stream, are hours behind and therefore late.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -55,7 +55,7 @@ def click_events(count: int, *, seed: int = 7, start_ms: int = START_MS, step_ms
         roll = rng.random()
         if roll < invalid_rate:
             kind = "invalid"
-        elif roll < invalid_rate + late_rate and i > count // 4:
+        elif roll < invalid_rate + late_rate and i > count * 2 // 5:
             kind = "late"
             ts = base - 2 * 3_600_000 - rng.randrange(600_000)
         event: dict[str, object] = {

@@ -25,10 +25,20 @@ Example (``jobs/page_activity.yaml``)::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer,
-                      Tag, WithJsonSchema, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
 from operators.durations import format_duration_ms, parse_duration_ms
 from operators.measures import parse_measure
@@ -104,7 +114,7 @@ class SlidingWindow(SpecModel):
     slide: Duration
 
     @model_validator(mode="after")
-    def _slide_divides_size(self) -> "SlidingWindow":
+    def _slide_divides_size(self) -> SlidingWindow:
         if self.slide <= 0 or self.size <= 0 or self.size % self.slide:
             raise ValueError("sliding window 'size' must be a positive multiple of 'slide'")
         return self
@@ -122,7 +132,7 @@ class WindowSpec(SpecModel):
     session: SessionWindow | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "WindowSpec":
+    def _exactly_one(self) -> WindowSpec:
         chosen = [k for k in ("tumbling", "sliding", "session") if getattr(self, k) is not None]
         if len(chosen) != 1:
             raise ValueError("a window is exactly one of 'tumbling', 'sliding' or 'session'")
@@ -167,7 +177,7 @@ def _first_key(value: Any) -> str | None:
 
 
 Step = Annotated[
-    Union[Annotated[ValidateStep, Tag("validate")], Annotated[AggregateStep, Tag("aggregate")]],
+    Annotated[ValidateStep, Tag("validate")] | Annotated[AggregateStep, Tag("aggregate")],
     Discriminator(_first_key),
 ]
 

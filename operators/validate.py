@@ -15,7 +15,8 @@ with an error are routed to the dead-letter output by the compiled SQL.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jsonschema_rs
 import orjson

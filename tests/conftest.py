@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -46,7 +46,8 @@ def profiles_file(tmp_path: Path, broker: Broker, pg: Postgres, monkeypatch: pyt
         f"    kafka: {{bootstrap_servers: \"{broker.bootstrap}\"}}\n"
         f"    postgres: {{host: 127.0.0.1, port: {pg.port}, database: postgres, user: postgres,"
         " password: \"${HEADRACE_TEST_PG_PASSWORD}\"}\n"
-        "    flink: {parallelism.default: \"2\"}\n")
+        # watermarks every 10 ms (default 200 ms) so that records built to be late meet a watermark
+        "    flink: {parallelism.default: \"2\", pipeline.auto-watermark-interval: \"10 ms\"}\n")
     return path
 
 

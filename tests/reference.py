@@ -7,9 +7,10 @@ aggregates with ordinary dicts, so agreement between the two is evidence, not an
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import jsonschema
 
@@ -22,8 +23,24 @@ def is_valid(payload: bytes, schema: dict[str, Any]) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(record)
 
 
+def genuinely_late(events: Iterable[Any], schema: dict[str, Any], behind_ms: int) -> Counter[bytes]:
+    """Payloads of valid events at or behind (max event time produced before them - behind_ms).
+
+    A per-partition watermark never exceeds that bound, so a record the job calls late must be
+    in this set; the job may call fewer late (a watermark is emitted periodically, not per record).
+    """
+    late: Counter[bytes] = Counter()
+    max_ts = 0
+    for e in events:
+        if is_valid(e.payload, schema):
+            if e.timestamp_ms <= max_ts - behind_ms:
+                late[e.payload] += 1
+            max_ts = max(max_ts, e.timestamp_ms)
+    return late
+
+
 def utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 def tumbling_page_activity(records: Iterable[dict[str, Any]], size_ms: int) -> dict[tuple[Any, ...], tuple[Any, ...]]:

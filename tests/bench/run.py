@@ -1,0 +1,229 @@
+"""Benchmark: the example job through Headrace vs (a) hand-written Flink SQL vs (b) hand-written PyFlink.
+
+    .venv/bin/python -m tests.bench.run [--events 1000000] [--rate 2000] [--seconds 30] [--only framework,sql]
+
+Throughput: ``--events`` click events (out of order, ~1% invalid, a few late) are pre-loaded into a
+tansu broker (2 partitions); each job reads them to the known end offsets at parallelism 2 with
+checkpoints every 10 s, writing the per-minute view to PostgreSQL. events/s = events / (time the job
+is RUNNING on the mini-cluster until it FINISHED, from Flink's REST API), so JVM start and job
+submission are excluded; Python worker start-up is included.
+
+Latency: each job then reads a fresh topic while events are produced live at ``--rate`` per second
+for ``--seconds`` with event time = wall clock, in 5 s tumbling windows (1 s out-of-orderness).
+PostgreSQL is polled every 50 ms. Per event: produced → its window's row visible (this includes
+waiting for the window to close); per window: watermark could close it (end + 1 s) → row visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Producer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from jobs.sample import click_events
+from tests.services import Broker, Postgres, free_port
+
+console = Console(highlight=False)
+KINDS = {"framework": "Headrace (jobs/page_activity.yaml)", "sql": "(a) hand-written Flink SQL",
+         "datastream": "(b) hand-written PyFlink DataStream"}
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+        return json.loads(response.read())
+
+
+def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> tuple[float, float, int]:
+    """Run one job to completion; returns (t_running, t_finished, exit code)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.bench.jobs", kind, json.dumps(settings)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    port, t_running = settings["rest_port"], math.nan
+    while proc.poll() is None and math.isnan(t_running):
+        try:
+            for job in _get(port, "/jobs/overview")["jobs"]:
+                detail = _get(port, f"/jobs/{job['jid']}")
+                if detail["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in detail["vertices"]):
+                    t_running = time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if on_running is not None and proc.poll() is None:
+        on_running()
+    proc.wait()
+    t_finished = time.monotonic()
+    reader.join(5)
+    if proc.returncode != 0:
+        console.print("".join(output[-40:]), markup=False)
+    return t_running, t_finished, proc.returncode
+
+
+def view_totals(pg: Postgres, table: str) -> tuple[int, int]:
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows, events = conn.execute(f'SELECT count(*), coalesce(sum(events), 0) FROM "{table}"').fetchone()
+    return int(rows), int(events)
+
+
+def preload(broker: Broker, topic: str, events: int) -> dict[int, int]:
+    broker.create_topic(topic, partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
+                         "queue.buffering.max.messages": 2_000_000, "partitioner": "murmur2_random"})
+    ends = {0: 0, 1: 0}
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is None:
+            ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"pre-loading {events:,} events into '{topic}'", total=events)
+        for i, e in enumerate(click_events(events, seed=1)):
+            while True:
+                try:
+                    producer.produce(topic, e.payload, key=e.key, timestamp=e.timestamp_ms, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            if i % 20_000 == 0:
+                producer.poll(0)
+                progress.update(task, completed=i)
+        producer.flush(120)
+    return ends
+
+
+def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
+                rate: int, seconds: int) -> dict[str, float]:
+    topic, table = f"lat_{kind}", f"lat_{kind}"
+    broker.create_topic(topic, partitions=2)
+    total = rate * seconds
+    offsets = {0: (total + 1) // 2, 1: total // 2}
+    settings = {**base, "topic": topic, "table": table, "group": f"{kind}-lat", "offsets": offsets,
+                "window_s": 5, "ooo_s": 1, "rest_port": free_port()}
+    produced: list[tuple[float, tuple[str, str, int]]] = []
+    seen: dict[tuple[str, str, int], float] = {}
+    stop = threading.Event()
+
+    def poll_pg() -> None:
+        with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+            while not stop.is_set():
+                try:
+                    rows = conn.execute(f'SELECT tenant_id, page, (extract(epoch from window_start) * 1000)::bigint '
+                                        f'FROM "{table}"').fetchall()
+                except psycopg.errors.UndefinedTable:
+                    rows = []
+                now = time.time()
+                for r in rows:
+                    seen.setdefault((r[0], r[1], int(r[2])), now)
+                time.sleep(0.05)
+
+    def produce_live() -> None:
+        time.sleep(2.0)  # let the Python workers finish starting
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+        pages = ["/", "/pricing", "/docs", "/blog", "/signup", "/checkout"]
+        t0 = time.time()
+        for i in range(total):
+            target = t0 + i / rate
+            delay = target - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            now = time.time()
+            ts = int(now * 1000)
+            tenant, page = f"tenant-{i % 4}", pages[(i // 4) % len(pages)]
+            body = json.dumps({"tenant_id": tenant, "user_id": f"u{i % 300}", "page": page, "ts": ts,
+                               "latency_ms": i % 500, "bytes": 1000 + i % 7000}).encode()
+            producer.produce(topic, body, key=tenant.encode(), partition=i % 2, timestamp=ts)
+            producer.poll(0)
+            produced.append((now, (tenant, page, ts - ts % 5000)))
+        producer.flush(30)
+
+    poller = threading.Thread(target=poll_pg, daemon=True)
+    poller.start()
+    producer_thread = threading.Thread(target=produce_live, daemon=True)
+    _, _, code = run_job(kind, settings, on_running=producer_thread.start)
+    producer_thread.join()
+    time.sleep(1.0)
+    stop.set()
+    poller.join()
+    if code != 0 or not produced:
+        return {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan}
+    # windows still open when input ended are closed by end-of-input, not by the watermark: skip them
+    last_ts = max(w for _, (_, _, w) in produced)
+    lat = [seen[w] - t for t, w in produced if w[2] < last_ts - 5000 and w in seen]
+    windows = {w for _, w in produced if w[2] < last_ts - 5000 and w in seen}
+    close = [seen[w] - (w[2] + 5000 + 1000) / 1000 for w in windows]
+    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else math.nan  # noqa: E731
+    return {"p50": q(lat, 50), "p99": q(lat, 99), "close_p50": q(close, 50), "close_p99": q(close, 99)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=int, default=2000, help="events/s in the latency run")
+    parser.add_argument("--seconds", type=int, default=30, help="length of the latency run")
+    parser.add_argument("--only", default="framework,sql,datastream")
+    args = parser.parse_args()
+    kinds = [k for k in args.only.split(",") if k]
+    results: dict[str, dict[str, Any]] = {k: {} for k in kinds}
+    broker, pg = Broker.start(), Postgres.start()
+    workdir = Path(tempfile.mkdtemp(prefix="headrace-bench-"))
+    try:
+        ends = preload(broker, "bench", args.events)
+        console.print(f"pre-loaded {sum(ends.values()):,} events (partitions: {ends})")
+        base = {"bootstrap": broker.bootstrap, "pg_port": pg.port, "workdir": str(workdir)}
+        for kind in kinds:
+            settings = {**base, "topic": "bench", "table": f"tp_{kind}", "group": f"{kind}-tp", "offsets": ends,
+                        "window_s": 60, "ooo_s": 5, "rest_port": free_port()}
+            console.print(f"throughput: {KINDS[kind]} …")
+            t_run, t_end, code = run_job(kind, settings)
+            rows, aggregated = view_totals(pg, f"tp_{kind}") if code == 0 else (0, 0)
+            seconds = t_end - t_run
+            results[kind].update(events_per_s=args.events / seconds if code == 0 else math.nan,
+                                 seconds=seconds, rows=rows, aggregated=aggregated, exit=code)
+            console.print(f"  {args.events / seconds:,.0f} events/s ({seconds:.1f}s running; {rows:,} rows, "
+                          f"{aggregated:,} events aggregated)")
+        for kind in kinds:
+            console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
+            results[kind].update(latency_run(kind, broker, pg, base, args.rate, args.seconds))
+    finally:
+        pg.stop()
+        broker.stop()
+
+    table = Table(title=f"page-activity: {args.events:,} events, parallelism 2, checkpoints every 10 s",
+                  title_justify="left")
+    for col in ("job", "events/s", "× (a) SQL", "× (b) DataStream", "rows", "event→row p50", "p99",
+                "window close→row p50", "p99"):
+        table.add_column(col, justify="left" if col == "job" else "right")
+    ref_sql = results.get("sql", {}).get("events_per_s", math.nan)
+    ref_ds = results.get("datastream", {}).get("events_per_s", math.nan)
+    for kind in kinds:
+        r = results[kind]
+        eps = r.get("events_per_s", math.nan)
+        table.add_row(KINDS[kind], f"{eps:,.0f}", f"{eps / ref_sql:.2f}", f"{eps / ref_ds:.2f}",
+                      f"{r.get('rows', 0):,}",
+                      f"{r['p50']:.2f}s", f"{r['p99']:.2f}s", f"{r['close_p50']:.2f}s", f"{r['close_p99']:.2f}s")
+    console.print(table)
+    out = Path(".headrace/bench/results.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"events": args.events, "rate": args.rate, "results": results}, indent=2))
+    console.print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
