@@ -62,7 +62,7 @@ def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[
     return f"CREATE TEMPORARY TABLE {ident(table)} (\n  {columns}\n) {with_options(options)}"
 
 
-def admin_config(bootstrap: str, properties: dict[str, str]) -> dict[str, str]:
+def admin_config(bootstrap: str, properties: dict[str, str]) -> dict[str, str | int | float | bool]:
     return {"bootstrap.servers": bootstrap, **properties}
 
 

@@ -90,7 +90,7 @@ def explain_table(plan: Any) -> Table:
         table.add_row("sink", f"postgres table '{sink.table}', upsert on "
                       f"({', '.join(agg.key_columns)})", sink.uid + '.*')
     table.add_row("dead letter", f"kafka topic '{plan.dead_letter_topic}' ← step {plan.validate.step_id}",
-                  plan.dead_letter_uid)
+                  plan.dead_letter_uid + ".*")
     table.add_row("late output", f"kafka topic '{plan.late_topic}' ← step {agg.step_id} (records more "
                   f"than {d(agg.allowed_lateness_ms)} behind the watermark)", plan.late_uid + '.*')
     return table
@@ -201,7 +201,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         with psycopg.connect(**profile.postgres.conninfo()) as conn:
             cur = conn.execute(psycopg.sql.SQL("SELECT * FROM {} ORDER BY window_start DESC").format(
                 psycopg.sql.Identifier(args.view)))
-            columns, rows = [d.name for d in cur.description], cur.fetchall()
+            columns, rows = [d.name for d in cur.description or ()], cur.fetchall()
     else:
         from connectors.embedded import EmbeddedStore
 

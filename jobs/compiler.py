@@ -32,17 +32,27 @@ VALIDATE_FUNCTION = "hr_validate"
 
 @dataclass(frozen=True)
 class CompiledJob:
+    """Flink SQL for one profile: tables, the ``hr_checked`` query, the views over it, outputs."""
+
     plan: Plan
     profile: Profile
-    statements: tuple[str, ...]
+    tables: tuple[str, ...]
+    checked_select: str
+    views: tuple[str, ...]
     inserts: tuple[str, ...] = ()
     collect_query: str | None = None
-    views: tuple[ViewTable, ...] = ()
+    view_tables: tuple[ViewTable, ...] = ()
     config: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
         return self.collect_query is not None
+
+    @property
+    def statements(self) -> tuple[str, ...]:
+        """Every statement in order, as one SQL script (hr_checked as a plain view)."""
+        checked = f"CREATE TEMPORARY VIEW `hr_checked` AS\n{self.checked_select}"
+        return self.tables + (checked,) + self.views
 
 
 def view_tables(plan: Plan) -> tuple[ViewTable, ...]:
@@ -75,14 +85,14 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
     return config
 
 
-def _views(plan: Plan, source_has_metadata: bool, topic: str) -> list[str]:
+def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str) -> tuple[str, list[str]]:
+    """The SELECT of ``hr_checked`` (event time exposed as ``time_column``) and the views over it."""
     agg = plan.aggregate
     if source_has_metadata:
         origin = "`_topic`, `_partition`, `_offset`"
     else:
         origin = f"{literal(topic)} AS `_topic`, CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`"
-    checked = f"""CREATE TEMPORARY VIEW `hr_checked` AS
-SELECT `_payload`, {origin}, `_event_time`,
+    checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
        CURRENT_WATERMARK(`_event_time`) AS `_watermark`,
        {VALIDATE_FUNCTION}(`_payload`) AS `_v`
 FROM `hr_source`"""
@@ -116,7 +126,7 @@ FROM `hr_checked` WHERE `_v`.`err_msg` IS NULL AND NOT {is_late}"""
 SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
        {', '.join(measure_columns(agg.measures))}
 FROM `hr_on_time` GROUP BY {group}, {keys}"""
-    return [checked, rejected, late, on_time, windows]
+    return checked, [rejected, late, on_time, windows]
 
 
 def _json_object(columns: list[tuple[str, str]]) -> str:
@@ -141,7 +151,9 @@ def compile_job(plan: Plan, profile: Profile, *,
         source = embedded.file_source_ddl(
             "hr_source", path=embedded.topic_file(data_dir, spec.source.kafka.topic),
             topic=spec.source.kafka.topic, event_time_field=et.field, out_of_orderness=ooo)
-        statements = [source] + _views(plan, False, spec.source.kafka.topic)
+        # hr_checked is materialized through a DataStream (see runner): the rowtime travels as the
+        # record timestamp and comes back as `_event_time`, so the query exposes it under another name
+        checked, after = _views(plan, False, spec.source.kafka.topic, "_rowtime")
         dl = [(name, _ts(ident(name)) if name == "failed_at" else ident(name))
               for name, _ in deadletter.COLUMNS]
         view_cols = [(n, ident(n)) for n, _ in plan.aggregate.group_by]
@@ -150,30 +162,30 @@ def compile_job(plan: Plan, profile: Profile, *,
         collect = (f"SELECT 'dead_letter' AS `_kind`, {_json_object(dl)} AS `_body` FROM `hr_rejected`\n"
                    f"UNION ALL SELECT 'late', {_json_object(dl)} FROM `hr_late`\n"
                    f"UNION ALL SELECT 'view', {_json_object(view_cols)} FROM `hr_windows`")
-        return CompiledJob(plan=plan, profile=profile, statements=tuple(statements),
-                           collect_query=collect, views=views, config=config)
+        return CompiledJob(plan=plan, profile=profile, tables=(source,), checked_select=checked,
+                           views=tuple(after), collect_query=collect, view_tables=views, config=config)
 
     assert profile.kafka is not None and profile.postgres is not None
     kconn, pconn = profile.kafka, profile.postgres
-    statements = [kafka.source_ddl(
+    tables = [kafka.source_ddl(
         "hr_source", topic=spec.source.kafka.topic, bootstrap=kconn.bootstrap_servers,
         group=spec.source.kafka.group or spec.job, event_time_field=et.field, out_of_orderness=ooo,
         idle_timeout_ms=et.idle_timeout, properties=kconn.properties, bounded_offsets=bounded_offsets)]
-    statements.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
+    tables.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
                                             bootstrap=kconn.bootstrap_servers, properties=kconn.properties))
     late_table = "hr_dead_letter"
     if plan.late_topic != plan.dead_letter_topic:
         late_table = "hr_late_out"
-        statements.append(kafka.dead_letter_ddl(late_table, topic=plan.late_topic,
+        tables.append(kafka.dead_letter_ddl(late_table, topic=plan.late_topic,
                                                 bootstrap=kconn.bootstrap_servers,
                                                 properties=kconn.properties))
     password = pconn.password.get_secret_value() if pconn.password else None
     for view in views:
-        statements.append(postgres.jdbc_sink_ddl(f"hr_sink_{view.name}", view, url=pconn.jdbc_url,
+        tables.append(postgres.jdbc_sink_ddl(f"hr_sink_{view.name}", view, url=pconn.jdbc_url,
                                                  user=pconn.user, password=password))
-    statements += _views(plan, True, spec.source.kafka.topic)
+    checked, after = _views(plan, True, spec.source.kafka.topic, "_event_time")
     inserts = ["INSERT INTO `hr_dead_letter` SELECT * FROM `hr_rejected`",
                f"INSERT INTO {ident(late_table)} SELECT * FROM `hr_late`"]
     inserts += [f"INSERT INTO {ident('hr_sink_' + v.name)} SELECT * FROM `hr_windows`" for v in views]
-    return CompiledJob(plan=plan, profile=profile, statements=tuple(statements), inserts=tuple(inserts),
-                       views=views, config=config)
+    return CompiledJob(plan=plan, profile=profile, tables=tuple(tables), checked_select=checked,
+                       views=tuple(after), inserts=tuple(inserts), view_tables=views, config=config)

@@ -47,22 +47,38 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
     # the per-record validate UDF then scales with parallelism instead of sharing one GIL.
     os.environ.setdefault("_python_worker_execution_mode", "process")
-    from pyflink.table import EnvironmentSettings, TableEnvironment
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    config = t_env.get_config()
-    for key, value in compiled.config.items():
-        config.set(key, value)
-    config.set("python.executable", sys.executable)
-    config.set("python.client.executable", sys.executable)
+    settings = dict(compiled.config)
+    settings.update({"python.executable": sys.executable, "python.client.executable": sys.executable})
+    env = StreamExecutionEnvironment.get_execution_environment(Configuration.from_dict(settings))
     if jar_paths:
-        existing = config.get("pipeline.jars", "")
-        urls = [p.resolve().as_uri() for p in jar_paths]
-        config.set("pipeline.jars", ";".join([u for u in existing.split(";") if u] + urls))
+        # before the table environment exists: its planner resolves connectors with this loader;
+        # add_jars appends, so `flink run -py`'s own flink-python jar stays on the list
+        env.add_jars(*(p.resolve().as_uri() for p in jar_paths))
+    t_env = StreamTableEnvironment.create(env)
+    config = t_env.get_config()
+    for key, value in settings.items():
+        config.set(key, value)
     plan = compiled.plan
     check = RecordCheck(plan.validate.schema.document, plan.fields)
     t_env.create_temporary_function(VALIDATE_FUNCTION, validate_udf(check))
-    for statement in compiled.statements:
+    for statement in compiled.tables:
+        t_env.execute_sql(statement)
+    if compiled.embedded:
+        # One query feeds three outputs; the planner would call the Python UDF once per output.
+        # A round trip through a (JVM) DataStream makes the validated stream a single producer;
+        # the event time rides along as the record timestamp, watermarks pass through.
+        checked = t_env.to_data_stream(t_env.sql_query(compiled.checked_select))
+        schema = (Schema.new_builder()
+                  .column_by_metadata("_event_time", DataTypes.TIMESTAMP_LTZ(3), "rowtime")
+                  .watermark("_event_time", "SOURCE_WATERMARK()").build())
+        t_env.create_temporary_view("hr_checked", t_env.from_data_stream(checked, schema))
+    else:
+        t_env.execute_sql(f"CREATE TEMPORARY VIEW `hr_checked` AS\n{compiled.checked_select}")
+    for statement in compiled.views:
         t_env.execute_sql(statement)
     return t_env
 
@@ -86,11 +102,11 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
                             hint=f"write JSON lines there, e.g. 'headrace generate --out {source_file}'")
     with source_file.open("rb") as handle:
         records_in = sum(1 for _ in handle)
-    summary = RunSummary(job=plan.name, records_in=records_in, views=[v.name for v in compiled.views])
+    summary = RunSummary(job=plan.name, records_in=records_in, views=[v.name for v in compiled.view_tables])
     store = embedded.EmbeddedStore(data_dir)
     outputs = sorted({plan.dead_letter_topic, plan.late_topic})
-    store.truncate_outputs(outputs, list(compiled.views))
-    for view in compiled.views:
+    store.truncate_outputs(outputs, list(compiled.view_tables))
+    for view in compiled.view_tables:
         store.ensure_table(view)
     started = time.monotonic()
     say(f"starting Flink (local mini-cluster) for job '{plan.name}' over {records_in:,} records in {source_file}")
@@ -105,7 +121,7 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
                 kind, body = row[0], json.loads(row[1])
                 if kind == "view":
                     summary.view_updates += 1
-                    for view in compiled.views:
+                    for view in compiled.view_tables:
                         if row.get_row_kind() == RowKind.DELETE:
                             store.delete(view, body)
                         elif row.get_row_kind() != RowKind.UPDATE_BEFORE:
@@ -146,7 +162,7 @@ def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
         raise ServiceError(f"source topic '{plan.spec.source.kafka.topic}' does not exist on "
                            f"{kconn.bootstrap_servers}", hint="create it, or fix 'source.kafka.topic'")
     kafka.ensure_topics(kconn.bootstrap_servers, kconn.properties, {plan.dead_letter_topic, plan.late_topic})
-    for view in compiled.views:
+    for view in compiled.view_tables:
         postgres.ensure_table(profile.postgres.conninfo(), view)
     say(f"preflight ok: broker {kconn.bootstrap_servers}, PostgreSQL {profile.postgres.host}:"
         f"{profile.postgres.port}/{profile.postgres.database}, {len(jar_paths)} connector jars")
@@ -166,7 +182,7 @@ def submit_local(compiled: CompiledJob, say: Say = print) -> tuple[Any, RunSumma
     t_env._before_execute()
     result = TableResult(j_plan.execute())
     client = result.get_job_client()
-    summary = RunSummary(job=compiled.plan.name, views=[v.name for v in compiled.views])
+    summary = RunSummary(job=compiled.plan.name, views=[v.name for v in compiled.view_tables])
     summary.job_id = str(client.get_job_id()) if client is not None else None
     say(f"job '{compiled.plan.name}' running on the local mini-cluster (Flink job id {summary.job_id})")
     return result, summary

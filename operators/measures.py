@@ -58,7 +58,7 @@ class Measure:
         if self.function == "sum":
             return sum(items)  # type: ignore[arg-type]
         if self.function == "avg":
-            return sum(float(v) for v in items) / len(items)  # type: ignore[arg-type]
+            return sum(float(v) for v in items) / len(items)  # type: ignore[arg-type,misc]
         if self.function == "min":
             return min(items)  # type: ignore[type-var]
         return max(items)  # type: ignore[type-var]

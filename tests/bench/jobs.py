@@ -79,7 +79,7 @@ def run_sql(s: dict[str, Any]) -> None:
         sql = sql.replace("${" + key + "}", value)
     sql = sql.replace("INTERVAL '5' SECOND", f"INTERVAL '{s['ooo_s']}' SECOND")
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    *ddl, insert = [st.strip() for st in body.split(";") if st.strip()]
+    *ddl, insert = [st.strip() for st in body.split(";\n") if st.strip()]
     for statement in ddl:
         t_env.execute_sql(statement)
     t_env.execute_sql(insert).wait()

@@ -127,6 +127,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
                                         f'FROM "{table}"').fetchall()
                 except psycopg.errors.UndefinedTable:
                     rows = []
+                except psycopg.OperationalError:
+                    return
                 now = time.time()
                 for r in rows:
                     seen.setdefault((r[0], r[1], int(r[2])), now)
@@ -156,7 +158,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     poller.start()
     producer_thread = threading.Thread(target=produce_live, daemon=True)
     _, _, code = run_job(kind, settings, on_running=producer_thread.start)
-    producer_thread.join()
+    if producer_thread.ident is not None:
+        producer_thread.join()
     time.sleep(1.0)
     stop.set()
     poller.join()
