@@ -72,6 +72,11 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
         # the three outputs of hr_checked must share one validate call: without this each output
         # prunes the view differently and the planner runs the Python UDF once per output
         "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
+        # a sink that keeps failing (dropped table, bad credentials) ends the run with its cause
+        # instead of restarting forever; profiles can choose another strategy
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "3",
+        "restart-strategy.fixed-delay.delay": "2 s",
     }
     if plan.aggregate.allowed_lateness_ms:
         config.update({

@@ -11,7 +11,7 @@ CREATE TEMPORARY TABLE clicks (
   latency_ms BIGINT,
   `bytes` BIGINT,
   event_time AS TO_TIMESTAMP_LTZ(ts, 3),
-  WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+  WATERMARK FOR event_time AS event_time - INTERVAL '${OOO_S}' SECOND
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${TOPIC}',

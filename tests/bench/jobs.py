@@ -74,15 +74,36 @@ def run_sql(s: dict[str, Any]) -> None:
     sql = (ROOT / "sql" / "page_activity_baseline.sql").read_text()
     values = {"TOPIC": s["topic"], "BOOTSTRAP": s["bootstrap"], "GROUP": s["group"], "TABLE": s["table"],
               "JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s['pg_port']}/postgres", "WINDOW_S": str(s["window_s"]),
+              "OOO_S": str(s["ooo_s"]),
               "OFFSETS": ";".join(f"partition:{p},offset:{o}" for p, o in s["offsets"].items())}
     for key, value in values.items():
         sql = sql.replace("${" + key + "}", value)
-    sql = sql.replace("INTERVAL '5' SECOND", f"INTERVAL '{s['ooo_s']}' SECOND")
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     *ddl, insert = [st.strip() for st in body.split(";\n") if st.strip()]
     for statement in ddl:
         t_env.execute_sql(statement)
     t_env.execute_sql(insert).wait()
+
+
+def stopping_offsets(bootstrap: str, topic: str, group: str, offsets: dict[str, int]) -> Any:
+    """Stop at ``offsets`` by committing them for ``group`` and bounding at committed offsets.
+
+    PyFlink's ``KafkaOffsetsInitializer.offsets`` names the shaded TopicPartition of the fat
+    sql-connector jar (we ship the thin connector + kafka-clients), and py4j turns any
+    java.lang.Long back into an int, so the Java map cannot be built from Python either;
+    ``committed_offsets()`` names a shaded class too, hence the direct Java call.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, int(p), int(o)) for p, o in offsets.items()],
+                    asynchronous=False)
+    consumer.close()
+    from pyflink.java_gateway import get_gateway
+
+    initializer = get_gateway().jvm.org.apache.flink.connector.kafka.source.enumerator.initializer
+    return KafkaOffsetsInitializer(initializer.OffsetsInitializer.committedOffsets())
 
 
 def run_datastream(s: dict[str, Any]) -> None:
@@ -96,7 +117,6 @@ def run_datastream(s: dict[str, Any]) -> None:
         KafkaRecordSerializationSchema,
         KafkaSink,
         KafkaSource,
-        KafkaTopicPartition,
     )
     from pyflink.datastream.functions import AggregateFunction, ProcessWindowFunction
     from pyflink.datastream.window import TumblingEventTimeWindows
@@ -106,14 +126,15 @@ def run_datastream(s: dict[str, Any]) -> None:
     for k, v in common_config(s).items():
         conf.set_string(k, v)
     conf.set_string("python.executable", sys.executable)
+    # its mixed DataStream/Table graph otherwise waits for slots the mini-cluster never offers
+    conf.set_string("taskmanager.numberOfTaskSlots", "4")
     conf.set_string("pipeline.jars", ";".join(_jars()))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     schema = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
     topic = s["topic"]
     source = (KafkaSource.builder().set_bootstrap_servers(s["bootstrap"]).set_topics(topic)
               .set_group_id(s["group"]).set_starting_offsets(KafkaOffsetsInitializer.earliest())
-              .set_bounded(KafkaOffsetsInitializer.offsets(
-                  {KafkaTopicPartition(topic, int(p)): o for p, o in s["offsets"].items()}))
+              .set_bounded(stopping_offsets(s["bootstrap"], topic, s["group"], s["offsets"]))
               .set_value_only_deserializer(SimpleStringSchema()).build())
     strategy = (WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_seconds(s["ooo_s"]))
                 .with_idleness(Duration.of_seconds(30)))
@@ -169,7 +190,7 @@ def run_datastream(s: dict[str, Any]) -> None:
     out_type = Types.ROW([Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(),
                           Types.DOUBLE(), Types.LONG(), Types.LONG()])
     windows = (checked.key_by(lambda r: (r[0], r[1]), key_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
-               .window(TumblingEventTimeWindows.of(Duration.of_seconds(s["window_s"])))
+               .window(TumblingEventTimeWindows(s["window_s"] * 1000, 0))
                .allowed_lateness(30_000).side_output_late_data(late)
                .aggregate(Measures(), Emit(), accumulator_type=Types.PICKLED_BYTE_ARRAY(), output_type=out_type))
     dlq = (KafkaSink.builder().set_bootstrap_servers(s["bootstrap"])
@@ -182,6 +203,7 @@ def run_datastream(s: dict[str, Any]) -> None:
             .set_value_serialization_schema(SimpleStringSchema()).build()).build())
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.local-time-zone", "UTC")
+    t_env.get_config().set("table.exec.sink.upsert-materialize", "NONE")
     t_env.create_temporary_view("windows", t_env.from_data_stream(windows))
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE sink (tenant_id STRING NOT NULL, page STRING NOT NULL,
       window_start TIMESTAMP(3) NOT NULL, window_end TIMESTAMP(3) NOT NULL, events BIGINT, total_bytes BIGINT,

@@ -38,7 +38,7 @@ from rich.table import Table
 from jobs.sample import click_events
 from tests.services import Broker, Postgres, free_port
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 KINDS = {"framework": "Headrace (jobs/page_activity.yaml)", "sql": "(a) hand-written Flink SQL",
          "datastream": "(b) hand-written PyFlink DataStream"}
 
@@ -73,6 +73,17 @@ def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> tupl
     if proc.returncode != 0:
         console.print("".join(output[-40:]), markup=False)
     return t_running, t_finished, proc.returncode
+
+
+def create_view_table(pg: Postgres, table: str) -> None:
+    """The hand-written jobs expect their table; give them the one Headrace would create."""
+    from connectors.postgres import ensure_table
+    from jobs.compiler import view_tables
+    from jobs.loader import parse_job
+    from jobs.plan import build_plan
+
+    view = view_tables(build_plan(parse_job(Path("jobs/page_activity.yaml"))))[0]
+    ensure_table(pg.conninfo(), type(view)(name=table, keys=view.keys, measures=view.measures))
 
 
 def view_totals(pg: Postgres, table: str) -> tuple[int, int]:
@@ -111,6 +122,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
                 rate: int, seconds: int) -> dict[str, float]:
     topic, table = f"lat_{kind}", f"lat_{kind}"
     broker.create_topic(topic, partitions=2)
+    if kind != "framework":
+        create_view_table(pg, table)
     total = rate * seconds
     offsets = {0: (total + 1) // 2, 1: total // 2}
     settings = {**base, "topic": topic, "table": table, "group": f"{kind}-lat", "offsets": offsets,
@@ -192,6 +205,8 @@ def main() -> int:
         for kind in kinds:
             settings = {**base, "topic": "bench", "table": f"tp_{kind}", "group": f"{kind}-tp", "offsets": ends,
                         "window_s": 60, "ooo_s": 5, "rest_port": free_port()}
+            if kind != "framework":
+                create_view_table(pg, f"tp_{kind}")
             console.print(f"throughput: {KINDS[kind]} …")
             t_run, t_end, code = run_job(kind, settings)
             rows, aggregated = view_totals(pg, f"tp_{kind}") if code == 0 else (0, 0)
