@@ -3,7 +3,10 @@
 :class:`RecordCheck` is plain Python: ``check(payload)`` returns ``(error_path, error, *fields)``
 where ``error`` is None for a good record and ``fields`` are the typed values the later steps
 read. The Flink side is :func:`validate_udf`, a scalar UDF returning that tuple as a ROW; rows
-with an error are routed to the dead-letter output by the compiled SQL.
+with an error are routed to the dead-letter output by the compiled SQL. Its second argument,
+"is this record late", is computed in SQL from ``CURRENT_WATERMARK`` and only echoed back:
+an argument is evaluated before the Python call, so lateness is judged against the watermark
+at read time rather than after a whole Arrow batch has been through Python.
 
 >>> check = RecordCheck({"type": "object", "required": ["n"],
 ...                      "properties": {"n": {"type": "integer"}}}, [("n", FieldType.INTEGER)])
@@ -25,6 +28,7 @@ from schemas.types import FieldType
 
 _INT64 = (-(2**63), 2**63 - 1)
 ERROR_FIELDS = ("err_path", "err_msg")
+LATE_FIELD = "late"
 
 
 def _pointer(path: Sequence[object]) -> str:
@@ -73,8 +77,13 @@ class RecordCheck:
         return (None, None, *values)
 
 
-def validate_udf(check: RecordCheck) -> Any:
-    """The PyFlink scalar UDF around ``check`` (imports PyFlink lazily: unit tests need no JVM)."""
+def validate_udf(check: RecordCheck, vectorized: bool = True) -> Any:
+    """The PyFlink scalar UDF around ``check`` (imports PyFlink lazily: unit tests need no JVM).
+
+    By default it is a pandas UDF: records cross between the JVM and Python in Arrow batches
+    (``python.fn-execution.arrow.batch.size``) instead of one at a time, which measured ~1.6x
+    faster on the example job; ``vectorized=False`` gives the row-at-a-time UDF.
+    """
     from pyflink.table import DataTypes, Row
     from pyflink.table.udf import ScalarFunction, udf
 
@@ -85,11 +94,35 @@ def validate_udf(check: RecordCheck) -> Any:
         def open(self, function_context: Any) -> None:
             self.inner.open()
 
-        def eval(self, payload: str | None) -> Any:
-            return Row(*self.inner.check(payload))
+        def eval(self, payload: str | None, late: bool | None) -> Any:
+            err_path, err_msg, *fields = self.inner.check(payload)
+            return Row(err_path, err_msg, bool(late), *fields)
+
+    class VectorizedValidate(ScalarFunction):  # type: ignore[misc]
+        def __init__(self, inner: RecordCheck) -> None:
+            self.inner = inner
+
+        def open(self, function_context: Any) -> None:
+            self.inner.open()
+            self.names = list(ERROR_FIELDS) + [name for name, _ in self.inner.fields]
+
+        def eval(self, payloads: Any, lates: Any) -> Any:
+            import pandas as pd
+
+            # object columns keep exact Python ints and None: an int64 column with a missing
+            # value would become float64 (inexact beyond 2**53), and PyFlink's Arrow writer
+            # refuses pandas' nullable dtypes
+            check = self.inner.check
+            frame = pd.DataFrame([check(p) for p in payloads], columns=self.names, dtype=object)
+            frame.insert(2, LATE_FIELD, lates.fillna(False).astype(bool).to_numpy())
+            return frame
 
     types = {FieldType.STRING: DataTypes.STRING(), FieldType.INTEGER: DataTypes.BIGINT(),
              FieldType.NUMBER: DataTypes.DOUBLE(), FieldType.BOOLEAN: DataTypes.BOOLEAN()}
     row = DataTypes.ROW([DataTypes.FIELD(n, DataTypes.STRING()) for n in ERROR_FIELDS]
+                        + [DataTypes.FIELD(LATE_FIELD, DataTypes.BOOLEAN())]
                         + [DataTypes.FIELD(name, types[kind]) for name, kind in check.fields])
-    return udf(ValidateFunction(check), input_types=[DataTypes.STRING()], result_type=row)
+    inputs = [DataTypes.STRING(), DataTypes.BOOLEAN()]
+    if vectorized:
+        return udf(VectorizedValidate(check), input_types=inputs, result_type=row, func_type="pandas")
+    return udf(ValidateFunction(check), input_types=inputs, result_type=row)
