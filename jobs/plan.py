@@ -161,6 +161,11 @@ def build_plan(job: LoadedJob) -> Plan:
                         hint="give it \"type\": \"integer\" in the schema")
 
     agg_path = ("steps", ai, "aggregate")
+    if aopts.window.kind == "session" and aopts.allowed_lateness:
+        # Flink SQL's session group window cannot late-fire ("doesn't support EMIT strategy")
+        raise SpecError("session windows do not support allowed_lateness yet",
+                        where=job.source_map.where(agg_path + ("allowed_lateness",)),
+                        hint="set allowed_lateness: 0s, or raise max_out_of_orderness instead")
     group_by = tuple((name, _field(job, schema, name, agg_path + ("group_by", j), required=True,
                                    what="group_by field"))
                      for j, name in enumerate(aopts.group_by))

@@ -31,7 +31,18 @@ def format_duration_ms(ms: int) -> str:
 
 
 def sql_interval(ms: int) -> str:
-    """A Flink SQL interval literal for ``ms`` milliseconds."""
-    if ms % 1000 == 0:
-        return f"INTERVAL '{ms // 1000}' SECOND"
-    return f"INTERVAL '{ms / 1000:.3f}' SECOND(9, 3)"
+    """A Flink SQL interval literal for ``ms`` milliseconds (up to 99 days).
+
+    ``INTERVAL 'n' SECOND`` only holds two digits (SECOND(2)), so every duration is written
+    day-to-second: 2 minutes is ``INTERVAL '0 00:02:00.000' DAY TO SECOND(3)``.
+
+    >>> sql_interval(120_000), sql_interval(1_500)
+    ("INTERVAL '0 00:02:00.000' DAY TO SECOND(3)", "INTERVAL '0 00:00:01.500' DAY TO SECOND(3)")
+    """
+    if not 0 <= ms < 100 * 86_400_000:
+        raise ValueError(f"durations must be between 0 and 99 days, got {ms} ms")
+    days, rest = divmod(ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def common_config(s: dict[str, Any]) -> dict[str, str]:
     """Settings every job gets, plus experiments from $HEADRACE_BENCH_FLINK (a JSON object)."""
-    return {**json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}")),"parallelism.default": "2", "rest.port": str(s["rest_port"]), "rest.address": "127.0.0.1",
+    return {**json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}")),
+            "parallelism.default": "2", "rest.port": str(s["rest_port"]), "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1", "execution.checkpointing.interval": "10 s",
             "table.local-time-zone": "UTC"}
 

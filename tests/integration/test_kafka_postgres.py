@@ -197,3 +197,20 @@ def test_operator_ids_come_from_step_uids_not_graph_shape(
     window_a = next(v for name, v in a.items() if "GroupWindowAggregate" in name)
     window_b = next(v for name, v in b.items() if "GroupWindowAggregate" in name)
     assert window_a == window_b
+
+
+def test_flink_failure_prints_the_cause_without_java_trace(tmp_path: Path) -> None:
+    """A job Flink refuses at run time: the root cause first, no trace unless --verbose."""
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "clicks.jsonl").write_text('{"tenant_id": "a"}\n')
+    profiles = tmp_path / "p.yaml"
+    profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {tmp_path / 'local'}}}\n"
+                        "    flink: {parallelism.default: '0'}\n")
+    done = cli("run", "jobs/page_activity.yaml", "--profiles", str(profiles))
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: the Flink job failed: ")
+    assert errors[0].endswith("(run with --verbose for the Java trace)")
+    assert "\tat org.apache" not in done.stderr
+    verbose = cli("--verbose", "run", "jobs/page_activity.yaml", "--profiles", str(profiles))
+    assert verbose.returncode == 1 and "at org.apache" in verbose.stderr

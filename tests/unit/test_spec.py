@@ -101,6 +101,12 @@ def test_sum_of_a_string_field_is_refused() -> None:
     assert "measure field 'page' is a string, not a number" in message
 
 
+def test_session_window_with_allowed_lateness_is_refused() -> None:
+    message = error_for("window: {tumbling: 1m}", "window: {session: {gap: 5m}}", plan=True)
+    assert message == (f"{EXAMPLE}:{line_of('allowed_lateness')}: session windows do not support "
+                       "allowed_lateness yet; set allowed_lateness: 0s, or raise max_out_of_orderness instead")
+
+
 def test_duplicate_step_ids_are_refused() -> None:
     message = error_for("- validate: {}", "- validate: {id: same}\n  - validate: {id: same}", plan=True)
     assert "duplicate step id 'same' (steps[0] and steps[1])" in message
