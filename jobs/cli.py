@@ -168,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.stop_at_offsets:
         say("running until interrupted (Ctrl-C cancels the job)")
     try:
-        result.wait()
+        _wait_with_progress(result, compiled, say)
     except KeyboardInterrupt:
         say("cancelling the job …")
         client = result.get_job_client()
@@ -180,6 +180,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.view = view
         cmd_query(args)
     return 0
+
+
+def _wait_with_progress(result: Any, compiled: Any, say: Any, every_s: float = 10.0) -> None:
+    """Block until the job ends, saying every ``every_s`` how many view rows it has written."""
+    import time
+
+    import psycopg
+
+    client = result.get_job_client()
+    done = client.get_job_execution_result()
+    started = last = time.monotonic()
+    while not done.done():
+        time.sleep(0.5)
+        if time.monotonic() - last < every_s:
+            continue
+        last = time.monotonic()
+        counts = []
+        try:
+            with psycopg.connect(**compiled.profile.postgres.conninfo()) as conn:
+                for view in compiled.view_tables:
+                    n = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                        psycopg.sql.Identifier(view.name))).fetchone()
+                    counts.append(f"{view.name}: {n[0] if n else 0:,} rows")
+        except psycopg.Error as exc:
+            counts.append(f"PostgreSQL not answering ({type(exc).__name__})")
+        say(f"  … {time.monotonic() - started:,.0f}s running; " + ", ".join(counts))
+    result.wait()  # raises the job's failure, if any
 
 
 def _offsets(text: str | None) -> dict[int, int] | None:
