@@ -214,3 +214,39 @@ def test_flink_failure_prints_the_cause_without_java_trace(tmp_path: Path) -> No
     assert "\tat org.apache" not in done.stderr
     verbose = cli("--verbose", "run", "jobs/page_activity.yaml", "--profiles", str(profiles))
     assert verbose.returncode == 1 and "at org.apache" in verbose.stderr
+
+
+def rows_while_running(job: Path, profiles: Path, table: str, pg: Postgres, wait_s: float) -> int:
+    """Start the job unbounded, count the view's rows after ``wait_s``, cancel the job."""
+    import time
+
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("test", profiles))
+    result, _ = submit_local(compiled, say=lambda _: None)
+    try:
+        time.sleep(wait_s)
+        with psycopg.connect(**pg.conninfo()) as conn:
+            row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        result.get_job_client().cancel().result()
+
+
+def test_idle_partition_does_not_hold_back_windows(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    """Only partition 0 gets data: with idle_timeout the other partition stops holding the
+    watermark back and windows close while the job runs; without it they do not."""
+    from confluent_kafka import Producer
+
+    broker.create_topic(unique, partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for e in click_events(3000, seed=5, invalid_rate=0, late_rate=0):  # 60 s of event time
+        producer.produce(unique, e.payload, key=e.key, partition=0, timestamp=e.timestamp_ms)
+    producer.flush(30)
+    job = example_job(tmp_path, unique)
+    job.write_text(job.read_text().replace("idle_timeout: 30s", "idle_timeout: 2s"))
+    assert rows_while_running(job, profiles_file, f"{unique}_1m", pg, wait_s=25) > 0
+
+    stuck = tmp_path / "stuck.yaml"
+    stuck.write_text(job.read_text().replace(", idle_timeout: 2s", "")
+                     .replace("group: page-activity", "group: stuck").replace(f"{unique}_1m", f"{unique}_stuck"))
+    assert rows_while_running(stuck, profiles_file, f"{unique}_stuck", pg, wait_s=25) == 0
