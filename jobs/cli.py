@@ -152,13 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     say = (lambda s: err.print(s, markup=False))
     if compiled.embedded:
         summary = run_embedded(compiled, say)
-        from connectors.embedded import EmbeddedStore
-
-        store = EmbeddedStore(Path(profile.embedded.data_dir))
         for view in summary.views:
-            columns, rows = store.rows(view)
-            out.print(view_table(view, columns, rows, args.limit))
-        store.close()
+            print_view(profile, view, args.limit)
         aggregated = (summary.records_in or 0) - summary.dead_lettered - summary.late
         out.print(f"{summary.records_in:,} records in → {aggregated:,} aggregated, "
                   f"{summary.dead_lettered:,} dead-lettered ({plan.dead_letter_topic}), "
@@ -177,8 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     say("job finished")
     for view in summary.views:
-        args.view = view
-        cmd_query(args)
+        print_view(profile, view, args.limit)
     return 0
 
 
@@ -221,27 +215,31 @@ def _offsets(text: str | None) -> dict[int, int] | None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    profile = _profile(args)
+    print_view(_profile(args), args.view, args.limit)
+    return 0
+
+
+def print_view(profile: Any, view: str, limit: int) -> None:
+    """A view's rows as a table, newest windows first, from PostgreSQL or the embedded store."""
     if profile.embedded is None:
         import psycopg
 
         with psycopg.connect(**profile.postgres.conninfo()) as conn:
             cur = conn.execute(psycopg.sql.SQL("SELECT * FROM {} ORDER BY window_start DESC").format(
-                psycopg.sql.Identifier(args.view)))
+                psycopg.sql.Identifier(view)))
             columns, rows = [d.name for d in cur.description or ()], cur.fetchall()
     else:
         from connectors.embedded import EmbeddedStore
 
         store = EmbeddedStore(Path(profile.embedded.data_dir))
         try:
-            columns, rows = store.rows(args.view)
+            columns, rows = store.rows(view)
         except Exception:
-            raise HeadraceError(f"no view '{args.view}' in {profile.embedded.data_dir}",
+            raise HeadraceError(f"no view '{view}' in {profile.embedded.data_dir}",
                                 hint="run the job that writes it first") from None
         finally:
             store.close()
-    out.print(view_table(args.view, columns, rows, args.limit))
-    return 0
+    out.print(view_table(view, columns, rows, limit))
 
 
 def build_parser() -> argparse.ArgumentParser:

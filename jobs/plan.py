@@ -191,9 +191,9 @@ def build_plan(job: LoadedJob) -> Plan:
             fields.append((m.field, schema.field_type(m.field)))  # type: ignore[arg-type]
 
     # every output has a consumer: validate errors -> dead letter; late records -> late or dead letter
+    step_ids = {step_options(s).id or step_kind(s) for s in spec.steps}
     for i, sink in enumerate(spec.sinks):
         ref = sink.postgres.from_step
-        step_ids = {step_options(s).id or step_kind(s) for s in spec.steps}
         if ref is not None and ref not in step_ids:
             close = difflib.get_close_matches(ref, list(step_ids), n=1)
             raise SpecError(f"sink reads from step '{ref}', which does not exist",

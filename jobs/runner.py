@@ -38,10 +38,6 @@ class RunSummary:
     views: list[str] = field(default_factory=list)
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
     """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
