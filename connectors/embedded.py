@@ -23,15 +23,16 @@ def topic_file(data_dir: Path, topic: str) -> Path:
     return data_dir / f"{topic}.jsonl"
 
 
-def file_source_ddl(table: str, *, path: Path, topic: str, event_time_field: str,
+def file_source_ddl(table: str, *, path: Path, topic: str, event_time_millis: str,
                     out_of_orderness: str) -> str:
-    """A bounded table over one JSON-lines file, shaped like the Kafka source table."""
+    """A bounded table over one JSON-lines file, shaped like the Kafka source table.
+
+    ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL.
+    """
     options = {"connector": "filesystem", "path": str(path.resolve()), "format": "raw"}
-    json_path = f"'$.{event_time_field}'"
     return f"""CREATE TEMPORARY TABLE {ident(table)} (
   `_payload` STRING,
-  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(`_payload`, {json_path}) AS BIGINT), 3),
-                            TO_TIMESTAMP_LTZ(0, 3)),
+  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ({event_time_millis}, 3), TO_TIMESTAMP_LTZ(0, 3)),
   WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
 ) {with_options(options)}"""
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from connectors import deadletter
-from connectors.sqltext import ident, literal, with_options
+from connectors.sqltext import ident, with_options
 from jobs.errors import ServiceError
 
 
-def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time_field: str,
+def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time_millis: str,
                out_of_orderness: str, idle_timeout_ms: int | None, properties: dict[str, str],
                bounded_offsets: dict[int, int] | None = None) -> str:
-    """A Kafka table of raw records with metadata and a per-partition watermark."""
+    """A Kafka table of raw records with metadata and a per-partition watermark.
+
+    ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL
+    (then the record's Kafka timestamp is its event time).
+    """
     options = {
         "connector": "kafka",
         "topic": topic,
@@ -36,14 +40,12 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
         options["scan.bounded.specific-offsets"] = ";".join(
             f"partition:{p},offset:{o}" for p, o in sorted(bounded_offsets.items()))
     options.update({f"properties.{k}": v for k, v in properties.items()})
-    path = literal(f"$.{event_time_field}")
     return f"""CREATE TEMPORARY TABLE {ident(table)} (
   `_payload` STRING,
-  `_topic` STRING METADATA FROM 'topic' VIRTUAL,
   `_partition` INT METADATA FROM 'partition' VIRTUAL,
   `_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
   `_kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(`_payload`, {path}) AS BIGINT), 3), `_kafka_ts`),
+  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ({event_time_millis}, 3), `_kafka_ts`),
   WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
 ) {with_options(options)}"""
 

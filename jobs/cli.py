@@ -5,7 +5,7 @@
     headrace run JOB [--profile P]   run it (profile 'local' = embedded, no servers)
     headrace generate --events N     sample click events for the example job
     headrace query VIEW              print a materialized view (embedded profile)
-    headrace jars [--maven-repo URL] fetch and verify the connector jars
+    headrace jars [--maven-repo URL] fetch and verify the connector jars, build the JVM functions
     headrace schema                  JSON Schema of the job spec, for editors
 
 Errors a user can cause print one line (what, where, how to fix) and exit 2; a failing Flink
@@ -77,8 +77,10 @@ def explain_table(plan: Any) -> Table:
                   f"'{spec.source.kafka.group or spec.job}'), json {plan.schema.path.name}; event time "
                   f"'{et.field}', watermark -{d(et.max_out_of_orderness)} per partition"
                   + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""), plan.source_uid + '.*')
+    engine = ("in the JVM" if plan.validate.engine == "jvm"
+              else f"in Python, jsonschema-rs ({plan.validate.engine_note})")
     table.add_row(f"step {plan.validate.step_id}", "decode + check each record against "
-                  f"{plan.schema.path.name}; failures → dead letter", plan.validate.uid + '.*')
+                  f"{plan.schema.path.name} {engine}; failures → dead letter", plan.validate.uid + '.*')
     window = agg.window
     wtext = (f"tumbling {d(window.tumbling)}" if window.kind == "tumbling" else
              f"sliding {d(window.sliding.size)} every {d(window.sliding.slide)}" if window.kind == "sliding"
@@ -118,8 +120,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_jars(args: argparse.Namespace) -> int:
     from connectors import jars
+    from operators import jvm
 
     jars.fetch(args.maven_repo, say=lambda s: out.print(s, markup=False))
+    path = jvm.build(say=lambda s: out.print(s, markup=False))
+    out.print(f"Headrace's JVM functions: {path}", markup=False)
     return 0
 
 
@@ -276,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=40)
     with_profile(p)
     p.set_defaults(func=cmd_query)
-    p = sub.add_parser("jars", help="fetch and verify the connector jars")
+    p = sub.add_parser("jars", help="fetch and verify the connector jars, build the JVM functions")
     p.add_argument("--maven-repo", help="take the jars from this Maven repository instead of PyPI")
     p.set_defaults(func=cmd_jars)
     p = sub.add_parser("schema", help="print the job spec's JSON Schema")

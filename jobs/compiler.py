@@ -16,6 +16,7 @@ changelog the runner applies to local files and SQLite.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,12 @@ from connectors.postgres import ViewTable
 from connectors.sqltext import ident, literal
 from jobs.plan import Plan
 from jobs.profiles import Profile
+from operators import jvm
 from operators.aggregate import late_condition, measure_columns, window_sql
 from operators.durations import format_duration_ms, sql_interval
 
 VALIDATE_FUNCTION = "hr_validate"
+EVENT_TIME_FUNCTION = "hr_event_time"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class CompiledJob:
 
     plan: Plan
     profile: Profile
+    functions: tuple[str, ...]
     tables: tuple[str, ...]
     checked_select: str
     views: tuple[str, ...]
@@ -52,7 +56,7 @@ class CompiledJob:
     def statements(self) -> tuple[str, ...]:
         """Every statement in order, as one SQL script (hr_checked as a plain view)."""
         checked = f"CREATE TEMPORARY VIEW `hr_checked` AS\n{self.checked_select}"
-        return self.tables + (checked,) + self.views
+        return self.functions + self.tables + (checked,) + self.views
 
 
 def view_tables(plan: Plan) -> tuple[ViewTable, ...]:
@@ -103,31 +107,53 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
 def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str) -> tuple[str, list[str]]:
     """The SELECT of ``hr_checked`` (event time exposed as ``time_column``) and the views over it."""
     agg = plan.aggregate
+    origin = f"{literal(topic)} AS `_topic`, "
     if source_has_metadata:
-        origin = "`_topic`, `_partition`, `_offset`"
+        origin += "`_partition`, `_offset`"
     else:
-        origin = f"{literal(topic)} AS `_topic`, CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`"
+        origin += "CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`"
     is_late = late_condition("`_event_time`", "CURRENT_WATERMARK(`_event_time`)", agg.allowed_lateness_ms)
-    checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
+    if plan.validate.engine == "jvm":
+        call = f"{VALIDATE_FUNCTION}(`_payload`, {literal(validate_spec(plan))})"
+        flat = ", ".join(["`_v`.`err_path` AS `_err_path`", "`_v`.`err_msg` AS `_err_msg`"]
+                         + [f"`_v`.{ident(n)} AS {ident('_f_' + n)}" for n, _ in plan.fields])
+        checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
+       {flat},
+       {is_late} AS `_late`
+FROM (SELECT *, {call} AS `_v` FROM `hr_source`)"""
+
+        def v(name: str) -> str:
+            return ident("_err_" + name[4:]) if name.startswith("err_") else ident("_f_" + name)
+
+        late_ref = "`_late`"
+    else:
+        # the Python UDF echoes the flag: evaluated as its argument, it is judged against the
+        # watermark when the record is read, not after a whole Arrow batch went through Python
+        checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
        {VALIDATE_FUNCTION}(`_payload`, {is_late}) AS `_v`
 FROM `hr_source`"""
+
+        def v(name: str) -> str:
+            return f"`_v`.{ident(name)}"
+
+        late_ref = "`_v`.`late`"
     dl_cols = "`_topic` AS `source_topic`, `_partition` AS `source_partition`, `_offset` AS `source_offset`"
     rejected = f"""CREATE TEMPORARY VIEW `hr_rejected` AS
 SELECT {dl_cols}, {literal(plan.validate.step_id)} AS `step`,
-       `_v`.`err_path` AS `error_path`, `_v`.`err_msg` AS `error`, `_payload` AS `payload`,
+       {v('err_path')} AS `error_path`, {v('err_msg')} AS `error`, `_payload` AS `payload`,
        CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`
-FROM `hr_checked` WHERE `_v`.`err_msg` IS NOT NULL"""
+FROM `hr_checked` WHERE {v('err_msg')} IS NOT NULL"""
     lateness = format_duration_ms(agg.allowed_lateness_ms)
     late = f"""CREATE TEMPORARY VIEW `hr_late` AS
 SELECT {dl_cols}, {literal(agg.step_id)} AS `step`, {literal('/' + plan.event_time_field)} AS `error_path`,
        CONCAT('late: event time ', CAST(`_event_time` AS STRING),
               ' was more than allowed_lateness ({lateness}) behind the watermark') AS `error`,
        `_payload` AS `payload`, CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`
-FROM `hr_checked` WHERE `_v`.`err_msg` IS NULL AND `_v`.`late`"""
-    fields = ", ".join(f"`_v`.{ident(name)} AS {ident(name)}" for name, _ in plan.fields)
+FROM `hr_checked` WHERE {v('err_msg')} IS NULL AND {late_ref}"""
+    fields = ", ".join(f"{v(name)} AS {ident(name)}" for name, _ in plan.fields)
     on_time = f"""CREATE TEMPORARY VIEW `hr_on_time` AS
 SELECT `_event_time`, {fields}
-FROM `hr_checked` WHERE `_v`.`err_msg` IS NULL AND NOT `_v`.`late`"""
+FROM `hr_checked` WHERE {v('err_msg')} IS NULL AND NOT {late_ref}"""
     window = agg.window
     size = window.tumbling or (window.sliding.size if window.sliding else 0)
     group, start, end = window_sql(
@@ -140,6 +166,22 @@ SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TI
        {', '.join(measure_columns(agg.measures))}
 FROM `hr_on_time` GROUP BY {group}, {keys}"""
     return checked, [rejected, late, on_time, windows]
+
+
+def validate_spec(plan: Plan) -> str:
+    """The literal the JVM validator compiles: the schema and the fields to extract, in order."""
+    spec = {"schema": plan.validate.schema.document, "event_time": plan.event_time_field,
+            "fields": [[n, t.value] for n, t in plan.fields]}
+    return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+
+
+def function_ddl(plan: Plan) -> tuple[str, ...]:
+    """The JVM functions the SQL calls (the Python validate UDF is registered by the runner)."""
+    if plan.validate.engine == "jvm":
+        return (f"CREATE TEMPORARY SYSTEM FUNCTION {VALIDATE_FUNCTION} AS {literal(jvm.VALIDATE_CLASS)} "
+                "LANGUAGE JAVA",)
+    return (f"CREATE TEMPORARY SYSTEM FUNCTION {EVENT_TIME_FUNCTION} AS {literal(jvm.EVENT_TIME_CLASS)} "
+            "LANGUAGE JAVA",)
 
 
 def _json_object(columns: list[tuple[str, str]]) -> str:
@@ -159,11 +201,17 @@ def compile_job(plan: Plan, profile: Profile, *,
     ooo = sql_interval(et.max_out_of_orderness)
     views = view_tables(plan)
     config = job_config(plan, profile)
+    functions = function_ddl(plan)
+    if plan.validate.engine == "jvm":
+        # the same call as in hr_checked: the second one per record is answered from a cache
+        event_time_millis = f"({VALIDATE_FUNCTION}(`_payload`, {literal(validate_spec(plan))})).`event_ms`"
+    else:
+        event_time_millis = f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(et.field)})"
     if profile.embedded is not None:
         data_dir = Path(profile.embedded.data_dir)
         source = embedded.file_source_ddl(
             "hr_source", path=embedded.topic_file(data_dir, spec.source.kafka.topic),
-            topic=spec.source.kafka.topic, event_time_field=et.field, out_of_orderness=ooo)
+            topic=spec.source.kafka.topic, event_time_millis=event_time_millis, out_of_orderness=ooo)
         # hr_checked is materialized through a DataStream (see runner): the rowtime travels as the
         # record timestamp and comes back as `_event_time`, so the query exposes it under another name
         checked, after = _views(plan, False, spec.source.kafka.topic, "_rowtime")
@@ -175,14 +223,14 @@ def compile_job(plan: Plan, profile: Profile, *,
         collect = (f"SELECT 'dead_letter' AS `_kind`, {_json_object(dl)} AS `_body` FROM `hr_rejected`\n"
                    f"UNION ALL SELECT 'late', {_json_object(dl)} FROM `hr_late`\n"
                    f"UNION ALL SELECT 'view', {_json_object(view_cols)} FROM `hr_windows`")
-        return CompiledJob(plan=plan, profile=profile, tables=(source,), checked_select=checked,
+        return CompiledJob(plan=plan, profile=profile, functions=functions, tables=(source,), checked_select=checked,
                            views=tuple(after), collect_query=collect, view_tables=views, config=config)
 
     assert profile.kafka is not None and profile.postgres is not None
     kconn, pconn = profile.kafka, profile.postgres
     tables = [kafka.source_ddl(
         "hr_source", topic=spec.source.kafka.topic, bootstrap=kconn.bootstrap_servers,
-        group=spec.source.kafka.group or spec.job, event_time_field=et.field, out_of_orderness=ooo,
+        group=spec.source.kafka.group or spec.job, event_time_millis=event_time_millis, out_of_orderness=ooo,
         idle_timeout_ms=et.idle_timeout, properties=kconn.properties, bounded_offsets=bounded_offsets)]
     tables.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
                                             bootstrap=kconn.bootstrap_servers, properties=kconn.properties))
@@ -200,5 +248,5 @@ def compile_job(plan: Plan, profile: Profile, *,
     inserts = ["INSERT INTO `hr_dead_letter` SELECT * FROM `hr_rejected`",
                f"INSERT INTO {ident(late_table)} SELECT * FROM `hr_late`"]
     inserts += [f"INSERT INTO {ident('hr_sink_' + v.name)} SELECT * FROM `hr_windows`" for v in views]
-    return CompiledJob(plan=plan, profile=profile, tables=tuple(tables), checked_select=checked,
+    return CompiledJob(plan=plan, profile=profile, functions=functions, tables=tuple(tables), checked_select=checked,
                        views=tuple(after), inserts=tuple(inserts), view_tables=views, config=config)

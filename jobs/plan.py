@@ -24,7 +24,7 @@ from jobs.spec import (
     step_options,
 )
 from operators.measures import Measure, parse_measure
-from schemas.jsonschema import RecordSchema, SchemaFileError, load_record_schema
+from schemas.jsonschema import RecordSchema, SchemaFileError, jvm_unsupported, load_record_schema
 from schemas.types import FieldType
 
 
@@ -33,6 +33,9 @@ class ValidatePlan:
     step_id: str
     uid: str
     schema: RecordSchema
+    #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
+    engine: str = "jvm"
+    engine_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,21 @@ def check_steps(job: LoadedJob) -> tuple[tuple[int, ValidateOptions], tuple[int,
     return (0, validate.validate_), (len(steps) - 1, aggregate.aggregate)
 
 
+def choose_engine(job: LoadedJob, schema: RecordSchema, wanted: str,
+                  key_path: tuple[str | int, ...]) -> tuple[str, str]:
+    """Where ``validate`` checks records: the JVM when the schema is in its subset."""
+    unsupported = jvm_unsupported(schema.document)
+    if wanted == "python":
+        return "python", "engine: python in the spec"
+    if unsupported is None:
+        return "jvm", "schema in the JVM subset"
+    if wanted == "jvm":
+        raise SpecError(f"engine 'jvm' cannot check {schema.path.name}: {unsupported}",
+                        where=job.source_map.where(key_path),
+                        hint="use engine: auto (or python) to check it with jsonschema-rs in Python")
+    return "python", f"{schema.path.name}: {unsupported}"
+
+
 def build_plan(job: LoadedJob) -> Plan:
     """Run every phase; the first problem is raised as a :class:`SpecError`."""
     spec = job.spec
@@ -212,9 +230,11 @@ def build_plan(job: LoadedJob) -> Plan:
     late_topic = spec.late.kafka.topic if spec.late else spec.dead_letter.kafka.topic
     if spec.late is None:
         notes.append("no 'late' output: late records go to the dead-letter topic with error 'late'")
+    engine, engine_note = choose_engine(job, schema, vopts.engine, ("steps", vi, "validate", "engine"))
     return Plan(
         spec=spec, path=job.path, schema=schema, fields=tuple(fields), event_time_field=et,
-        validate=ValidatePlan(step_id=vid, uid=f"{name}.{vid}", schema=schema),
+        validate=ValidatePlan(step_id=vid, uid=f"{name}.{vid}", schema=schema,
+                              engine=engine, engine_note=engine_note),
         aggregate=AggregatePlan(step_id=aid, uid=f"{name}.{aid}", group_by=group_by,
                                 window=aopts.window, allowed_lateness_ms=aopts.allowed_lateness,
                                 measures=tuple(measures), measure_types=tuple(measure_types)),

@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
-if ! command -v java >/dev/null 2>&1; then
-  say "installing a Java runtime for Flink (apt)"
+if ! command -v javac >/dev/null 2>&1; then
+  say "installing a JDK for Flink and Headrace's JVM functions (apt)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"

@@ -21,6 +21,7 @@ from connectors.sqltext import masked
 from jobs.compiler import VALIDATE_FUNCTION, CompiledJob
 from jobs.errors import HeadraceError, ServiceError
 from jobs.uids import assign_uids
+from operators import jvm
 from operators.validate import RecordCheck, validate_udf
 
 Say = Callable[[str], None]
@@ -47,24 +48,25 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
+    jar_paths = [*jar_paths, jvm.build()]
     settings = dict(compiled.config)
     settings.update({"python.executable": sys.executable, "python.client.executable": sys.executable})
     env = StreamExecutionEnvironment.get_execution_environment(Configuration.from_dict(settings))
-    if jar_paths:
-        # before the table environment exists: its planner resolves connectors with this loader;
-        # add_jars appends, so `flink run -py`'s own flink-python jar stays on the list
-        env.add_jars(*(p.resolve().as_uri() for p in jar_paths))
+    # before the table environment exists: its planner resolves connectors and functions with
+    # this loader; add_jars appends, so `flink run -py`'s own flink-python jar stays on the list
+    env.add_jars(*(p.resolve().as_uri() for p in jar_paths))
     t_env = StreamTableEnvironment.create(env)
     config = t_env.get_config()
     for key, value in settings.items():
         config.set(key, value)
     plan = compiled.plan
-    check = RecordCheck(plan.validate.schema.document, plan.fields)
-    t_env.create_temporary_function(VALIDATE_FUNCTION, validate_udf(check))
-    for statement in compiled.tables:
+    if plan.validate.engine == "python":
+        check = RecordCheck(plan.validate.schema.document, plan.fields)
+        t_env.create_temporary_function(VALIDATE_FUNCTION, validate_udf(check))
+    for statement in compiled.functions + compiled.tables:
         t_env.execute_sql(statement)
     if compiled.embedded:
-        # One query feeds three outputs; the planner would call the Python UDF once per output.
+        # One query feeds three outputs; the planner would call validate once per output.
         # A round trip through a (JVM) DataStream makes the validated stream a single producer;
         # the event time rides along as the record timestamp, watermarks pass through.
         checked = t_env.to_data_stream(t_env.sql_query(compiled.checked_select))

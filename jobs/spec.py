@@ -107,6 +107,10 @@ class ValidateOptions(SpecModel):
 
     id: StepId | None = None
     schema_file: str | None = Field(default=None, alias="schema")
+    #: where records are checked: ``jvm`` (Flink function, the JSON Schema subset Headrace
+    #: compiles), ``python`` (jsonschema-rs, all of draft 2020-12, slower), or ``auto``:
+    #: the JVM when the schema is in its subset
+    engine: Literal["auto", "jvm", "python"] = "auto"
 
 
 class SlidingWindow(SpecModel):

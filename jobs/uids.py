@@ -4,13 +4,14 @@ Flink SQL names operator state by an internal node counter, so adding a sink to 
 re-number every operator and orphan a savepoint. Headrace compiles the statement set to Flink's
 JSON plan, gives every exec node the uid of the step that owns it, and runs that plan::
 
-    page-activity.source.table-source-scan        page-activity.validate.python-calc
+    page-activity.source.table-source-scan        page-activity.validate.calc
     page-activity.aggregate.group-window-aggregate page-activity.sink.page_activity_1m.sink
 
-A node's owner is found from the plan's edges: sources belong to ``source``, the Python calc
-to the validate step, window aggregates and their exchanges to the aggregate step, sinks to
-their sink or output; a calc belongs to the single node it feeds (or, if it feeds several, to
-the node feeding it). A node keeps its uid as long as its step and its kind stay the same.
+A node's owner is found from the plan's edges: sources belong to ``source``, the calc that
+calls the validate function (JVM or Python) to the validate step, window aggregates and their
+exchanges to the aggregate step, sinks to their sink or output; a calc belongs to the single
+node it feeds (or, if it feeds several, to the node feeding it). A node keeps its uid as long
+as its step and its kind stay the same.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from jobs.compiler import VALIDATE_FUNCTION
 from jobs.plan import Plan
 
 UID_FORMAT_KEY = "table.exec.uid.format"
@@ -35,7 +37,7 @@ def _fixed_owner(node: dict[str, Any], plan: Plan) -> str | None:
     kind = _kind(node)
     if kind in ("table-source-scan", "watermark-assigner"):
         return "source"
-    if kind.startswith("python-"):
+    if kind.startswith("python-") or (kind == "calc" and f"{VALIDATE_FUNCTION}(" in json.dumps(node)):
         return plan.validate.step_id
     if "aggregate" in kind or kind == "exchange":
         return plan.aggregate.step_id

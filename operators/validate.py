@@ -63,6 +63,8 @@ class RecordCheck:
         if not self._validator.is_valid(record):
             error = next(iter(self._validator.iter_errors(record)))
             return self._fail(_pointer(list(error.instance_path)), error.message)
+        if not isinstance(record, dict):  # a schema without "type": "object" let it through
+            return self._fail("/", f"{orjson.dumps(record).decode()[:200]} is not a JSON object")
         values: list[Any] = []
         for name, kind in self.fields:
             value = record.get(name)

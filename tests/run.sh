@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
-# System packages: a JRE for Flink, PostgreSQL server binaries for the integration tests.
+# System packages: a JDK for Flink and Headrace's JVM functions (built once with javac),
+# PostgreSQL server binaries for the integration tests.
 missing=()
-command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} (apt)"

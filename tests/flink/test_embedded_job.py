@@ -1,4 +1,5 @@
-"""The example job on a Flink mini-cluster (embedded profile), at parallelism 1 and 2.
+"""The example job on a Flink mini-cluster (embedded profile), at parallelism 1 and 2, with the
+JVM validator (the default for this schema) and with the Python one (``engine: python``).
 
 Rows must equal the plain-Python reference exactly; every invalid record must be a dead letter,
 every record that the job called late must really be behind the watermark bound, and
@@ -28,8 +29,8 @@ SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
 EVENTS = 12_000
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
-def test_example_job_matches_reference(tmp_path: Path, parallelism: int) -> None:
+@pytest.mark.parametrize(("parallelism", "engine"), [(1, "jvm"), (2, "jvm"), (2, "python")])
+def test_example_job_matches_reference(tmp_path: Path, parallelism: int, engine: str) -> None:
     data_dir = tmp_path / "local"
     events = list(click_events(EVENTS, seed=parallelism))
     write_jsonl(topic_file(data_dir, "clicks"), iter(events))
@@ -37,7 +38,12 @@ def test_example_job_matches_reference(tmp_path: Path, parallelism: int) -> None
     profiles.write_text(
         f"profiles:\n  local:\n    embedded: {{data_dir: {data_dir}}}\n"
         f"    flink: {{parallelism.default: '{parallelism}', pipeline.auto-watermark-interval: 10 ms}}\n")
-    plan = build_plan(parse_job(ROOT / "jobs" / "page_activity.yaml"))
+    job = tmp_path / "job.yaml"
+    job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
+                   .replace("validate: {}", f"validate: {{engine: {engine}}}")
+                   .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
+    plan = build_plan(parse_job(job))
+    assert plan.validate.engine == engine
     compiled = compile_job(plan, load_profile("local", profiles))
     assert compiled.config["parallelism.default"] == str(parallelism)
 

@@ -1,4 +1,5 @@
-"""The hot path: Python runs once per record, however many outputs the job has."""
+"""The hot path: each record is validated once, however many outputs the job has, and the
+validate step runs in the JVM unless the schema needs the Python validator."""
 
 from __future__ import annotations
 
@@ -18,15 +19,29 @@ pytestmark = pytest.mark.flink
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_embedded_job_validates_each_record_once() -> None:
-    compiled = compile_job(build_plan(parse_job(ROOT / "jobs" / "page_activity.yaml")), load_profile("local"))
+def _job(tmp_path: Path, engine: str) -> Path:
+    job = tmp_path / f"{engine}.yaml"
+    job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
+                   .replace("validate: {}", f"validate: {{engine: {engine}}}")
+                   .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
+    return job
+
+
+@pytest.mark.parametrize("engine", ["jvm", "python"])
+def test_embedded_job_validates_in_one_operator(tmp_path: Path, engine: str) -> None:
+    compiled = compile_job(build_plan(parse_job(_job(tmp_path, engine))), load_profile("local"))
     t_env = table_environment(compiled, [])
+
     def optimized(sql: str) -> str:
         return t_env.explain_sql(sql).split("== Optimized Execution Plan ==")[1]
 
-    # the validated stream is produced once (one Python call) and materialized ...
-    assert optimized(compiled.checked_select).count("hr_validate(") == 1
-    # ... and the three outputs read that one stream, calling no Python of their own
+    checked = optimized(compiled.checked_select)
+    if engine == "python":
+        assert checked.count("PythonCalc(") == 1 and checked.count("hr_validate(") == 1
+    else:
+        # no Python at all; the calls that read the result's fields share one parse (a cache)
+        assert "Python" not in checked and "hr_validate(" in checked
+    # the three outputs read the validated stream, which is materialized once, and call nothing
     outputs = optimized(compiled.collect_query)
     assert outputs.count("hr_validate(") == 0
     assert outputs.count("anonymous_datastream_source") == 1
@@ -34,18 +49,22 @@ def test_embedded_job_validates_each_record_once() -> None:
     assert outputs.count("GroupWindowAggregate(") == 1
 
 
-def test_service_job_validates_each_record_once_and_pins_uids(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["jvm", "python"])
+def test_service_job_validates_in_one_operator_and_pins_uids(tmp_path: Path, engine: str) -> None:
     profiles = tmp_path / "p.yaml"  # compiling needs no running services
     profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n"
                         "    postgres: {port: 9, database: d, user: u}\n")
-    compiled = compile_job(build_plan(parse_job(ROOT / "jobs" / "page_activity.yaml")), load_profile("svc", profiles))
+    compiled = compile_job(build_plan(parse_job(_job(tmp_path, engine))), load_profile("svc", profiles))
     t_env = table_environment(compiled, required_jars({"kafka", "postgres"}))
     nodes = json.loads(compiled_plan_json(t_env, compiled))["nodes"]
-    assert sum("python-calc" in n["type"] for n in nodes) == 1
+    calling = [n for n in nodes if "hr_validate(" in json.dumps(n) and "source-scan" not in n["type"]]
+    assert len(calling) == 1  # one operator validates, for all three outputs
+    assert ("python-calc" in calling[0]["type"]) == (engine == "python")
     uids = [n["configuration"]["table.exec.uid.format"] for n in nodes]
     assert len(set(uids)) == len(uids)
+    kind = "python-calc" if engine == "python" else "calc"
     assert "page-activity.source.table-source-scan_<transformation>" in uids
-    assert "page-activity.validate.python-calc_<transformation>" in uids
+    assert f"page-activity.validate.{kind}_<transformation>" in uids
     assert "page-activity.aggregate.group-window-aggregate_<transformation>" in uids
     assert "page-activity.sink.page_activity_1m.sink_<transformation>" in uids
     assert "page-activity.dead-letter.sink_<transformation>" in uids

@@ -1,0 +1,78 @@
+"""Headrace's JVM functions: Java sources in ``operators/jvm/``, built once into the jar cache.
+
+The hot per-record work (decode, JSON Schema check, field extraction, event time) runs in the
+JVM as Flink scalar functions, so records never cross into Python for a schema in the supported
+subset (see ``schemas/jsonschema.py``). The jar is compiled with ``javac`` against the Flink jars
+of the installed PyFlink and named after a hash of its sources and the Flink version, so an edit
+or an upgrade builds a new one and a stale jar is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from connectors.jars import cache_dir
+from jobs.errors import JarError
+
+SOURCES = Path(__file__).resolve().parent / "jvm"
+PACKAGE = "dev.headrace.functions"
+VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
+EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
+
+
+def _flink_lib() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent / "lib"
+
+
+def _sources() -> list[Path]:
+    return sorted(SOURCES.rglob("*.java"))
+
+
+def jar_path() -> Path:
+    """Where the jar for these sources and this Flink lives in the cache."""
+    digest = hashlib.sha256()
+    for source in _sources():
+        digest.update(source.relative_to(SOURCES).as_posix().encode())
+        digest.update(source.read_bytes())
+    digest.update(",".join(sorted(p.name for p in _flink_lib().glob("flink-*.jar"))).encode())
+    return cache_dir() / f"headrace-functions-{digest.hexdigest()[:16]}.jar"
+
+
+def build(say: Callable[[str], None] = print) -> Path:
+    """The functions jar, compiled now if the cache has none for these sources."""
+    target = jar_path()
+    if target.exists():
+        return target
+    javac = shutil.which("javac")
+    if javac is None:
+        raise JarError("cannot build Headrace's JVM functions: 'javac' is not installed",
+                       hint="install a JDK (apt-get install openjdk-17-jdk-headless)")
+    say(f"building Headrace's JVM functions into {target.name} (once)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="headrace-javac-") as tmp:
+        classes = Path(tmp) / "classes"
+        command = [javac, "-nowarn", "--release", "11", "-encoding", "UTF-8", "-d", str(classes),
+                   "-cp", str(_flink_lib() / "*"), *map(str, _sources())]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
+            raise JarError(f"javac failed on Headrace's JVM functions: {first}",
+                           hint="the sources are in operators/jvm/; rerun with --verbose for the full output")
+        partial = target.with_suffix(".part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
+            jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: headrace\n\n")
+            for path in sorted(classes.rglob("*.class")):
+                jar.write(path, path.relative_to(classes).as_posix())
+        partial.replace(target)
+    for stale in target.parent.glob("headrace-functions-*.jar"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,103 @@
+package dev.headrace.functions;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.functions.ScalarFunction;
+
+import java.io.IOException;
+
+/**
+ * {@code hr_event_time(payload, field)}: the integer at top-level {@code field} of a JSON object
+ * (epoch milliseconds), or null when the record is not an object, lacks the field, or holds
+ * something else there. The source's watermark is computed from it.
+ *
+ * <p>It streams over the record and stops at the field, with no tree and no JSONPath: this runs
+ * for every record in the source task, before anything else.
+ */
+public final class EventTime extends ScalarFunction {
+    private static final long serialVersionUID = 1L;
+
+    /**
+     * The planner evaluates the event-time column twice per record: in the source's watermark
+     * generator and in the projection after it, two generated classes with one instance of this
+     * function each, called back to back on the same payload (as two objects). The last answer is
+     * kept here with its payload: comparing the bytes is much cheaper than a second parse. The
+     * entry is immutable and read racily on purpose: another task thread overwriting it only
+     * causes a miss, never a wrong answer, as the function is pure.
+     */
+    private static Last last = new Last(null, null);
+
+    private static final class Last {
+        final byte[] payload;
+        final Long millis;
+
+        Last(byte[] payload, Long millis) {
+            this.payload = payload;
+            this.millis = millis;
+        }
+    }
+
+    private transient JsonFactory factory;
+    private transient Json.Slice bytes;
+
+    @Override
+    public void open(FunctionContext context) {
+        factory = Json.factory();
+        bytes = new Json.Slice();
+    }
+
+    public @DataTypeHint("BIGINT") Long eval(
+            @DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload, String field) {
+        if (payload == null || field == null) {
+            return null;
+        }
+        if (factory == null) {
+            open(null);
+        }
+        Json.Slice bytes = this.bytes.of(payload);
+        Last seen = last;
+        if (bytes.sameAs(seen.payload)) {
+            return seen.millis;
+        }
+        Long millis = read(bytes, field);
+        // a copy: a source may reuse the buffer behind a payload once it has moved on
+        last = new Last(bytes.copy(), millis);
+        return millis;
+    }
+
+    private Long read(Json.Slice bytes, String field) {
+        try (JsonParser parser = Json.parser(factory, bytes)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) {
+                return null;
+            }
+            JsonToken token;
+            while ((token = parser.nextToken()) == JsonToken.FIELD_NAME) {
+                boolean wanted = field.equals(parser.currentName());
+                token = parser.nextToken();
+                if (wanted) {
+                    if (token == JsonToken.VALUE_NUMBER_INT) {
+                        return parser.getNumberType() == JsonParser.NumberType.BIG_INTEGER ? null : parser.getLongValue();
+                    }
+                    if (token == JsonToken.VALUE_NUMBER_FLOAT) {
+                        double d = parser.getDoubleValue();
+                        return d == Math.rint(d) && Math.abs(d) < 9.0e15 ? (long) d : null;
+                    }
+                    return null;
+                }
+                parser.skipChildren();
+            }
+            return null;
+        } catch (IOException e) {
+            return null;
+        }
+    }
+
+    @Override
+    public boolean isDeterministic() {
+        return true;
+    }
+}
