@@ -128,3 +128,48 @@ def test_spec_json_schema_is_exported_for_editors() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["required"]) == {"job", "source", "steps", "sinks", "dead_letter"}
     assert schema["additionalProperties"] is False
+
+
+def _with_schema(tmp_path: Path, change: dict[str, object], validate: str = "{}") -> Path:
+    """The example job over a copy of the click schema with ``change`` merged into it."""
+    import json
+
+    schema = json.loads((ROOT / "schemas" / "click.schema.json").read_text()) | change
+    (tmp_path / "click.json").write_text(json.dumps(schema))
+    job = tmp_path / "job.yaml"
+    job.write_text(TEXT.replace("schemas/click.schema.json", str(tmp_path / "click.json"))
+                   .replace("- validate: {}", f"- validate: {validate}"))
+    return job
+
+
+def test_validate_runs_in_the_jvm_when_the_schema_is_in_its_subset() -> None:
+    plan = build_plan(parse_job(EXAMPLE))
+    assert plan.validate.engine == "jvm"
+
+
+def test_schema_outside_the_jvm_subset_falls_back_to_python(tmp_path: Path) -> None:
+    plan = build_plan(parse_job(_with_schema(tmp_path, {"anyOf": [{"required": ["bytes"]}, {"required": ["email"]}]})))
+    assert plan.validate.engine == "python"
+    assert "uses 'anyOf' (at #)" in plan.validate.engine_note
+    pinned = build_plan(parse_job(_with_schema(tmp_path, {}, "{engine: python}")))
+    assert pinned.validate.engine == "python"
+
+
+def test_engine_jvm_with_a_schema_outside_its_subset_is_refused_at_its_line(tmp_path: Path) -> None:
+    job = _with_schema(tmp_path, {"$defs": {"x": {"type": "string"}}}, "{engine: jvm}")
+    with pytest.raises(SpecError) as info:
+        build_plan(parse_job(job))
+    message = str(info.value)
+    line = next(i for i, text in enumerate(job.read_text().splitlines(), 1) if "engine: jvm" in text)
+    assert message.startswith(f"{job}:{line}: engine 'jvm' cannot check click.json: it uses '$defs'")
+    assert "use engine: auto (or python)" in message
+
+
+def test_jvm_subset_check_walks_nested_schemas_and_patterns() -> None:
+    from schemas.jsonschema import jvm_unsupported
+
+    assert jvm_unsupported({"type": "object", "properties": {"a": {"items": {"not": {}}}}}) == (
+        "it uses 'not' (at #/properties/a/items)")
+    assert jvm_unsupported({"properties": {"a": {"pattern": "\\p{L}+"}}}) is not None
+    assert jvm_unsupported({"$schema": "http://json-schema.org/draft-07/schema#"}) is not None
+    assert jvm_unsupported({"additionalProperties": False, "properties": {"a": True}}) is None

@@ -5,6 +5,8 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.Deseriali
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectReader;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.NumericNode;
 import org.apache.flink.table.api.DataTypes;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
@@ -31,8 +33,26 @@ final class RecordCheck {
     static final ObjectMapper MAPPER = new ObjectMapper();
     private static final int MAX_MESSAGE = 2000;
 
-    private final ObjectReader reader =
-            new ObjectMapper(Json.factory()).reader().with(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private final ObjectReader reader = new ObjectMapper(Json.factory()).reader()
+            .with(DeserializationFeature.FAIL_ON_TRAILING_TOKENS).with(new FiniteNumbers());
+
+    /** Like orjson, refuse a number too large for a double (1e400) instead of reading infinity. */
+    private static final class FiniteNumbers extends JsonNodeFactory {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public NumericNode numberNode(double v) {
+            if (!Double.isFinite(v)) {
+                throw new IllegalArgumentException("number is infinity when parsed as double");
+            }
+            return super.numberNode(v);
+        }
+
+        @Override
+        public NumericNode numberNode(float v) {
+            return numberNode((double) v);
+        }
+    }
     private final SchemaNode schema;
     private final String eventTime;
     private final String[] names;
@@ -110,10 +130,25 @@ final class RecordCheck {
         return d == Math.rint(d) && Math.abs(d) < 9.0e15 ? (long) d : null;
     }
 
+    /** Never throws: a record the check cannot handle is a dead letter saying why. */
     RowData check(Json.Slice bytes) {
+        try {
+            return checkOrThrow(bytes);
+        } catch (RuntimeException e) {
+            GenericRowData row = new GenericRowData(3 + names.length);
+            return fail(row, "/", "cannot check the record: " + e);
+        }
+    }
+
+    private RowData checkOrThrow(Json.Slice bytes) {
         GenericRowData row = new GenericRowData(3 + names.length);
         if (bytes == null || bytes.length == 0) {
             return fail(row, "/", "empty record");
+        }
+        if (bytes.length >= 3 && bytes.data[bytes.offset] == (byte) 0xEF
+                && bytes.data[bytes.offset + 1] == (byte) 0xBB && bytes.data[bytes.offset + 2] == (byte) 0xBF) {
+            // Jackson would skip it; orjson (the Python engine) refuses it, and so does RFC 8259's writer side
+            return fail(row, "/", "not valid JSON: UTF-8 byte order mark (BOM) is not supported");
         }
         JsonNode record;
         try {
@@ -122,8 +157,8 @@ final class RecordCheck {
             String reason = e.getOriginalMessage();
             int newline = reason == null ? -1 : reason.indexOf('\n');
             return fail(row, "/", "not valid JSON: " + (newline < 0 ? reason : reason.substring(0, newline)));
-        } catch (IOException e) {
-            return fail(row, "/", "cannot read the record: " + e.getMessage());
+        } catch (IOException | IllegalArgumentException e) {
+            return fail(row, "/", "not valid JSON: " + e.getMessage());
         }
         if (record == null || record.isMissingNode()) {
             return fail(row, "/", "empty record");
