@@ -2,7 +2,8 @@
 
     python -m tests.bench.jobs framework|sql|datastream '<json settings>'
 
-``framework`` is jobs/page_activity.yaml through Headrace; ``sql`` is the hand-written
+``framework`` is jobs/page_activity.yaml through Headrace (``framework-python``: the same with
+``validate: {engine: python}``); ``sql`` is the hand-written
 sql/page_activity_baseline.sql; ``datastream`` is a hand-written PyFlink DataStream job with the
 same validation (orjson + jsonschema-rs), a Python window aggregate and the same upsert sink.
 All read the same topic to the same stopping offsets and write the same PostgreSQL columns.
@@ -27,7 +28,7 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
             "table.local-time-zone": "UTC"}
 
 
-def run_framework(s: dict[str, Any]) -> None:
+def run_framework(s: dict[str, Any], engine: str = "auto") -> None:
     from jobs.compiler import compile_job
     from jobs.loader import parse_job
     from jobs.plan import build_plan
@@ -41,8 +42,9 @@ def run_framework(s: dict[str, Any]) -> None:
             .replace("clicks.late", f"{s['topic']}.late")
             .replace("window: {tumbling: 1m}", f"window: {{tumbling: {s['window_s']}s}}")
             .replace("max_out_of_orderness: 5s", f"max_out_of_orderness: {s['ooo_s']}s")
-            .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
-    job = Path(s["workdir"]) / "framework.yaml"
+            .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json"))
+            .replace("validate: {}", f"validate: {{engine: {engine}}}"))
+    job = Path(s["workdir"]) / f"framework-{engine}.yaml"
     job.write_text(text)
     profiles = Path(s["workdir"]) / "profiles.yaml"
     flink = ", ".join(f"{k}: '{v}'" for k, v in common_config(s).items() if k != "table.local-time-zone")
@@ -222,4 +224,5 @@ def run_datastream(s: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     kind, settings = sys.argv[1], json.loads(sys.argv[2])
-    {"framework": run_framework, "sql": run_sql, "datastream": run_datastream}[kind](settings)
+    {"framework": run_framework, "framework-python": lambda s: run_framework(s, engine="python"),
+     "sql": run_sql, "datastream": run_datastream}[kind](settings)
