@@ -1,12 +1,21 @@
 package dev.headrace.functions;
 
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonProcessingException;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectReader;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.BigIntegerNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.BooleanNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.DoubleNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.IntNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.LongNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.NullNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.NumericNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.TextNode;
 import org.apache.flink.table.api.DataTypes;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
@@ -16,7 +25,12 @@ import org.apache.flink.table.types.DataType;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.IntFunction;
 
 /**
  * Decode one record, check it against the compiled schema and extract the typed fields the
@@ -58,11 +72,40 @@ final class RecordCheck {
     private final String[] names;
     private final char[] kinds; // s(tring), i(nteger), n(umber), b(oolean)
 
+    // the streaming path (see checkStream): nested values are read as trees from the open parser
+    private final ObjectReader subtrees = reader.without(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    // top-level properties by name, in schema order
+    private final Map<String, Integer> memberIndex = new HashMap<>();
+    private final SchemaNode[] members;
+    private final int[] requiredIndex;
+    private final int[] fieldMember;
+    private final int eventTimeMember;
+    private final boolean streamable;
+
     private RecordCheck(SchemaNode schema, String eventTime, String[] names, char[] kinds) {
         this.schema = schema;
         this.eventTime = eventTime;
         this.names = names;
         this.kinds = kinds;
+        boolean ok = schema.streamableObject();
+        Map<String, SchemaNode> properties = ok ? schema.properties() : Map.of();
+        members = properties.values().toArray(new SchemaNode[0]);
+        for (String name : properties.keySet()) {
+            memberIndex.put(name, memberIndex.size());
+        }
+        String[] required = ok ? schema.required() : new String[0];
+        requiredIndex = new int[required.length];
+        for (int i = 0; i < required.length; i++) {
+            requiredIndex[i] = memberIndex.getOrDefault(required[i], -1);
+            ok &= requiredIndex[i] >= 0;
+        }
+        fieldMember = new int[names.length];
+        for (int i = 0; i < names.length; i++) {
+            fieldMember[i] = memberIndex.getOrDefault(names[i], -1);
+            ok &= fieldMember[i] >= 0;
+        }
+        eventTimeMember = memberIndex.getOrDefault(eventTime, -1);
+        streamable = ok && eventTimeMember >= 0;
     }
 
     static RecordCheck parse(String spec) {
@@ -150,13 +193,24 @@ final class RecordCheck {
             // Jackson would skip it; orjson (the Python engine) refuses it, and so does RFC 8259's writer side
             return fail(row, "/", "not valid JSON: UTF-8 byte order mark (BOM) is not supported");
         }
+        if (streamable) {
+            try {
+                RowData streamed = checkStream(bytes, row);
+                if (streamed != null) {
+                    return streamed;
+                }
+            } catch (JsonProcessingException e) {
+                return fail(row, "/", notJson(e));
+            } catch (IOException | IllegalArgumentException e) {
+                return fail(row, "/", "not valid JSON: " + e.getMessage());
+            }
+            row = new GenericRowData(3 + names.length);
+        }
         JsonNode record;
         try {
             record = reader.readTree(bytes.data, bytes.offset, bytes.length);
         } catch (JsonProcessingException e) {
-            String reason = e.getOriginalMessage();
-            int newline = reason == null ? -1 : reason.indexOf('\n');
-            return fail(row, "/", "not valid JSON: " + (newline < 0 ? reason : reason.substring(0, newline)));
+            return fail(row, "/", notJson(e));
         } catch (IOException | IllegalArgumentException e) {
             return fail(row, "/", "not valid JSON: " + e.getMessage());
         }
@@ -171,8 +225,19 @@ final class RecordCheck {
         if (!record.isObject()) {
             return fail(row, "/", SchemaNode.shown(record) + " is not a JSON object");
         }
+        return extract(row, i -> record.get(names[i]));
+    }
+
+    private static String notJson(JsonProcessingException e) {
+        String reason = e.getOriginalMessage();
+        int newline = reason == null ? -1 : reason.indexOf('\n');
+        return "not valid JSON: " + (newline < 0 ? reason : reason.substring(0, newline));
+    }
+
+    /** Put the typed fields of a valid record into {@code row} (or fail on a too large integer). */
+    private RowData extract(GenericRowData row, IntFunction<JsonNode> field) {
         for (int i = 0; i < names.length; i++) {
-            JsonNode value = record.get(names[i]);
+            JsonNode value = field.apply(i);
             if (value == null || value.isNull()) {
                 continue;
             }
@@ -198,5 +263,103 @@ final class RecordCheck {
             }
         }
         return row;
+    }
+
+    /**
+     * The check for a flat-enough object schema, reading the record as a stream of top-level
+     * members: no tree, no map per record; only nested values become (small) trees. Gives the
+     * same verdict, error and fields as the tree path: required first, then each member in
+     * record order. Returns null for what it does not handle (not an object, a duplicate key),
+     * which then takes the tree path.
+     */
+    private RowData checkStream(Json.Slice bytes, GenericRowData row) throws IOException {
+        try (JsonParser parser = reader.getFactory().createParser(bytes.data, bytes.offset, bytes.length)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) {
+                return null;
+            }
+            JsonNode[] values = new JsonNode[members.length];
+            SchemaNode additional = schema.additional();
+            Set<String> others = null;
+            SchemaNode.Failure failure = null;
+            while (parser.nextToken() == JsonToken.FIELD_NAME) {
+                String name = parser.currentName();
+                JsonToken token = parser.nextToken();
+                JsonNode value = scalar(parser, token);
+                if (value == null) {
+                    value = subtrees.readTree(parser);
+                }
+                Integer index = memberIndex.get(name);
+                SchemaNode sub;
+                if (index != null) {
+                    if (values[index] != null) {
+                        return null;
+                    }
+                    values[index] = value;
+                    sub = members[index];
+                } else {
+                    if (others == null) {
+                        others = new HashSet<>();
+                    }
+                    if (!others.add(name)) {
+                        return null;
+                    }
+                    sub = additional;
+                    if (failure == null && schema.forbidsAdditional()) {
+                        failure = new SchemaNode.Failure("/", "Additional properties are not allowed ('"
+                                + name + "' was unexpected)");
+                        continue;
+                    }
+                }
+                if (failure == null && sub != null) {
+                    failure = sub.validate(value, SchemaNode.pointer("", name));
+                }
+            }
+            if (parser.nextToken() != null) {
+                throw new IllegalArgumentException("trailing content after the JSON value");
+            }
+            row.setField(2, integral(values[eventTimeMember]));
+            for (int index : requiredIndex) {
+                if (values[index] == null) {
+                    String[] required = schema.required();
+                    for (String name : required) {
+                        if (values[memberIndex.get(name)] == null) {
+                            return fail(row, "/", "\"" + name + "\" is a required property");
+                        }
+                    }
+                }
+            }
+            if (failure != null) {
+                return fail(row, failure.path, failure.message);
+            }
+            return extract(row, i -> values[fieldMember[i]]);
+        }
+    }
+
+    /** The node for a scalar token, as the tree reader would make it; null for a container. */
+    private static JsonNode scalar(JsonParser parser, JsonToken token) throws IOException {
+        switch (token) {
+            case VALUE_STRING:
+                return TextNode.valueOf(parser.getText());
+            case VALUE_NUMBER_INT:
+                switch (parser.getNumberType()) {
+                    case INT: return IntNode.valueOf(parser.getIntValue());
+                    case LONG: return LongNode.valueOf(parser.getLongValue());
+                    default: return BigIntegerNode.valueOf(parser.getBigIntegerValue());
+                }
+            case VALUE_NUMBER_FLOAT:
+                double d = parser.getDoubleValue();
+                if (!Double.isFinite(d)) {
+                    throw new IllegalArgumentException("number is infinity when parsed as double");
+                }
+                return DoubleNode.valueOf(d);
+            case VALUE_TRUE:
+                return BooleanNode.TRUE;
+            case VALUE_FALSE:
+                return BooleanNode.FALSE;
+            case VALUE_NULL:
+                return NullNode.getInstance();
+            default:
+                return null;
+        }
     }
 }

@@ -268,6 +268,32 @@ final class SchemaNode {
         return parent + "/" + key;
     }
 
+    /**
+     * Whether a record can be checked as a stream of its top-level members: an object schema with
+     * no keyword that needs the whole object as a value (enum, const, a boolean schema, sizes).
+     */
+    boolean streamableObject() {
+        return constant == null && enumValues == null && constValue == null && minProperties < 0
+                && maxProperties < 0 && (types == 0 || (types & T_OBJECT) != 0) && properties != null
+                && properties.size() <= 64;
+    }
+
+    Map<String, SchemaNode> properties() {
+        return properties;
+    }
+
+    String[] required() {
+        return required == null ? new String[0] : required;
+    }
+
+    SchemaNode additional() {
+        return additional;
+    }
+
+    boolean forbidsAdditional() {
+        return additional != null && Boolean.FALSE.equals(additional.constant);
+    }
+
     /** The first error in {@code v} (at JSON Pointer {@code path}, "" for the root), or null. */
     Failure validate(JsonNode v, String path) {
         if (constant != null) {
