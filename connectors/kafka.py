@@ -20,8 +20,10 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
                bounded_offsets: dict[int, int] | None = None) -> str:
     """A Kafka table of raw records with metadata and a per-partition watermark.
 
-    ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL
-    (then the record's Kafka timestamp is its event time).
+    ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL.
+    A record without one (undecodable, or its field missing or not an integer) is a dead letter,
+    and gets event time 0 so that it cannot move the watermark: its Kafka timestamp may be far
+    ahead of the event times (a replay of last month's data) and would make every record late.
     """
     options = {
         "connector": "kafka",
@@ -44,8 +46,7 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
   `_payload` STRING,
   `_partition` INT METADATA FROM 'partition' VIRTUAL,
   `_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `_kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ({event_time_millis}, 3), `_kafka_ts`),
+  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ({event_time_millis}, 3), TO_TIMESTAMP_LTZ(0, 3)),
   WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
 ) {with_options(options)}"""
 

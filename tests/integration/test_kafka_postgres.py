@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC
 from pathlib import Path
@@ -18,7 +19,7 @@ from jobs.loader import parse_job
 from jobs.plan import build_plan
 from jobs.profiles import load_profile
 from jobs.runner import submit_local
-from jobs.sample import click_events
+from jobs.sample import SampleEvent, click_events
 from tests.jobfiles import ROOT, example_job
 from tests.kafkautil import produce, read_all
 from tests.reference import genuinely_late, is_valid, tumbling_page_activity
@@ -250,3 +251,21 @@ def test_idle_partition_does_not_hold_back_windows(
     stuck.write_text(job.read_text().replace(", idle_timeout: 2s", "")
                      .replace("group: page-activity", "group: stuck").replace(f"{unique}_1m", f"{unique}_stuck"))
     assert rows_while_running(stuck, profiles_file, f"{unique}_stuck", pg, wait_s=25) == 0
+
+
+def test_a_record_without_event_time_cannot_move_the_watermark(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    # a replay of old events, with one undecodable record produced just now: its Kafka timestamp
+    # must not become the watermark, or every record after it would be late
+    broker.create_topic(unique, partitions=1)
+    events = list(click_events(3000, seed=5, invalid_rate=0, late_rate=0))
+    broken = SampleEvent(key=b"tenant-0", payload=b'{"tenant_id": "tenant-0", "ts": ',
+                         timestamp_ms=int(time.time() * 1000), kind="invalid")
+    events.insert(1000, broken)
+    ends = produce(broker.bootstrap, unique, events, partitions=1)
+
+    run_job(example_job(tmp_path, unique), profiles_file, ends)
+
+    dead = read_all(broker.bootstrap, f"{unique}.dlq", 1)
+    assert [d["payload"] for d in dead] == [broken.payload.decode()]
+    assert sum(v[0] for v in view_rows(pg, f"{unique}_1m").values()) == 3000  # none of them late
