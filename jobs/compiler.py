@@ -1,10 +1,12 @@
 """Compile a :class:`jobs.plan.Plan` into Flink SQL for one profile.
 
 The job is one Flink SQL program built from temporary views, so the JVM does Kafka I/O,
-watermarks, routing and the window aggregation, and Python is called once per record for
-``validate`` (decode + check + extract fields)::
+watermarks, routing and the window aggregation. ``validate`` (decode + check + extract fields)
+is ``hr_validate``: the JVM function of ``operators/jvm`` when the schema is in its subset (it
+also yields the event time the source's watermark reads), else the Python UDF of
+``operators/validate.py``, called once per record::
 
-    hr_source ─► hr_checked (validate UDF, CURRENT_WATERMARK)
+    hr_source ─► hr_checked (hr_validate, CURRENT_WATERMARK)
                    ├─► hr_rejected ─► dead-letter output
                    ├─► hr_late     ─► late output
                    └─► hr_on_time  ─► hr_windows ─► each sink (upsert)

@@ -1,4 +1,8 @@
-"""``validate``: decode each record once and check it against its JSON Schema (draft 2020-12).
+"""``validate`` in Python: decode each record once and check it against its JSON Schema (2020-12).
+
+This is the engine for schemas outside the JVM subset (``engine: python``, or ``auto`` with such a
+schema); ``operators/jvm`` holds the JVM engine, and tests/flink/test_jvm_validator.py holds the
+two to the same verdicts.
 
 :class:`RecordCheck` is plain Python: ``check(payload)`` returns ``(error_path, error, *fields)``
 where ``error`` is None for a good record and ``fields`` are the typed values the later steps
