@@ -103,3 +103,30 @@ def test_maven_download_of_the_pinned_jars_is_accepted(tmp_path: Path, monkeypat
     monkeypatch.setenv("HEADRACE_JARS_DIR", str(cache))
     jars.fetch(maven_repo=repo.as_uri(), say=lambda _: None)
     assert len(jars.required_jars({"kafka", "postgres"})) == 5
+
+
+def test_jvm_functions_without_javac_are_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from operators import jvm
+
+    monkeypatch.setenv("HEADRACE_JARS_DIR", str(tmp_path))
+    monkeypatch.setattr(jvm.shutil, "which", lambda _: None)
+    with pytest.raises(JarError) as info:
+        jvm.build(say=lambda _: None)
+    assert str(info.value).startswith("cannot build Headrace's JVM functions: 'javac' is not installed")
+    assert "openjdk-17-jdk-headless" in str(info.value)
+
+
+def test_jvm_functions_jar_is_named_after_its_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from operators import jvm
+
+    monkeypatch.setenv("HEADRACE_JARS_DIR", str(tmp_path))
+    before = jvm.jar_path()
+    copy = tmp_path / "src"
+    import shutil
+
+    shutil.copytree(jvm.SOURCES, copy)
+    monkeypatch.setattr(jvm, "SOURCES", copy)
+    assert jvm.jar_path() == before  # same sources, same jar
+    source = next(copy.rglob("EventTime.java"))
+    source.write_text(source.read_text() + "\n// edited\n")
+    assert jvm.jar_path() != before  # an edit builds a new one, never a stale jar
