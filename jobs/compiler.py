@@ -116,17 +116,15 @@ def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str) 
         origin += "CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`"
     is_late = late_condition("`_event_time`", "CURRENT_WATERMARK(`_event_time`)", agg.allowed_lateness_ms)
     if plan.validate.engine == "jvm":
-        call = f"{VALIDATE_FUNCTION}(`_payload`, {literal(validate_spec(plan))})"
-        flat = ", ".join(["`_v`.`err_path` AS `_err_path`", "`_v`.`err_msg` AS `_err_msg`"]
-                         + [f"`_v`.{ident(n)} AS {ident('_f_' + n)}" for n, _ in plan.fields])
+        # flat columns: a nested ROW read by three outputs is copied by each of them
+        def v(name: str) -> str:
+            return ident("_v_" + name)
+
+        flat = ", ".join(f"`_v`.{ident(n)} AS {v(n)}" for n in ("err_path", "err_msg", *dict(plan.fields)))
         checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
        {flat},
        {is_late} AS `_late`
-FROM (SELECT *, {call} AS `_v` FROM `hr_source`)"""
-
-        def v(name: str) -> str:
-            return ident("_err_" + name[4:]) if name.startswith("err_") else ident("_f_" + name)
-
+FROM (SELECT *, {validate_call(plan)} AS `_v` FROM `hr_source`)"""
         late_ref = "`_late`"
     else:
         # the Python UDF echoes the flag: evaluated as its argument, it is judged against the
@@ -170,11 +168,11 @@ FROM `hr_on_time` GROUP BY {group}, {keys}"""
     return checked, [rejected, late, on_time, windows]
 
 
-def validate_spec(plan: Plan) -> str:
-    """The literal the JVM validator compiles: the schema and the fields to extract, in order."""
+def validate_call(plan: Plan) -> str:
+    """The JVM validator's call; its literal is the schema and the fields to extract, in order."""
     spec = {"schema": plan.validate.schema.document, "event_time": plan.event_time_field,
             "fields": [[n, t.value] for n, t in plan.fields]}
-    return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+    return f"{VALIDATE_FUNCTION}(`_payload`, {literal(json.dumps(spec, separators=(',', ':'), ensure_ascii=False))})"
 
 
 def function_ddl(plan: Plan) -> tuple[str, ...]:
@@ -206,7 +204,7 @@ def compile_job(plan: Plan, profile: Profile, *,
     functions = function_ddl(plan)
     if plan.validate.engine == "jvm":
         # the same call as in hr_checked: the second one per record is answered from a cache
-        event_time_millis = f"({VALIDATE_FUNCTION}(`_payload`, {literal(validate_spec(plan))})).`event_ms`"
+        event_time_millis = f"({validate_call(plan)}).`event_ms`"
     else:
         event_time_millis = f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(et.field)})"
     if profile.embedded is not None:

@@ -149,9 +149,9 @@ def check_steps(job: LoadedJob) -> tuple[tuple[int, ValidateOptions], tuple[int,
 def choose_engine(job: LoadedJob, schema: RecordSchema, wanted: str,
                   key_path: tuple[str | int, ...]) -> tuple[str, str]:
     """Where ``validate`` checks records: the JVM when the schema is in its subset."""
-    unsupported = jvm_unsupported(schema.document)
     if wanted == "python":
         return "python", "engine: python in the spec"
+    unsupported = jvm_unsupported(schema.document)
     if unsupported is None:
         return "jvm", "schema in the JVM subset"
     if wanted == "jvm":

@@ -24,22 +24,10 @@ public final class EventTime extends ScalarFunction {
     /**
      * The planner evaluates the event-time column twice per record: in the source's watermark
      * generator and in the projection after it, two generated classes with one instance of this
-     * function each, called back to back on the same payload (as two objects). The last answer is
-     * kept here with its payload: comparing the bytes is much cheaper than a second parse. The
-     * entry is immutable and read racily on purpose: another task thread overwriting it only
-     * causes a miss, never a wrong answer, as the function is pure.
+     * function each, called back to back on the same payload (as two objects). Comparing the bytes
+     * with the last payload is much cheaper than a second parse.
      */
-    private static Last last = new Last(null, null);
-
-    private static final class Last {
-        final byte[] payload;
-        final Long millis;
-
-        Last(byte[] payload, Long millis) {
-            this.payload = payload;
-            this.millis = millis;
-        }
-    }
+    private static Json.Memo<Long> last = Json.Memo.empty();
 
     private transient JsonFactory factory;
     private transient Json.Slice bytes;
@@ -59,13 +47,12 @@ public final class EventTime extends ScalarFunction {
             open(null);
         }
         Json.Slice bytes = this.bytes.of(payload);
-        Last seen = last;
-        if (bytes.sameAs(seen.payload)) {
-            return seen.millis;
+        Json.Memo<Long> seen = last;
+        if (seen.answers(field, bytes)) {
+            return seen.value;
         }
         Long millis = read(bytes, field);
-        // a copy: a source may reuse the buffer behind a payload once it has moved on
-        last = new Last(bytes.copy(), millis);
+        last = new Json.Memo<>(field, bytes, millis);
         return millis;
     }
 
@@ -83,8 +70,7 @@ public final class EventTime extends ScalarFunction {
                         return parser.getNumberType() == JsonParser.NumberType.BIG_INTEGER ? null : parser.getLongValue();
                     }
                     if (token == JsonToken.VALUE_NUMBER_FLOAT) {
-                        double d = parser.getDoubleValue();
-                        return d == Math.rint(d) && Math.abs(d) < 9.0e15 ? (long) d : null;
+                        return Json.exactLong(parser.getDoubleValue());
                     }
                     return null;
                 }

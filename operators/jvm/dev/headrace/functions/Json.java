@@ -9,6 +9,7 @@ import org.apache.flink.table.data.binary.BinaryStringData;
 
 import java.io.IOException;
 import java.util.Arrays;
+import java.util.Objects;
 
 /** Parsing records straight from Flink's UTF-8 string bytes, without a java.lang.String. */
 final class Json {
@@ -60,5 +61,41 @@ final class Json {
 
     static JsonParser parser(JsonFactory factory, Slice bytes) throws IOException {
         return factory.createParser(bytes.data, bytes.offset, bytes.length);
+    }
+
+    /** A JSON number as epoch milliseconds: integral, or a double with no fraction (5.0). */
+    static Long exactLong(double d) {
+        return d == Math.rint(d) && Math.abs(d) < 9.0e15 ? (long) d : null;
+    }
+
+    /**
+     * The answer for one payload, kept so that the planner's repeated calls of a function on the
+     * same record (see ValidateJson, EventTime) parse it once. Immutable, so it may be shared
+     * between task threads and read racily: a thread overwriting another's entry only causes a
+     * miss, never a wrong answer, since the answer depends on {@code owner} (the check, or the
+     * field read; compared with equals) and the bytes alone.
+     * The payload is a copy: a source may reuse the buffer behind it once it has moved on.
+     */
+    static final class Memo<T> {
+        static final Memo<?> EMPTY = new Memo<>(null, new Slice(), null);
+
+        private final Object owner;
+        private final byte[] payload;
+        final T value;
+
+        Memo(Object owner, Slice bytes, T value) {
+            this.owner = owner;
+            this.payload = bytes.data == null ? null : bytes.copy();
+            this.value = value;
+        }
+
+        boolean answers(Object owner, Slice bytes) {
+            return Objects.equals(this.owner, owner) && bytes.sameAs(payload);
+        }
+
+        @SuppressWarnings("unchecked")
+        static <T> Memo<T> empty() {
+            return (Memo<T>) EMPTY;
+        }
     }
 }

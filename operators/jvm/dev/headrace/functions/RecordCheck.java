@@ -169,8 +169,7 @@ final class RecordCheck {
         if (value.isIntegralNumber()) {
             return value.canConvertToLong() ? value.longValue() : null;
         }
-        double d = value.doubleValue();
-        return d == Math.rint(d) && Math.abs(d) < 9.0e15 ? (long) d : null;
+        return Json.exactLong(value.doubleValue());
     }
 
     /** Never throws: a record the check cannot handle is a dead letter saying why. */
@@ -199,20 +198,16 @@ final class RecordCheck {
                 if (streamed != null) {
                     return streamed;
                 }
-            } catch (JsonProcessingException e) {
-                return fail(row, "/", notJson(e));
             } catch (IOException | IllegalArgumentException e) {
-                return fail(row, "/", "not valid JSON: " + e.getMessage());
+                return fail(row, "/", notJson(e));
             }
             row = new GenericRowData(3 + names.length);
         }
         JsonNode record;
         try {
             record = reader.readTree(bytes.data, bytes.offset, bytes.length);
-        } catch (JsonProcessingException e) {
-            return fail(row, "/", notJson(e));
         } catch (IOException | IllegalArgumentException e) {
-            return fail(row, "/", "not valid JSON: " + e.getMessage());
+            return fail(row, "/", notJson(e));
         }
         if (record == null || record.isMissingNode()) {
             return fail(row, "/", "empty record");
@@ -228,8 +223,10 @@ final class RecordCheck {
         return extract(row, i -> record.get(names[i]));
     }
 
-    private static String notJson(JsonProcessingException e) {
-        String reason = e.getOriginalMessage();
+    /** The parser's reason, first line only (Jackson appends the input's location). */
+    private static String notJson(Exception e) {
+        String reason = e instanceof JsonProcessingException
+                ? ((JsonProcessingException) e).getOriginalMessage() : e.getMessage();
         int newline = reason == null ? -1 : reason.indexOf('\n');
         return "not valid JSON: " + (newline < 0 ? reason : reason.substring(0, newline));
     }
@@ -273,7 +270,7 @@ final class RecordCheck {
      * which then takes the tree path.
      */
     private RowData checkStream(Json.Slice bytes, GenericRowData row) throws IOException {
-        try (JsonParser parser = reader.getFactory().createParser(bytes.data, bytes.offset, bytes.length)) {
+        try (JsonParser parser = Json.parser(reader.getFactory(), bytes)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return null;
             }
@@ -318,14 +315,10 @@ final class RecordCheck {
                 throw new IllegalArgumentException("trailing content after the JSON value");
             }
             row.setField(2, integral(values[eventTimeMember]));
-            for (int index : requiredIndex) {
-                if (values[index] == null) {
-                    String[] required = schema.required();
-                    for (String name : required) {
-                        if (values[memberIndex.get(name)] == null) {
-                            return fail(row, "/", "\"" + name + "\" is a required property");
-                        }
-                    }
+            String[] required = schema.required();
+            for (int k = 0; k < required.length; k++) {
+                if (values[requiredIndex[k]] == null) {
+                    return fail(row, "/", "\"" + required[k] + "\" is a required property");
                 }
             }
             if (failure != null) {

@@ -21,60 +21,41 @@ import java.util.concurrent.ConcurrentHashMap;
  * <p>The planner calls the function several times per record with the same payload: for the
  * source's event-time column ({@code event_ms}) in the watermark generator and in the projection
  * after it, and once per field the projection reads. Only the first call per record parses; the
- * last result is kept with a copy of its payload, per instance and JVM-wide (the watermark
- * generator has an instance of its own), and the others compare bytes (~10 ns for a click).
+ * last result is kept with its payload (a {@link Json.Memo}), per instance and JVM-wide (the
+ * watermark generator has an instance of its own), and the others compare bytes (~10 ns a click).
  */
 public final class ValidateJson extends ScalarFunction {
     private static final long serialVersionUID = 1L;
     private static final ConcurrentHashMap<String, RecordCheck> CHECKS = new ConcurrentHashMap<>();
 
-    /**
-     * Immutable and read racily on purpose: another task thread overwriting it only causes a miss,
-     * never a wrong answer, since the result depends on the check and the payload bytes alone.
-     */
-    private static Last last = new Last(null, null, null);
-
-    private static final class Last {
-        final RecordCheck check;
-        final byte[] payload;
-        final RowData result;
-
-        Last(RecordCheck check, byte[] payload, RowData result) {
-            this.check = check;
-            this.payload = payload;
-            this.result = result;
-        }
-    }
+    private static Json.Memo<RowData> last = Json.Memo.empty();
 
     private transient String specText;
     private transient RecordCheck check;
-    private transient Last mine; // this instance's last answer: a task thread's own
+    private transient Json.Memo<RowData> mine; // this instance's last answer: a task thread's own
 
     public RowData eval(StringData payload, String spec) {
         // the literal arrives as the same String object each call: looked up once per task
         if (spec != specText) {
             check = CHECKS.computeIfAbsent(spec, RecordCheck::parse);
             specText = spec;
-            mine = null;
+            mine = Json.Memo.empty();
         }
         if (payload == null) {
             return check.check(null);
         }
         Json.Slice bytes = new Json.Slice().of(payload);
-        Last seen = mine;
-        if (seen != null && bytes.sameAs(seen.payload)) {
-            return seen.result;
+        if (mine.answers(check, bytes)) {
+            return mine.value;
         }
-        seen = last;
-        if (seen.check == check && bytes.sameAs(seen.payload)) {
-            mine = seen;
-            return seen.result;
+        Json.Memo<RowData> shared = last;
+        if (shared.answers(check, bytes)) {
+            mine = shared;
+            return shared.value;
         }
-        RowData result = check.check(bytes);
-        // a copy: a source may reuse the buffer behind a payload once it has moved on
-        mine = new Last(check, bytes.copy(), result);
+        mine = new Json.Memo<>(check, bytes, check.check(bytes));
         last = mine;
-        return result;
+        return mine.value;
     }
 
     @Override
