@@ -15,3 +15,12 @@ def example_job(tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+def example_job_on(tmp_path: Path, engine: str) -> Path:
+    """The example job unchanged but for ``validate: {engine: ...}`` (topic names kept)."""
+    path = tmp_path / f"example-{engine}.yaml"
+    path.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
+                    .replace("validate: {}", f"validate: {{engine: {engine}}}")
+                    .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
+    return path

@@ -21,6 +21,7 @@ from jobs.plan import build_plan
 from jobs.profiles import load_profile
 from jobs.runner import run_embedded
 from jobs.sample import click_events, write_jsonl
+from tests.jobfiles import example_job_on
 from tests.reference import genuinely_late, is_valid, tumbling_page_activity
 
 pytestmark = pytest.mark.flink
@@ -38,11 +39,7 @@ def test_example_job_matches_reference(tmp_path: Path, parallelism: int, engine:
     profiles.write_text(
         f"profiles:\n  local:\n    embedded: {{data_dir: {data_dir}}}\n"
         f"    flink: {{parallelism.default: '{parallelism}', pipeline.auto-watermark-interval: 10 ms}}\n")
-    job = tmp_path / "job.yaml"
-    job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
-                   .replace("validate: {}", f"validate: {{engine: {engine}}}")
-                   .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
-    plan = build_plan(parse_job(job))
+    plan = build_plan(parse_job(example_job_on(tmp_path, engine)))
     assert plan.validate.engine == engine
     compiled = compile_job(plan, load_profile("local", profiles))
     assert compiled.config["parallelism.default"] == str(parallelism)

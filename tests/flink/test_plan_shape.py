@@ -14,22 +14,14 @@ from jobs.loader import parse_job
 from jobs.plan import build_plan
 from jobs.profiles import load_profile
 from jobs.runner import compiled_plan_json, table_environment
+from tests.jobfiles import example_job_on
 
 pytestmark = pytest.mark.flink
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _job(tmp_path: Path, engine: str) -> Path:
-    job = tmp_path / f"{engine}.yaml"
-    job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
-                   .replace("validate: {}", f"validate: {{engine: {engine}}}")
-                   .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
-    return job
 
 
 @pytest.mark.parametrize("engine", ["jvm", "python"])
 def test_embedded_job_validates_in_one_operator(tmp_path: Path, engine: str) -> None:
-    compiled = compile_job(build_plan(parse_job(_job(tmp_path, engine))), load_profile("local"))
+    compiled = compile_job(build_plan(parse_job(example_job_on(tmp_path, engine))), load_profile("local"))
     t_env = table_environment(compiled, [])
 
     def optimized(sql: str) -> str:
@@ -54,7 +46,7 @@ def test_service_job_validates_in_one_operator_and_pins_uids(tmp_path: Path, eng
     profiles = tmp_path / "p.yaml"  # compiling needs no running services
     profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n"
                         "    postgres: {port: 9, database: d, user: u}\n")
-    compiled = compile_job(build_plan(parse_job(_job(tmp_path, engine))), load_profile("svc", profiles))
+    compiled = compile_job(build_plan(parse_job(example_job_on(tmp_path, engine))), load_profile("svc", profiles))
     t_env = table_environment(compiled, required_jars({"kafka", "postgres"}))
     nodes = json.loads(compiled_plan_json(t_env, compiled))["nodes"]
     calling = [n for n in nodes if "hr_validate(" in json.dumps(n) and "source-scan" not in n["type"]]
