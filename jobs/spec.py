@@ -87,11 +87,23 @@ class RecordFormat(SpecModel):
 
 
 class EventTime(SpecModel):
-    """Where event time comes from and how watermarks follow it (per source partition)."""
+    """Where event time comes from and how watermarks follow it (per source partition).
+
+    ``max_future`` bounds how far ahead of the wall clock an event time may be: a record
+    beyond it (a device whose clock says 2100) is a dead letter, so one bad clock cannot move
+    the watermark and make every later record late.
+    """
 
     field: Identifier
     max_out_of_orderness: Duration = 0
     idle_timeout: Duration | None = None
+    max_future: Duration = 86_400_000
+
+    @model_validator(mode="after")
+    def _positive_future(self) -> EventTime:
+        if self.max_future <= 0:
+            raise ValueError("max_future must be longer than 0")
+        return self
 
 
 class Source(SpecModel):

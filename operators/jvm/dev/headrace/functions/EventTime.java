@@ -11,9 +11,10 @@ import org.apache.flink.table.functions.ScalarFunction;
 import java.io.IOException;
 
 /**
- * {@code hr_event_time(payload, field)}: the integer at top-level {@code field} of a JSON object
- * (epoch milliseconds), or null when the record is not an object, lacks the field, or holds
- * something else there. The source's watermark is computed from it.
+ * {@code hr_event_time(payload, field, max_future_ms)}: the integer at top-level {@code field} of a
+ * JSON object (epoch milliseconds), or null when the record is not an object, lacks the field,
+ * holds something else there, or an event time out of range (see {@link EventTimes}; the Python
+ * validator makes such a record a dead letter). The source's watermark is computed from it.
  *
  * <p>It streams over the record and stops at the field, with no tree and no JSONPath: this runs
  * for every record in the source task, before anything else.
@@ -36,6 +37,17 @@ public final class EventTime extends ScalarFunction {
     public void open(FunctionContext context) {
         factory = Json.factory();
         bytes = new Json.Slice();
+    }
+
+    public @DataTypeHint("BIGINT") Long eval(
+            @DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload, String field,
+            Long maxFutureMs) {
+        Long millis = eval(payload, field);
+        if (millis != null && EventTimes.outOfRange(millis, maxFutureMs == null ? Long.MAX_VALUE : maxFutureMs,
+                "", System.currentTimeMillis()) != null) {
+            return null;
+        }
+        return millis;
     }
 
     public @DataTypeHint("BIGINT") Long eval(

@@ -36,10 +36,12 @@ import java.util.function.IntFunction;
  * Decode one record, check it against the compiled schema and extract the typed fields the
  * later steps read: the JVM twin of {@code operators/validate.py}'s RecordCheck.
  *
- * <p>The spec is JSON: {@code {"schema": {...}, "event_time": "ts", "fields": [["tenant_id",
- * "string"], ...]}}. The result row is {@code (err_path, err_msg, event_ms, field...)}: err_msg is
- * null for a good record; event_ms is the integer at the event-time field whether or not the
- * record is valid (the watermark is computed from it), null if there is none.
+ * <p>The spec is JSON: {@code {"schema": {...}, "event_time": "ts", "max_future_ms": 86400000,
+ * "max_future": "1d", "fields": [["tenant_id", "string"], ...]}}. The result row is
+ * {@code (err_path, err_msg, event_ms, field...)}: err_msg is null for a good record; event_ms is
+ * the integer at the event-time field whether or not the record is valid (the watermark is
+ * computed from it), null if there is none or it is out of range (see {@link EventTimes}): such a
+ * record is a dead letter and cannot move the watermark.
  *
  * <p>Immutable and thread-safe: one instance per spec is shared by every task of the JVM.
  */
@@ -69,6 +71,8 @@ final class RecordCheck {
     }
     private final SchemaNode schema;
     private final String eventTime;
+    private final long maxFutureMs;
+    private final String maxFutureText;
     private final String[] names;
     private final char[] kinds; // s(tring), i(nteger), n(umber), b(oolean)
 
@@ -82,9 +86,12 @@ final class RecordCheck {
     private final int eventTimeMember;
     private final boolean streamable;
 
-    private RecordCheck(SchemaNode schema, String eventTime, String[] names, char[] kinds) {
+    private RecordCheck(SchemaNode schema, String eventTime, long maxFutureMs, String maxFutureText,
+                        String[] names, char[] kinds) {
         this.schema = schema;
         this.eventTime = eventTime;
+        this.maxFutureMs = maxFutureMs;
+        this.maxFutureText = maxFutureText;
         this.names = names;
         this.kinds = kinds;
         boolean ok = schema.streamableObject();
@@ -130,7 +137,10 @@ final class RecordCheck {
                 default: throw new IllegalArgumentException("unknown field type '" + kind + "'");
             }
         }
-        return new RecordCheck(schema, root.get("event_time").asText(), names, kinds);
+        JsonNode maxFuture = root.get("max_future_ms");
+        return new RecordCheck(schema, root.get("event_time").asText(),
+                maxFuture == null ? Long.MAX_VALUE : maxFuture.asLong(),
+                root.has("max_future") ? root.get("max_future").asText() : "unbounded", names, kinds);
     }
 
     DataType rowType() {
@@ -174,15 +184,30 @@ final class RecordCheck {
 
     /** Never throws: a record the check cannot handle is a dead letter saying why. */
     RowData check(Json.Slice bytes) {
+        GenericRowData row;
         try {
-            return checkOrThrow(bytes);
+            row = checkOrThrow(bytes);
         } catch (RuntimeException e) {
-            GenericRowData row = new GenericRowData(3 + names.length);
+            row = new GenericRowData(3 + names.length);
             return fail(row, "/", "cannot check the record: " + e);
         }
+        Long millis = (Long) row.getField(2);
+        if (millis != null) {
+            String why = EventTimes.outOfRange(millis, maxFutureMs, maxFutureText, System.currentTimeMillis());
+            if (why != null) {
+                row.setField(2, null);
+                if (row.getField(1) == null) {
+                    for (int i = 0; i < names.length; i++) {
+                        row.setField(3 + i, null);
+                    }
+                    fail(row, SchemaNode.pointer("", eventTime), why);
+                }
+            }
+        }
+        return row;
     }
 
-    private RowData checkOrThrow(Json.Slice bytes) {
+    private GenericRowData checkOrThrow(Json.Slice bytes) {
         GenericRowData row = new GenericRowData(3 + names.length);
         if (bytes == null || bytes.length == 0) {
             return fail(row, "/", "empty record");
@@ -194,7 +219,7 @@ final class RecordCheck {
         }
         if (streamable) {
             try {
-                RowData streamed = checkStream(bytes, row);
+                GenericRowData streamed = checkStream(bytes, row);
                 if (streamed != null) {
                     return streamed;
                 }
@@ -232,7 +257,7 @@ final class RecordCheck {
     }
 
     /** Put the typed fields of a valid record into {@code row} (or fail on a too large integer). */
-    private RowData extract(GenericRowData row, IntFunction<JsonNode> field) {
+    private GenericRowData extract(GenericRowData row, IntFunction<JsonNode> field) {
         for (int i = 0; i < names.length; i++) {
             JsonNode value = field.apply(i);
             if (value == null || value.isNull()) {
@@ -269,7 +294,7 @@ final class RecordCheck {
      * record order. Returns null for what it does not handle (not an object, a duplicate key),
      * which then takes the tree path.
      */
-    private RowData checkStream(Json.Slice bytes, GenericRowData row) throws IOException {
+    private GenericRowData checkStream(Json.Slice bytes, GenericRowData row) throws IOException {
         try (JsonParser parser = Json.parser(reader.getFactory(), bytes)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return null;

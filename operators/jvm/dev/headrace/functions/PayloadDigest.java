@@ -1,0 +1,61 @@
+package dev.headrace.functions;
+
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.functions.ScalarFunction;
+
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.Arrays;
+
+/**
+ * {@code hr_payload(payload, max_bytes)}: the payload a dead letter or late record carries, cut
+ * to at most {@code max_bytes} of UTF-8 (at a character boundary) so that one huge record cannot
+ * exceed the producer's request size and stop the job; with the whole payload's length in bytes,
+ * its SHA-256 (hex) and whether it was cut, so the original can still be identified.
+ *
+ * <p>Only records that go to those outputs are passed through it, so it is off the hot path.
+ */
+@FunctionHint(output = @DataTypeHint(
+        value = "ROW<payload STRING, payload_bytes BIGINT, payload_sha256 STRING, payload_truncated BOOLEAN>",
+        bridgedTo = RowData.class))
+public final class PayloadDigest extends ScalarFunction {
+    private static final long serialVersionUID = 1L;
+    private static final char[] HEX = "0123456789abcdef".toCharArray();
+
+    public RowData eval(@DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload,
+                        Integer maxBytes) {
+        if (payload == null) {
+            return GenericRowData.of(null, 0L, null, false);
+        }
+        byte[] bytes = payload.toBytes();
+        int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes);
+        boolean cut = bytes.length > limit;
+        StringData kept = payload;
+        if (cut) {
+            int end = limit;
+            while (end > 0 && (bytes[end] & 0xC0) == 0x80) { // never split a UTF-8 sequence
+                end--;
+            }
+            kept = StringData.fromBytes(Arrays.copyOf(bytes, end));
+        }
+        return GenericRowData.of(kept, (long) bytes.length, StringData.fromString(sha256(bytes)), cut);
+    }
+
+    static String sha256(byte[] bytes) {
+        try {
+            byte[] digest = MessageDigest.getInstance("SHA-256").digest(bytes);
+            char[] out = new char[digest.length * 2];
+            for (int i = 0; i < digest.length; i++) {
+                out[2 * i] = HEX[(digest[i] >> 4) & 0xF];
+                out[2 * i + 1] = HEX[digest[i] & 0xF];
+            }
+            return new String(out);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}
