@@ -24,6 +24,9 @@ SOURCES = Path(__file__).resolve().parent / "jvm"
 PACKAGE = "dev.headrace.functions"
 VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
+PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
+#: table factories in the jar (found by Flink through META-INF/services)
+FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka")
 
 
 def _flink_lib() -> Path:
@@ -43,6 +46,7 @@ def jar_path() -> Path:
         digest.update(source.relative_to(SOURCES).as_posix().encode())
         digest.update(source.read_bytes())
     digest.update(",".join(sorted(p.name for p in _flink_lib().glob("flink-*.jar"))).encode())
+    digest.update(",".join(FACTORIES).encode())
     return cache_dir() / f"headrace-functions-{digest.hexdigest()[:16]}.jar"
 
 
@@ -69,6 +73,7 @@ def build(say: Callable[[str], None] = print) -> Path:
         partial = target.with_suffix(".part")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
             jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: headrace\n\n")
+            jar.writestr("META-INF/services/org.apache.flink.table.factories.Factory", "\n".join(FACTORIES) + "\n")
             for path in sorted(classes.rglob("*.class")):
                 jar.write(path, path.relative_to(classes).as_posix())
         partial.replace(target)
