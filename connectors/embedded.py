@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from connectors.postgres import ViewTable
+from connectors.postgres import RECORDS_COLUMN, ViewTable
 from connectors.sqltext import ident, with_options
 
 
@@ -32,7 +32,8 @@ def file_source_ddl(table: str, *, path: Path, topic: str, event_time_millis: st
     options = {"connector": "filesystem", "path": str(path.resolve()), "format": "raw"}
     return f"""CREATE TEMPORARY TABLE {ident(table)} (
   `_payload` STRING,
-  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ({event_time_millis}, 3), TO_TIMESTAMP_LTZ(0, 3)),
+  `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),
+  `_event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_time_millis}, CAST(0 AS BIGINT)), 3),
   WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
 ) {with_options(options)}"""
 
@@ -50,16 +51,20 @@ class EmbeddedStore:
         cols = [f'"{n}" {t.sqlite} NOT NULL' for n, t in view.keys]
         cols += ['"window_start" TEXT NOT NULL', '"window_end" TEXT NOT NULL']
         cols += [f'"{n}" {t.sqlite}' for n, t in view.measures]
+        cols += [f'"{RECORDS_COLUMN}" INTEGER NOT NULL']
         pk = ", ".join(f'"{n}"' for n in view.key_names)
         self.db.execute(f'CREATE TABLE IF NOT EXISTS "{view.name}" ({", ".join(cols)}, PRIMARY KEY ({pk}))')
 
     def upsert(self, view: ViewTable, row: dict[str, Any]) -> None:
-        names = list(view.key_names) + [n for n, _ in view.measures]
-        updates = ", ".join(f'"{n}" = excluded."{n}"' for n, _ in view.measures)
+        # as in PostgreSQL: a row built from fewer records never replaces the stored one
+        values = [n for n, _ in view.measures] + [RECORDS_COLUMN]
+        names = list(view.key_names) + values
+        updates = ", ".join(f'"{n}" = excluded."{n}"' for n in values)
         self.db.execute(
             f'INSERT INTO "{view.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
             f'VALUES ({", ".join("?" for _ in names)}) '
-            f'ON CONFLICT ({", ".join(chr(34) + n + chr(34) for n in view.key_names)}) DO UPDATE SET {updates}',
+            f'ON CONFLICT ({", ".join(chr(34) + n + chr(34) for n in view.key_names)}) DO UPDATE SET {updates} '
+            f'WHERE excluded."{RECORDS_COLUMN}" >= "{view.name}"."{RECORDS_COLUMN}"',
             [row.get(n) for n in names])
 
     def delete(self, view: ViewTable, row: dict[str, Any]) -> None:

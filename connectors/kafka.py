@@ -1,8 +1,9 @@
 """Kafka: the source table (raw records + topic/partition/offset), dead-letter and late sinks,
 and small admin helpers (reachability check, topic creation) built on confluent-kafka.
 
-Delivery: the source commits offsets on checkpoints (resume from the group's offsets); the
-dead-letter sink is at-least-once (a replay after a failure may repeat a dead letter, never
+Delivery: the source's offsets live in Flink's checkpoints (it also commits them to the group
+on each checkpoint, for monitoring and for a run started with ``--fresh``); the dead-letter sink
+is at-least-once (a replay after a failure may repeat a dead letter, with the same ``id``, never
 lose one).
 """
 
@@ -17,7 +18,7 @@ from jobs.errors import ServiceError
 
 def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time_millis: str,
                out_of_orderness: str, idle_timeout_ms: int | None, properties: dict[str, str],
-               bounded_offsets: dict[int, int] | None = None) -> str:
+               bounded_offsets: dict[int, int] | None = None, from_earliest: bool = False) -> str:
     """A Kafka table of raw records with metadata and a per-partition watermark.
 
     ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL.
@@ -31,7 +32,7 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
         "properties.bootstrap.servers": bootstrap,
         "properties.group.id": group,
         "properties.auto.offset.reset": "earliest",
-        "scan.startup.mode": "group-offsets",
+        "scan.startup.mode": "earliest-offset" if from_earliest else "group-offsets",
         "format": "raw",
         "raw.charset": "UTF-8",
     }
@@ -46,7 +47,9 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
   `_payload` STRING,
   `_partition` INT METADATA FROM 'partition' VIRTUAL,
   `_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `_event_time` AS COALESCE(TO_TIMESTAMP_LTZ({event_time_millis}, 3), TO_TIMESTAMP_LTZ(0, 3)),
+  `_proctime` AS PROCTIME(),
+  `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),
+  `_event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_time_millis}, CAST(0 AS BIGINT)), 3),
   WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
 ) {with_options(options)}"""
 
@@ -54,11 +57,17 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
 def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[str, str]) -> str:
     columns = ",\n  ".join(f"{ident(n)} {t}" for n, t in deadletter.COLUMNS)
     options = {
-        "connector": "kafka",
+        # Flink's kafka sink, closing quietly after a failure (operators/jvm/.../SafeSinkFactory.java)
+        "connector": "headrace-kafka",
         "topic": topic,
         "properties.bootstrap.servers": bootstrap,
-        "format": "json",
-        "json.timestamp-format.standard": "ISO-8601",
+        # keyed by the record's id (topic/partition/offset): a compacted topic, or a reader,
+        # drops the repeats an at-least-once replay may write
+        "key.format": "raw",
+        "key.fields": "id",
+        "value.format": "json",
+        "value.fields-include": "ALL",
+        "value.json.timestamp-format.standard": "ISO-8601",
         "sink.delivery-guarantee": "at-least-once",
         # dead letters are few and bursty: without lingering, each one was its own produce
         # request (measured: ~10x the broker CPU of the whole source read on the benchmark)

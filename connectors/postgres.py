@@ -5,6 +5,11 @@ primary key, buffering rows and flushing on every checkpoint. A replay after a f
 the same rows with the same values, so the table ends up as if every record were counted once
 (effectively exactly-once for the materialized view). Headrace creates the table if absent,
 with column types derived from the group keys and measures.
+
+Every row also carries ``_records``, the number of records in its window, and a trigger keeps
+the stored row whenever an update would replace it with one built from fewer records: a window
+re-emitted while a restored job replays its input (or by any other restart path) passes through
+smaller counts on its way back to the full one, and those never overwrite what was written.
 """
 
 from __future__ import annotations
@@ -14,6 +19,23 @@ from dataclasses import dataclass
 from connectors.sqltext import ident, with_options
 from jobs.errors import ServiceError
 from schemas.types import FieldType
+
+RECORDS_COLUMN = "_records"
+"""How many records built a window's row; the guard against smaller recounts compares it."""
+GUARD_FUNCTION = "headrace_keep_larger_window"
+
+
+def unstorable(column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
+    """``(predicate, reason)`` for values of this type that PostgreSQL cannot store, or None.
+
+    ``text`` refuses U+0000; Flink's BIGINT, DOUBLE and BOOLEAN map onto bigint, double precision
+    (Infinity and NaN included) and boolean exactly, and window bounds are bounded by the
+    event-time range, so NUL is the one value the view tables cannot hold.
+    """
+    if ftype is FieldType.STRING:
+        return (f"POSITION(CHR(0) IN {column_sql}) > 0",
+                "the value holds a NUL character (U+0000), which PostgreSQL text cannot store")
+    return None
 
 
 @dataclass(frozen=True)
@@ -33,21 +55,36 @@ class ViewTable:
         cols = [f'"{n}" {t.postgres} NOT NULL' for n, t in self.keys]
         cols += ['"window_start" timestamp(3) NOT NULL', '"window_end" timestamp(3) NOT NULL']
         cols += [f'"{n}" {t.postgres}' for n, t in self.measures]
+        cols += [f'"{RECORDS_COLUMN}" bigint NOT NULL']
         pk = ", ".join(f'"{n}"' for n in self.key_names)
         return (f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n  ' + ",\n  ".join(cols)
                 + f",\n  PRIMARY KEY ({pk})\n)")
+
+    def guard_sql(self) -> list[str]:
+        """The trigger that refuses to replace a row with one built from fewer records."""
+        trigger = f"{self.name}_keep_larger"[:63]
+        return [
+            f"CREATE OR REPLACE FUNCTION {GUARD_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n  IF NEW.{RECORDS_COLUMN} < OLD.{RECORDS_COLUMN} THEN RETURN NULL; END IF;\n"
+            "  RETURN NEW;\nEND $$",
+            f'DROP TRIGGER IF EXISTS "{trigger}" ON "{self.name}"',
+            f'CREATE TRIGGER "{trigger}" BEFORE UPDATE ON "{self.name}" FOR EACH ROW '
+            f"EXECUTE FUNCTION {GUARD_FUNCTION}()",
+        ]
 
     def flink_columns(self) -> str:
         cols = [f"{ident(n)} {t.flink_sql} NOT NULL" for n, t in self.keys]
         cols += ["`window_start` TIMESTAMP(3) NOT NULL", "`window_end` TIMESTAMP(3) NOT NULL"]
         cols += [f"{ident(n)} {t.flink_sql}" for n, t in self.measures]
+        cols += [f"{ident(RECORDS_COLUMN)} BIGINT NOT NULL"]
         pk = ", ".join(ident(n) for n in self.key_names)
         return ",\n  ".join(cols) + f",\n  PRIMARY KEY ({pk}) NOT ENFORCED"
 
 
 def jdbc_sink_ddl(table: str, view: ViewTable, *, url: str, user: str, password: str | None) -> str:
     options = {
-        "connector": "jdbc",
+        # Flink's jdbc sink, closing quietly after a failure (operators/jvm/.../SafeSinkFactory.java)
+        "connector": "headrace-jdbc",
         "url": url,
         "table-name": view.name,
         "username": user,
@@ -66,8 +103,14 @@ def ensure_table(conninfo: dict[str, object], view: ViewTable) -> None:
 
     where = f"{conninfo.get('host')}:{conninfo.get('port')}/{conninfo.get('dbname')}"
     try:
-        with psycopg.connect(**conninfo, autocommit=True) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(**conninfo) as conn:  # type: ignore[arg-type]
             conn.execute(view.create_sql())  # type: ignore[arg-type]
+            conn.execute(f'ALTER TABLE "{view.name}" ADD COLUMN IF NOT EXISTS "{RECORDS_COLUMN}" '  # type: ignore[arg-type]
+                         "bigint NOT NULL DEFAULT 0")
+            # one transaction: concurrent jobs creating the shared guard function wait for each other
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (GUARD_FUNCTION,))
+            for statement in view.guard_sql():
+                conn.execute(statement)  # type: ignore[arg-type]
             rows = conn.execute(
                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
                 " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",

@@ -138,6 +138,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit: int) -> Table:
+    shown = [i for i, c in enumerate(columns) if not c.startswith("_")]  # _records: bookkeeping
+    columns = [columns[i] for i in shown]
+    rows = [tuple(row[i] for i in shown) for row in rows]
     table = Table(title=f"{name} ({len(rows):,} rows{', latest ' + str(limit) if len(rows) > limit else ''})",
                   title_justify="left")
     for c in columns:
@@ -149,13 +152,13 @@ def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jobs.compiler import compile_job
-    from jobs.runner import run_embedded, submit_local
+    from jobs.runner import run_embedded, submit_local, watch
 
     plan = _plan(args)
     profile = _profile(args)
-    compiled = compile_job(plan, profile, bounded_offsets=_offsets(args.stop_at_offsets))
     say = (lambda s: err.print(s, markup=False))
-    if compiled.embedded:
+    if profile.embedded is not None:
+        compiled = compile_job(plan, profile)
         summary = run_embedded(compiled, say)
         for view in summary.views:
             print_view(profile, view, args.limit)
@@ -164,48 +167,47 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{summary.dead_lettered:,} dead-lettered ({plan.dead_letter_topic}), "
                   f"{summary.late:,} late ({plan.late_topic}); {summary.seconds:.1f}s")
         return 0
-    result, summary = submit_local(compiled, say)
+    store, restore = _resume_point(profile, plan.name, args.fresh, say)
+    compiled = compile_job(plan, profile, bounded_offsets=_offsets(args.stop_at_offsets), from_earliest=args.fresh)
+    result, summary = submit_local(compiled, say, restore=restore)
     if not args.stop_at_offsets:
-        say("running until interrupted (Ctrl-C cancels the job)")
+        say("running until interrupted (Ctrl-C cancels the job; running it again resumes where it stopped)")
     try:
-        _wait_with_progress(result, compiled, say)
+        watch(result, compiled, summary, say, stop_at=_offsets(args.stop_at_offsets))
     except KeyboardInterrupt:
-        say("cancelling the job …")
+        say("cancelling the job (its last checkpoint is kept: run the same command to resume) …")
         client = result.get_job_client()
         if client is not None:
             client.cancel().result()
         return 130
+    if store is not None:
+        store.forget()  # a finished job has nothing left to resume
     say("job finished")
     for view in summary.views:
         print_view(profile, view, args.limit)
     return 0
 
 
-def _wait_with_progress(result: Any, compiled: Any, say: Any, every_s: float = 10.0) -> None:
-    """Block until the job ends, saying every ``every_s`` how many view rows it has written."""
-    import time
+def _resume_point(profile: Any, job: str, fresh: bool, say: Any) -> tuple[Any, Any]:
+    """The job's checkpoint store and the checkpoint to resume from (None: start anew)."""
+    from jobs.checkpoints import CheckpointStore
 
-    import psycopg
-
-    client = result.get_job_client()
-    done = client.get_job_execution_result()
-    started = last = time.monotonic()
-    while not done.done():
-        time.sleep(0.5)
-        if time.monotonic() - last < every_s:
-            continue
-        last = time.monotonic()
-        counts = []
-        try:
-            with psycopg.connect(**compiled.profile.postgres.conninfo()) as conn:
-                for view in compiled.view_tables:
-                    n = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                        psycopg.sql.Identifier(view.name))).fetchone()
-                    counts.append(f"{view.name}: {n[0] if n else 0:,} rows")
-        except psycopg.Error as exc:
-            counts.append(f"PostgreSQL not answering ({type(exc).__name__})")
-        say(f"  … {time.monotonic() - started:,.0f}s running; " + ", ".join(counts))
-    result.wait()  # raises the job's failure, if any
+    local = profile.state.checkpoints_local
+    if local is None:
+        say(f"note: checkpoints go to {profile.state.checkpoints}; this command cannot list them there, "
+            "so it starts anew (use 'headrace resume --from PATH' on a cluster)")
+        return None, None
+    store = CheckpointStore(local, job)
+    if fresh:
+        store.forget()
+        say(f"starting fresh: checkpoints of '{job}' removed, reading the topic from its earliest offsets")
+        return store, None
+    restore = store.latest()
+    if restore is None:
+        return store, None
+    store.keep_only(restore)
+    say(f"resuming '{job}' from {restore.describe()} in {restore.path}; --fresh starts over")
+    return store, restore
 
 
 def _offsets(text: str | None) -> dict[int, int] | None:
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=40, help="rows of each view to print")
     p.add_argument("--stop-at-offsets", metavar="P:O,...",
                    help="finish once every source partition P reaches offset O (backfills, tests)")
+    p.add_argument("--fresh", action="store_true",
+                   help="forget the job's checkpoints and read the topic from its earliest offsets")
     with_profile(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("generate", help="write sample click events as JSON lines")
@@ -290,9 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def java_root_cause(exc: BaseException) -> str | None:
-    """``Class: message`` of the innermost Java cause of a Py4J error, if there is one."""
+    """``Class: message`` of the innermost Java cause of a Py4J or PyFlink error, if there is one."""
     java = getattr(exc, "java_exception", None)
     if java is None:
+        trace = getattr(exc, "stack_trace", None)  # pyflink.util.exceptions.JavaException
+        if isinstance(trace, str) and trace.strip():
+            from jobs.monitor import root_cause
+
+            return root_cause(trace)
         return None
     cause = java
     while cause.getCause() is not None and cause.getCause() is not cause:

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors import deadletter, embedded, kafka, postgres
-from connectors.postgres import ViewTable
+from connectors.postgres import RECORDS_COLUMN, ViewTable
 from connectors.sqltext import ident, literal
 from jobs.plan import Plan
 from jobs.profiles import Profile
 from operators import jvm
-from operators.aggregate import late_condition, measure_columns, window_sql
+from operators.aggregate import late_condition, measure_columns, watermark_of, window_sql
 from operators.durations import format_duration_ms, sql_interval
 
 VALIDATE_FUNCTION = "hr_validate"
 EVENT_TIME_FUNCTION = "hr_event_time"
+PAYLOAD_FUNCTION = "hr_payload"
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,6 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
         # the three outputs of hr_checked must share one validate call: without this each output
         # prunes the view differently and the planner runs the Python UDF once per output
         "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
-        # a sink that keeps failing (dropped table, bad credentials) ends the run with its cause
-        # instead of restarting forever; profiles can choose another strategy
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "3",
-        "restart-strategy.fixed-delay.delay": "2 s",
         # measured on the example job (tests/bench): SQL operators may reuse row objects, and
         # larger Arrow batches / bundles mean fewer JVM<->Python round trips (1.6x together);
         # a bundle still closes after python.fn-execution.bundle.time (1 s), bounding latency
@@ -97,6 +93,7 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
             "table.exec.emit.allow-lateness": f"{plan.aggregate.allowed_lateness_ms} ms",
         })
     if profile.embedded is None:
+        config.update(durable_state(spec.job, profile))
         config["execution.checkpointing.interval"] = f"{spec.checkpoint.interval} ms"
     else:
         # no checkpoints to resume from and the results are collected by this process: a local
@@ -106,7 +103,68 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
     return config
 
 
-def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str) -> tuple[str, list[str]]:
+#: restarts after a failure: 1 s, 2 s, 4 s, 8 s, then every 15 s. Eight restarts in a row wait
+#: 75 s in all (plus the time each restart takes), which rides out a database or broker outage of
+#: a minute or more; the ninth failure in a row stops the job with its cause
+RESTARTS = {
+    "restart-strategy.type": "exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff": "1 s",
+    "restart-strategy.exponential-delay.max-backoff": "15 s",
+    "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+    "restart-strategy.exponential-delay.jitter-factor": "0.1",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff": "8",
+    # a job that has run this long without failing starts counting again
+    "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
+}
+
+
+def durable_state(job: str, profile: Profile) -> dict[str, str]:
+    """RocksDB state, incremental checkpoints kept on failure and cancellation, bounded restarts."""
+    checkpoints = profile.state.uri(profile.state.checkpoints).rstrip("/") + f"/{job}"
+    return {
+        "state.backend.type": "rocksdb",
+        "execution.checkpointing.incremental": "true",
+        "execution.checkpointing.dir": checkpoints,
+        "execution.checkpointing.savepoint-dir": profile.state.uri(profile.state.savepoints),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
+        **RESTARTS,
+    }
+
+
+def _dead_letter_select(step: str, path: str, error: str) -> str:
+    """The dead-letter columns (``connectors/deadletter.py``) over a view with the source columns."""
+    digest = f"{PAYLOAD_FUNCTION}(`_payload`, {deadletter.PAYLOAD_MAX_BYTES})"
+    record_id = "CONCAT(`_topic`, '/', CAST(`_partition` AS STRING), '/', CAST(`_offset` AS STRING))"
+    return f"""SELECT {record_id} AS `id`, `_topic` AS `source_topic`, `_partition` AS `source_partition`,
+       `_offset` AS `source_offset`, {step} AS `step`, {path} AS `error_path`, {error} AS `error`,
+       {digest}.`payload` AS `payload`, {digest}.`payload_bytes` AS `payload_bytes`,
+       {digest}.`payload_sha256` AS `payload_sha256`, {digest}.`payload_truncated` AS `payload_truncated`,
+       CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`"""
+
+
+def _unstorable(plan: Plan) -> list[tuple[str, str, str, str]]:
+    """``(step, field, predicate, reason)`` for each value some sink of the job cannot store.
+
+    Checked per record where it enters the aggregate, so the dead letter keeps the record's
+    origin and payload, and the window it would have joined is stored without it.
+    """
+    agg = plan.aggregate
+    stored = dict(agg.group_by)
+    for measure in agg.measures:
+        if measure.field is not None and measure.function in ("min", "max"):
+            stored[measure.field] = dict(plan.fields)[measure.field]
+    checks = []
+    for sink in plan.sinks:
+        for name, ftype in stored.items():
+            refusal = postgres.unstorable(ident(name), ftype)
+            if refusal is not None:
+                checks.append((f"sink.{sink.table}", name, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
+    return checks
+
+
+def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str,
+           with_proctime: bool) -> tuple[str, list[str]]:
     """The SELECT of ``hr_checked`` (event time exposed as ``time_column``) and the views over it."""
     agg = plan.aggregate
     origin = f"{literal(topic)} AS `_topic`, "
@@ -114,46 +172,69 @@ def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str) 
         origin += "`_partition`, `_offset`"
     else:
         origin += "CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`"
-    is_late = late_condition("`_event_time`", "CURRENT_WATERMARK(`_event_time`)", agg.allowed_lateness_ms)
+    origin += ", `_event_ms`"
+    if with_proctime:
+        origin += ", `_proctime`"
     if plan.validate.engine == "jvm":
-        # flat columns: a nested ROW read by three outputs is copied by each of them
+        # flat columns: a nested ROW read by several outputs is copied by each of them
         def v(name: str) -> str:
             return ident("_v_" + name)
 
         flat = ", ".join(f"`_v`.{ident(n)} AS {v(n)}" for n in ("err_path", "err_msg", *dict(plan.fields)))
         checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
-       {flat},
-       {is_late} AS `_late`
+       {flat}
 FROM (SELECT *, {validate_call(plan)} AS `_v` FROM `hr_source`)"""
-        late_ref = "`_late`"
     else:
-        # the Python UDF echoes the flag: evaluated as its argument, it is judged against the
-        # watermark when the record is read, not after a whole Arrow batch went through Python
         checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
-       {VALIDATE_FUNCTION}(`_payload`, {is_late}) AS `_v`
+       {VALIDATE_FUNCTION}(`_payload`) AS `_v`
 FROM `hr_source`"""
 
         def v(name: str) -> str:
             return f"`_v`.{ident(name)}"
 
-        late_ref = "`_v`.`late`"
-    dl_cols = "`_topic` AS `source_topic`, `_partition` AS `source_partition`, `_offset` AS `source_offset`"
     rejected = f"""CREATE TEMPORARY VIEW `hr_rejected` AS
-SELECT {dl_cols}, {literal(plan.validate.step_id)} AS `step`,
-       {v('err_path')} AS `error_path`, {v('err_msg')} AS `error`, `_payload` AS `payload`,
-       CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`
+{_dead_letter_select(literal(plan.validate.step_id), v('err_path'), v('err_msg'))}
 FROM `hr_checked` WHERE {v('err_msg')} IS NOT NULL"""
-    lateness = format_duration_ms(agg.allowed_lateness_ms)
-    late = f"""CREATE TEMPORARY VIEW `hr_late` AS
-SELECT {dl_cols}, {literal(agg.step_id)} AS `step`, {literal('/' + plan.event_time_field)} AS `error_path`,
-       CONCAT('late: event time ', CAST(`_event_time` AS STRING),
-              ' was more than allowed_lateness ({lateness}) behind the watermark') AS `error`,
-       `_payload` AS `payload`, CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)) AS `failed_at`
-FROM `hr_checked` WHERE {v('err_msg')} IS NULL AND {late_ref}"""
+    # Lateness is judged per source partition against the largest event time read from it so
+    # far: the watermark that partition alone would have, computed with every record rather
+    # than periodically, and kept in keyed state, so that the judgement is the same in a replay
+    # and after a restore from a checkpoint (Flink's own watermark is neither). The maximum runs
+    # over every record, invalid ones included, with the very `_event_ms` the source's watermark
+    # follows: Flink's watermark can then never be ahead of it, so the window operator never drops
+    # a record this judgement let through.
     fields = ", ".join(f"{v(name)} AS {ident(name)}" for name, _ in plan.fields)
+    ooo = plan.spec.source.event_time.max_out_of_orderness
+    judged = f"""CREATE TEMPORARY VIEW `hr_judged` AS
+SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, {v('err_msg')} AS `_error`,
+       {fields},
+       MAX(`_event_ms`) OVER (PARTITION BY `_partition` ORDER BY `_proctime`
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS `_max_seen`
+FROM `hr_checked`"""
+    is_late = late_condition("`_event_ms`", "`_max_seen`", ooo, agg.allowed_lateness_ms)
+    lateness = format_duration_ms(agg.allowed_lateness_ms)
+    late_error = (f"CONCAT('late: event time ', CAST(`_event_time` AS STRING), ' UTC is more than allowed_lateness "
+                  f"({lateness}) behind the watermark of its partition (', "
+                  f"CAST(TO_TIMESTAMP_LTZ({watermark_of('`_max_seen`', ooo)}, 3) AS STRING), ' UTC)')")
+    late = f"""CREATE TEMPORARY VIEW `hr_late` AS
+{_dead_letter_select(literal(agg.step_id), literal('/' + plan.event_time_field), late_error)}
+FROM `hr_judged` WHERE `_error` IS NULL AND {is_late}"""
     on_time = f"""CREATE TEMPORARY VIEW `hr_on_time` AS
-SELECT `_event_time`, {fields}
-FROM `hr_checked` WHERE {v('err_msg')} IS NULL AND NOT {late_ref}"""
+SELECT * FROM `hr_judged` WHERE `_error` IS NULL AND NOT {is_late}"""
+    views = [rejected, judged, late, on_time]
+    checks = _unstorable(plan)
+    stored_from = "`hr_on_time`"
+    if checks:
+        refused = " OR ".join(f"({pred})" for _, _, pred, _ in checks)
+
+        def case(pick: int) -> str:
+            return "CASE " + " ".join(f"WHEN {c[2]} THEN {literal(c[pick])}" for c in checks) + " END"
+
+        views.append(f"""CREATE TEMPORARY VIEW `hr_unstorable` AS
+{_dead_letter_select(case(0), "CONCAT('/', " + case(1) + ")", case(3))}
+FROM `hr_on_time` WHERE {refused}""")
+        views.append(f"""CREATE TEMPORARY VIEW `hr_storable` AS
+SELECT * FROM `hr_on_time` WHERE NOT ({refused})""")
+        stored_from = "`hr_storable`"
     window = agg.window
     size = window.tumbling or (window.sliding.size if window.sliding else 0)
     group, start, end = window_sql(
@@ -161,27 +242,37 @@ FROM `hr_checked` WHERE {v('err_msg')} IS NULL AND NOT {late_ref}"""
         slide_ms=window.sliding.slide if window.sliding else None,
         gap_ms=window.session.gap if window.session else None)
     keys = ", ".join(ident(n) for n, _ in agg.group_by)
-    windows = f"""CREATE TEMPORARY VIEW `hr_windows` AS
+    views.append(f"""CREATE TEMPORARY VIEW `hr_windows` AS
 SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
-       {', '.join(measure_columns(agg.measures))}
-FROM `hr_on_time` GROUP BY {group}, {keys}"""
-    return checked, [rejected, late, on_time, windows]
+       {', '.join(measure_columns(agg.measures))}, COUNT(*) AS {ident(RECORDS_COLUMN)}
+FROM {stored_from} GROUP BY {group}, {keys}""")
+    return checked, views
+
+
+def dead_letter_sources(compiled_views: tuple[str, ...]) -> list[str]:
+    """The views whose rows go to the dead-letter output (validate, and sinks' refusals)."""
+    return [name for name in ("hr_rejected", "hr_unstorable")
+            if any(f"`{name}` AS" in view for view in compiled_views)]
 
 
 def validate_call(plan: Plan) -> str:
     """The JVM validator's call; its literal is the schema and the fields to extract, in order."""
+    et = plan.spec.source.event_time
     spec = {"schema": plan.validate.schema.document, "event_time": plan.event_time_field,
+            "max_future_ms": et.max_future, "max_future": format_duration_ms(et.max_future),
             "fields": [[n, t.value] for n, t in plan.fields]}
     return f"{VALIDATE_FUNCTION}(`_payload`, {literal(json.dumps(spec, separators=(',', ':'), ensure_ascii=False))})"
 
 
 def function_ddl(plan: Plan) -> tuple[str, ...]:
     """The JVM functions the SQL calls (the Python validate UDF is registered by the runner)."""
+    payload = (f"CREATE TEMPORARY SYSTEM FUNCTION {PAYLOAD_FUNCTION} AS {literal(jvm.PAYLOAD_CLASS)} "
+               "LANGUAGE JAVA")
     if plan.validate.engine == "jvm":
         return (f"CREATE TEMPORARY SYSTEM FUNCTION {VALIDATE_FUNCTION} AS {literal(jvm.VALIDATE_CLASS)} "
-                "LANGUAGE JAVA",)
+                "LANGUAGE JAVA", payload)
     return (f"CREATE TEMPORARY SYSTEM FUNCTION {EVENT_TIME_FUNCTION} AS {literal(jvm.EVENT_TIME_CLASS)} "
-            "LANGUAGE JAVA",)
+            "LANGUAGE JAVA", payload)
 
 
 def _json_object(columns: list[tuple[str, str]]) -> str:
@@ -193,12 +284,18 @@ def _ts(col: str) -> str:
     return f"DATE_FORMAT({col}, 'yyyy-MM-dd HH:mm:ss.SSS')"
 
 
-def compile_job(plan: Plan, profile: Profile, *,
-                bounded_offsets: dict[int, int] | None = None) -> CompiledJob:
-    """SQL statements (DDL, views) plus the inserts or the collect query for ``profile``."""
+def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int] | None = None,
+                from_earliest: bool = False) -> CompiledJob:
+    """SQL statements (DDL, views) plus the inserts or the collect query for ``profile``.
+
+    A service job without a checkpoint to restore starts at its consumer group's committed
+    offsets, or at the earliest ones with ``from_earliest`` (``headrace run --fresh``).
+    """
     spec = plan.spec
     et = spec.source.event_time
-    ooo = sql_interval(et.max_out_of_orderness)
+    # the source's watermark: Flink's bounded-out-of-orderness rule (max - ooo - 1 ms), the one
+    # the late judgement applies per partition (see late_condition)
+    ooo = sql_interval(et.max_out_of_orderness + 1)
     views = view_tables(plan)
     config = job_config(plan, profile)
     functions = function_ddl(plan)
@@ -206,7 +303,7 @@ def compile_job(plan: Plan, profile: Profile, *,
         # the same call as in hr_checked: the second one per record is answered from a cache
         event_time_millis = f"({validate_call(plan)}).`event_ms`"
     else:
-        event_time_millis = f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(et.field)})"
+        event_time_millis = f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(et.field)}, CAST({et.max_future} AS BIGINT))"
     if profile.embedded is not None:
         data_dir = Path(profile.embedded.data_dir)
         source = embedded.file_source_ddl(
@@ -214,14 +311,16 @@ def compile_job(plan: Plan, profile: Profile, *,
             topic=spec.source.kafka.topic, event_time_millis=event_time_millis, out_of_orderness=ooo)
         # hr_checked is materialized through a DataStream (see runner): the rowtime travels as the
         # record timestamp and comes back as `_event_time`, so the query exposes it under another name
-        checked, after = _views(plan, False, spec.source.kafka.topic, "_rowtime")
+        checked, after = _views(plan, False, spec.source.kafka.topic, "_rowtime", with_proctime=False)
         dl = [(name, _ts(ident(name)) if name == "failed_at" else ident(name))
               for name, _ in deadletter.COLUMNS]
         view_cols = [(n, ident(n)) for n, _ in plan.aggregate.group_by]
         view_cols += [("window_start", _ts("`window_start`")), ("window_end", _ts("`window_end`"))]
         view_cols += [(m.name, ident(m.name)) for m in plan.aggregate.measures]
-        collect = (f"SELECT 'dead_letter' AS `_kind`, {_json_object(dl)} AS `_body` FROM `hr_rejected`\n"
-                   f"UNION ALL SELECT 'late', {_json_object(dl)} FROM `hr_late`\n"
+        view_cols += [(RECORDS_COLUMN, ident(RECORDS_COLUMN))]
+        dead = "".join(f"UNION ALL SELECT 'dead_letter', {_json_object(dl)} FROM {ident(v)}\n"
+                       for v in dead_letter_sources(tuple(after)))
+        collect = (f"SELECT 'late' AS `_kind`, {_json_object(dl)} AS `_body` FROM `hr_late`\n{dead}"
                    f"UNION ALL SELECT 'view', {_json_object(view_cols)} FROM `hr_windows`")
         return CompiledJob(plan=plan, profile=profile, functions=functions, tables=(source,), checked_select=checked,
                            views=tuple(after), collect_query=collect, view_tables=views, config=config)
@@ -231,7 +330,8 @@ def compile_job(plan: Plan, profile: Profile, *,
     tables = [kafka.source_ddl(
         "hr_source", topic=spec.source.kafka.topic, bootstrap=kconn.bootstrap_servers,
         group=spec.source.kafka.group or spec.job, event_time_millis=event_time_millis, out_of_orderness=ooo,
-        idle_timeout_ms=et.idle_timeout, properties=kconn.properties, bounded_offsets=bounded_offsets)]
+        idle_timeout_ms=et.idle_timeout, properties=kconn.properties, bounded_offsets=bounded_offsets,
+        from_earliest=from_earliest)]
     tables.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
                                             bootstrap=kconn.bootstrap_servers, properties=kconn.properties))
     late_table = "hr_dead_letter"
@@ -244,8 +344,9 @@ def compile_job(plan: Plan, profile: Profile, *,
     for view in views:
         tables.append(postgres.jdbc_sink_ddl(f"hr_sink_{view.name}", view, url=pconn.jdbc_url,
                                                  user=pconn.user, password=password))
-    checked, after = _views(plan, True, spec.source.kafka.topic, "_event_time")
-    inserts = ["INSERT INTO `hr_dead_letter` SELECT * FROM `hr_rejected`",
+    checked, after = _views(plan, True, spec.source.kafka.topic, "_event_time", with_proctime=True)
+    dead = " UNION ALL ".join(f"SELECT * FROM {ident(v)}" for v in dead_letter_sources(tuple(after)))
+    inserts = [f"INSERT INTO `hr_dead_letter` {dead}",
                f"INSERT INTO {ident(late_table)} SELECT * FROM `hr_late`"]
     inserts += [f"INSERT INTO {ident('hr_sink_' + v.name)} SELECT * FROM `hr_windows`" for v in views]
     return CompiledJob(plan=plan, profile=profile, functions=functions, tables=tuple(tables), checked_select=checked,

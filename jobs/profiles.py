@@ -60,6 +60,30 @@ class PostgresConnection(SpecModel):
         return info
 
 
+class StateStorage(SpecModel):
+    """Where jobs keep durable state (service profiles).
+
+    Local paths are relative to the working directory; a cluster names storage every
+    TaskManager reaches, e.g. ``s3://bucket/headrace/checkpoints`` (with Flink's S3 plugin).
+    Each job checkpoints under ``<checkpoints>/<job name>/``.
+    """
+
+    checkpoints: str = ".headrace/checkpoints"
+    savepoints: str = ".headrace/savepoints"
+
+    @staticmethod
+    def uri(location: str) -> str:
+        """A location as Flink wants it: URIs unchanged, local paths as absolute file:// URIs."""
+        return location if "://" in location else Path(location).resolve().as_uri()
+
+    @property
+    def checkpoints_local(self) -> Path | None:
+        """The checkpoint directory when it is on this machine (so runs can find what to resume)."""
+        if "://" not in self.checkpoints:
+            return Path(self.checkpoints)
+        return Path(self.checkpoints.removeprefix("file://")) if self.checkpoints.startswith("file://") else None
+
+
 class Profile(SpecModel):
     """Connections for one environment: ``embedded``, or ``kafka`` + ``postgres``."""
 
@@ -67,6 +91,7 @@ class Profile(SpecModel):
     embedded: EmbeddedConnection | None = None
     kafka: KafkaConnection | None = None
     postgres: PostgresConnection | None = None
+    state: StateStorage = StateStorage()
     flink: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connectors import embedded, jars, kafka, postgres
 from connectors.sqltext import masked
+from jobs.checkpoints import RetainedCheckpoint
 from jobs.compiler import VALIDATE_FUNCTION, CompiledJob
 from jobs.errors import HeadraceError, ServiceError
+from jobs.monitor import JobWatch
 from jobs.uids import assign_uids
 from operators import jvm
+from operators.durations import format_duration_ms
 from operators.validate import RecordCheck, validate_udf
 
 Say = Callable[[str], None]
@@ -36,11 +41,28 @@ class RunSummary:
     view_updates: int = 0
     seconds: float = 0.0
     job_id: str | None = None
+    rest_url: str | None = None
     views: list[str] = field(default_factory=list)
 
 
-def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
+UTC_JVM = "-Duser.timezone=UTC"
+
+
+def jvm_in_utc() -> None:
+    """Start this process's Flink JVM in UTC (read when PyFlink launches it, so call this first).
+
+    The JDBC connector converts TIMESTAMP values through the JVM's default zone: in a zone with
+    daylight saving, window bounds around the change would shift by an hour and overwrite each
+    other. ``table.local-time-zone`` does not reach that code; the JVM's own zone does.
+    """
+    args = os.environ.get("JVM_ARGS", "")
+    if UTC_JVM not in args.split():
+        os.environ["JVM_ARGS"] = f"{args} {UTC_JVM}".strip()
+
+
+def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[str, str] | None = None) -> Any:
     """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
+    jvm_in_utc()
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
     # the per-record validate UDF then scales with parallelism instead of sharing one GIL.
     os.environ.setdefault("_python_worker_execution_mode", "process")
@@ -51,6 +73,7 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
     jar_paths = [*jar_paths, jvm.build()]
     settings = dict(compiled.config)
     settings.update({"python.executable": sys.executable, "python.client.executable": sys.executable})
+    settings.update(extra or {})
     env = StreamExecutionEnvironment.get_execution_environment(Configuration.from_dict(settings))
     # before the table environment exists: its planner resolves connectors and functions with
     # this loader; add_jars appends, so `flink run -py`'s own flink-python jar stays on the list
@@ -61,7 +84,9 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
         config.set(key, value)
     plan = compiled.plan
     if plan.validate.engine == "python":
-        check = RecordCheck(plan.validate.schema.document, plan.fields)
+        et = plan.spec.source.event_time
+        check = RecordCheck(plan.validate.schema.document, plan.fields, event_time=et.field,
+                            max_future_ms=et.max_future, max_future_text=format_duration_ms(et.max_future))
         t_env.create_temporary_function(VALIDATE_FUNCTION, validate_udf(check))
     for statement in compiled.functions + compiled.tables:
         t_env.execute_sql(statement)
@@ -72,6 +97,7 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path]) -> Any:
         checked = t_env.to_data_stream(t_env.sql_query(compiled.checked_select))
         schema = (Schema.new_builder()
                   .column_by_metadata("_event_time", DataTypes.TIMESTAMP_LTZ(3), "rowtime")
+                  .column_by_expression("_proctime", "PROCTIME()")
                   .watermark("_event_time", "SOURCE_WATERMARK()").build())
         t_env.create_temporary_view("hr_checked", t_env.from_data_stream(checked, schema))
     else:
@@ -167,10 +193,20 @@ def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
     return jar_paths
 
 
-def submit_local(compiled: CompiledJob, say: Say = print) -> tuple[Any, RunSummary]:
-    """Start the job on a local mini-cluster; returns the TableResult (call ``.wait()``)."""
+def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCheckpoint | None = None,
+                 rest_port: int | None = None) -> tuple[Any, RunSummary]:
+    """Start the job on a local mini-cluster; returns the TableResult (call ``.wait()``).
+
+    ``restore``: a retained checkpoint to resume from. The mini-cluster serves Flink's REST API on
+    127.0.0.1:``rest_port`` (a free port by default), for the progress line.
+    """
     jar_paths = preflight(compiled, say)
-    t_env = table_environment(compiled, jar_paths)
+    port = rest_port or free_port()
+    extra = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "rest.port": str(port),
+             "metrics.fetcher.update-interval": "1000"}  # the progress line reads metrics (default 10 s)
+    if restore is not None:
+        extra["execution.state-recovery.path"] = restore.path.resolve().as_uri()
+    t_env = table_environment(compiled, jar_paths, extra)
     from pyflink.table import PlanReference, TableResult
 
     reference = PlanReference.from_json_string(compiled_plan_json(t_env, compiled))
@@ -182,5 +218,116 @@ def submit_local(compiled: CompiledJob, say: Say = print) -> tuple[Any, RunSumma
     client = result.get_job_client()
     summary = RunSummary(job=compiled.plan.name, views=[v.name for v in compiled.view_tables])
     summary.job_id = str(client.get_job_id()) if client is not None else None
-    say(f"job '{compiled.plan.name}' running on the local mini-cluster (Flink job id {summary.job_id})")
+    summary.rest_url = f"http://127.0.0.1:{port}"
+    say(f"job '{compiled.plan.name}' running on the local mini-cluster (Flink job id {summary.job_id}, "
+        f"web UI {summary.rest_url})")
     return result, summary
+
+
+def free_port() -> int:
+    """A free 127.0.0.1 port below Linux's ephemeral range (32768-60999), where outgoing
+    connections (Kafka clients, JDBC) cannot take it between this check and Flink's bind."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ServiceError("no free port for Flink's REST API in 20000-32000 on 127.0.0.1")
+
+
+def check_services(compiled: CompiledJob) -> list[str]:
+    """One phrase per service of the job that does not answer now (empty when all do)."""
+    profile = compiled.profile
+    down = []
+    if profile.kafka is not None:
+        try:
+            kafka.check_reachable(profile.kafka.bootstrap_servers, profile.kafka.properties, timeout_s=5)
+        except ServiceError:
+            down.append(f"broker {profile.kafka.bootstrap_servers} not answering")
+    if profile.postgres is not None:
+        import psycopg
+
+        try:
+            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            down.append(f"PostgreSQL {profile.postgres.host}:{profile.postgres.port} not answering")
+    return down
+
+
+def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, every_s: float = 10.0,
+          stop_at: dict[int, int] | None = None) -> None:
+    """Block until the job ends. Says each restart (with its cause) at once, and every ``every_s``
+    a progress line: view rows, the last checkpoint, and any service that stopped answering.
+
+    ``stop_at``: the run's stop offsets. Flink's Kafka source, once restored from a checkpoint
+    (a resumed run, or a restart after a failure), never tells its readers that no more splits
+    will come, so a bounded job would wait forever at the end of its input. Once the source has
+    fetched the last record before every stop offset and two more checkpoints have completed
+    (the fetched records are emitted within milliseconds), the job is stopped as a bounded job
+    finishes (``stop --drain``: the watermark goes to the end of time, windows fire, sinks flush).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = result.get_job_client()
+    done = client.get_job_execution_result()
+    job = JobWatch(summary.rest_url or "", summary.job_id or "")
+    started = last = time.monotonic()
+    restarts = 0
+    draining = False
+    last_drain_check = started
+    read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        probe = pool.submit(check_services, compiled)
+        while not done.done():
+            time.sleep(0.5)
+            for restart in job.new_restarts():
+                restarts += 1
+                say(f"  ! restart {restarts} at {restart.at:%H:%M:%S}: {restart.cause}")
+            if stop_at and not draining and time.monotonic() - last_drain_check > 1:
+                last_drain_check = time.monotonic()
+                checkpoint = job.last_checkpoint()
+                number = checkpoint[0] if checkpoint else 0
+                if read_all_at is None:
+                    fetched = job.read_offsets()
+                    if fetched and all(fetched.get(p, -1) >= o - 1 for p, o in stop_at.items() if o > 0):
+                        read_all_at = number
+                elif number >= read_all_at + 2:
+                    say("  … every partition has been read to its stop offset: finishing the job")
+                    savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)
+                    draining = job.stop_draining(savepoints) is not None
+            if time.monotonic() - last < every_s:
+                continue
+            last = time.monotonic()
+            parts = [f"{time.monotonic() - started:,.0f}s running"]
+            checkpoint = job.last_checkpoint()
+            if checkpoint is not None:
+                ago = (datetime.now(UTC) - checkpoint[1]).total_seconds()
+                parts.append(f"checkpoint {checkpoint[0]} {ago:.0f}s ago")
+            parts += view_counts(compiled)
+            if probe.done():
+                parts += probe.result()
+                probe = pool.submit(check_services, compiled)
+            say("  … " + "; ".join(parts))
+    result.wait()  # raises the job's failure, if any
+
+
+def view_counts(compiled: CompiledJob) -> list[str]:
+    import psycopg
+
+    assert compiled.profile.postgres is not None
+    counts = []
+    try:
+        with psycopg.connect(**{**compiled.profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
+            for view in compiled.view_tables:
+                n = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                    psycopg.sql.Identifier(view.name))).fetchone()
+                counts.append(f"{view.name}: {n[0] if n else 0:,} rows")
+    except psycopg.Error:
+        pass  # said by check_services
+    return counts

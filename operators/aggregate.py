@@ -3,9 +3,17 @@
 Flink SQL's group windows (``TUMBLE``/``HOP``/``SESSION``) run in the JVM, so no Python touches
 the per-record window state. Allowed lateness uses Flink's late firing: a window emits when the
 watermark passes its end, then re-emits (an upsert) for every record that arrives within
-``allowed_lateness``. A record is *late* when its event time is at or behind
-``watermark - allowed_lateness`` when it arrives; such records never reach the window operator
-but are routed to the late output instead (see :func:`late_condition`), so none is dropped.
+``allowed_lateness``.
+
+A record is *late* when its event time is at or behind ``W - allowed_lateness``, where ``W`` is
+the watermark of its own source partition computed with every record: the largest event time
+read from that partition so far (this record included) minus ``max_out_of_orderness`` minus
+1 ms (see :func:`late_condition`). Late records never reach the window operator but go to the
+late output, so none is dropped. Flink's own watermark (the minimum over partitions, emitted
+periodically) is never ahead of ``W``, so the window operator never drops a record that was
+judged on time; and since ``W`` depends only on the partition's records in offset order, and the
+largest event time is kept in checkpointed state, a replay or a restore judges every record
+as the first run did.
 
 The plain-Python :func:`assign_windows` is the reference semantics used by tests.
 """
@@ -33,10 +41,24 @@ def window_sql(kind: str, time_col: str, size_ms: int, slide_ms: int | None = No
     return f"{fn}({args})", f"{fn}_START({args})", f"{fn}_END({args})"
 
 
-def late_condition(time_col: str, watermark_col: str, lateness_ms: int) -> str:
-    """SQL predicate that is TRUE for a record the window operator would no longer accept."""
-    return (f"({watermark_col} IS NOT NULL AND "
-            f"{time_col} <= {watermark_col} - {sql_interval(lateness_ms)})")
+def watermark_of(max_seen_col: str, out_of_orderness_ms: int) -> str:
+    """A partition's watermark (epoch ms) given its largest event time: bounded out-of-orderness."""
+    return f"({max_seen_col} - {out_of_orderness_ms + 1})"
+
+
+def late_condition(time_col: str, max_seen_col: str, out_of_orderness_ms: int, lateness_ms: int) -> str:
+    """SQL predicate, TRUE for a late record; both columns are epoch ms (BIGINT), ``max_seen_col``
+    the largest event time of the record's partition so far, the record included."""
+    return f"({time_col} <= {max_seen_col} - {out_of_orderness_ms + 1 + lateness_ms})"
+
+
+def is_late(ts_ms: int, max_seen_ms: int, out_of_orderness_ms: int, lateness_ms: int) -> bool:
+    """The same rule in plain Python (``max_seen_ms`` includes this record).
+
+    >>> is_late(1_000, 1_000, 0, 0), is_late(999, 1_000, 0, 0), is_late(94_999, 100_000, 5_000, 0)
+    (False, True, True)
+    """
+    return ts_ms <= max_seen_ms - out_of_orderness_ms - 1 - lateness_ms
 
 
 def measure_columns(measures: tuple[Measure, ...]) -> list[str]:
