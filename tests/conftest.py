@@ -46,6 +46,7 @@ def profiles_file(tmp_path: Path, broker: Broker, pg: Postgres, monkeypatch: pyt
         f"    kafka: {{bootstrap_servers: \"{broker.bootstrap}\"}}\n"
         f"    postgres: {{host: 127.0.0.1, port: {pg.port}, database: postgres, user: postgres,"
         " password: \"${HEADRACE_TEST_PG_PASSWORD}\"}\n"
+        f"    state: {{checkpoints: {tmp_path / 'checkpoints'}, savepoints: {tmp_path / 'savepoints'}}}\n"
         # watermarks every 10 ms (default 200 ms) so that records built to be late meet a watermark
         "    flink: {parallelism.default: \"2\", pipeline.auto-watermark-interval: \"10 ms\"}\n")
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,3 +56,41 @@ def read_all(bootstrap: str, topic: str, expected: int, partitions: int = 1,
     finally:
         consumer.close()
     return records
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    return zlib.adler32(key) % partitions  # crc32 sends every tenant-N to one of two partitions
+
+
+def produce_placed(bootstrap: str, topic: str, events: Iterable[SampleEvent], partitions: int,
+                   ends: dict[int, int] | None = None) -> list[tuple[int, bytes]]:
+    """Produce events to the partition their key picks (adler32), in order: returns ``(partition,
+    payload)`` in produce order, which is offset order within each partition. ``ends`` (if given)
+    is advanced to each partition's next offset."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
+                         "queue.buffering.max.messages": 1_000_000, "message.max.bytes": 4_000_000,
+                         "max.in.flight.requests.per.connection": 1})  # offsets in produce order
+    placed: list[tuple[int, bytes]] = []
+    failures: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for i, event in enumerate(events):
+        partition = partition_of(event.key, partitions)
+        producer.produce(topic, event.payload, key=event.key, partition=partition,
+                         timestamp=max(event.timestamp_ms, 0) if event.timestamp_ms < 2**62 else 0,
+                         on_delivery=delivered)
+        placed.append((partition, event.payload))
+        if ends is not None:
+            ends[partition] = ends.get(partition, 0) + 1
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    assert not failures, failures[:3]
+    return placed
+
+
+def offsets_arg(ends: dict[int, int]) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,3 +56,97 @@ def tumbling_page_activity(records: Iterable[dict[str, Any]], size_ms: int) -> d
         byts = [r["bytes"] for r in rs if "bytes" in r]
         out[key] = (len(rs), sum(byts) if byts else None, sum(lat) / len(lat), min(lat), max(lat))
     return out
+
+
+MIN_EVENT_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+
+
+@dataclass
+class Expected:
+    """What the example job must produce, record by record."""
+
+    dead: Counter[bytes] = field(default_factory=Counter)  # refused by validate
+    unstorable: Counter[bytes] = field(default_factory=Counter)  # refused at the sink boundary
+    late: Counter[bytes] = field(default_factory=Counter)
+    on_time: list[dict[str, Any]] = field(default_factory=list)
+    #: (partition, offset) of each record in dead / unstorable / late
+    dead_at: set[tuple[Any, int]] = field(default_factory=set)
+    unstorable_at: set[tuple[Any, int]] = field(default_factory=set)
+    late_at: set[tuple[Any, int]] = field(default_factory=set)
+
+    def views(self, size_ms: int = 60_000) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        return tumbling_page_activity(self.on_time, size_ms)
+
+    @property
+    def total(self) -> int:
+        return sum(self.dead.values()) + sum(self.unstorable.values()) + sum(self.late.values()) + len(self.on_time)
+
+
+def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any], *, out_of_orderness_ms: int,
+                     lateness_ms: int, max_future_ms: int = 86_400_000, keys: tuple[str, ...] = ("tenant_id", "page"),
+                     now_ms: int | None = None) -> Expected:
+    """The example job's outcome for ``(partition, payload)`` pairs, each partition in offset order.
+
+    A valid record is late when its event time is at or behind the largest event time read
+    from its partition so far (itself included) minus ``out_of_orderness_ms`` minus 1 ms minus
+    ``lateness_ms``. Every record whose top-level ``ts`` is an integer in range counts towards
+    that largest time, valid or not (as towards the source's watermark); an event time outside
+    [0001-01-01, now + max_future] makes a record invalid; a group key holding NUL cannot be
+    stored by PostgreSQL.
+    """
+    import time
+
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    out = Expected()
+    largest: dict[Any, int] = {}
+    offsets: Counter[Any] = Counter()
+    for partition, payload in records:
+        at = (partition, offsets[partition])
+        offsets[partition] += 1
+        ts = _event_ms(payload)
+        if ts is not None and MIN_EVENT_MS <= ts <= now_ms + max_future_ms:
+            largest[partition] = max(largest.get(partition, ts), ts)
+        if not is_valid(payload, schema):
+            out.dead[payload] += 1
+            out.dead_at.add(at)
+            continue
+        record = json.loads(payload)
+        ts = record["ts"]
+        if ts < MIN_EVENT_MS or ts > now_ms + max_future_ms:
+            out.dead[payload] += 1
+            out.dead_at.add(at)
+            continue
+        if ts <= largest[partition] - out_of_orderness_ms - 1 - lateness_ms:
+            out.late[payload] += 1
+            out.late_at.add(at)
+        elif any("\x00" in str(record[k]) for k in keys):
+            out.unstorable[payload] += 1
+            out.unstorable_at.add(at)
+        else:
+            out.on_time.append(record)
+    return out
+
+
+def _event_ms(payload: bytes, field_name: str = "ts") -> int | None:
+    """The integer (or integral number) at the top-level event-time field, if the record has one."""
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    value = record.get(field_name) if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not (value.is_integer() and abs(value) < 9.0e15):
+        return None
+    return int(value)
+
+
+def drop_replays(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dead letters or late records with repeats (the same ``id``) dropped, as a reader would."""
+    seen: set[Any] = set()
+    kept = []
+    for r in records:
+        if r.get("id") is None or r["id"] not in seen:
+            seen.add(r.get("id"))
+            kept.append(r)
+    return kept

@@ -73,6 +73,13 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait()
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing answers, as in a hang."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -123,6 +130,19 @@ class Postgres:
 
     def conninfo(self) -> dict[str, object]:
         return {"host": "127.0.0.1", "port": self.port, "dbname": self.database, "user": self.user}
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(self.as_postgres + [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), *args],
+                       check=True, capture_output=True)
+
+    def shut_down(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), keeping its data."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def start_again(self) -> None:
+        self._ctl("-w", "-l", str(self.root / "log"), "-o",
+                  f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  "-c synchronous_commit=off -c full_page_writes=off", "start")
 
     def stop(self) -> None:
         subprocess.run(self.as_postgres + [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"),

@@ -33,11 +33,13 @@ def test_embedded_job_validates_in_one_operator(tmp_path: Path, engine: str) -> 
     else:
         # no Python at all; the calls that read the result's fields share one parse (a cache)
         assert "Python" not in checked and "hr_validate(" in checked
-    # the three outputs read the validated stream, which is materialized once, and call nothing
+    # the outputs read the validated stream, which is materialized once, and call nothing; the
+    # late judgement (one keyed OVER aggregate) is shared by the late output, the sink check and
+    # the window
     outputs = optimized(compiled.collect_query)
     assert outputs.count("hr_validate(") == 0
     assert outputs.count("anonymous_datastream_source") == 1
-    assert outputs.count("Reused(reference_id=[1])") == 2
+    assert outputs.count("OverAggregate(partitionBy=[_partition]") == 1
     assert outputs.count("GroupWindowAggregate(") == 1
 
 
@@ -58,6 +60,7 @@ def test_service_job_validates_in_one_operator_and_pins_uids(tmp_path: Path, eng
     assert "page-activity.source.table-source-scan_<transformation>" in uids
     assert f"page-activity.validate.{kind}_<transformation>" in uids
     assert "page-activity.aggregate.group-window-aggregate_<transformation>" in uids
+    assert "page-activity.aggregate.over-aggregate_<transformation>" in uids  # the late judgement
     assert "page-activity.sink.page_activity_1m.sink_<transformation>" in uids
     assert "page-activity.dead-letter.sink_<transformation>" in uids
     assert "page-activity.late.sink_<transformation>" in uids

@@ -1,0 +1,223 @@
+"""Faults a user meets, each ending with the view equal to an independent plain-Python reference
+(tests/reference.py) and in = aggregated + dead-lettered + late exactly, replays dropped by id.
+
+Each test runs the example job through the CLI on a real broker and PostgreSQL, in phases: some
+input, the fault while the job runs, more input, then the job runs to its stop offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobs.checkpoints import CheckpointStore
+from jobs.sample import SampleEvent, click_events
+from tests.integration.clirun import CliRun
+from tests.jobfiles import ROOT, example_job
+from tests.kafkautil import offsets_arg, partition_of, produce_placed, read_all
+from tests.reference import Expected, drop_replays, expected_outcome
+from tests.services import Broker, Postgres
+
+pytestmark = pytest.mark.integration
+SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
+PARTITIONS = 2
+
+
+def fault_job(tmp_path: Path, name: str) -> Path:
+    """The example job on its own topic and table, checkpointing every second."""
+    job = example_job(tmp_path, name)
+    job.write_text(job.read_text().replace("checkpoint: {interval: 10s}", "checkpoint: {interval: 1s}"))
+    return job
+
+
+def final_offsets(*phases: list[SampleEvent]) -> dict[int, int]:
+    ends = {p: 0 for p in range(PARTITIONS)}
+    for phase in phases:
+        for e in phase:
+            ends[partition_of(e.key, PARTITIONS)] += 1
+    return ends
+
+
+def run_args(job: Path, profiles: Path, ends: dict[int, int]) -> tuple[str, ...]:
+    return ("run", str(job), "--profile", "test", "--profiles", str(profiles),
+            "--stop-at-offsets", offsets_arg(ends), "--limit", "1")
+
+
+def view_rows(pg: Postgres, table: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows = conn.execute(f'SELECT tenant_id, page, window_start, window_end, events, total_bytes, '
+                            f'avg_ms, min_ms, max_ms FROM "{table}"').fetchall()
+    return {r[:4]: r[4:] for r in rows}
+
+
+def row_count(pg: Postgres, table: str) -> int:
+    try:
+        with psycopg.connect(**pg.conninfo(), connect_timeout=2) as conn:
+            row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        return int(row[0]) if row else 0
+    except psycopg.Error:
+        return 0
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def sha(payload: bytes) -> str:
+    return hashlib.sha256(payload.decode("utf-8", "replace").encode()).hexdigest()
+
+
+def assert_exact(broker: Broker, pg: Postgres, name: str, placed: list[tuple[int, bytes]],
+                 expected: Expected | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Views, dead letters and late records equal the reference; returns (dead letters, late)."""
+    expected = expected or expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
+    refused = expected.dead + expected.unstorable
+    dead = drop_replays(read_all(broker.bootstrap, f"{name}.dlq", sum(refused.values()), partitions=1))
+    late = drop_replays(read_all(broker.bootstrap, f"{name}.late", sum(expected.late.values()), partitions=1))
+    # each refused record once (replays dropped by id), from the right place, for the right reason
+    at = {(d["source_partition"], d["source_offset"]): d for d in dead}
+    assert len(at) == len(dead) and set(at) == expected.dead_at | expected.unstorable_at
+    assert {k for k, d in at.items() if d["step"] == "validate"} == expected.dead_at
+    assert {k for k, d in at.items() if d["step"] == f"sink.{name}_1m"} == expected.unstorable_at
+    assert all(d["id"] == f"{name}/{p}/{o}" for (p, o), d in at.items())
+    utf8 = Counter({sha(p): n for p, n in refused.items() if _is_utf8(p)})  # the rest are decoded lossily
+    assert Counter(d["payload_sha256"] for d in dead) & utf8 == utf8
+    assert {(d["source_partition"], d["source_offset"]) for d in late} == expected.late_at
+    assert Counter(d["payload"].encode() for d in late) == expected.late
+    got = view_rows(pg, f"{name}_1m")
+    want = expected.views()
+    assert got.keys() == want.keys()
+    wrong = [k for k, v in want.items()
+             if got[k][:2] != v[:2] or got[k][3:] != v[3:] or got[k][2] != pytest.approx(v[2], rel=1e-12)]
+    assert not wrong, [(k, got[k], want[k]) for k in wrong[:3]]
+    aggregated = sum(v[0] for v in got.values())
+    assert len(placed) == expected.total == aggregated + len(dead) + len(late)
+    return dead, late
+
+
+def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(45_000, seed=61))
+    phases = [events[:15_000], events[15_000:30_000], events[30_000:]]
+    job = fault_job(tmp_path, unique)
+    args = run_args(job, profiles_file, final_offsets(*phases))
+    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
+
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    first = CliRun(*args)
+    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{unique}_1m") > 0, 120,
+                   "a completed checkpoint and view rows")
+    # more input, and the kill while the job is reading it: records after the last checkpoint
+    # are then read twice, and windows open at the crash must come back from the checkpoint
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    time.sleep(0.7)
+    first.kill()
+    assert store.latest() is not None
+
+    placed += produce_placed(broker.bootstrap, unique, phases[2], PARTITIONS)
+    again = CliRun(*args)
+    assert again.finish() == 0, again.output[-3000:]
+    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    assert store.latest() is None  # the finished job leaves nothing to resume
+    assert_exact(broker, pg, unique, placed)
+
+
+def test_postgres_down_for_15_s_is_reported_ridden_out_and_exact(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=62))
+    phases = [events[:15_000], events[15_000:]]
+    job = fault_job(tmp_path, unique)
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
+    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
+
+    pg.shut_down()
+    try:
+        placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+        run.wait_for(lambda: run.line_matching("not answering") is not None, 30, "a progress line naming PostgreSQL")
+        time.sleep(15 - 2)
+    finally:
+        pg.start_again()
+    assert run.finish() == 0, run.output[-3000:]
+    assert "PostgreSQL" in (run.line_matching("not answering") or "")
+    restarts = [line for line in run.lines if "! restart" in line]
+    assert restarts and all(len(line) < 400 for line in restarts), run.output[-3000:]
+    assert "NoResourceAvailableException" not in run.output
+    assert_exact(broker, pg, unique, placed)
+
+
+def test_broker_frozen_for_20_s_is_reported_ridden_out_and_exact(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=63))
+    phases = [events[:15_000], events[15_000:]]
+    job = fault_job(tmp_path, unique)
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
+    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
+
+    broker.pause()
+    try:
+        seconds = run.wait_for(lambda: "broker" in (run.line_matching("not answering") or ""), 30,
+                               "a progress line naming the broker")
+        time.sleep(max(0.0, 20 - seconds))
+    finally:
+        broker.resume()
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    assert run.finish() == 0, run.output[-3000:]
+    assert_exact(broker, pg, unique, placed)
+
+
+def bad_records() -> list[SampleEvent]:
+    good = {"tenant_id": "tenant-1", "user_id": "u1", "page": "/", "ts": 1_767_225_700_000, "latency_ms": 7}
+
+    def event(payload: bytes, key: bytes = b"tenant-1") -> SampleEvent:
+        return SampleEvent(key=key, payload=payload, timestamp_ms=good["ts"], kind="invalid")
+
+    return [
+        event(json.dumps({**good, "tenant_id": "x" * 2_000_000}).encode()),  # 2 MB, too long a tenant
+        event(json.dumps({**good, "page": "/a\u0000b"}).encode()),            # valid, unstorable in text
+        event(json.dumps({**good, "ts": 4_102_444_800_000}).encode()),        # 2100-01-01
+        event(json.dumps({**good, "ts": 2**63 - 1}).encode()),                # the largest long
+        event(bytes(range(256)) * 4),                                          # binary, NULs included
+    ]
+
+
+def test_one_bad_record_of_each_kind_cannot_stop_the_job(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(8_000, seed=64))
+    for i, bad in enumerate(bad_records()):
+        events.insert(1_000 + 1_500 * i, bad)
+    job = fault_job(tmp_path, unique)
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
+    assert run.finish() == 0, run.output[-3000:]
+    print(run.output)
+
+    dead, _ = assert_exact(broker, pg, unique, placed)
+    by_sha = {d["payload_sha256"]: d for d in dead}
+    huge, nul, future, largest = (by_sha[sha(e.payload)] for e in bad_records()[:4])
+    binary = next(d for d in dead if d["error"].startswith("not valid JSON") and "\ufffd" in d["payload"])
+    assert huge["payload_truncated"] and huge["payload_bytes"] == len(bad_records()[0].payload)
+    assert len(huge["payload"].encode()) <= 100_000 and huge["id"] == (
+        f"{unique}/{huge['source_partition']}/{huge['source_offset']}")
+    assert nul["step"] == f"sink.{unique}_1m" and nul["error_path"] == "/page" and "NUL" in nul["error"]
+    assert future["error_path"] == "/ts" and "2100-01-01T00:00:00Z" in future["error"]
+    assert "max_future (1d)" in future["error"]
+    assert "+292278994-08-17T07:12:55.807Z" in largest["error"]
+    assert binary["step"] == "validate" and binary["error"].startswith("not valid JSON")
+    assert not any(d["payload_truncated"] for d in dead if d is not huge)
