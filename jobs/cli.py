@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,6 +211,177 @@ def _resume_point(profile: Any, job: str, fresh: bool, say: Any) -> tuple[Any, A
     return store, restore
 
 
+def _cluster_dirs(args: argparse.Namespace) -> Any:
+    from jobs.cluster import ClusterDirs
+
+    return ClusterDirs(Path(args.dir))
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from jobs import cluster
+
+    dirs = _cluster_dirs(args)
+    say = (lambda s: out.print(s, markup=False))
+    if args.action == "up":
+        profile = _profile(args)
+        from jobs.runner import free_port
+
+        cluster.up(dirs, rest_port=args.port, rpc_port=free_port(),
+                   checkpoints=profile.state.uri(profile.state.checkpoints),
+                   savepoints=profile.state.uri(profile.state.savepoints), say=say)
+        return 0
+    if args.action == "down":
+        cluster.down(dirs, say)
+        return 0
+    client = cluster.ClusterClient(f"http://127.0.0.1:{args.port}")
+    overview = client.overview()
+    if overview is None:
+        out.print(f"no cluster answers on 127.0.0.1:{args.port} (start one with 'headrace cluster up')")
+        return 1
+    out.print(f"cluster {client.rest_url}: Flink {overview.get('flink-version')}, {overview['taskmanagers']} "
+              f"TaskManager(s), {overview['slots-available']} of {overview['slots-total']} slots free, "
+              f"{overview['jobs-running']} job(s) running")
+    table = Table(title="TaskManagers", title_justify="left")
+    for column in ("id", "slots", "free", "heartbeat"):
+        table.add_column(column)
+    for tm in client.get("/taskmanagers")["taskmanagers"]:
+        table.add_row(tm["id"], str(tm["slotsNumber"]), str(tm["freeSlots"]),
+                      time.strftime("%H:%M:%S", time.gmtime(tm["timeSinceLastHeartbeat"] / 1000)))
+    out.print(table)
+    _print_jobs(client)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from jobs.cluster import ClusterClient
+
+    return ClusterClient(args.cluster or _profile(args).cluster.rest)
+
+
+def _print_jobs(client: Any) -> None:
+    from datetime import UTC, datetime
+
+    table = Table(title=f"jobs on {client.rest_url}", title_justify="left")
+    for column in ("name", "job id", "state", "uptime", "last checkpoint", "records in", "dead-lettered",
+                   "late", "watermark lag"):
+        table.add_column(column, justify="right" if column in ("records in", "dead-lettered", "late") else "left")
+    now_ms = time.time() * 1000
+    for job in sorted(client.jobs(), key=lambda j: -j["start-time"]):
+        running = job["state"] in ("RUNNING", "RESTARTING")
+        uptime = (now_ms - job["start-time"]) / 1000 if running else job.get("duration", 0) / 1000
+        checkpoint, counts, lag = "", ["", "", ""], ""
+        try:
+            last = client.last_checkpoint(job["jid"])
+            if last:
+                age = (now_ms - last["latest_ack_timestamp"]) / 1000
+                checkpoint = f"#{last['id']}, {age:,.0f}s ago"
+            if running:
+                counts = [_count(client.vertex_metric(job["jid"], "OverAggregate", "numRecordsIn")),
+                          _count(client.vertex_metric(job["jid"], "hr_dead_letter", "numRecordsIn")),
+                          _count(client.late_records(job["jid"]))]
+                mark = client.low_watermark(job["jid"])
+                if mark is not None and mark > 0:
+                    at = datetime.fromtimestamp(mark / 1000, UTC)
+                    lag = f"{(now_ms - mark) / 1000:,.1f}s (at {at:%Y-%m-%d %H:%M:%S})"
+        except HeadraceError:
+            pass
+        table.add_row(job["name"], job["jid"], job["state"], f"{uptime:,.0f}s", checkpoint, *counts, lag)
+    out.print(table)
+
+
+def _count(value: float | None) -> str:
+    return "" if value is None else f"{int(value):,}"
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    _print_jobs(_client(args))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from jobs.compiler import compile_job
+    from jobs.runner import submit_to_cluster
+
+    plan = _plan(args)
+    profile = _profile(args)
+    if profile.embedded is not None:
+        raise HeadraceError(f"profile '{profile.name}' is embedded: it has no cluster",
+                            hint="submit with a profile that names kafka, postgres and cluster")
+    rest = args.cluster or profile.cluster.rest
+    restore = getattr(args, "from_path", None)
+    compiled = compile_job(plan, profile, bounded_offsets=_offsets(getattr(args, "stop_at_offsets", None)))
+    say = (lambda s: err.print(s, markup=False))
+    job_id = submit_to_cluster(compiled, rest, say, restore_from=_state_uri(restore),
+                               parallelism=getattr(args, "parallelism", None))
+    verb = f"resumed from {restore}" if restore else "submitted"
+    say(f"job '{plan.name}' {verb} to {rest}")
+    out.print(job_id)
+    return 0
+
+
+def _state_uri(path: str | None) -> str | None:
+    """A savepoint or checkpoint location for Flink: URIs as given (Flink prints ``file:/...``),
+    local paths checked and made absolute."""
+    import re
+
+    if path is None:
+        return None
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", path) and not path.startswith("file:"):
+        return path
+    local = Path(re.sub(r"^file:(//)?", "", path))
+    if not local.exists():
+        raise HeadraceError(f"no savepoint or checkpoint at {path}", hint="pass the path 'headrace stop' printed")
+    return local.resolve().as_uri()
+
+
+def cmd_savepoint(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job_id = client.find(args.job_ref)
+    profile = _profile(args)
+    location = client.savepoint(job_id, profile.state.uri(profile.state.savepoints))
+    err.print(f"savepoint of job {job_id} written", markup=False)
+    out.print(location)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job_id = client.find(args.job_ref)
+    if not args.savepoint and not args.drain:
+        client.cancel(job_id)
+        err.print(f"job {job_id} cancelled (its last checkpoint is kept)", markup=False)
+        return 0
+    profile = _profile(args)
+    location = client.stop(job_id, profile.state.uri(profile.state.savepoints), drain=args.drain)
+    err.print(f"job {job_id} stopped{' (drained: every window fired)' if args.drain else ''}; "
+              f"resume with 'headrace resume JOB --from {location}'", markup=False)
+    out.print(location)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job_id = client.find(args.job_ref)
+    client.cancel(job_id)
+    err.print(f"job {job_id} cancelled (its last checkpoint is kept)", markup=False)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    dirs = _cluster_dirs(args)
+    files = sorted(dirs.log.glob("*.log"))
+    if not files:
+        raise HeadraceError(f"no cluster logs in {dirs.log}", hint="start the cluster with 'headrace cluster up'")
+    for path in files:
+        if args.taskmanager and "taskexecutor" not in path.name:
+            continue
+        lines = path.read_text(errors="replace").splitlines()
+        out.print(f"== {path} (last {min(args.lines, len(lines))} of {len(lines)} lines)", markup=False)
+        for line in lines[-args.lines:]:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def _offsets(text: str | None) -> dict[int, int] | None:
     if not text:
         return None
@@ -285,6 +457,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=40)
     with_profile(p)
     p.set_defaults(func=cmd_query)
+    p = sub.add_parser("cluster", help="a local Flink session cluster: up | down | status")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--port", type=int, default=8081, help="REST port on 127.0.0.1 (default 8081)")
+    p.add_argument("--dir", default=".headrace/cluster", help="configuration, logs and PID files")
+    with_profile(p)
+    p.set_defaults(func=cmd_cluster)
+
+    def with_cluster(p: argparse.ArgumentParser) -> None:
+        with_profile(p)
+        p.add_argument("--cluster", help="REST address of the cluster (default: the profile's cluster.rest)")
+
+    p = sub.add_parser("submit", help="submit a job to the session cluster (detached); prints its job id")
+    p.add_argument("job")
+    p.add_argument("--parallelism", type=int)
+    p.add_argument("--stop-at-offsets", metavar="P:O,...", help="a bounded job (backfills)")
+    with_cluster(p)
+    p.set_defaults(func=cmd_submit)
+    p = sub.add_parser("resume", help="submit a job restoring a savepoint or retained checkpoint")
+    p.add_argument("job")
+    p.add_argument("--from", dest="from_path", required=True, metavar="PATH")
+    p.add_argument("--parallelism", type=int)
+    with_cluster(p)
+    p.set_defaults(func=cmd_submit)
+    p = sub.add_parser("jobs", help="jobs on the cluster: state, uptime, checkpoint, counts, watermark lag")
+    with_cluster(p)
+    p.set_defaults(func=cmd_jobs)
+    p = sub.add_parser("savepoint", help="write a savepoint of a running job (by name or id)")
+    p.add_argument("job_ref", metavar="JOB")
+    with_cluster(p)
+    p.set_defaults(func=cmd_savepoint)
+    p = sub.add_parser("stop", help="stop a job: cancel, or with --savepoint / --drain a savepoint first")
+    p.add_argument("job_ref", metavar="JOB")
+    p.add_argument("--savepoint", action="store_true", help="write a savepoint, then stop")
+    p.add_argument("--drain", action="store_true", help="fire every window first, as a bounded job ends")
+    with_cluster(p)
+    p.set_defaults(func=cmd_stop)
+    p = sub.add_parser("cancel", help="cancel a job (its last checkpoint is kept)")
+    p.add_argument("job_ref", metavar="JOB")
+    with_cluster(p)
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("logs", help="the cluster's JobManager and TaskManager logs")
+    p.add_argument("--lines", type=int, default=60)
+    p.add_argument("--taskmanager", action="store_true", help="TaskManager logs only")
+    p.add_argument("--dir", default=".headrace/cluster")
+    p.set_defaults(func=cmd_logs)
     p = sub.add_parser("jars", help="fetch and verify the connector jars, build the JVM functions")
     p.add_argument("--maven-repo", help="take the jars from this Maven repository instead of PyPI")
     p.set_defaults(func=cmd_jars)

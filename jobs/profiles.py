@@ -84,6 +84,12 @@ class StateStorage(SpecModel):
         return Path(self.checkpoints.removeprefix("file://")) if self.checkpoints.startswith("file://") else None
 
 
+class ClusterConnection(SpecModel):
+    """The Flink session cluster jobs are submitted to (its REST address)."""
+
+    rest: str = "http://127.0.0.1:8081"
+
+
 class Profile(SpecModel):
     """Connections for one environment: ``embedded``, or ``kafka`` + ``postgres``."""
 
@@ -92,6 +98,7 @@ class Profile(SpecModel):
     kafka: KafkaConnection | None = None
     postgres: PostgresConnection | None = None
     state: StateStorage = StateStorage()
+    cluster: ClusterConnection = ClusterConnection()
     flink: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -193,6 +193,45 @@ def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
     return jar_paths
 
 
+def _execute_plan(compiled: CompiledJob, t_env: Any) -> Any:
+    from pyflink.table import PlanReference, TableResult
+
+    reference = PlanReference.from_json_string(compiled_plan_json(t_env, compiled))
+    # PyFlink 2.3's load_plan hands CompiledPlan the Java environment where it needs the Python
+    # one, so CompiledPlan.execute() fails; do what it should do
+    j_plan = t_env._j_tenv.loadPlan(reference._j_plan_reference)
+    t_env._before_execute()
+    return TableResult(j_plan.execute())
+
+
+def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *, restore_from: str | None = None,
+                      parallelism: int | None = None) -> str:
+    """Submit the job to a session cluster, detached; returns its Flink job id.
+
+    The job carries the connector jars and Headrace's functions jar. A job with the Python
+    engine runs its workers with this interpreter (``python.executable``): the cluster's
+    TaskManagers must reach it at the same path, as they do when started by ``headrace cluster up``.
+    """
+    from urllib.parse import urlparse
+
+    jar_paths = preflight(compiled, say)
+    if compiled.plan.validate.engine == "python":
+        # the Python operators live in opt/flink-python-*.jar, which a cluster's lib/ lacks
+        import pyflink
+
+        jar_paths += sorted((Path(pyflink.__file__).resolve().parent / "opt").glob("flink-python-*.jar"))
+    url = urlparse(rest_url)
+    extra = {"execution.target": "remote", "rest.address": url.hostname or "127.0.0.1",
+             "rest.port": str(url.port or 8081), "execution.attached": "false"}
+    if restore_from:
+        extra["execution.state-recovery.path"] = restore_from
+    if parallelism:
+        extra["parallelism.default"] = str(parallelism)
+    t_env = table_environment(compiled, jar_paths, extra)
+    client = _execute_plan(compiled, t_env).get_job_client()
+    return str(client.get_job_id())
+
+
 def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCheckpoint | None = None,
                  rest_port: int | None = None) -> tuple[Any, RunSummary]:
     """Start the job on a local mini-cluster; returns the TableResult (call ``.wait()``).
@@ -207,14 +246,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     if restore is not None:
         extra["execution.state-recovery.path"] = restore.path.resolve().as_uri()
     t_env = table_environment(compiled, jar_paths, extra)
-    from pyflink.table import PlanReference, TableResult
-
-    reference = PlanReference.from_json_string(compiled_plan_json(t_env, compiled))
-    # PyFlink 2.3's load_plan hands CompiledPlan the Java environment where it needs the Python
-    # one, so CompiledPlan.execute() fails; do what it should do
-    j_plan = t_env._j_tenv.loadPlan(reference._j_plan_reference)
-    t_env._before_execute()
-    result = TableResult(j_plan.execute())
+    result = _execute_plan(compiled, t_env)
     client = result.get_job_client()
     summary = RunSummary(job=compiled.plan.name, views=[v.name for v in compiled.view_tables])
     summary.job_id = str(client.get_job_id()) if client is not None else None

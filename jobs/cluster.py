@@ -1,0 +1,244 @@
+"""A standalone Flink session cluster, and the jobs on it.
+
+``headrace cluster up`` renders ``flink-conf/config.yaml`` into ``.headrace/cluster/conf`` (ports,
+state directories and this Python filled in) and starts a JobManager and a TaskManager with
+the scripts of the Flink distribution inside the PyFlink install; ``down`` stops them by the
+PIDs Flink's scripts record; ``status`` asks the REST API. Jobs are then submitted to the
+cluster (``headrace submit``) and managed through :class:`ClusterClient`: list, savepoint,
+stop, cancel.
+
+>>> ClusterClient("http://127.0.0.1:8081").rest_url
+'http://127.0.0.1:8081'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import ServiceError
+
+Say = Callable[[str], None]
+TEMPLATE = Path(__file__).resolve().parent.parent / "flink-conf" / "config.yaml"
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ClusterDirs:
+    """Where a local cluster keeps its configuration, logs and PID files."""
+
+    root: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def pid(self) -> Path:
+        return self.root / "pid"
+
+    def env(self) -> dict[str, str]:
+        venv_bin = str(Path(sys.executable).parent)
+        return {**os.environ, "FLINK_CONF_DIR": str(self.conf), "FLINK_LOG_DIR": str(self.log),
+                "FLINK_PID_DIR": str(self.pid), "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+
+    def taskmanager_pids(self) -> list[int]:
+        pids = []
+        for pid_file in self.pid.glob("*taskexecutor.pid"):
+            pids += [int(line) for line in pid_file.read_text().split() if line.strip().isdigit()]
+        return pids
+
+
+def render_config(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str) -> Path:
+    values = {"CLUSTER_DIR": str(dirs.root.resolve()), "REST_PORT": str(rest_port), "RPC_PORT": str(rpc_port),
+              "CHECKPOINTS": checkpoints, "SAVEPOINTS": savepoints, "PYTHON": sys.executable}
+    text = re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
+    for d in (dirs.conf, dirs.log, dirs.pid):
+        d.mkdir(parents=True, exist_ok=True)
+    (dirs.conf / "config.yaml").write_text(text, encoding="utf-8")
+    for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
+        shutil.copy(flink_home() / "conf" / name, dirs.conf / name)
+    (dirs.conf / "workers").write_text("127.0.0.1\n")
+    (dirs.conf / "masters").write_text(f"127.0.0.1:{rest_port}\n")
+    return dirs.conf / "config.yaml"
+
+
+def _script(name: str) -> str:
+    return str(flink_home() / "bin" / name)
+
+
+def up(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str,
+       say: Say = print, timeout_s: float = 90) -> ClusterClient:
+    """Start a JobManager and one TaskManager (daemons); returns once the TaskManager registered."""
+    client = ClusterClient(f"http://127.0.0.1:{rest_port}")
+    if client.reachable():
+        raise ServiceError(f"something already answers on 127.0.0.1:{rest_port}",
+                           hint="run 'headrace cluster status', or pick another --port")
+    render_config(dirs, rest_port=rest_port, rpc_port=rpc_port, checkpoints=checkpoints, savepoints=savepoints)
+    env = dirs.env()
+    for script in ("jobmanager.sh", "taskmanager.sh"):
+        done = subprocess.run(["bash", _script(script), "start"], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ServiceError(f"could not start the Flink {script.removesuffix('.sh')}: "
+                               f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}",
+                               hint=f"see the logs in {dirs.log}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        overview = client.overview()
+        if overview and overview.get("taskmanagers", 0) >= 1:
+            say(f"cluster up: {client.rest_url} (web UI), {overview['slots-total']} slots; logs in {dirs.log}")
+            return client
+        time.sleep(0.5)
+    raise ServiceError(f"the cluster did not come up within {timeout_s:.0f}s", hint=f"see the logs in {dirs.log}")
+
+
+def add_taskmanager(dirs: ClusterDirs) -> None:
+    subprocess.run(["bash", _script("taskmanager.sh"), "start"], env=dirs.env(), check=True, capture_output=True)
+
+
+def down(dirs: ClusterDirs, say: Say = print) -> None:
+    """Stop every TaskManager and the JobManager this directory started (by their PID files)."""
+    env = dirs.env()
+    for script in ("taskmanager.sh", "jobmanager.sh"):
+        subprocess.run(["bash", _script(script), "stop-all"], env=env, capture_output=True, text=True)
+    say("cluster down")
+
+
+class ClusterClient:
+    """Flink's REST API, with one-line errors."""
+
+    def __init__(self, rest_url: str, timeout_s: float = 10.0) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _request(self, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.rest_url}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                raw = response.read()
+                return json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            try:
+                errors = json.loads(detail).get("errors") or [detail]
+            except ValueError:
+                errors = [detail]
+            first = str(errors[0]).strip().splitlines()[0] if errors else str(exc)
+            raise ServiceError(f"the cluster at {self.rest_url} refused {path}: {first[:300]}") from None
+        except OSError as exc:
+            raise ServiceError(f"cannot reach the Flink cluster at {self.rest_url}: {exc}",
+                               hint="start it with 'headrace cluster up', or fix 'cluster.rest' in the profile"
+                               ) from None
+
+    def get(self, path: str) -> Any:
+        return self._request(path)
+
+    def reachable(self) -> bool:
+        try:
+            self.get("/overview")
+            return True
+        except ServiceError:
+            return False
+
+    def overview(self) -> dict[str, Any] | None:
+        try:
+            return dict(self.get("/overview"))
+        except ServiceError:
+            return None
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.get("/jobs/overview")["jobs"])
+
+    def find(self, job: str) -> str:
+        """A job id from an id or a job name (the newest running job of that name)."""
+        if re.fullmatch(r"[0-9a-f]{32}", job):
+            return job
+        running = [j for j in self.jobs() if j["name"] == job and j["state"] in ("RUNNING", "RESTARTING", "CREATED")]
+        if not running:
+            raise ServiceError(f"no running job named '{job}' on {self.rest_url}", hint="see 'headrace jobs'")
+        return str(max(running, key=lambda j: j["start-time"])["jid"])
+
+    def _await_savepoint(self, job_id: str, trigger: dict[str, Any], timeout_s: float = 120) -> str:
+        request_id = trigger["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.get(f"/jobs/{job_id}/savepoints/{request_id}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation") or {}
+                if "failure-cause" in operation:
+                    cause = operation["failure-cause"]
+                    from jobs.monitor import root_cause
+
+                    raise ServiceError(f"the savepoint of job {job_id} failed: "
+                                       f"{root_cause(str(cause.get('stack-trace') or cause))}")
+                return str(operation["location"])
+            time.sleep(0.3)
+        raise ServiceError(f"the savepoint of job {job_id} did not complete within {timeout_s:.0f}s")
+
+    def savepoint(self, job_id: str, directory: str) -> str:
+        trigger = self._request(f"/jobs/{job_id}/savepoints", {"target-directory": directory, "cancel-job": False})
+        return self._await_savepoint(job_id, trigger)
+
+    def stop(self, job_id: str, directory: str, *, drain: bool = False) -> str:
+        """Stop with a savepoint (``drain``: fire every window first, as a bounded job ends)."""
+        trigger = self._request(f"/jobs/{job_id}/stop", {"targetDirectory": directory, "drain": drain})
+        return self._await_savepoint(job_id, trigger)
+
+    def cancel(self, job_id: str) -> None:
+        self._request(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+    def last_checkpoint(self, job_id: str) -> dict[str, Any] | None:
+        completed = (self.get(f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("completed")
+        return dict(completed) if completed else None
+
+    def vertex_metric(self, job_id: str, match: str, metric: str) -> float | None:
+        """Sum of a metric over the subtasks of the first vertex whose name contains ``match``."""
+        detail = self.get(f"/jobs/{job_id}")
+        vertex = next((v for v in detail["vertices"] if match in v["name"]), None)
+        if vertex is None:
+            return None
+        values = self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={metric}&agg=sum")
+        return float(values[0]["sum"]) if values else None
+
+    def late_records(self, job_id: str) -> float | None:
+        """Records written to the late output (its writer is chained after the late judgement)."""
+        detail = self.get(f"/jobs/{job_id}")
+        for vertex in detail["vertices"]:
+            names = [m["id"] for m in self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/metrics")
+                     if "hr_late_out" in m["id"] and m["id"].endswith("Writer.numRecordsIn")]
+            if names:
+                values = self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/metrics?get=" + ",".join(names))
+                return sum(float(v["value"]) for v in values)
+        return None
+
+    def low_watermark(self, job_id: str, match: str = "GroupWindowAggregate") -> int | None:
+        """The lowest input watermark (epoch ms) of the vertex whose name contains ``match``."""
+        detail = self.get(f"/jobs/{job_id}")
+        vertex = next((v for v in detail["vertices"] if match in v["name"]), None)
+        if vertex is None:
+            return None
+        marks = [int(w["value"]) for w in self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/watermarks")
+                 if str(w.get("value", "")).lstrip("-").isdigit()]
+        return min(marks) if marks else None

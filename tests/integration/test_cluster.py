@@ -1,0 +1,160 @@
+"""Jobs on a standalone session cluster (``headrace cluster up``), through the CLI: submit, jobs,
+stop with a savepoint and resume at another parallelism, the Python engine on TaskManagers, and
+kill -9 of the TaskManager running a job. Each ends with the view equal to the reference."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.cluster import ClusterClient, ClusterDirs, add_taskmanager, down, up
+from jobs.monitor import JobWatch
+from jobs.runner import free_port
+from jobs.sample import click_events
+from tests.integration.clirun import CliRun
+from tests.integration.test_failures import PARTITIONS, assert_exact, fault_job, final_offsets, row_count
+from tests.kafkautil import offsets_arg, produce_placed
+from tests.services import Broker, Postgres
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterClient, ClusterDirs]]:
+    root = tmp_path_factory.mktemp("cluster")
+    dirs = ClusterDirs(root)
+    port = free_port()
+    client = up(dirs, rest_port=port, rpc_port=free_port(), checkpoints=(root / "ckpt").as_uri(),
+                savepoints=(root / "sp").as_uri(), say=lambda _: None)
+    try:
+        yield client, dirs
+    finally:
+        down(dirs, say=lambda _: None)
+
+
+@pytest.fixture()
+def cluster_profiles(profiles_file: Path, cluster: tuple[ClusterClient, ClusterDirs]) -> Path:
+    text = profiles_file.read_text().replace("    flink: {parallelism.default: \"2\", ",
+                                             f"    cluster: {{rest: \"{cluster[0].rest_url}\"}}\n    flink: {{")
+    profiles_file.write_text(text)
+    return profiles_file
+
+
+def cli(*args: str) -> str:
+    run = CliRun(*args)
+    code = run.finish(180)
+    assert code == 0, run.output[-3000:]
+    return run.output.strip().splitlines()[-1]
+
+
+def drain_when_read(client: ClusterClient, job_id: str, ends: dict[int, int], profiles: Path,
+                    timeout_s: float = 180) -> None:
+    """Stop the job as a bounded job ends once it has read every partition to ``ends``."""
+    watch = JobWatch(client.rest_url, job_id)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fetched = watch.read_offsets()
+        if fetched and all(fetched.get(p, -1) >= o - 1 for p, o in ends.items() if o > 0):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"job {job_id} did not read to {ends}: {watch.read_offsets()}")
+    checkpoint = (client.last_checkpoint(job_id) or {}).get("id", 0)
+    while (client.last_checkpoint(job_id) or {}).get("id", 0) < checkpoint + 2:
+        time.sleep(0.3)
+    cli("stop", job_id, "--drain", "--profile", "test", "--profiles", str(profiles))
+
+
+def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
+        tmp_path: Path, broker: Broker, pg: Postgres, cluster_profiles: Path, unique: str,
+        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    client, _ = cluster
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=71))
+    phases = [events[:15_000], events[15_000:]]
+    job = fault_job(tmp_path, unique)
+    profile = ("--profile", "test", "--profiles", str(cluster_profiles))
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    job_id = cli("submit", str(job), "--parallelism", "1", *profile)
+    assert len(job_id) == 32
+    drain_deadline = time.monotonic() + 120
+    while row_count(pg, f"{unique}_1m") == 0 and time.monotonic() < drain_deadline:
+        time.sleep(0.5)
+    listing = CliRun("jobs", *profile)
+    assert listing.finish() == 0 and job_id in listing.output and "RUNNING" in listing.output
+
+    savepoint = cli("stop", "page-activity", "--savepoint", *profile)
+    assert savepoint.startswith("file:") and Path(savepoint.removeprefix("file:")).is_dir()
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    resumed = cli("resume", str(job), "--from", savepoint, "--parallelism", "2", *profile)
+    detail = client.get(f"/jobs/{resumed}")
+    assert {v["parallelism"] for v in detail["vertices"]} == {2}
+    drain_when_read(client, resumed, final_offsets(*phases), cluster_profiles)
+    assert_exact(broker, pg, unique, placed)
+
+
+def test_python_engine_job_runs_on_the_cluster(
+        tmp_path: Path, broker: Broker, pg: Postgres, cluster_profiles: Path, unique: str,
+        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    client, _ = cluster
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(6_000, seed=72))
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text().replace("validate: {}", "validate: {engine: python}"))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    job_id = cli("submit", str(job), "--stop-at-offsets", offsets_arg(final_offsets(events)),
+                 "--profile", "test", "--profiles", str(cluster_profiles))
+    deadline = time.monotonic() + 180
+    while client.get(f"/jobs/{job_id}")["state"] != "FINISHED":
+        assert client.get(f"/jobs/{job_id}")["state"] not in ("FAILED", "CANCELED")
+        assert time.monotonic() < deadline, "the Python-engine job did not finish"
+        time.sleep(0.5)
+    assert any("PythonCalc" in v["name"] for v in client.get(f"/jobs/{job_id}")["vertices"])
+    assert_exact(broker, pg, unique, placed)
+
+
+def test_kill_9_of_the_taskmanager_recovers_on_a_new_one_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, cluster_profiles: Path, unique: str,
+        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    client, dirs = cluster
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=73))
+    phases = [events[:15_000], events[15_000:]]
+    job = fault_job(tmp_path, unique)
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    job_id = cli("submit", str(job), "--profile", "test", "--profiles", str(cluster_profiles))
+    deadline = time.monotonic() + 120
+    while row_count(pg, f"{unique}_1m") == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    old = dirs.taskmanager_pids()
+    add_taskmanager(dirs)
+    while (client.overview() or {}).get("taskmanagers", 0) < 2:
+        time.sleep(0.3)
+
+    os.kill(old[0], signal.SIGKILL)
+    killed = time.monotonic()
+    while Path(f"/proc/{old[0]}").exists() and "zombie" not in Path(f"/proc/{old[0]}/status").read_text():
+        assert time.monotonic() - killed < 10, "the TaskManager survived kill -9"
+        time.sleep(0.05)
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    # records flow again when the restarted job's judgement operator has read some
+    flowing = None
+    while time.monotonic() - killed < 120:
+        try:
+            if client.get(f"/jobs/{job_id}")["state"] == "RUNNING":
+                n = client.vertex_metric(job_id, "OverAggregate", "numRecordsIn")
+                if n and n > 0 and client.get(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries"):
+                    flowing = time.monotonic() - killed
+                    break
+        except Exception:  # noqa: BLE001 - the REST API may answer 5xx while the job restarts
+            pass
+        time.sleep(0.2)
+    assert flowing is not None, "records did not flow again within 120 s of the kill"
+    print(f"TaskManager kill -9 to records flowing again: {flowing:.1f} s")
+    drain_when_read(client, job_id, final_offsets(*phases), cluster_profiles)
+    assert_exact(broker, pg, unique, placed)
