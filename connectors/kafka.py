@@ -54,11 +54,14 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time
 ) {with_options(options)}"""
 
 
-def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[str, str]) -> str:
+def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[str, str],
+                    metric: str = "dead_lettered") -> str:
+    """A Kafka output of dead-letter rows; ``metric`` names its counter (``headrace.<metric>``)."""
     columns = ",\n  ".join(f"{ident(n)} {t}" for n, t in deadletter.COLUMNS)
     options = {
         # Flink's kafka sink, closing quietly after a failure (operators/jvm/.../SafeSinkFactory.java)
         "connector": "headrace-kafka",
+        "headrace.metric": metric,
         "topic": topic,
         "properties.bootstrap.servers": bootstrap,
         # keyed by the record's id (topic/partition/offset): a compacted topic, or a reader,

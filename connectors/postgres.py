@@ -85,6 +85,7 @@ def jdbc_sink_ddl(table: str, view: ViewTable, *, url: str, user: str, password:
     options = {
         # Flink's jdbc sink, closing quietly after a failure (operators/jvm/.../SafeSinkFactory.java)
         "connector": "headrace-jdbc",
+        "headrace.metric": "rows_upserted",
         "url": url,
         "table-name": view.name,
         "username": user,

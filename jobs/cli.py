@@ -228,7 +228,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
         cluster.up(dirs, rest_port=args.port, rpc_port=free_port(),
                    checkpoints=profile.state.uri(profile.state.checkpoints),
-                   savepoints=profile.state.uri(profile.state.savepoints), say=say)
+                   savepoints=profile.state.uri(profile.state.savepoints), prometheus_port=args.metrics_port, say=say)
         return 0
     if args.action == "down":
         cluster.down(dirs, say)
@@ -276,9 +276,7 @@ def _print_jobs(client: Any) -> None:
                 age = (now_ms - last["latest_ack_timestamp"]) / 1000
                 checkpoint = f"#{last['id']}, {age:,.0f}s ago"
             if running:
-                counts = [_count(client.vertex_metric(job["jid"], "OverAggregate", "numRecordsIn")),
-                          _count(client.vertex_metric(job["jid"], "hr_dead_letter", "numRecordsIn")),
-                          _count(client.late_records(job["jid"]))]
+                counts = [_count(n) for n in client.counts(job["jid"])]
                 mark = client.low_watermark(job["jid"])
                 if mark is not None and mark > 0:
                     at = datetime.fromtimestamp(mark / 1000, UTC)
@@ -460,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="a local Flink session cluster: up | down | status")
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--port", type=int, default=8081, help="REST port on 127.0.0.1 (default 8081)")
+    p.add_argument("--metrics-port", type=int, default=9249,
+                   help="first Prometheus port on 127.0.0.1 (default 9249; 10 ports are tried)")
     p.add_argument("--dir", default=".headrace/cluster", help="configuration, logs and PID files")
     with_profile(p)
     p.set_defaults(func=cmd_cluster)
@@ -520,11 +520,15 @@ def java_root_cause(exc: BaseException) -> str | None:
 
             return root_cause(trace)
         return None
-    cause = java
-    while cause.getCause() is not None and cause.getCause() is not cause:
-        cause = cause.getCause()
-    message = cause.getMessage() or ""
-    return f"{cause.getClass().getSimpleName()}: {message.strip().splitlines()[0] if message.strip() else ''}"
+    # the innermost cause outside the JDK explains most (PSQLException over its ConnectException)
+    chain = [java]
+    while chain[-1].getCause() is not None and chain[-1].getCause() is not chain[-1]:
+        chain.append(chain[-1].getCause())
+    outside = [c for c in chain if not str(c.getClass().getName()).startswith(("java.", "javax.", "sun.", "jdk."))]
+    cause = (outside or chain)[-1]
+    message = (cause.getMessage() or "").strip()
+    first = message.splitlines()[0].split(". ")[0] if message else ""
+    return f"{cause.getClass().getSimpleName()}: {first}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

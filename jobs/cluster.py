@@ -57,10 +57,15 @@ class ClusterDirs:
     def pid(self) -> Path:
         return self.root / "pid"
 
+    @property
+    def plugins(self) -> Path:
+        return self.root / "plugins"
+
     def env(self) -> dict[str, str]:
         venv_bin = str(Path(sys.executable).parent)
         return {**os.environ, "FLINK_CONF_DIR": str(self.conf), "FLINK_LOG_DIR": str(self.log),
-                "FLINK_PID_DIR": str(self.pid), "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+                "FLINK_PID_DIR": str(self.pid), "FLINK_PLUGINS_DIR": str(self.plugins),
+                "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
 
     def taskmanager_pids(self) -> list[int]:
         pids = []
@@ -69,9 +74,28 @@ class ClusterDirs:
         return pids
 
 
-def render_config(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str) -> Path:
+def install_plugins(dirs: ClusterDirs) -> None:
+    """Flink's plugins, plus ``headrace-prometheus``: Flink's Prometheus jar with Headrace's
+    loopback reporter (one plugin class loader holds both)."""
+    from operators import jvm
+
+    if dirs.plugins.exists():
+        shutil.rmtree(dirs.plugins)
+    dirs.plugins.mkdir(parents=True)
+    for plugin in (flink_home() / "plugins").iterdir():
+        if plugin.is_dir():
+            (dirs.plugins / plugin.name).symlink_to(plugin, target_is_directory=True)
+    ours = dirs.plugins / "headrace-prometheus"
+    ours.mkdir()
+    for jar in (jvm.prometheus_plugin_jar(), jvm.build()):
+        (ours / jar.name).symlink_to(jar)
+
+
+def render_config(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str,
+                  prometheus_port: int = 9249) -> Path:
     values = {"CLUSTER_DIR": str(dirs.root.resolve()), "REST_PORT": str(rest_port), "RPC_PORT": str(rpc_port),
-              "CHECKPOINTS": checkpoints, "SAVEPOINTS": savepoints, "PYTHON": sys.executable}
+              "CHECKPOINTS": checkpoints, "SAVEPOINTS": savepoints, "PYTHON": sys.executable,
+              "PROMETHEUS_PORTS": f"{prometheus_port}-{prometheus_port + 9}"}
     text = re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
     for d in (dirs.conf, dirs.log, dirs.pid):
         d.mkdir(parents=True, exist_ok=True)
@@ -80,6 +104,7 @@ def render_config(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoin
         shutil.copy(flink_home() / "conf" / name, dirs.conf / name)
     (dirs.conf / "workers").write_text("127.0.0.1\n")
     (dirs.conf / "masters").write_text(f"127.0.0.1:{rest_port}\n")
+    install_plugins(dirs)
     return dirs.conf / "config.yaml"
 
 
@@ -88,13 +113,18 @@ def _script(name: str) -> str:
 
 
 def up(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str,
-       say: Say = print, timeout_s: float = 90) -> ClusterClient:
-    """Start a JobManager and one TaskManager (daemons); returns once the TaskManager registered."""
+       prometheus_port: int = 9249, say: Say = print, timeout_s: float = 90) -> ClusterClient:
+    """Start a JobManager and one TaskManager (daemons); returns once the TaskManager registered.
+
+    Each serves Prometheus metrics on 127.0.0.1 at the first free port from ``prometheus_port``
+    (the JobManager usually ``prometheus_port``, the TaskManager the next).
+    """
     client = ClusterClient(f"http://127.0.0.1:{rest_port}")
     if client.reachable():
         raise ServiceError(f"something already answers on 127.0.0.1:{rest_port}",
                            hint="run 'headrace cluster status', or pick another --port")
-    render_config(dirs, rest_port=rest_port, rpc_port=rpc_port, checkpoints=checkpoints, savepoints=savepoints)
+    render_config(dirs, rest_port=rest_port, rpc_port=rpc_port, checkpoints=checkpoints, savepoints=savepoints,
+                  prometheus_port=prometheus_port)
     env = dirs.env()
     for script in ("jobmanager.sh", "taskmanager.sh"):
         done = subprocess.run(["bash", _script(script), "start"], env=env, capture_output=True, text=True)
@@ -106,7 +136,8 @@ def up(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, sa
     while time.monotonic() < deadline:
         overview = client.overview()
         if overview and overview.get("taskmanagers", 0) >= 1:
-            say(f"cluster up: {client.rest_url} (web UI), {overview['slots-total']} slots; logs in {dirs.log}")
+            say(f"cluster up: {client.rest_url} (web UI), {overview['slots-total']} slots, Prometheus metrics on "
+                f"127.0.0.1:{prometheus_port}-{prometheus_port + 9}; logs in {dirs.log}")
             return client
         time.sleep(0.5)
     raise ServiceError(f"the cluster did not come up within {timeout_s:.0f}s", hint=f"see the logs in {dirs.log}")
@@ -221,6 +252,12 @@ class ClusterClient:
             return None
         values = self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={metric}&agg=sum")
         return float(values[0]["sum"]) if values else None
+
+    def counts(self, job_id: str) -> tuple[float | None, float | None, float | None]:
+        """(records read, dead-lettered, late) since the job's current start, from Flink's metrics."""
+        return (self.vertex_metric(job_id, "OverAggregate", "numRecordsIn"),
+                self.vertex_metric(job_id, "hr_dead_letter", "numRecordsIn"),
+                self.late_records(job_id))
 
     def late_records(self, job_id: str) -> float | None:
         """Records written to the late output (its writer is chained after the late judgement)."""

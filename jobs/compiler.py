@@ -339,7 +339,7 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
         late_table = "hr_late_out"
         tables.append(kafka.dead_letter_ddl(late_table, topic=plan.late_topic,
                                                 bootstrap=kconn.bootstrap_servers,
-                                                properties=kconn.properties))
+                                                properties=kconn.properties, metric="late"))
     password = pconn.password.get_secret_value() if pconn.password else None
     for view in views:
         tables.append(postgres.jdbc_sink_ddl(f"hr_sink_{view.name}", view, url=pconn.jdbc_url,

@@ -1,12 +1,13 @@
-"""Watching a running job through Flink's REST API: state, restarts with their causes, checkpoints.
+r"""Watching a running job through Flink's REST API: state, restarts with their causes, checkpoints.
 
 Used by ``headrace run``'s progress line (the local mini-cluster serves the same API on a private
 127.0.0.1 port). Flink caches ``/jobs/<id>`` for a few seconds; the exception history and the
 checkpoint statistics carry their own timestamps, which is what the lines below report.
 
->>> root_cause("org.apache.flink.runtime.JobException: Recovery is suppressed\\n\\tat x.y(Z.java:1)\\n"
-...            "Caused by: java.sql.SQLException: Connection refused\\n\\tat a.b(C.java:2)")
-'SQLException: Connection refused'
+>>> root_cause("org.apache.flink.runtime.JobException: Recovery is suppressed\n\tat x.y(Z.java:1)\n"
+...            "Caused by: org.postgresql.util.PSQLException: Connection to db:5432 refused. Check it.\n"
+...            "Caused by: java.net.ConnectException: Connection refused\n\tat a.b(C.java:2)")
+'PSQLException: Connection to db:5432 refused'
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ from typing import Any
 _CAUSE = re.compile(r"^(?:Caused by: )?([\w.$]+(?:Exception|Error|Throwable)[\w$]*)(?::\s*(.*))?$")
 
 
+_JDK = ("java.", "javax.", "sun.", "jdk.")
+
+
 def root_cause(trace: str) -> str:
-    """``Class: message`` of the innermost cause in a Java stack trace, on one line."""
-    found = None
-    for line in trace.splitlines():
-        match = _CAUSE.match(line.strip())
-        if match:
-            found = match
-    if found is None:
+    """``Class: message`` of the cause that explains a Java stack trace, on one line.
+
+    That is the innermost cause outside the JDK when there is one: ``PSQLException: Connection to
+    127.0.0.1:5432 refused`` says more than the ``ConnectException: Connection refused`` inside it.
+    """
+    causes = [m for m in (_CAUSE.match(line.strip()) for line in trace.splitlines()) if m]
+    if not causes:
         first = trace.strip().splitlines()[0] if trace.strip() else "unknown cause"
         return first[:300]
+    outside = [m for m in causes if not m.group(1).startswith(_JDK)]
+    found = (outside or causes)[-1]
     name = found.group(1).rsplit(".", 1)[-1]
-    message = (found.group(2) or "").strip()
+    message = (found.group(2) or "").strip().split(". ")[0]
     return f"{name}: {message}"[:300] if message else name
 
 

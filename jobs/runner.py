@@ -240,7 +240,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     127.0.0.1:``rest_port`` (a free port by default), for the progress line.
     """
     jar_paths = preflight(compiled, say)
-    port = rest_port or free_port()
+    port = rest_port or int(compiled.config.get("rest.port") or free_port())
     extra = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "rest.port": str(port),
              "metrics.fetcher.update-interval": "1000"}  # the progress line reads metrics (default 10 s)
     if restore is not None:
@@ -337,6 +337,7 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                 continue
             last = time.monotonic()
             parts = [f"{time.monotonic() - started:,.0f}s running"]
+            parts += _counts(summary)
             checkpoint = job.last_checkpoint()
             if checkpoint is not None:
                 ago = (datetime.now(UTC) - checkpoint[1]).total_seconds()
@@ -347,6 +348,19 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                 probe = pool.submit(check_services, compiled)
             say("  … " + "; ".join(parts))
     result.wait()  # raises the job's failure, if any
+
+
+def _counts(summary: RunSummary) -> list[str]:
+    """Records read, dead-lettered and late since the job's current start (Flink's metrics)."""
+    from jobs.cluster import ClusterClient
+
+    try:
+        read, dead, late = ClusterClient(summary.rest_url or "", timeout_s=3).counts(summary.job_id or "")
+    except (HeadraceError, KeyError, ValueError, IndexError):
+        return []
+    if read is None:
+        return []
+    return [f"{int(read):,} read, {int(dead or 0):,} dead-lettered, {int(late or 0):,} late"]
 
 
 def view_counts(compiled: CompiledJob) -> list[str]:

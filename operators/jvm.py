@@ -27,6 +27,13 @@ EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
 #: table factories in the jar (found by Flink through META-INF/services)
 FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka")
+#: the metric reporter in the jar, used as a plugin by the session cluster (see jobs/cluster.py)
+REPORTERS = ("dev.headrace.metrics.LoopbackPrometheusReporterFactory",)
+
+
+def prometheus_plugin_jar() -> Path:
+    """Flink's Prometheus reporter, which the loopback reporter extends."""
+    return next((_flink_lib().parent / "plugins" / "metrics-prometheus").glob("flink-metrics-prometheus-*.jar"))
 
 
 def _flink_lib() -> Path:
@@ -46,7 +53,7 @@ def jar_path() -> Path:
         digest.update(source.relative_to(SOURCES).as_posix().encode())
         digest.update(source.read_bytes())
     digest.update(",".join(sorted(p.name for p in _flink_lib().glob("flink-*.jar"))).encode())
-    digest.update(",".join(FACTORIES).encode())
+    digest.update(",".join(FACTORIES + REPORTERS).encode())
     return cache_dir() / f"headrace-functions-{digest.hexdigest()[:16]}.jar"
 
 
@@ -64,7 +71,7 @@ def build(say: Callable[[str], None] = print) -> Path:
     with tempfile.TemporaryDirectory(prefix="headrace-javac-") as tmp:
         classes = Path(tmp) / "classes"
         command = [javac, "-nowarn", "--release", "11", "-encoding", "UTF-8", "-d", str(classes),
-                   "-cp", str(_flink_lib() / "*"), *map(str, _sources())]
+                   "-cp", f"{_flink_lib() / '*'}:{prometheus_plugin_jar()}", *map(str, _sources())]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
@@ -74,6 +81,8 @@ def build(say: Callable[[str], None] = print) -> Path:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
             jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: headrace\n\n")
             jar.writestr("META-INF/services/org.apache.flink.table.factories.Factory", "\n".join(FACTORIES) + "\n")
+            jar.writestr("META-INF/services/org.apache.flink.metrics.reporter.MetricReporterFactory",
+                         "\n".join(REPORTERS) + "\n")
             for path in sorted(classes.rglob("*.class")):
                 jar.write(path, path.relative_to(classes).as_posix())
         partial.replace(target)

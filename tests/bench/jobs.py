@@ -22,10 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def common_config(s: dict[str, Any]) -> dict[str, str]:
     """Settings every job gets, plus experiments from $HEADRACE_BENCH_FLINK (a JSON object)."""
+    # every job keeps durable state the same way Headrace does (RocksDB, incremental checkpoints)
+    checkpoints = (Path(s["workdir"]) / "checkpoints").resolve().as_uri()
     return {**json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}")),
             "parallelism.default": "2", "rest.port": str(s["rest_port"]), "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1", "execution.checkpointing.interval": "10 s",
-            "table.local-time-zone": "UTC"}
+            "table.local-time-zone": "UTC", "state.backend.type": "rocksdb",
+            "execution.checkpointing.incremental": "true", "execution.checkpointing.dir": checkpoints}
 
 
 def run_framework(s: dict[str, Any], engine: str = "auto") -> None:
@@ -50,6 +53,7 @@ def run_framework(s: dict[str, Any], engine: str = "auto") -> None:
     flink = ", ".join(f"{k}: '{v}'" for k, v in common_config(s).items() if k != "table.local-time-zone")
     profiles.write_text(f"profiles:\n  bench:\n    kafka: {{bootstrap_servers: '{s['bootstrap']}'}}\n"
                         f"    postgres: {{port: {s['pg_port']}, database: postgres, user: postgres}}\n"
+                        f"    state: {{checkpoints: {Path(s['workdir']) / 'checkpoints'}}}\n"
                         f"    flink: {{{flink}}}\n")
     offsets = {int(k): v for k, v in s["offsets"].items()}
     compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets)

@@ -83,14 +83,18 @@ def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> tupl
 
 
 def create_view_table(pg: Postgres, table: str) -> None:
-    """The hand-written jobs expect their table; give them the one Headrace would create."""
-    from connectors.postgres import ensure_table
+    """The hand-written jobs expect their table: Headrace's columns, without its bookkeeping
+    (``_records`` and the guard against smaller recounts), which they do not write."""
+    from connectors.postgres import RECORDS_COLUMN
     from jobs.compiler import view_tables
     from jobs.loader import parse_job
     from jobs.plan import build_plan
 
     view = view_tables(build_plan(parse_job(Path("jobs/page_activity.yaml"))))[0]
-    ensure_table(pg.conninfo(), type(view)(name=table, keys=view.keys, measures=view.measures))
+    plain = type(view)(name=table, keys=view.keys, measures=view.measures)
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute(plain.create_sql())  # type: ignore[arg-type]
+        conn.execute(f'ALTER TABLE "{table}" DROP COLUMN "{RECORDS_COLUMN}"')  # type: ignore[arg-type]
 
 
 def view_totals(pg: Postgres, table: str) -> tuple[int, int]:

@@ -134,19 +134,25 @@ def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
     assert_exact(broker, pg, unique, placed)
 
 
+def running_on_half(tmp_path: Path, broker: Broker, pg: Postgres, profiles: Path, name: str,
+                    seed: int) -> tuple[CliRun, list[tuple[int, bytes]], list[SampleEvent]]:
+    """The first half of 30,000 events produced and the job running (view rows written) until it
+    has read both halves; returns the run, what was produced, and the second half."""
+    broker.create_topic(name, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=seed))
+    phases = [events[:15_000], events[15_000:]]
+    placed = produce_placed(broker.bootstrap, name, phases[0], PARTITIONS)
+    run = CliRun(*run_args(fault_job(tmp_path, name), profiles, final_offsets(*phases)))
+    run.wait_for(lambda: row_count(pg, f"{name}_1m") > 0, 120, "view rows")
+    return run, placed, phases[1]
+
+
 def test_postgres_down_for_15_s_is_reported_ridden_out_and_exact(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
-    broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(30_000, seed=62))
-    phases = [events[:15_000], events[15_000:]]
-    job = fault_job(tmp_path, unique)
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
-    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
-
+    run, placed, rest = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=62)
     pg.shut_down()
     try:
-        placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+        placed += produce_placed(broker.bootstrap, unique, rest, PARTITIONS)
         run.wait_for(lambda: run.line_matching("not answering") is not None, 30, "a progress line naming PostgreSQL")
         time.sleep(15 - 2)
     finally:
@@ -161,14 +167,7 @@ def test_postgres_down_for_15_s_is_reported_ridden_out_and_exact(
 
 def test_broker_frozen_for_20_s_is_reported_ridden_out_and_exact(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
-    broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(30_000, seed=63))
-    phases = [events[:15_000], events[15_000:]]
-    job = fault_job(tmp_path, unique)
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
-    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
-
+    run, placed, rest = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=63)
     broker.pause()
     try:
         seconds = run.wait_for(lambda: "broker" in (run.line_matching("not answering") or ""), 30,
@@ -176,7 +175,7 @@ def test_broker_frozen_for_20_s_is_reported_ridden_out_and_exact(
         time.sleep(max(0.0, 20 - seconds))
     finally:
         broker.resume()
-    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    placed += produce_placed(broker.bootstrap, unique, rest, PARTITIONS)
     assert run.finish() == 0, run.output[-3000:]
     assert_exact(broker, pg, unique, placed)
 
@@ -221,3 +220,22 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
     assert "+292278994-08-17T07:12:55.807Z" in largest["error"]
     assert binary["step"] == "validate" and binary["error"].startswith("not valid JSON")
     assert not any(d["payload_truncated"] for d in dead if d is not huge)
+
+
+def test_an_outage_past_the_restart_bound_stops_the_job_with_its_cause(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    # the same strategy with a short bound: two restarts, 1 s apart
+    profiles_file.write_text(profiles_file.read_text().replace(
+        "    flink: {", "    flink: {restart-strategy.exponential-delay.attempts-before-reset-backoff: \"2\", "
+                       "restart-strategy.exponential-delay.max-backoff: \"1 s\", "))
+    run, _, _ = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=66)
+    pg.shut_down()
+    try:
+        code = run.finish(180)
+    finally:
+        pg.start_again()
+    assert code == 1, run.output[-3000:]
+    errors = [line for line in run.lines if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: the Flink job failed: PSQLException: "), run.output[-3000:]
+    assert "NoResourceAvailableException" not in run.output and "\tat org.apache" not in run.output
+    assert sum("! restart" in line for line in run.lines) >= 2

@@ -7,6 +7,7 @@ import org.apache.flink.api.common.functions.RichFunction;
 import org.apache.flink.api.common.functions.RuntimeContext;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.java.typeutils.InputTypeConfigurable;
+import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.FunctionInitializationContext;
 import org.apache.flink.runtime.state.FunctionSnapshotContext;
 import org.apache.flink.streaming.api.checkpoint.CheckpointedFunction;
@@ -18,15 +19,19 @@ import org.slf4j.LoggerFactory;
 /**
  * A sink function that passes everything to {@code inner} but never lets {@code close()} throw
  * (see {@link SafeSinkFactory} for why that is safe and why it matters). The failure is logged.
+ * It counts the rows it is given in the counter {@code headrace.<metric>}.
  */
 final class QuietClose<T> extends RichSinkFunction<T> implements CheckpointedFunction, InputTypeConfigurable {
     private static final long serialVersionUID = 1L;
     private static final Logger LOG = LoggerFactory.getLogger(QuietClose.class);
 
     private final SinkFunction<T> inner;
+    private final String metric;
+    private transient Counter written;
 
-    QuietClose(SinkFunction<T> inner) {
+    QuietClose(SinkFunction<T> inner, String metric) {
         this.inner = inner;
+        this.metric = metric;
     }
 
     @Override
@@ -39,6 +44,9 @@ final class QuietClose<T> extends RichSinkFunction<T> implements CheckpointedFun
 
     @Override
     public void open(OpenContext context) throws Exception {
+        if (metric != null) {
+            written = getRuntimeContext().getMetricGroup().addGroup("headrace").counter(metric);
+        }
         if (inner instanceof RichFunction) {
             ((RichFunction) inner).open(context);
         }
@@ -46,6 +54,9 @@ final class QuietClose<T> extends RichSinkFunction<T> implements CheckpointedFun
 
     @Override
     public void invoke(T value, Context context) throws Exception {
+        if (written != null) {
+            written.inc();
+        }
         inner.invoke(value, context);
     }
 

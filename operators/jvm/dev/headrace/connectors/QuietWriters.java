@@ -1,5 +1,7 @@
 package dev.headrace.connectors;
 
+import org.apache.flink.api.connector.sink2.WriterInitContext;
+import org.apache.flink.metrics.Counter;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -17,20 +19,23 @@ import java.util.Set;
  * that the writers it creates never throw from {@code close()}: the Kafka writer, for one,
  * rethrows there the sends its producer aborted when the task was cancelled. See
  * {@link SafeSinkFactory} for why a throwing close is fatal and why quiet closing loses nothing.
+ * Each writer also counts the records it is given in the counter {@code headrace.<metric>}.
  */
 final class QuietWriters implements InvocationHandler, Serializable {
     private static final long serialVersionUID = 1L;
     private static final Logger LOG = LoggerFactory.getLogger(QuietWriters.class);
 
     private final Object sink;
+    private final String metric;
 
-    private QuietWriters(Object sink) {
+    private QuietWriters(Object sink, String metric) {
         this.sink = sink;
+        this.metric = metric;
     }
 
     @SuppressWarnings("unchecked")
-    static <T> T wrap(T sink) {
-        return (T) proxy(sink, new QuietWriters(sink));
+    static <T> T wrap(T sink, String metric) {
+        return (T) proxy(sink, new QuietWriters(sink, metric));
     }
 
     private static Object proxy(Object target, InvocationHandler handler) {
@@ -58,7 +63,11 @@ final class QuietWriters implements InvocationHandler, Serializable {
         Object result = call(sink, method, args);
         String name = method.getName();
         if ((name.equals("createWriter") || name.equals("restoreWriter")) && result != null) {
-            return proxy(result, new QuietClose(result));
+            Counter counter = null;
+            if (metric != null && args != null && args.length > 0 && args[0] instanceof WriterInitContext) {
+                counter = ((WriterInitContext) args[0]).metricGroup().addGroup("headrace").counter(metric);
+            }
+            return proxy(result, new QuietClose(result, counter));
         }
         return result;
     }
@@ -71,16 +80,21 @@ final class QuietWriters implements InvocationHandler, Serializable {
         }
     }
 
-    /** A writer whose close() logs instead of throwing. */
+    /** A writer whose close() logs instead of throwing, counting what it writes. */
     private static final class QuietClose implements InvocationHandler {
         private final Object writer;
+        private final Counter written;
 
-        QuietClose(Object writer) {
+        QuietClose(Object writer, Counter written) {
             this.writer = writer;
+            this.written = written;
         }
 
         @Override
         public Object invoke(Object proxy, Method method, Object[] args) throws Throwable {
+            if (written != null && method.getName().equals("write")) {
+                written.inc();
+            }
             if (method.getName().equals("close") && method.getParameterCount() == 0) {
                 try {
                     return call(writer, method, args);

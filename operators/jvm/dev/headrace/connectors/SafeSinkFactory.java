@@ -26,8 +26,13 @@ import java.util.Set;
  * held up to that checkpoint was flushed when it was taken.
  *
  * <p>The delegate factories are found at run time, so this jar needs no connector to build.
+ *
+ * <p>The option {@code 'headrace.metric' = 'dead_lettered'} (removed before the delegate sees the
+ * options) names a counter, {@code headrace.dead_lettered} in the sink operator's metric group, of
+ * the rows the sink is given.
  */
 public abstract class SafeSinkFactory implements DynamicTableSinkFactory {
+    static final String METRIC_OPTION = "headrace.metric";
     private final String identifier;
     private final String delegate;
 
@@ -71,19 +76,22 @@ public abstract class SafeSinkFactory implements DynamicTableSinkFactory {
                 context.getClassLoader(), DynamicTableSinkFactory.class, delegate);
         Map<String, String> options = new HashMap<>(context.getCatalogTable().getOptions());
         options.put(FactoryUtil.CONNECTOR.key(), delegate);
+        String metric = options.remove(METRIC_OPTION);
         ResolvedCatalogTable table = context.getCatalogTable().copy(options);
         Context delegated = new FactoryUtil.DefaultDynamicTableContext(
                 context.getObjectIdentifier(), table, context.getEnrichmentOptions(),
                 context.getConfiguration(), context.getClassLoader(), context.isTemporary());
-        return new SafeSink(inner.createDynamicTableSink(delegated));
+        return new SafeSink(inner.createDynamicTableSink(delegated), metric);
     }
 
     /** The delegate sink, its sink function wrapped. */
     static final class SafeSink implements DynamicTableSink {
         private final DynamicTableSink inner;
+        private final String metric;
 
-        SafeSink(DynamicTableSink inner) {
+        SafeSink(DynamicTableSink inner, String metric) {
             this.inner = inner;
+            this.metric = metric;
         }
 
         @Override
@@ -96,12 +104,13 @@ public abstract class SafeSinkFactory implements DynamicTableSinkFactory {
             SinkRuntimeProvider provider = inner.getSinkRuntimeProvider(context);
             if (provider instanceof SinkFunctionProvider) {
                 SinkFunctionProvider functions = (SinkFunctionProvider) provider;
-                return SinkFunctionProvider.of(new QuietClose<>(functions.createSinkFunction()),
+                return SinkFunctionProvider.of(new QuietClose<>(functions.createSinkFunction(), metric),
                         functions.getParallelism().orElse(null));
             }
             if (provider instanceof SinkV2Provider) {
                 SinkV2Provider sinks = (SinkV2Provider) provider;
-                return SinkV2Provider.of(QuietWriters.wrap(sinks.createSink()), sinks.getParallelism().orElse(null));
+                return SinkV2Provider.of(QuietWriters.wrap(sinks.createSink(), metric),
+                        sinks.getParallelism().orElse(null));
             }
             throw new UnsupportedOperationException("cannot make a sink of type "
                     + provider.getClass().getName() + " close quietly");
@@ -109,7 +118,7 @@ public abstract class SafeSinkFactory implements DynamicTableSinkFactory {
 
         @Override
         public DynamicTableSink copy() {
-            return new SafeSink(inner.copy());
+            return new SafeSink(inner.copy(), metric);
         }
 
         @Override

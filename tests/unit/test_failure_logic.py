@@ -1,0 +1,100 @@
+"""Logic behind durable runs and bad records, without a JVM: checkpoint discovery, restart
+causes, event-time ranges, the late rule and profile settings."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.checkpoints import CheckpointStore
+from jobs.monitor import root_cause
+from jobs.profiles import load_profile
+from operators.aggregate import is_late
+from operators.validate import RecordCheck, event_time_problem, render_ms
+from schemas.types import FieldType
+
+
+def _checkpoint(root: Path, run: str, number: int, age_s: float = 0) -> Path:
+    chk = root / "page-activity" / run / f"chk-{number}"
+    chk.mkdir(parents=True)
+    (chk / "_metadata").write_bytes(b"x")
+    when = time.time() - age_s
+    os.utime(chk / "_metadata", (when, when))
+    return chk
+
+
+def test_latest_checkpoint_is_the_newest_completed_one_of_any_earlier_run(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, "aaaa", 7, age_s=100)
+    newest = _checkpoint(tmp_path, "bbbb", 3, age_s=10)
+    (tmp_path / "page-activity" / "bbbb" / "chk-4").mkdir()  # in progress: no _metadata
+    store = CheckpointStore(tmp_path, "page-activity")
+    latest = store.latest()
+    assert latest is not None and latest.path == newest and latest.number == 3 and latest.flink_job_id == "bbbb"
+
+    store.keep_only(latest)
+    assert sorted(p.name for p in store.directory.iterdir()) == ["bbbb"]
+    store.forget()
+    assert store.latest() is None and list(store.directory.iterdir()) == []
+
+
+def test_restart_cause_is_the_innermost_cause_outside_the_jdk_on_one_line() -> None:
+    trace = ("org.apache.flink.runtime.JobException: Recovery is suppressed\n\tat a.B(B.java:1)\n"
+             "Caused by: java.io.IOException: Writing records to JDBC failed.\n\tat c.D(D.java:2)\n"
+             "Caused by: org.postgresql.util.PSQLException: Connection to 127.0.0.1:5432 refused. Check that"
+             " the hostname and port are correct\n\tat e.F(F.java:3)\n"
+             "Caused by: java.net.ConnectException: Connection refused\n\tat g.H(H.java:4)\n")
+    assert root_cause(trace) == "PSQLException: Connection to 127.0.0.1:5432 refused"
+    assert root_cause("java.lang.IllegalStateException: boom\n\tat a.B(B.java:1)") == "IllegalStateException: boom"
+    assert root_cause("") == "unknown cause"
+
+
+@pytest.mark.parametrize(("ms", "shown"), [
+    (0, "1970-01-01T00:00:00Z (0 ms)"),
+    (4_102_444_800_000, "2100-01-01T00:00:00Z (4102444800000 ms)"),
+    (2**63 - 1, "+292278994-08-17T07:12:55.807Z (9223372036854775807 ms)"),
+    (-(2**63), "-292275055-05-16T16:47:04.192Z (-9223372036854775808 ms)"),
+])
+def test_absurd_event_times_render_as_java_does(ms: int, shown: str) -> None:
+    assert render_ms(ms) == shown
+
+
+def test_event_time_range() -> None:
+    now = 1_767_225_600_000
+    assert event_time_problem(now + 86_400_000, 86_400_000, "1d", now) is None
+    assert "more than max_future (1d) ahead" in str(event_time_problem(now + 86_400_001, 86_400_000, "1d", now))
+    assert "before 0001-01-01" in str(event_time_problem(-62_135_596_800_001, 86_400_000, "1d", now))
+
+
+def test_python_engine_makes_a_future_event_time_a_dead_letter() -> None:
+    schema = {"type": "object", "required": ["ts"], "properties": {"ts": {"type": "integer"}}}
+    check = RecordCheck(schema, [("ts", FieldType.INTEGER)], event_time="ts", max_future_ms=60_000,
+                        max_future_text="1m")
+    path, error, _ = check.check('{"ts": 4102444800000}')
+    assert path == "/ts" and error.startswith("event time 2100-01-01T00:00:00Z") and "max_future (1m)" in error
+    assert check.check(f'{{"ts": {int(time.time() * 1000)}}}')[1] is None
+
+
+def test_late_rule_is_flinks_bounded_out_of_orderness_watermark_per_partition() -> None:
+    # watermark = largest event time - ooo - 1 ms; late = at or behind watermark - lateness
+    assert not is_late(100_000, 100_000, 5_000, 0)
+    assert not is_late(95_000, 100_000, 5_000, 0)
+    assert is_late(94_999, 100_000, 5_000, 0)
+    assert not is_late(64_999 + 1, 100_000, 5_000, 30_000) and is_late(64_999, 100_000, 5_000, 30_000)
+    assert not is_late(1_000, 1_000, 0, 0)  # the newest record is never late, even with no slack
+
+
+def test_profile_names_state_storage_and_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("profiles:\n  prod:\n    kafka: {bootstrap_servers: 'k:9092'}\n"
+                    "    postgres: {database: d, user: u}\n"
+                    "    state: {checkpoints: 's3://bucket/ckpt', savepoints: sp}\n"
+                    "    cluster: {rest: 'http://flink:8081'}\n")
+    profile = load_profile("prod", path)
+    assert profile.state.uri(profile.state.checkpoints) == "s3://bucket/ckpt"
+    assert profile.state.checkpoints_local is None  # runs cannot list it: they start anew
+    assert profile.state.uri(profile.state.savepoints) == (Path.cwd() / "sp").as_uri()
+    assert profile.cluster.rest == "http://flink:8081"
+    assert load_profile("local").state.checkpoints_local == Path(".headrace/checkpoints")
