@@ -24,7 +24,24 @@ from tests.kafkautil import offsets_arg, produce_placed
 from tests.services import Broker, Postgres
 
 pytestmark = pytest.mark.integration
-PROMETHEUS = 23_249  # below the ephemeral range, like the REST port
+
+
+def _free_range(size: int = 10) -> int:
+    """The first port of ``size`` free 127.0.0.1 ports below the ephemeral range."""
+    import socket
+
+    for base in range(23_000, 32_000, size):
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free range of ports for the Prometheus reporters")
+
+
+PROMETHEUS = _free_range()  # the JobManager takes the first, the first TaskManager the next
 
 
 def listening_on(port: int) -> set[str]:
@@ -151,7 +168,11 @@ def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
     savepoint = cli("stop", "page-activity", "--savepoint", *profile)
     assert savepoint.startswith("file:") and Path(savepoint.removeprefix("file:")).is_dir()
     placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
-    resumed = cli("resume", str(job), "--from", savepoint, "--parallelism", "2", *profile)
+    # the job resumed has changed elsewhere (a second sink): the pinned uids map the state back
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(job.read_text().replace(
+        "sinks:\n", f"sinks:\n  - postgres: {{table: {unique}_copy}}\n"))
+    resumed = cli("resume", str(changed), "--from", savepoint, "--parallelism", "2", *profile)
     detail = client.get(f"/jobs/{resumed}")
     assert {v["parallelism"] for v in detail["vertices"]} == {2}
     drain_when_read(client, resumed, final_offsets(*phases), cluster_profiles)

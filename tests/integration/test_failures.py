@@ -133,6 +133,13 @@ def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
     assert store.latest() is None  # the finished job leaves nothing to resume
     assert_exact(broker, pg, unique, placed)
 
+    # --fresh reads the whole topic again from the earliest offsets: the view stays exact, and
+    # the outputs' repeats carry the same ids
+    fresh = CliRun(*args, "--fresh")
+    assert fresh.finish() == 0, fresh.output[-3000:]
+    assert fresh.line_matching("starting fresh") and not fresh.line_matching("resuming")
+    assert_exact(broker, pg, unique, placed)
+
 
 def running_on_half(tmp_path: Path, broker: Broker, pg: Postgres, profiles: Path, name: str,
                     seed: int) -> tuple[CliRun, list[tuple[int, bytes]], list[SampleEvent]]:

@@ -265,3 +265,25 @@ def test_a_record_without_event_time_cannot_move_the_watermark(
     dead = read_all(broker.bootstrap, f"{unique}.dlq", 1)
     assert [d["payload"] for d in dead] == [broken.payload.decode()]
     assert sum(v[0] for v in view_rows(pg, f"{unique}_1m").values()) == 3000  # none of them late
+
+
+def test_a_stored_row_is_never_replaced_by_one_built_from_fewer_records(pg: Postgres, unique: str) -> None:
+    """The guard every view table gets: an upsert as Flink's JDBC sink writes it."""
+    from connectors.postgres import ViewTable, ensure_table
+    from schemas.types import FieldType
+
+    view = ViewTable(name=f"{unique}_guard", keys=(("k", FieldType.STRING),), measures=(("n", FieldType.INTEGER),))
+    ensure_table(pg.conninfo(), view)
+    upsert = (f'INSERT INTO "{view.name}" (k, window_start, window_end, n, _records) VALUES (%s, %s, %s, %s, %s) '
+              'ON CONFLICT (k, window_start, window_end) DO UPDATE SET n = EXCLUDED.n, _records = EXCLUDED._records')
+    start, end = "2026-01-01 00:00:00", "2026-01-01 00:01:00"
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        def stored() -> tuple:
+            return conn.execute(f'SELECT n, _records FROM "{view.name}"').fetchone()
+
+        conn.execute(upsert, ("a", start, end, 10, 10))
+        conn.execute(upsert, ("a", start, end, 3, 3))    # a partial recount after a restart
+        assert stored() == (10, 10)
+        conn.execute(upsert, ("a", start, end, 10, 10))  # the same window again: rewritten
+        conn.execute(upsert, ("a", start, end, 12, 12))  # a late record joined it
+        assert stored() == (12, 12)
