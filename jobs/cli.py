@@ -242,11 +242,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
               f"TaskManager(s), {overview['slots-available']} of {overview['slots-total']} slots free, "
               f"{overview['jobs-running']} job(s) running")
     table = Table(title="TaskManagers", title_justify="left")
-    for column in ("id", "slots", "free", "heartbeat"):
+    for column in ("id", "slots", "free", "last heartbeat"):
         table.add_column(column)
     for tm in client.get("/taskmanagers")["taskmanagers"]:
         table.add_row(tm["id"], str(tm["slotsNumber"]), str(tm["freeSlots"]),
-                      time.strftime("%H:%M:%S", time.gmtime(tm["timeSinceLastHeartbeat"] / 1000)))
+                      f"{tm['timeSinceLastHeartbeat'] / 1000:.1f}s ago")
     out.print(table)
     _print_jobs(client)
     return 0
