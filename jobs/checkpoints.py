@@ -46,9 +46,6 @@ class CheckpointStore:
     def directory(self) -> Path:
         return self.root / self.job
 
-    def uri(self) -> str:
-        return self.directory.resolve().as_uri()
-
     def retained(self) -> list[RetainedCheckpoint]:
         """Completed checkpoints, oldest first (a completed one has its ``_metadata`` file)."""
         found = []

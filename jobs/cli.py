@@ -343,12 +343,10 @@ def cmd_savepoint(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    if not args.savepoint and not args.drain:
+        return cmd_cancel(args)
     client = _client(args)
     job_id = client.find(args.job_ref)
-    if not args.savepoint and not args.drain:
-        client.cancel(job_id)
-        err.print(f"job {job_id} cancelled (its last checkpoint is kept)", markup=False)
-        return 0
     profile = _profile(args)
     location = client.stop(job_id, profile.state.uri(profile.state.savepoints), drain=args.drain)
     err.print(f"job {job_id} stopped{' (drained: every window fired)' if args.drain else ''}; "
@@ -483,20 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jobs", help="jobs on the cluster: state, uptime, checkpoint, counts, watermark lag")
     with_cluster(p)
     p.set_defaults(func=cmd_jobs)
-    p = sub.add_parser("savepoint", help="write a savepoint of a running job (by name or id)")
-    p.add_argument("job_ref", metavar="JOB")
-    with_cluster(p)
-    p.set_defaults(func=cmd_savepoint)
-    p = sub.add_parser("stop", help="stop a job: cancel, or with --savepoint / --drain a savepoint first")
-    p.add_argument("job_ref", metavar="JOB")
-    p.add_argument("--savepoint", action="store_true", help="write a savepoint, then stop")
-    p.add_argument("--drain", action="store_true", help="fire every window first, as a bounded job ends")
-    with_cluster(p)
-    p.set_defaults(func=cmd_stop)
-    p = sub.add_parser("cancel", help="cancel a job (its last checkpoint is kept)")
-    p.add_argument("job_ref", metavar="JOB")
-    with_cluster(p)
-    p.set_defaults(func=cmd_cancel)
+    for name, func, text in (
+            ("savepoint", cmd_savepoint, "write a savepoint of a running job (by name or id)"),
+            ("stop", cmd_stop, "stop a job: cancel, or with --savepoint / --drain a savepoint first"),
+            ("cancel", cmd_cancel, "cancel a job (its last checkpoint is kept)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job_ref", metavar="JOB", help="a job name (its newest running job) or a job id")
+        with_cluster(p)
+        p.set_defaults(func=func)
+        if name == "stop":
+            p.add_argument("--savepoint", action="store_true", help="write a savepoint, then stop")
+            p.add_argument("--drain", action="store_true", help="fire every window first, as a bounded job ends")
     p = sub.add_parser("logs", help="the cluster's JobManager and TaskManager logs")
     p.add_argument("--lines", type=int, default=60)
     p.add_argument("--taskmanager", action="store_true", help="TaskManager logs only")

@@ -33,6 +33,32 @@ Say = Callable[[str], None]
 TEMPLATE = Path(__file__).resolve().parent.parent / "flink-conf" / "config.yaml"
 
 
+#: the settings of flink-conf/config.yaml that every job carries, on a cluster or a local
+#: mini-cluster alike: restarts, the state backend, checkpoint retention
+JOB_SETTINGS = ("restart-strategy.", "state.backend.", "execution.checkpointing.")
+
+
+def job_defaults() -> dict[str, str]:
+    """Those settings (placeholders, and the checkpoint interval a job spec sets, left out)."""
+    import yaml
+
+    text = re.sub(r"\$\{[A-Z_]+\}", "PLACEHOLDER", TEMPLATE.read_text(encoding="utf-8"))
+
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
+        return out
+
+    settings = {}
+    for key, value in flat(yaml.safe_load(text)).items():
+        wanted = key.startswith(JOB_SETTINGS) and key != "execution.checkpointing.interval"
+        if wanted and "PLACEHOLDER" not in str(value):
+            settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return settings
+
+
 def flink_home() -> Path:
     import pyflink
 
@@ -244,10 +270,11 @@ class ClusterClient:
         completed = (self.get(f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("completed")
         return dict(completed) if completed else None
 
-    def vertex_metric(self, job_id: str, match: str, metric: str) -> float | None:
+    def vertex_metric(self, job_id: str, match: str, metric: str,
+                      vertices: list[dict[str, Any]] | None = None) -> float | None:
         """Sum of a metric over the subtasks of the first vertex whose name contains ``match``."""
-        detail = self.get(f"/jobs/{job_id}")
-        vertex = next((v for v in detail["vertices"] if match in v["name"]), None)
+        vertices = vertices if vertices is not None else self.get(f"/jobs/{job_id}")["vertices"]
+        vertex = next((v for v in vertices if match in v["name"]), None)
         if vertex is None:
             return None
         values = self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={metric}&agg=sum")
@@ -255,14 +282,14 @@ class ClusterClient:
 
     def counts(self, job_id: str) -> tuple[float | None, float | None, float | None]:
         """(records read, dead-lettered, late) since the job's current start, from Flink's metrics."""
-        return (self.vertex_metric(job_id, "OverAggregate", "numRecordsIn"),
-                self.vertex_metric(job_id, "hr_dead_letter", "numRecordsIn"),
-                self.late_records(job_id))
+        vertices = self.get(f"/jobs/{job_id}")["vertices"]
+        return (self.vertex_metric(job_id, "OverAggregate", "numRecordsIn", vertices),
+                self.vertex_metric(job_id, "hr_dead_letter", "numRecordsIn", vertices),
+                self.late_records(job_id, vertices))
 
-    def late_records(self, job_id: str) -> float | None:
+    def late_records(self, job_id: str, vertices: list[dict[str, Any]]) -> float | None:
         """Records written to the late output (its writer is chained after the late judgement)."""
-        detail = self.get(f"/jobs/{job_id}")
-        for vertex in detail["vertices"]:
+        for vertex in vertices:
             names = [m["id"] for m in self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/metrics")
                      if "hr_late_out" in m["id"] and m["id"].endswith("Writer.numRecordsIn")]
             if names:

@@ -103,33 +103,14 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
     return config
 
 
-#: restarts after a failure: 1 s, 2 s, 4 s, 8 s, then every 15 s. Eight restarts in a row wait
-#: 75 s in all (plus the time each restart takes), which rides out a database or broker outage of
-#: a minute or more; the ninth failure in a row stops the job with its cause
-RESTARTS = {
-    "restart-strategy.type": "exponential-delay",
-    "restart-strategy.exponential-delay.initial-backoff": "1 s",
-    "restart-strategy.exponential-delay.max-backoff": "15 s",
-    "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
-    "restart-strategy.exponential-delay.jitter-factor": "0.1",
-    "restart-strategy.exponential-delay.attempts-before-reset-backoff": "8",
-    # a job that has run this long without failing starts counting again
-    "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
-}
-
-
 def durable_state(job: str, profile: Profile) -> dict[str, str]:
-    """RocksDB state, incremental checkpoints kept on failure and cancellation, bounded restarts."""
+    """RocksDB state, incremental checkpoints kept on failure and cancellation, bounded restarts:
+    the settings of ``flink-conf/config.yaml``, with this job's directories from the profile."""
+    from jobs.cluster import job_defaults
+
     checkpoints = profile.state.uri(profile.state.checkpoints).rstrip("/") + f"/{job}"
-    return {
-        "state.backend.type": "rocksdb",
-        "execution.checkpointing.incremental": "true",
-        "execution.checkpointing.dir": checkpoints,
-        "execution.checkpointing.savepoint-dir": profile.state.uri(profile.state.savepoints),
-        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "execution.checkpointing.num-retained": "2",
-        **RESTARTS,
-    }
+    return {**job_defaults(), "execution.checkpointing.dir": checkpoints,
+            "execution.checkpointing.savepoint-dir": profile.state.uri(profile.state.savepoints)}
 
 
 def _dead_letter_select(step: str, path: str, error: str) -> str:
@@ -164,8 +145,9 @@ def _unstorable(plan: Plan) -> list[tuple[str, str, str, str]]:
 
 
 def _views(plan: Plan, source_has_metadata: bool, topic: str, time_column: str,
-           with_proctime: bool) -> tuple[str, list[str]]:
-    """The SELECT of ``hr_checked`` (event time exposed as ``time_column``) and the views over it."""
+           with_proctime: bool) -> tuple[str, list[str], list[str]]:
+    """The SELECT of ``hr_checked`` (event time exposed as ``time_column``), the views over it, and
+    the names of those whose rows go to the dead-letter output."""
     agg = plan.aggregate
     origin = f"{literal(topic)} AS `_topic`, "
     if source_has_metadata:
@@ -221,6 +203,7 @@ FROM `hr_judged` WHERE `_error` IS NULL AND {is_late}"""
     on_time = f"""CREATE TEMPORARY VIEW `hr_on_time` AS
 SELECT * FROM `hr_judged` WHERE `_error` IS NULL AND NOT {is_late}"""
     views = [rejected, judged, late, on_time]
+    dead_letters = ["hr_rejected"]
     checks = _unstorable(plan)
     stored_from = "`hr_on_time`"
     if checks:
@@ -235,6 +218,7 @@ FROM `hr_on_time` WHERE {refused}""")
         views.append(f"""CREATE TEMPORARY VIEW `hr_storable` AS
 SELECT * FROM `hr_on_time` WHERE NOT ({refused})""")
         stored_from = "`hr_storable`"
+        dead_letters.append("hr_unstorable")
     window = agg.window
     size = window.tumbling or (window.sliding.size if window.sliding else 0)
     group, start, end = window_sql(
@@ -246,13 +230,7 @@ SELECT * FROM `hr_on_time` WHERE NOT ({refused})""")
 SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
        {', '.join(measure_columns(agg.measures))}, COUNT(*) AS {ident(RECORDS_COLUMN)}
 FROM {stored_from} GROUP BY {group}, {keys}""")
-    return checked, views
-
-
-def dead_letter_sources(compiled_views: tuple[str, ...]) -> list[str]:
-    """The views whose rows go to the dead-letter output (validate, and sinks' refusals)."""
-    return [name for name in ("hr_rejected", "hr_unstorable")
-            if any(f"`{name}` AS" in view for view in compiled_views)]
+    return checked, views, dead_letters
 
 
 def validate_call(plan: Plan) -> str:
@@ -311,7 +289,7 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
             topic=spec.source.kafka.topic, event_time_millis=event_time_millis, out_of_orderness=ooo)
         # hr_checked is materialized through a DataStream (see runner): the rowtime travels as the
         # record timestamp and comes back as `_event_time`, so the query exposes it under another name
-        checked, after = _views(plan, False, spec.source.kafka.topic, "_rowtime", with_proctime=False)
+        checked, after, dead_letters = _views(plan, False, spec.source.kafka.topic, "_rowtime", with_proctime=False)
         dl = [(name, _ts(ident(name)) if name == "failed_at" else ident(name))
               for name, _ in deadletter.COLUMNS]
         view_cols = [(n, ident(n)) for n, _ in plan.aggregate.group_by]
@@ -319,7 +297,7 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
         view_cols += [(m.name, ident(m.name)) for m in plan.aggregate.measures]
         view_cols += [(RECORDS_COLUMN, ident(RECORDS_COLUMN))]
         dead = "".join(f"UNION ALL SELECT 'dead_letter', {_json_object(dl)} FROM {ident(v)}\n"
-                       for v in dead_letter_sources(tuple(after)))
+                       for v in dead_letters)
         collect = (f"SELECT 'late' AS `_kind`, {_json_object(dl)} AS `_body` FROM `hr_late`\n{dead}"
                    f"UNION ALL SELECT 'view', {_json_object(view_cols)} FROM `hr_windows`")
         return CompiledJob(plan=plan, profile=profile, functions=functions, tables=(source,), checked_select=checked,
@@ -344,8 +322,8 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     for view in views:
         tables.append(postgres.jdbc_sink_ddl(f"hr_sink_{view.name}", view, url=pconn.jdbc_url,
                                                  user=pconn.user, password=password))
-    checked, after = _views(plan, True, spec.source.kafka.topic, "_event_time", with_proctime=True)
-    dead = " UNION ALL ".join(f"SELECT * FROM {ident(v)}" for v in dead_letter_sources(tuple(after)))
+    checked, after, dead_letters = _views(plan, True, spec.source.kafka.topic, "_event_time", with_proctime=True)
+    dead = " UNION ALL ".join(f"SELECT * FROM {ident(v)}" for v in dead_letters)
     inserts = [f"INSERT INTO `hr_dead_letter` {dead}",
                f"INSERT INTO {ident(late_table)} SELECT * FROM `hr_late`"]
     inserts += [f"INSERT INTO {ident('hr_sink_' + v.name)} SELECT * FROM `hr_windows`" for v in views]

@@ -12,13 +12,12 @@ checkpoint statistics carry their own timestamps, which is what the lines below 
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+
+from jobs.cluster import ClusterClient
+from jobs.errors import ServiceError
 
 _CAUSE = re.compile(r"^(?:Caused by: )?([\w.$]+(?:Exception|Error|Throwable)[\w$]*)(?::\s*(.*))?$")
 
@@ -47,32 +46,21 @@ def root_cause(trace: str) -> str:
 class Restart:
     at: datetime
     cause: str
-    task: str | None
 
 
 @dataclass
 class JobWatch:
-    """Polls one job; ``new_restarts()`` returns each failure once, oldest first."""
+    """What ``headrace run`` watches of one job, through ``client``; ``new_restarts()`` returns each
+    failure once, oldest first. Every call answers "nothing" while the REST API does not."""
 
-    rest_url: str
+    client: ClusterClient
     job_id: str
-    timeout_s: float = 3.0
     _seen: set[tuple[int, str]] = field(default_factory=set)
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.rest_url}{path}", timeout=self.timeout_s) as response:
-            return json.loads(response.read())
-
-    def state(self) -> str | None:
-        try:
-            return str(self.get(f"/jobs/{self.job_id}")["state"])
-        except (OSError, ValueError, KeyError):
-            return None
 
     def new_restarts(self) -> list[Restart]:
         try:
-            history = self.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=20")
-        except (OSError, ValueError):
+            history = self.client.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=20")
+        except ServiceError:
             return []
         entries = (history.get("exceptionHistory") or {}).get("entries") or []
         fresh = []
@@ -82,33 +70,30 @@ class JobWatch:
                 continue
             self._seen.add(key)
             fresh.append(Restart(at=datetime.fromtimestamp(key[0] / 1000, tz=UTC),
-                                 cause=root_cause(str(entry.get("stacktrace") or entry.get("exceptionName"))),
-                                 task=entry.get("taskName")))
+                                 cause=root_cause(str(entry.get("stacktrace") or entry.get("exceptionName")))))
         return sorted(fresh, key=lambda r: r.at)
 
     def last_checkpoint(self) -> tuple[int, datetime] | None:
         """Number and completion time of the latest completed checkpoint."""
         try:
-            stats = self.get(f"/jobs/{self.job_id}/checkpoints")
-        except (OSError, ValueError):
+            completed = self.client.last_checkpoint(self.job_id)
+        except ServiceError:
             return None
-        completed = ((stats.get("latest") or {}).get("completed")) or None
         if not completed:
             return None
         return int(completed["id"]), datetime.fromtimestamp(completed["latest_ack_timestamp"] / 1000, tz=UTC)
 
-
     def read_offsets(self) -> dict[int, int]:
         """Per source partition, the offset of the last record the source has fetched."""
         try:
-            vertices = self.get(f"/jobs/{self.job_id}")["vertices"]
+            vertices = self.client.get(f"/jobs/{self.job_id}")["vertices"]
             source = next(v for v in vertices if "Source" in v["name"])
             base = f"/jobs/{self.job_id}/vertices/{source['id']}/metrics"
-            names = [m["id"] for m in self.get(base) if m["id"].endswith(".currentOffset")]
+            names = [m["id"] for m in self.client.get(base) if m["id"].endswith(".currentOffset")]
             if not names:
                 return {}
-            values = self.get(base + "?get=" + ",".join(names))
-        except (OSError, ValueError, KeyError, StopIteration):
+            values = self.client.get(base + "?get=" + ",".join(names))
+        except (ServiceError, KeyError, StopIteration):
             return {}
         offsets: dict[int, int] = {}
         for metric in values:
@@ -117,24 +102,3 @@ class JobWatch:
                 partition = int(match.group(1))
                 offsets[partition] = max(offsets.get(partition, -1), int(float(metric["value"])))
         return offsets
-
-    def stop_draining(self, savepoint_dir: str) -> str | None:
-        """Stop the job as a bounded job finishes: MAX watermark, windows fire, sinks flush, savepoint."""
-        body = json.dumps({"drain": True, "targetDirectory": savepoint_dir}).encode()
-        request = urllib.request.Request(f"{self.rest_url}/jobs/{self.job_id}/stop", data=body,
-                                         headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return str(json.loads(response.read()).get("request-id"))
-        except (OSError, ValueError):
-            return None
-
-
-def reachable(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False

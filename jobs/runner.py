@@ -21,6 +21,7 @@ from typing import Any
 from connectors import embedded, jars, kafka, postgres
 from connectors.sqltext import masked
 from jobs.checkpoints import RetainedCheckpoint
+from jobs.cluster import ClusterClient
 from jobs.compiler import VALIDATE_FUNCTION, CompiledJob
 from jobs.errors import HeadraceError, ServiceError
 from jobs.monitor import JobWatch
@@ -306,9 +307,8 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    client = result.get_job_client()
-    done = client.get_job_execution_result()
-    job = JobWatch(summary.rest_url or "", summary.job_id or "")
+    done = result.get_job_client().get_job_execution_result()
+    job = JobWatch(ClusterClient(summary.rest_url or "", timeout_s=3), summary.job_id or "")
     started = last = time.monotonic()
     restarts = 0
     draining = False
@@ -332,12 +332,16 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                 elif number >= read_all_at + 2:
                     say("  … every partition has been read to its stop offset: finishing the job")
                     savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)
-                    draining = job.stop_draining(savepoints) is not None
+                    try:
+                        job.client.stop(job.job_id, savepoints, drain=True)
+                        draining = True
+                    except ServiceError:
+                        pass  # tried again on the next round
             if time.monotonic() - last < every_s:
                 continue
             last = time.monotonic()
             parts = [f"{time.monotonic() - started:,.0f}s running"]
-            parts += _counts(summary)
+            parts += _counts(job)
             checkpoint = job.last_checkpoint()
             if checkpoint is not None:
                 ago = (datetime.now(UTC) - checkpoint[1]).total_seconds()
@@ -350,12 +354,10 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     result.wait()  # raises the job's failure, if any
 
 
-def _counts(summary: RunSummary) -> list[str]:
+def _counts(job: JobWatch) -> list[str]:
     """Records read, dead-lettered and late since the job's current start (Flink's metrics)."""
-    from jobs.cluster import ClusterClient
-
     try:
-        read, dead, late = ClusterClient(summary.rest_url or "", timeout_s=3).counts(summary.job_id or "")
+        read, dead, late = job.client.counts(job.job_id)
     except (HeadraceError, KeyError, ValueError, IndexError):
         return []
     if read is None:

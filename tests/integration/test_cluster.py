@@ -133,7 +133,7 @@ def stable_total(pg: Postgres, table: str, quiet_s: float = 2.0) -> int:
 def drain_when_read(client: ClusterClient, job_id: str, ends: dict[int, int], profiles: Path,
                     timeout_s: float = 180) -> None:
     """Stop the job as a bounded job ends once it has read every partition to ``ends``."""
-    watch = JobWatch(client.rest_url, job_id)
+    watch = JobWatch(client, job_id)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         fetched = watch.read_offsets()
