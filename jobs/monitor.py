@@ -63,6 +63,12 @@ class JobWatch:
         except ServiceError:
             return []
         entries = (history.get("exceptionHistory") or {}).get("entries") or []
+        unseen = any((int(e.get("timestamp", 0)), str(e.get("exceptionName", ""))) not in self._seen
+                     for e in entries)
+        if unseen and self._failed():
+            # the newest failure is the one that ended the job, said as its error: not a restart
+            newest = max(entries, key=lambda e: int(e.get("timestamp", 0)))
+            entries = [e for e in entries if e is not newest]
         fresh = []
         for entry in entries:
             key = (int(entry.get("timestamp", 0)), str(entry.get("exceptionName", "")))
@@ -72,6 +78,12 @@ class JobWatch:
             fresh.append(Restart(at=datetime.fromtimestamp(key[0] / 1000, tz=UTC),
                                  cause=root_cause(str(entry.get("stacktrace") or entry.get("exceptionName")))))
         return sorted(fresh, key=lambda r: r.at)
+
+    def _failed(self) -> bool:
+        try:
+            return str(self.client.get(f"/jobs/{self.job_id}").get("state")) in ("FAILING", "FAILED")
+        except ServiceError:
+            return False
 
     def last_checkpoint(self) -> tuple[int, datetime] | None:
         """Number and completion time of the latest completed checkpoint."""

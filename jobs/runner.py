@@ -315,7 +315,9 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     last_drain_check = started
     read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
     with ThreadPoolExecutor(max_workers=1) as pool:
-        probe = pool.submit(check_services, compiled)
+        # the progress line asks PostgreSQL and the broker, which may take seconds to time out
+        # while one is down: it is built in the background so that restarts are said at once
+        progress = None
         while not done.done():
             time.sleep(0.5)
             for restart in job.new_restarts():
@@ -337,21 +339,30 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                         draining = True
                     except ServiceError:
                         pass  # tried again on the next round
-            if time.monotonic() - last < every_s:
-                continue
-            last = time.monotonic()
-            parts = [f"{time.monotonic() - started:,.0f}s running"]
-            parts += _counts(job)
-            checkpoint = job.last_checkpoint()
-            if checkpoint is not None:
-                ago = (datetime.now(UTC) - checkpoint[1]).total_seconds()
-                parts.append(f"checkpoint {checkpoint[0]} {ago:.0f}s ago")
-            parts += view_counts(compiled)
-            if probe.done():
-                parts += probe.result()
-                probe = pool.submit(check_services, compiled)
-            say("  … " + "; ".join(parts))
+            if progress is not None and progress.done():
+                say("  … " + "; ".join(progress.result()))
+                progress = None
+            if progress is None and time.monotonic() - last >= every_s:
+                last = time.monotonic()
+                progress = pool.submit(progress_parts, job, compiled, time.monotonic() - started)
+        for restart in job.new_restarts():  # a failure just before the end (if the API still answers)
+            restarts += 1
+            say(f"  ! restart {restarts} at {restart.at:%H:%M:%S}: {restart.cause}")
     result.wait()  # raises the job's failure, if any
+
+
+def progress_parts(job: JobWatch, compiled: CompiledJob, running_s: float) -> list[str]:
+    """The phrases of one progress line: time running, counts, the last checkpoint, view rows and
+    any service that does not answer."""
+    parts = [f"{running_s:,.0f}s running"]
+    parts += _counts(job)
+    checkpoint = job.last_checkpoint()
+    if checkpoint is not None:
+        ago = (datetime.now(UTC) - checkpoint[1]).total_seconds()
+        parts.append(f"checkpoint {checkpoint[0]} {ago:.0f}s ago")
+    parts += view_counts(compiled)
+    parts += check_services(compiled)
+    return parts
 
 
 def _counts(job: JobWatch) -> list[str]:
