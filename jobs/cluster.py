@@ -270,32 +270,24 @@ class ClusterClient:
         completed = (self.get(f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("completed")
         return dict(completed) if completed else None
 
-    def vertex_metric(self, job_id: str, match: str, metric: str,
-                      vertices: list[dict[str, Any]] | None = None) -> float | None:
-        """Sum of a metric over the subtasks of the first vertex whose name contains ``match``."""
-        vertices = vertices if vertices is not None else self.get(f"/jobs/{job_id}")["vertices"]
-        vertex = next((v for v in vertices if match in v["name"]), None)
-        if vertex is None:
-            return None
-        values = self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={metric}&agg=sum")
-        return float(values[0]["sum"]) if values else None
-
     def counts(self, job_id: str) -> tuple[float | None, float | None, float | None]:
-        """(records read, dead-lettered, late) since the job's current start, from Flink's metrics."""
-        vertices = self.get(f"/jobs/{job_id}")["vertices"]
-        return (self.vertex_metric(job_id, "OverAggregate", "numRecordsIn", vertices),
-                self.vertex_metric(job_id, "hr_dead_letter", "numRecordsIn", vertices),
-                self.late_records(job_id, vertices))
+        """(records in, dead-lettered, late) since the job's current start: Headrace's own counters."""
+        counters = self.headrace_counters(job_id)
+        return (counters.get("records_in"), counters.get("dead_lettered"), counters.get("late"))
 
-    def late_records(self, job_id: str, vertices: list[dict[str, Any]]) -> float | None:
-        """Records written to the late output (its writer is chained after the late judgement)."""
-        for vertex in vertices:
-            names = [m["id"] for m in self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/metrics")
-                     if "hr_late_out" in m["id"] and m["id"].endswith("Writer.numRecordsIn")]
-            if names:
-                values = self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/metrics?get=" + ",".join(names))
-                return sum(float(v["value"]) for v in values)
-        return None
+    def headrace_counters(self, job_id: str) -> dict[str, float]:
+        """Every counter in the metric group ``headrace`` of the job's operators, summed over
+        operators and subtasks, by name (``records_in``, ``dead_lettered``, ``late``, …)."""
+        totals: dict[str, float] = {}
+        for vertex in self.get(f"/jobs/{job_id}")["vertices"]:
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in self.get(base) if ".headrace." in m["id"]]
+            if not names:
+                continue
+            for metric in self.get(base + "?get=" + ",".join(names)):
+                name = metric["id"].rsplit(".headrace.", 1)[1]
+                totals[name] = totals.get(name, 0.0) + float(metric["value"])
+        return totals
 
     def low_watermark(self, job_id: str, match: str = "GroupWindowAggregate") -> int | None:
         """The lowest input watermark (epoch ms) of the vertex whose name contains ``match``."""

@@ -34,6 +34,7 @@ from operators.durations import format_duration_ms, sql_interval
 VALIDATE_FUNCTION = "hr_validate"
 EVENT_TIME_FUNCTION = "hr_event_time"
 PAYLOAD_FUNCTION = "hr_payload"
+COUNT_FUNCTION = "hr_count"
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ FROM `hr_checked` WHERE {v('err_msg')} IS NOT NULL"""
     judged = f"""CREATE TEMPORARY VIEW `hr_judged` AS
 SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, {v('err_msg')} AS `_error`,
        {fields},
-       MAX(`_event_ms`) OVER (PARTITION BY `_partition` ORDER BY `_proctime`
+       MAX({COUNT_FUNCTION}(`_event_ms`, 'records_in')) OVER (PARTITION BY `_partition` ORDER BY `_proctime`
                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS `_max_seen`
 FROM `hr_checked`"""
     is_late = late_condition("`_event_ms`", "`_max_seen`", ooo, agg.allowed_lateness_ms)
@@ -245,12 +246,13 @@ def validate_call(plan: Plan) -> str:
 def function_ddl(plan: Plan) -> tuple[str, ...]:
     """The JVM functions the SQL calls (the Python validate UDF is registered by the runner)."""
     payload = (f"CREATE TEMPORARY SYSTEM FUNCTION {PAYLOAD_FUNCTION} AS {literal(jvm.PAYLOAD_CLASS)} "
-               "LANGUAGE JAVA")
+               "LANGUAGE JAVA",
+               f"CREATE TEMPORARY SYSTEM FUNCTION {COUNT_FUNCTION} AS {literal(jvm.COUNT_CLASS)} LANGUAGE JAVA")
     if plan.validate.engine == "jvm":
         return (f"CREATE TEMPORARY SYSTEM FUNCTION {VALIDATE_FUNCTION} AS {literal(jvm.VALIDATE_CLASS)} "
-                "LANGUAGE JAVA", payload)
+                "LANGUAGE JAVA", *payload)
     return (f"CREATE TEMPORARY SYSTEM FUNCTION {EVENT_TIME_FUNCTION} AS {literal(jvm.EVENT_TIME_CLASS)} "
-            "LANGUAGE JAVA", payload)
+            "LANGUAGE JAVA", *payload)
 
 
 def _json_object(columns: list[tuple[str, str]]) -> str:

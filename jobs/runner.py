@@ -366,14 +366,14 @@ def progress_parts(job: JobWatch, compiled: CompiledJob, running_s: float) -> li
 
 
 def _counts(job: JobWatch) -> list[str]:
-    """Records read, dead-lettered and late since the job's current start (Flink's metrics)."""
+    """Records in, dead-lettered and late since the job's current start (Headrace's counters)."""
     try:
         read, dead, late = job.client.counts(job.job_id)
     except (HeadraceError, KeyError, ValueError, IndexError):
         return []
     if read is None:
         return []
-    return [f"{int(read):,} read, {int(dead or 0):,} dead-lettered, {int(late or 0):,} late"]
+    return [f"{int(read):,} in, {int(dead or 0):,} dead-lettered, {int(late or 0):,} late"]
 
 
 def view_counts(compiled: CompiledJob) -> list[str]:

@@ -25,6 +25,7 @@ PACKAGE = "dev.headrace.functions"
 VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
+COUNT_CLASS = f"{PACKAGE}.CountRecords"
 #: table factories in the jar (found by Flink through META-INF/services)
 FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka")
 #: the metric reporter in the jar, used as a plugin by the session cluster (see jobs/cluster.py)

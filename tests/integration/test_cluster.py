@@ -19,8 +19,9 @@ from jobs.monitor import JobWatch
 from jobs.runner import free_port
 from jobs.sample import click_events
 from tests.integration.clirun import CliRun
-from tests.integration.test_failures import PARTITIONS, assert_exact, fault_job, final_offsets, row_count
+from tests.integration.test_failures import PARTITIONS, SCHEMA, assert_exact, fault_job, final_offsets, row_count
 from tests.kafkautil import offsets_arg, produce_placed
+from tests.reference import expected_outcome
 from tests.services import Broker, Postgres
 
 pytestmark = pytest.mark.integration
@@ -156,8 +157,18 @@ def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
     job, job_id, placed, phases = submitted_on_half(tmp_path, broker, pg, cluster_profiles, unique, 71,
                                                     "--parallelism", "1")
     assert len(job_id) == 32
+    # Headrace's counters: every record in, and each one's fate, as the reference has it
+    first = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
+    want = {"records_in": 15_000.0, "dead_lettered": float(sum(first.dead.values()) + sum(first.unstorable.values())),
+            "late": float(sum(first.late.values()))}
+    deadline = time.monotonic() + 60
+    while {k: client.headrace_counters(job_id).get(k) for k in want} != want and time.monotonic() < deadline:
+        time.sleep(1)
+    assert {k: client.headrace_counters(job_id).get(k) for k in want} == want
     listing = CliRun("jobs", *profile)
     assert listing.finish() == 0 and job_id in listing.output and "RUNNING" in listing.output
+    row = next(line for line in listing.lines if job_id[:8] in line)
+    assert "15,000" in row and f"{int(want['dead_lettered']):,}" in row, listing.output
     # Headrace's own counters reach Prometheus (the TaskManager's reporter, next port after the JobManager's)
     deadline = time.monotonic() + 30
     while "headrace_dead_lettered" not in (scraped := scrape(PROMETHEUS + 1)) and time.monotonic() < deadline:
