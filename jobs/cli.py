@@ -310,7 +310,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     compiled = compile_job(plan, profile, bounded_offsets=_offsets(getattr(args, "stop_at_offsets", None)))
     say = (lambda s: err.print(s, markup=False))
     job_id = submit_to_cluster(compiled, rest, say, restore_from=_state_uri(restore),
-                               parallelism=getattr(args, "parallelism", None))
+                               parallelism=getattr(args, "parallelism", None),
+                               allow_removed_state=getattr(args, "allow_removed_state", False))
     verb = f"resumed from {restore}" if restore else "submitted"
     say(f"job '{plan.name}' {verb} to {rest}")
     out.print(job_id)
@@ -476,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--from", dest="from_path", required=True, metavar="PATH")
     p.add_argument("--parallelism", type=int)
+    p.add_argument("--allow-removed-state", action="store_true",
+                   help="drop the state of operators the changed job no longer has (refused otherwise)")
     with_cluster(p)
     p.set_defaults(func=cmd_submit)
     p = sub.add_parser("jobs", help="jobs on the cluster: state, uptime, checkpoint, counts, watermark lag")

@@ -263,6 +263,30 @@ class ClusterClient:
         trigger = self._request(f"/jobs/{job_id}/stop", {"targetDirectory": directory, "drain": drain})
         return self._await_savepoint(job_id, trigger)
 
+    def await_restored(self, job_id: str, source: str, timeout_s: float = 60) -> None:
+        """Wait until a job submitted from a savepoint or checkpoint runs (its tasks deployed, so
+        its state was restored); a job that failed restoring becomes one line with its cause."""
+        from jobs.monitor import root_cause
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                detail = self.get(f"/jobs/{job_id}")
+            except ServiceError:
+                time.sleep(0.3)  # not known to the dispatcher yet
+                continue
+            if detail["state"] in ("FAILED", "FAILING", "CANCELED"):
+                exceptions = self.get(f"/jobs/{job_id}/exceptions?maxExceptions=1")
+                cause = root_cause(str(exceptions.get("root-exception") or detail["state"]))
+                raise ServiceError(f"job {job_id} could not resume from {source}: {cause}",
+                                   hint="see 'headrace logs'")
+            running = [v for v in detail.get("vertices", []) if v.get("status") == "RUNNING"]
+            if detail["state"] == "RUNNING" and len(running) == len(detail.get("vertices", [])) > 0:
+                return
+            time.sleep(0.3)
+        raise ServiceError(f"job {job_id} did not start running from {source} within {timeout_s:.0f}s",
+                           hint="see 'headrace logs'")
+
     def cancel(self, job_id: str) -> None:
         self._request(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 

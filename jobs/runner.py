@@ -206,8 +206,12 @@ def _execute_plan(compiled: CompiledJob, t_env: Any) -> Any:
 
 
 def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *, restore_from: str | None = None,
-                      parallelism: int | None = None) -> str:
+                      parallelism: int | None = None, allow_removed_state: bool = False) -> str:
     """Submit the job to a session cluster, detached; returns its Flink job id.
+
+    ``restore_from``: a savepoint or retained checkpoint; the call returns once the job runs from
+    it. ``allow_removed_state``: state of operators the job no longer has is dropped (Flink's
+    ``ignore-unclaimed-state``) instead of refused.
 
     The job carries the connector jars and Headrace's functions jar. A job with the Python
     engine runs its workers with this interpreter (``python.executable``): the cluster's
@@ -226,11 +230,21 @@ def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *,
              "rest.port": str(url.port or 8081), "execution.attached": "false"}
     if restore_from:
         extra["execution.state-recovery.path"] = restore_from
+        extra["execution.state-recovery.ignore-unclaimed-state"] = str(allow_removed_state).lower()
     if parallelism:
         extra["parallelism.default"] = str(parallelism)
     t_env = table_environment(compiled, jar_paths, extra)
-    client = _execute_plan(compiled, t_env).get_job_client()
-    return str(client.get_job_id())
+    try:
+        job_id = str(_execute_plan(compiled, t_env).get_job_client().get_job_id())
+    except Exception as exc:  # Py4JJavaError: the JobMaster refused to start from that state
+        if restore_from and "Cannot map checkpoint/savepoint state" in str(exc):
+            raise ServiceError(f"cannot resume job '{compiled.plan.name}' from {restore_from}: it holds state of "
+                               "an operator this job no longer has (a removed step or output)",
+                               hint="resume with --allow-removed-state to drop that state") from exc
+        raise
+    if restore_from:
+        ClusterClient(rest_url).await_restored(job_id, restore_from)
+    return job_id
 
 
 def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCheckpoint | None = None,

@@ -178,6 +178,19 @@ def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
 
     savepoint = cli("stop", "page-activity", "--savepoint", *profile)
     assert savepoint.startswith("file:") and Path(savepoint.removeprefix("file:")).is_dir()
+    # a job without the late output: its writer's state has nowhere to go, refused in one line ...
+    removed = tmp_path / "removed.yaml"
+    removed.write_text(job.read_text().replace(f"late: {{kafka: {{topic: {unique}.late}}}}", ""))
+    assert "late:" not in removed.read_text()
+    refused = CliRun("resume", str(removed), "--from", savepoint, *profile)
+    assert refused.finish(180) == 2
+    errors = [line for line in refused.lines if line.startswith("error:")]
+    assert len(errors) == 1 and "no longer has" in errors[0] and "--allow-removed-state" in errors[0], refused.output
+    assert "\tat org.apache" not in refused.output
+    # ... and dropped when asked (nothing new to read yet: cancelled before phase 2 is produced)
+    dropped = cli("resume", str(removed), "--from", savepoint, "--allow-removed-state", *profile)
+    assert client.get(f"/jobs/{dropped}")["state"] == "RUNNING"
+    cli("cancel", dropped, *profile)
     placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
     # the job resumed has changed elsewhere (a second sink): the pinned uids map the state back
     changed = tmp_path / "changed.yaml"
