@@ -175,6 +175,7 @@ def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
         time.sleep(1)
     assert "flink_taskmanager_job_task_operator_headrace_dead_lettered" in scraped
     assert "flink_taskmanager_job_task_operator_headrace_rows_upserted" in scraped
+    assert "flink_taskmanager_job_task_operator_headrace_records_in" in scraped
 
     savepoint = cli("stop", "page-activity", "--savepoint", *profile)
     assert savepoint.startswith("file:") and Path(savepoint.removeprefix("file:")).is_dir()
