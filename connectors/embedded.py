@@ -15,8 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from connectors.postgres import RECORDS_COLUMN, ViewTable
-from connectors.sqltext import ident, with_options
+from headrace.connectors.sqltext import ident, with_options
+from headrace.schemas.types import FieldType
+from headrace.schemas.views import RECORDS_COLUMN, ViewDef
+
+#: how each field type is stored (window bounds are ISO-8601 text)
+SQLITE_TYPES = {FieldType.STRING: "TEXT", FieldType.INTEGER: "INTEGER", FieldType.NUMBER: "REAL",
+                FieldType.BOOLEAN: "INTEGER"}
 
 
 def topic_file(data_dir: Path, topic: str) -> Path:
@@ -47,15 +52,15 @@ class EmbeddedStore:
         self.db = sqlite3.connect(data_dir / "views.sqlite")
         self._files: dict[str, Any] = {}
 
-    def ensure_table(self, view: ViewTable) -> None:
-        cols = [f'"{n}" {t.sqlite} NOT NULL' for n, t in view.keys]
+    def ensure_table(self, view: ViewDef) -> None:
+        cols = [f'"{n}" {SQLITE_TYPES[t]} NOT NULL' for n, t in view.keys]
         cols += ['"window_start" TEXT NOT NULL', '"window_end" TEXT NOT NULL']
-        cols += [f'"{n}" {t.sqlite}' for n, t in view.measures]
+        cols += [f'"{n}" {SQLITE_TYPES[t]}' for n, t in view.measures]
         cols += [f'"{RECORDS_COLUMN}" INTEGER NOT NULL']
         pk = ", ".join(f'"{n}"' for n in view.key_names)
         self.db.execute(f'CREATE TABLE IF NOT EXISTS "{view.name}" ({", ".join(cols)}, PRIMARY KEY ({pk}))')
 
-    def upsert(self, view: ViewTable, row: dict[str, Any]) -> None:
+    def upsert(self, view: ViewDef, row: dict[str, Any]) -> None:
         # as in PostgreSQL: a row built from fewer records never replaces the stored one
         values = [n for n, _ in view.measures] + [RECORDS_COLUMN]
         names = list(view.key_names) + values
@@ -67,7 +72,7 @@ class EmbeddedStore:
             f'WHERE excluded."{RECORDS_COLUMN}" >= "{view.name}"."{RECORDS_COLUMN}"',
             [row.get(n) for n in names])
 
-    def delete(self, view: ViewTable, row: dict[str, Any]) -> None:
+    def delete(self, view: ViewDef, row: dict[str, Any]) -> None:
         cond = " AND ".join(f'"{n}" = ?' for n in view.key_names)
         self.db.execute(f'DELETE FROM "{view.name}" WHERE {cond}', [row[n] for n in view.key_names])
 
@@ -77,7 +82,7 @@ class EmbeddedStore:
             handle = self._files[topic] = topic_file(self.data_dir, topic).open("a", encoding="utf-8")
         handle.write(json.dumps(record, separators=(",", ":")) + "\n")
 
-    def truncate_outputs(self, topics: list[str], views: list[ViewTable]) -> None:
+    def truncate_outputs(self, topics: list[str], views: list[ViewDef]) -> None:
         """Start a local run from a clean slate (local runs always read their input from the top)."""
         for topic in topics:
             topic_file(self.data_dir, topic).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ a missing or altered jar with one line saying how to fix it.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import shutil
 import subprocess
@@ -19,11 +20,13 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from jobs.errors import JarError
+from headrace.schemas.errors import JarError
 
-LOCK_FILE = Path(__file__).resolve().parent.parent / "flink-conf" / "jars.lock"
+#: flink-conf/jars.lock, shipped as package data
+LOCK_FILE = importlib.resources.files("headrace.flink_conf").joinpath("jars.lock")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class JarLock:
     jars: tuple[PinnedJar, ...]
 
 
-def load_lock(path: Path = LOCK_FILE) -> JarLock:
+def load_lock(path: Path | Traversable = LOCK_FILE) -> JarLock:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     wheel = data["wheel"]
     jars = tuple(PinnedJar(file=j["file"], maven=j["maven"], wheel_member=j["wheel_member"],

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from connectors import deadletter
-from connectors.sqltext import ident, with_options
-from jobs.errors import ServiceError
+from headrace.connectors import deadletter
+from headrace.connectors.sqltext import ident, with_options
+from headrace.schemas.errors import ServiceError
 
 
 def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time_millis: str,
@@ -59,7 +59,7 @@ def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[
     """A Kafka output of dead-letter rows; ``metric`` names its counter (``headrace.<metric>``)."""
     columns = ",\n  ".join(f"{ident(n)} {t}" for n, t in deadletter.COLUMNS)
     options = {
-        # Flink's kafka sink, closing quietly after a failure (operators/jvm/.../SafeSinkFactory.java)
+        # Flink's kafka sink, closing quietly after a failure (operators/java/.../SafeSinkFactory.java)
         "connector": "headrace-kafka",
         "headrace.metric": metric,
         "topic": topic,

@@ -14,15 +14,16 @@ smaller counts on its way back to the full one, and those never overwrite what w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from headrace.connectors.sqltext import ident, with_options
+from headrace.schemas.errors import ServiceError
+from headrace.schemas.types import FieldType
+from headrace.schemas.views import RECORDS_COLUMN, WINDOW_BOUNDS, ViewDef
 
-from connectors.sqltext import ident, with_options
-from jobs.errors import ServiceError
-from schemas.types import FieldType
-
-RECORDS_COLUMN = "_records"
-"""How many records built a window's row; the guard against smaller recounts compares it."""
 GUARD_FUNCTION = "headrace_keep_larger_window"
+
+#: how each field type is stored
+TYPES = {FieldType.STRING: "text", FieldType.INTEGER: "bigint", FieldType.NUMBER: "double precision",
+         FieldType.BOOLEAN: "boolean"}
 
 
 def unstorable(column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
@@ -38,52 +39,33 @@ def unstorable(column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
     return None
 
 
-@dataclass(frozen=True)
-class ViewTable:
-    """Columns of one materialized view table: keys (group keys + window bounds) then measures."""
-
-    name: str
-    keys: tuple[tuple[str, FieldType], ...]
-    measures: tuple[tuple[str, FieldType], ...]
-
-    @property
-    def key_names(self) -> tuple[str, ...]:
-        return tuple(n for n, _ in self.keys) + ("window_start", "window_end")
-
-    def create_sql(self) -> str:
-        """PostgreSQL DDL (identifiers are validated lower_snake_case, and quoted anyway)."""
-        cols = [f'"{n}" {t.postgres} NOT NULL' for n, t in self.keys]
-        cols += ['"window_start" timestamp(3) NOT NULL', '"window_end" timestamp(3) NOT NULL']
-        cols += [f'"{n}" {t.postgres}' for n, t in self.measures]
-        cols += [f'"{RECORDS_COLUMN}" bigint NOT NULL']
-        pk = ", ".join(f'"{n}"' for n in self.key_names)
-        return (f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n  ' + ",\n  ".join(cols)
-                + f",\n  PRIMARY KEY ({pk})\n)")
-
-    def guard_sql(self) -> list[str]:
-        """The trigger that refuses to replace a row with one built from fewer records."""
-        trigger = f"{self.name}_keep_larger"[:63]
-        return [
-            f"CREATE OR REPLACE FUNCTION {GUARD_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"BEGIN\n  IF NEW.{RECORDS_COLUMN} < OLD.{RECORDS_COLUMN} THEN RETURN NULL; END IF;\n"
-            "  RETURN NEW;\nEND $$",
-            f'DROP TRIGGER IF EXISTS "{trigger}" ON "{self.name}"',
-            f'CREATE TRIGGER "{trigger}" BEFORE UPDATE ON "{self.name}" FOR EACH ROW '
-            f"EXECUTE FUNCTION {GUARD_FUNCTION}()",
-        ]
-
-    def flink_columns(self) -> str:
-        cols = [f"{ident(n)} {t.flink_sql} NOT NULL" for n, t in self.keys]
-        cols += ["`window_start` TIMESTAMP(3) NOT NULL", "`window_end` TIMESTAMP(3) NOT NULL"]
-        cols += [f"{ident(n)} {t.flink_sql}" for n, t in self.measures]
-        cols += [f"{ident(RECORDS_COLUMN)} BIGINT NOT NULL"]
-        pk = ", ".join(ident(n) for n in self.key_names)
-        return ",\n  ".join(cols) + f",\n  PRIMARY KEY ({pk}) NOT ENFORCED"
+def create_sql(view: ViewDef) -> str:
+    """PostgreSQL DDL (identifiers are validated lower_snake_case, and quoted anyway)."""
+    cols = [f'"{n}" {TYPES[t]} NOT NULL' for n, t in view.keys]
+    cols += [f'"{b}" timestamp(3) NOT NULL' for b in WINDOW_BOUNDS]
+    cols += [f'"{n}" {TYPES[t]}' for n, t in view.measures]
+    cols += [f'"{RECORDS_COLUMN}" bigint NOT NULL']
+    pk = ", ".join(f'"{n}"' for n in view.key_names)
+    return (f'CREATE TABLE IF NOT EXISTS "{view.name}" (\n  ' + ",\n  ".join(cols)
+            + f",\n  PRIMARY KEY ({pk})\n)")
 
 
-def jdbc_sink_ddl(table: str, view: ViewTable, *, url: str, user: str, password: str | None) -> str:
+def guard_sql(view: ViewDef) -> list[str]:
+    """The trigger that refuses to replace a row with one built from fewer records."""
+    trigger = f"{view.name}_keep_larger"[:63]
+    return [
+        f"CREATE OR REPLACE FUNCTION {GUARD_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"BEGIN\n  IF NEW.{RECORDS_COLUMN} < OLD.{RECORDS_COLUMN} THEN RETURN NULL; END IF;\n"
+        "  RETURN NEW;\nEND $$",
+        f'DROP TRIGGER IF EXISTS "{trigger}" ON "{view.name}"',
+        f'CREATE TRIGGER "{trigger}" BEFORE UPDATE ON "{view.name}" FOR EACH ROW '
+        f"EXECUTE FUNCTION {GUARD_FUNCTION}()",
+    ]
+
+
+def jdbc_sink_ddl(table: str, view: ViewDef, *, url: str, user: str, password: str | None) -> str:
     options = {
-        # Flink's jdbc sink, closing quietly after a failure (operators/jvm/.../SafeSinkFactory.java)
+        # Flink's jdbc sink, closing quietly after a failure (operators/java/.../SafeSinkFactory.java)
         "connector": "headrace-jdbc",
         "headrace.metric": "rows_upserted",
         "url": url,
@@ -98,19 +80,19 @@ def jdbc_sink_ddl(table: str, view: ViewTable, *, url: str, user: str, password:
     return f"CREATE TEMPORARY TABLE {ident(table)} (\n  {view.flink_columns()}\n) {with_options(options)}"
 
 
-def ensure_table(conninfo: dict[str, object], view: ViewTable) -> None:
+def ensure_table(conninfo: dict[str, object], view: ViewDef) -> None:
     """Create the view's table if absent; refuse one whose key columns differ."""
     import psycopg
 
     where = f"{conninfo.get('host')}:{conninfo.get('port')}/{conninfo.get('dbname')}"
     try:
         with psycopg.connect(**conninfo) as conn:  # type: ignore[arg-type]
-            conn.execute(view.create_sql())  # type: ignore[arg-type]
+            conn.execute(create_sql(view))  # type: ignore[arg-type]
             conn.execute(f'ALTER TABLE "{view.name}" ADD COLUMN IF NOT EXISTS "{RECORDS_COLUMN}" '  # type: ignore[arg-type]
                          "bigint NOT NULL DEFAULT 0")
             # one transaction: concurrent jobs creating the shared guard function wait for each other
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (GUARD_FUNCTION,))
-            for statement in view.guard_sql():
+            for statement in guard_sql(view):
                 conn.execute(statement)  # type: ignore[arg-type]
             rows = conn.execute(
                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"

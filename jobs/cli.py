@@ -23,10 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from headrace.schemas.errors import HeadraceError
 from rich.console import Console
 from rich.table import Table
-
-from jobs.errors import HeadraceError
 
 # piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -44,14 +43,14 @@ def _cell(value: Any) -> str:
 
 
 def _plan(args: argparse.Namespace) -> Any:
-    from jobs.loader import parse_job
-    from jobs.plan import build_plan
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
 
     return build_plan(parse_job(Path(args.job)))
 
 
 def _profile(args: argparse.Namespace) -> Any:
-    from jobs.profiles import load_profile
+    from headrace.jobs.profiles import load_profile
 
     return load_profile(args.profile, Path(args.profiles) if args.profiles else None)
 
@@ -63,11 +62,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the example job and its schema into a project folder (from the installed package)."""
+    import importlib.resources
+
+    target = Path(args.dir)
+    files = {Path("jobs") / "page_activity.yaml": importlib.resources.files("headrace.jobs") / "page_activity.yaml",
+             Path("schemas") / "click.schema.json":
+                 importlib.resources.files("headrace.schemas") / "click.schema.json"}
+    existing = [str(target / rel) for rel in files if (target / rel).exists()]
+    if existing:
+        raise HeadraceError(f"{existing[0]} already exists", hint="choose an empty folder, or remove the file")
+    for rel, resource in files.items():
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        (target / rel).write_bytes(resource.read_bytes())
+        out.print(f"wrote {target / rel}")
+    out.print(f"next: cd {target} && headrace generate --out .headrace/local/clicks.jsonl "
+              "&& headrace run jobs/page_activity.yaml", markup=False)
+    return 0
+
+
 def explain_table(plan: Any) -> Table:
     spec = plan.spec
     agg = plan.aggregate
     et = spec.source.event_time
-    from operators.durations import format_duration_ms as d
+    from headrace.schemas.durations import format_duration_ms as d
 
     table = Table(title=f"job {plan.name} — parallelism {spec.parallelism}, "
                         f"checkpoint every {d(spec.checkpoint.interval)}", title_justify="left")
@@ -105,23 +124,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for note in plan.notes:
         out.print(f"note: {note}")
     if args.sql:
-        from jobs.compiler import compile_job
-        from jobs.runner import explain_sql
+        from headrace.jobs.compiler import compile_job
+        from headrace.jobs.runner import explain_sql
 
         out.print(explain_sql(compile_job(plan, _profile(args))), markup=False)
     return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from jobs.spec import spec_json_schema
+    from headrace.jobs.spec import spec_json_schema
 
     print(json.dumps(spec_json_schema(), indent=2))
     return 0
 
 
 def cmd_jars(args: argparse.Namespace) -> int:
-    from connectors import jars
-    from operators import jvm
+    from headrace.connectors import jars
+    from headrace.operators import jvm
 
     jars.fetch(args.maven_repo, say=lambda s: out.print(s, markup=False))
     path = jvm.build(say=lambda s: out.print(s, markup=False))
@@ -130,7 +149,7 @@ def cmd_jars(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from jobs.sample import click_events, write_jsonl
+    from headrace.jobs.sample import click_events, write_jsonl
 
     path = Path(args.out)
     n = write_jsonl(path, click_events(args.events, seed=args.seed))
@@ -152,8 +171,8 @@ def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from jobs.compiler import compile_job
-    from jobs.runner import run_embedded, submit_local, watch
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.runner import run_embedded, submit_local, watch
 
     plan = _plan(args)
     profile = _profile(args)
@@ -191,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _resume_point(profile: Any, job: str, fresh: bool, say: Any) -> tuple[Any, Any]:
     """The job's checkpoint store and the checkpoint to resume from (None: start anew)."""
-    from jobs.checkpoints import CheckpointStore
+    from headrace.jobs.checkpoints import CheckpointStore
 
     local = profile.state.checkpoints_local
     if local is None:
@@ -212,19 +231,19 @@ def _resume_point(profile: Any, job: str, fresh: bool, say: Any) -> tuple[Any, A
 
 
 def _cluster_dirs(args: argparse.Namespace) -> Any:
-    from jobs.cluster import ClusterDirs
+    from headrace.jobs.cluster import ClusterDirs
 
     return ClusterDirs(Path(args.dir))
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from jobs import cluster
+    from headrace.jobs import cluster
 
     dirs = _cluster_dirs(args)
     say = (lambda s: out.print(s, markup=False))
     if args.action == "up":
         profile = _profile(args)
-        from jobs.runner import free_port
+        from headrace.jobs.runner import free_port
 
         cluster.up(dirs, rest_port=args.port, rpc_port=free_port(),
                    checkpoints=profile.state.uri(profile.state.checkpoints),
@@ -253,7 +272,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from jobs.cluster import ClusterClient
+    from headrace.jobs.cluster import ClusterClient
 
     return ClusterClient(args.cluster or _profile(args).cluster.rest)
 
@@ -297,8 +316,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from jobs.compiler import compile_job
-    from jobs.runner import submit_to_cluster
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.runner import submit_to_cluster
 
     plan = _plan(args)
     profile = _profile(args)
@@ -405,7 +424,7 @@ def print_view(profile: Any, view: str, limit: int) -> None:
                 psycopg.sql.Identifier(view)))
             columns, rows = [d.name for d in cur.description or ()], cur.fetchall()
     else:
-        from connectors.embedded import EmbeddedStore
+        from headrace.connectors.embedded import EmbeddedStore
 
         store = EmbeddedStore(Path(profile.embedded.data_dir))
         try:
@@ -427,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", default="local", help="connection profile (default: local, embedded)")
         p.add_argument("--profiles", help="profiles file (default: $HEADRACE_PROFILES or jobs/profiles.yaml)")
 
+    p = sub.add_parser("init", help="write the example job and its schema into a project folder")
+    p.add_argument("dir", nargs="?", default=".")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("validate", help="check a job spec")
     p.add_argument("job")
     p.set_defaults(func=cmd_validate)
@@ -514,7 +536,7 @@ def java_root_cause(exc: BaseException) -> str | None:
     if java is None:
         trace = getattr(exc, "stack_trace", None)  # pyflink.util.exceptions.JavaException
         if isinstance(trace, str) and trace.strip():
-            from jobs.monitor import root_cause
+            from headrace.jobs.monitor import root_cause
 
             return root_cause(trace)
         return None

@@ -13,6 +13,7 @@ stop, cancel.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
@@ -27,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import ServiceError
+from headrace.schemas.errors import ServiceError
 
 Say = Callable[[str], None]
-TEMPLATE = Path(__file__).resolve().parent.parent / "flink-conf" / "config.yaml"
+#: flink-conf/config.yaml, shipped as package data
+TEMPLATE = importlib.resources.files("headrace.flink_conf").joinpath("config.yaml")
 
 
 #: the settings of flink-conf/config.yaml that every job carries, on a cluster or a local
@@ -103,7 +105,7 @@ class ClusterDirs:
 def install_plugins(dirs: ClusterDirs) -> None:
     """Flink's plugins, plus ``headrace-prometheus``: Flink's Prometheus jar with Headrace's
     loopback reporter (one plugin class loader holds both)."""
-    from operators import jvm
+    from headrace.operators import jvm
 
     if dirs.plugins.exists():
         shutil.rmtree(dirs.plugins)
@@ -246,7 +248,7 @@ class ClusterClient:
                 operation = status.get("operation") or {}
                 if "failure-cause" in operation:
                     cause = operation["failure-cause"]
-                    from jobs.monitor import root_cause
+                    from headrace.jobs.monitor import root_cause
 
                     raise ServiceError(f"the savepoint of job {job_id} failed: "
                                        f"{root_cause(str(cause.get('stack-trace') or cause))}")
@@ -266,7 +268,7 @@ class ClusterClient:
     def await_restored(self, job_id: str, source: str, timeout_s: float = 60) -> None:
         """Wait until a job submitted from a savepoint or checkpoint runs (its tasks deployed, so
         its state was restored); a job that failed restoring becomes one line with its cause."""
-        from jobs.monitor import root_cause
+        from headrace.jobs.monitor import root_cause
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

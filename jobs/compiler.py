@@ -2,7 +2,7 @@
 
 The job is one Flink SQL program built from temporary views, so the JVM does Kafka I/O,
 watermarks, routing and the window aggregation. ``validate`` (decode + check + extract fields)
-is ``hr_validate``: the JVM function of ``operators/jvm`` when the schema is in its subset (it
+is ``hr_validate``: the JVM function of ``operators/java`` when the schema is in its subset (it
 also yields the event time the source's watermark reads), else the Python UDF of
 ``operators/validate.py``, called once per record::
 
@@ -22,14 +22,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors import deadletter, embedded, kafka, postgres
-from connectors.postgres import RECORDS_COLUMN, ViewTable
-from connectors.sqltext import ident, literal
-from jobs.plan import Plan
-from jobs.profiles import Profile
-from operators import jvm
-from operators.aggregate import late_condition, measure_columns, watermark_of, window_sql
-from operators.durations import format_duration_ms, sql_interval
+from headrace.connectors import deadletter, embedded, kafka, postgres
+from headrace.connectors.sqltext import ident, literal
+from headrace.jobs.plan import Plan
+from headrace.jobs.profiles import Profile
+from headrace.operators import jvm
+from headrace.operators.aggregate import late_condition, measure_columns, watermark_of, window_sql
+from headrace.schemas.durations import format_duration_ms, sql_interval
+from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 
 VALIDATE_FUNCTION = "hr_validate"
 EVENT_TIME_FUNCTION = "hr_event_time"
@@ -49,7 +49,7 @@ class CompiledJob:
     views: tuple[str, ...]
     inserts: tuple[str, ...] = ()
     collect_query: str | None = None
-    view_tables: tuple[ViewTable, ...] = ()
+    view_tables: tuple[ViewDef, ...] = ()
     config: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -63,10 +63,10 @@ class CompiledJob:
         return self.functions + self.tables + (checked,) + self.views
 
 
-def view_tables(plan: Plan) -> tuple[ViewTable, ...]:
+def view_tables(plan: Plan) -> tuple[ViewDef, ...]:
     agg = plan.aggregate
     measures = tuple((m.name, t) for m, t in zip(agg.measures, agg.measure_types, strict=True))
-    return tuple(ViewTable(name=s.table, keys=agg.group_by, measures=measures) for s in plan.sinks)
+    return tuple(ViewDef(name=s.table, keys=agg.group_by, measures=measures) for s in plan.sinks)
 
 
 def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
@@ -107,7 +107,7 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
 def durable_state(job: str, profile: Profile) -> dict[str, str]:
     """RocksDB state, incremental checkpoints kept on failure and cancellation, bounded restarts:
     the settings of ``flink-conf/config.yaml``, with this job's directories from the profile."""
-    from jobs.cluster import job_defaults
+    from headrace.jobs.cluster import job_defaults
 
     checkpoints = profile.state.uri(profile.state.checkpoints).rstrip("/") + f"/{job}"
     return {**job_defaults(), "execution.checkpointing.dir": checkpoints,

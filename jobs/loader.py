@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.jobs.spec import SINK_KINDS, STEP_KINDS, JobSpec, all_keys
+from headrace.jobs.yamlsrc import KeyPath, SourceMap, load_yaml
+from headrace.schemas.errors import SpecError
 from pydantic import ValidationError
-
-from jobs.errors import SpecError
-from jobs.spec import SINK_KINDS, STEP_KINDS, JobSpec, all_keys
-from jobs.yamlsrc import KeyPath, SourceMap, load_yaml
 
 _TAGS = set(STEP_KINDS)
 

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from jobs.cluster import ClusterClient
-from jobs.errors import ServiceError
+from headrace.jobs.cluster import ClusterClient
+from headrace.schemas.errors import ServiceError
 
 _CAUSE = re.compile(r"^(?:Caused by: )?([\w.$]+(?:Exception|Error|Throwable)[\w$]*)(?::\s*(.*))?$")
 

@@ -11,9 +11,8 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.errors import SpecError
-from jobs.loader import LoadedJob
-from jobs.spec import (
+from headrace.jobs.loader import LoadedJob
+from headrace.jobs.spec import (
     AggregateOptions,
     AggregateStep,
     JobSpec,
@@ -23,9 +22,10 @@ from jobs.spec import (
     step_kind,
     step_options,
 )
-from operators.measures import Measure, parse_measure
-from schemas.jsonschema import RecordSchema, SchemaFileError, jvm_unsupported, load_record_schema
-from schemas.types import FieldType
+from headrace.operators.measures import Measure, parse_measure
+from headrace.schemas.errors import SpecError
+from headrace.schemas.jsonschema import RecordSchema, SchemaFileError, jvm_unsupported, load_record_schema
+from headrace.schemas.types import FieldType
 
 
 @dataclass(frozen=True)

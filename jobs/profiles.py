@@ -14,18 +14,18 @@ stay out of files::
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from headrace.jobs.spec import SpecModel
+from headrace.jobs.yamlsrc import KeyPath, SourceMap, load_yaml
+from headrace.schemas.errors import SpecError
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
-from jobs.errors import SpecError
-from jobs.spec import SpecModel
-from jobs.yamlsrc import KeyPath, SourceMap, load_yaml
-
-DEFAULT_PROFILES = Path(__file__).with_name("profiles.yaml")
+DEFAULT_PROFILES = Path(str(importlib.resources.files("headrace.jobs").joinpath("profiles.yaml")))
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -16,9 +16,12 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "${PYTHON:-python3}" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pyflink, jobs' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import pyflink, headrace.jobs' >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.installed-example ]; then
   say "installing headrace into .venv (first time: ~2 min)"
   .venv/bin/pip install --quiet --disable-pip-version-check -e . 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import pyflink, headrace.jobs'
+  touch .venv/.installed-example
 fi
 
 say "generating sample events"

@@ -18,17 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors import embedded, jars, kafka, postgres
-from connectors.sqltext import masked
-from jobs.checkpoints import RetainedCheckpoint
-from jobs.cluster import ClusterClient
-from jobs.compiler import VALIDATE_FUNCTION, CompiledJob
-from jobs.errors import HeadraceError, ServiceError
-from jobs.monitor import JobWatch
-from jobs.uids import assign_uids
-from operators import jvm
-from operators.durations import format_duration_ms
-from operators.validate import RecordCheck, validate_udf
+from headrace.connectors import embedded, jars, kafka, postgres
+from headrace.connectors.sqltext import masked
+from headrace.jobs.checkpoints import RetainedCheckpoint
+from headrace.jobs.cluster import ClusterClient
+from headrace.jobs.compiler import VALIDATE_FUNCTION, CompiledJob
+from headrace.jobs.monitor import JobWatch
+from headrace.jobs.uids import assign_uids
+from headrace.operators import jvm
+from headrace.operators.validate import RecordCheck, validate_udf
+from headrace.schemas.durations import format_duration_ms
+from headrace.schemas.errors import HeadraceError, ServiceError
 
 Say = Callable[[str], None]
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from headrace.operators.measures import parse_measure
+from headrace.schemas.durations import format_duration_ms, parse_duration_ms
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,9 +41,6 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-
-from operators.durations import format_duration_ms, parse_duration_ms
-from operators.measures import parse_measure
 
 Duration = Annotated[
     int,

@@ -21,8 +21,8 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from jobs.compiler import VALIDATE_FUNCTION
-from jobs.plan import Plan
+from headrace.jobs.compiler import VALIDATE_FUNCTION
+from headrace.jobs.plan import Plan
 
 UID_FORMAT_KEY = "table.exec.uid.format"
 _SINK_TABLE = re.compile(r"Sink\(table=\[[^\]]*\.([A-Za-z0-9_]+)\]")

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from jobs.errors import SpecError
+from headrace.schemas.errors import SpecError
 
 KeyPath = tuple[str | int, ...]
 

@@ -20,8 +20,8 @@ The plain-Python :func:`assign_windows` is the reference semantics used by tests
 
 from __future__ import annotations
 
-from operators.durations import sql_interval
-from operators.measures import Measure
+from headrace.operators.measures import Measure
+from headrace.schemas.durations import sql_interval
 
 
 def window_sql(kind: str, time_col: str, size_ms: int, slide_ms: int | None = None,

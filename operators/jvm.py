@@ -1,4 +1,4 @@
-"""Headrace's JVM functions: Java sources in ``operators/jvm/``, built once into the jar cache.
+"""Headrace's JVM functions: Java sources in ``operators/java/``, built once into the jar cache.
 
 The hot per-record work (decode, JSON Schema check, field extraction, event time) runs in the
 JVM as Flink scalar functions, so records never cross into Python for a schema in the supported
@@ -10,6 +10,7 @@ or an upgrade builds a new one and a stale jar is never used.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import shutil
 import subprocess
 import tempfile
@@ -17,10 +18,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from connectors.jars import cache_dir
-from jobs.errors import JarError
+from headrace.connectors.jars import cache_dir
+from headrace.schemas.errors import JarError
 
-SOURCES = Path(__file__).resolve().parent / "jvm"
+#: the Java sources, shipped as package data (pip installs packages as files, so a Path)
+SOURCES = Path(str(importlib.resources.files("headrace.operators").joinpath("java")))
 PACKAGE = "dev.headrace.functions"
 VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
@@ -77,7 +79,7 @@ def build(say: Callable[[str], None] = print) -> Path:
         if done.returncode != 0:
             first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
             raise JarError(f"javac failed on Headrace's JVM functions: {first}",
-                           hint="the sources are in operators/jvm/; rerun with --verbose for the full output")
+                           hint="the sources are in operators/java/; rerun with --verbose for the full output")
         partial = target.with_suffix(".part")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
             jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: headrace\n\n")

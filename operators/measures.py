@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from schemas.types import FieldType
+from headrace.schemas.types import FieldType
 
 FUNCTIONS = ("count", "sum", "avg", "min", "max")
 _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)?\s*\)\s*$")

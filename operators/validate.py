@@ -1,7 +1,7 @@
 """``validate`` in Python: decode each record once and check it against its JSON Schema (2020-12).
 
 This is the engine for schemas outside the JVM subset (``engine: python``, or ``auto`` with such a
-schema); ``operators/jvm`` holds the JVM engine, and tests/flink/test_jvm_validator.py holds the
+schema); ``operators/java`` holds the JVM engine, and tests/flink/test_jvm_validator.py holds the
 two to the same verdicts.
 
 :class:`RecordCheck` is plain Python: ``check(payload)`` returns ``(error_path, error, *fields)``
@@ -28,8 +28,7 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
-
-from schemas.types import FieldType
+from headrace.schemas.types import FieldType
 
 _INT64 = (-(2**63), 2**63 - 1)
 #: 0001-01-01T00:00:00Z: the earliest event time every store (and Flink's TIMESTAMP) can hold

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-
-from schemas.types import FieldType
+from headrace.schemas.types import FieldType
 
 
 class SchemaFileError(ValueError):
@@ -67,7 +66,7 @@ def load_record_schema(path: Path) -> RecordSchema:
     return RecordSchema(path=path, document=document)
 
 
-# The keywords the JVM validator (operators/jvm/.../SchemaNode.java) checks, and the ones it
+# The keywords the JVM validator (operators/java/.../SchemaNode.java) checks, and the ones it
 # ignores as annotations, as in draft 2020-12 (``format`` is an annotation there). Keep both
 # lists equal to the Java ones: the Java side refuses anything else.
 JVM_CHECKED = frozenset({

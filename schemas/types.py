@@ -1,4 +1,4 @@
-"""Field types Headrace derives from schemas, and how each maps to Flink SQL and PostgreSQL."""
+"""Field types Headrace derives from schemas, and and how each maps to Flink SQL (each store maps them itself)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,6 @@ class FieldType(StrEnum):
     @property
     def flink_sql(self) -> str:
         return {"string": "STRING", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}[self.value]
-
-    @property
-    def postgres(self) -> str:
-        return {"string": "text", "integer": "bigint", "number": "double precision",
-                "boolean": "boolean"}[self.value]
-
-    @property
-    def sqlite(self) -> str:
-        return {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER"}[self.value]
 
     @property
     def numeric(self) -> bool:

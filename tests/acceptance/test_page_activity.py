@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from headrace.jobs.sample import click_events
 
-from jobs.sample import click_events
 from tests.kafkautil import produce, read_all
 from tests.reference import genuinely_late, is_valid, tumbling_page_activity
 from tests.services import Broker, Postgres
@@ -37,7 +37,7 @@ def test_example_job_end_to_end_through_the_cli(broker: Broker, pg: Postgres, pr
     assert sum(ends.values()) == EVENTS
 
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "run", "jobs/page_activity.yaml", "--profile", "test",
+        [sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml", "--profile", "test",
          "--profiles", str(profiles_file), "--stop-at-offsets", ",".join(f"{p}:{o}" for p, o in ends.items()),
          "--limit", "5"],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ))

@@ -32,11 +32,11 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
 
 
 def run_framework(s: dict[str, Any], engine: str = "auto") -> None:
-    from jobs.compiler import compile_job
-    from jobs.loader import parse_job
-    from jobs.plan import build_plan
-    from jobs.profiles import load_profile
-    from jobs.runner import submit_local
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
+    from headrace.jobs.profiles import load_profile
+    from headrace.jobs.runner import submit_local
 
     text = (ROOT / "jobs" / "page_activity.yaml").read_text()
     text = (text.replace("topic: clicks,", f"topic: {s['topic']},")
@@ -62,7 +62,7 @@ def run_framework(s: dict[str, Any], engine: str = "auto") -> None:
 
 
 def _jars() -> list[str]:
-    from connectors.jars import required_jars
+    from headrace.connectors.jars import required_jars
 
     return [p.resolve().as_uri() for p in required_jars({"kafka", "postgres"})]
 

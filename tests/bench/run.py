@@ -37,11 +37,11 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Producer
+from headrace.jobs.sample import click_events
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from jobs.sample import click_events
 from tests.services import Broker, Postgres, free_port
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
@@ -85,15 +85,16 @@ def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> tupl
 def create_view_table(pg: Postgres, table: str) -> None:
     """The hand-written jobs expect their table: Headrace's columns, without its bookkeeping
     (``_records`` and the guard against smaller recounts), which they do not write."""
-    from connectors.postgres import RECORDS_COLUMN
-    from jobs.compiler import view_tables
-    from jobs.loader import parse_job
-    from jobs.plan import build_plan
+    from headrace.connectors.postgres import create_sql
+    from headrace.jobs.compiler import view_tables
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
+    from headrace.schemas.views import RECORDS_COLUMN
 
     view = view_tables(build_plan(parse_job(Path("jobs/page_activity.yaml"))))[0]
     plain = type(view)(name=table, keys=view.keys, measures=view.measures)
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
-        conn.execute(plain.create_sql())  # type: ignore[arg-type]
+        conn.execute(create_sql(plain))  # type: ignore[arg-type]
         conn.execute(f'ALTER TABLE "{table}" DROP COLUMN "{RECORDS_COLUMN}"')  # type: ignore[arg-type]
 
 

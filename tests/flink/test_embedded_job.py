@@ -13,14 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from headrace.connectors.embedded import EmbeddedStore, topic_file
+from headrace.jobs.compiler import compile_job
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
+from headrace.jobs.profiles import load_profile
+from headrace.jobs.runner import run_embedded
+from headrace.jobs.sample import click_events, write_jsonl
 
-from connectors.embedded import EmbeddedStore, topic_file
-from jobs.compiler import compile_job
-from jobs.loader import parse_job
-from jobs.plan import build_plan
-from jobs.profiles import load_profile
-from jobs.runner import run_embedded
-from jobs.sample import click_events, write_jsonl
 from tests.jobfiles import example_job_on
 from tests.reference import genuinely_late, is_valid, tumbling_page_activity
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-
-from connectors.sqltext import literal
-from jobs.sample import click_events
-from operators import jvm
-from operators.validate import RecordCheck
-from schemas.jsonschema import jvm_unsupported
-from schemas.types import FieldType
+from headrace.connectors.sqltext import literal
+from headrace.jobs.sample import click_events
+from headrace.operators import jvm
+from headrace.operators.validate import RecordCheck
+from headrace.schemas.jsonschema import jvm_unsupported
+from headrace.schemas.types import FieldType
 
 pytestmark = pytest.mark.flink
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from headrace.connectors.jars import required_jars
+from headrace.jobs.compiler import compile_job
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
+from headrace.jobs.profiles import load_profile
+from headrace.jobs.runner import compiled_plan_json, table_environment
 
-from connectors.jars import required_jars
-from jobs.compiler import compile_job
-from jobs.loader import parse_job
-from jobs.plan import build_plan
-from jobs.profiles import load_profile
-from jobs.runner import compiled_plan_json, table_environment
 from tests.jobfiles import example_job_on
 
 pytestmark = pytest.mark.flink

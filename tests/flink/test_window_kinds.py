@@ -7,14 +7,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from headrace.connectors.embedded import EmbeddedStore, topic_file
+from headrace.jobs.compiler import compile_job
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
+from headrace.jobs.profiles import load_profile
+from headrace.jobs.runner import run_embedded
+from headrace.operators.aggregate import assign_windows, merge_sessions
 
-from connectors.embedded import EmbeddedStore, topic_file
-from jobs.compiler import compile_job
-from jobs.loader import parse_job
-from jobs.plan import build_plan
-from jobs.profiles import load_profile
-from jobs.runner import run_embedded
-from operators.aggregate import assign_windows, merge_sessions
 from tests.reference import utc
 
 pytestmark = pytest.mark.flink

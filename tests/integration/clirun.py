@@ -21,7 +21,7 @@ class CliRun:
         self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "headrace.jobs.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}, start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

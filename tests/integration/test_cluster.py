@@ -13,11 +13,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from headrace.jobs.cluster import ClusterClient, ClusterDirs, add_taskmanager, down, up
+from headrace.jobs.monitor import JobWatch
+from headrace.jobs.runner import free_port
+from headrace.jobs.sample import click_events
 
-from jobs.cluster import ClusterClient, ClusterDirs, add_taskmanager, down, up
-from jobs.monitor import JobWatch
-from jobs.runner import free_port
-from jobs.sample import click_events
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import PARTITIONS, SCHEMA, assert_exact, fault_job, final_offsets, row_count
 from tests.kafkautil import offsets_arg, produce_placed

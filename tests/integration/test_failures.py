@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from headrace.jobs.checkpoints import CheckpointStore
+from headrace.jobs.sample import SampleEvent, click_events
 
-from jobs.checkpoints import CheckpointStore
-from jobs.sample import SampleEvent, click_events
 from tests.integration.clirun import CliRun
 from tests.jobfiles import ROOT, example_job
 from tests.kafkautil import offsets_arg, partition_of, produce_placed, read_all

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from headrace.jobs.compiler import compile_job
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
+from headrace.jobs.profiles import load_profile
+from headrace.jobs.runner import submit_local
+from headrace.jobs.sample import SampleEvent, click_events
 
-from jobs.compiler import compile_job
-from jobs.loader import parse_job
-from jobs.plan import build_plan
-from jobs.profiles import load_profile
-from jobs.runner import submit_local
-from jobs.sample import SampleEvent, click_events
 from tests.jobfiles import ROOT, example_job
 from tests.kafkautil import produce, read_all
 from tests.reference import genuinely_late, is_valid, tumbling_page_activity
@@ -27,7 +27,7 @@ from tests.services import Broker, Postgres, free_port
 
 pytestmark = pytest.mark.integration
 SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
-HEADRACE = [sys.executable, "-m", "jobs.cli"]
+HEADRACE = [sys.executable, "-m", "headrace.jobs.cli"]
 
 
 def run_job(job: Path, profiles: Path, ends: dict[int, int], group: str | None = None) -> None:
@@ -269,10 +269,11 @@ def test_a_record_without_event_time_cannot_move_the_watermark(
 
 def test_a_stored_row_is_never_replaced_by_one_built_from_fewer_records(pg: Postgres, unique: str) -> None:
     """The guard every view table gets: an upsert as Flink's JDBC sink writes it."""
-    from connectors.postgres import ViewTable, ensure_table
-    from schemas.types import FieldType
+    from headrace.connectors.postgres import ensure_table
+    from headrace.schemas.types import FieldType
+    from headrace.schemas.views import ViewDef
 
-    view = ViewTable(name=f"{unique}_guard", keys=(("k", FieldType.STRING),), measures=(("n", FieldType.INTEGER),))
+    view = ViewDef(name=f"{unique}_guard", keys=(("k", FieldType.STRING),), measures=(("n", FieldType.INTEGER),))
     ensure_table(pg.conninfo(), view)
     upsert = (f'INSERT INTO "{view.name}" (k, window_start, window_end, n, _records) VALUES (%s, %s, %s, %s, %s) '
               'ON CONFLICT (k, window_start, window_end) DO UPDATE SET n = EXCLUDED.n, _records = EXCLUDED._records')

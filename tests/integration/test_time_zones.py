@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from headrace.jobs.sample import click_events
 
-from jobs.sample import click_events
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import PARTITIONS, assert_exact, fault_job, final_offsets, run_args
 from tests.kafkautil import produce_placed

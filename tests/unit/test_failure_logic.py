@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from jobs.checkpoints import CheckpointStore
-from jobs.monitor import root_cause
-from jobs.profiles import load_profile
-from operators.aggregate import is_late
-from operators.validate import RecordCheck, event_time_problem, render_ms
-from schemas.types import FieldType
+from headrace.jobs.checkpoints import CheckpointStore
+from headrace.jobs.monitor import root_cause
+from headrace.jobs.profiles import load_profile
+from headrace.operators.aggregate import is_late
+from headrace.operators.validate import RecordCheck, event_time_problem, render_ms
+from headrace.schemas.types import FieldType
 
 
 def _checkpoint(root: Path, run: str, number: int, age_s: float = 0) -> Path:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from connectors.sqltext import masked
-from operators.aggregate import assign_windows, merge_sessions
-from operators.durations import format_duration_ms, parse_duration_ms
-from operators.measures import parse_measure
-from operators.validate import RecordCheck
-from schemas.types import FieldType
+from headrace.connectors.sqltext import masked
+from headrace.operators.aggregate import assign_windows, merge_sessions
+from headrace.operators.measures import parse_measure
+from headrace.operators.validate import RecordCheck
+from headrace.schemas.durations import format_duration_ms, parse_duration_ms
+from headrace.schemas.types import FieldType
 
 SCHEMA = {
     "type": "object",

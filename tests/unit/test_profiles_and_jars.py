@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from connectors import jars
-from jobs.errors import JarError, SpecError
-from jobs.profiles import load_profile
+from headrace.connectors import jars
+from headrace.jobs.profiles import load_profile
+from headrace.schemas.errors import JarError, SpecError
 
 PROFILES = """profiles:
   local:
@@ -106,7 +105,7 @@ def test_maven_download_of_the_pinned_jars_is_accepted(tmp_path: Path, monkeypat
 
 
 def test_jvm_functions_without_javac_are_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from operators import jvm
+    from headrace.operators import jvm
 
     monkeypatch.setenv("HEADRACE_JARS_DIR", str(tmp_path))
     monkeypatch.setattr(jvm.shutil, "which", lambda _: None)
@@ -117,7 +116,7 @@ def test_jvm_functions_without_javac_are_one_line_with_the_fix(tmp_path: Path, m
 
 
 def test_jvm_functions_jar_is_named_after_its_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from operators import jvm
+    from headrace.operators import jvm
 
     monkeypatch.setenv("HEADRACE_JARS_DIR", str(tmp_path))
     before = jvm.jar_path()

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from jobs.errors import SpecError
-from jobs.loader import parse_job
-from jobs.plan import build_plan
-from jobs.spec import spec_json_schema
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
+from headrace.jobs.spec import spec_json_schema
+from headrace.schemas.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "jobs" / "page_activity.yaml"
@@ -166,7 +165,7 @@ def test_engine_jvm_with_a_schema_outside_its_subset_is_refused_at_its_line(tmp_
 
 
 def test_jvm_subset_check_walks_nested_schemas_and_patterns() -> None:
-    from schemas.jsonschema import jvm_unsupported
+    from headrace.schemas.jsonschema import jvm_unsupported
 
     assert jvm_unsupported({"type": "object", "properties": {"a": {"items": {"not": {}}}}}) == (
         "it uses 'not' (at #/properties/a/items)")
