@@ -14,8 +14,13 @@ smaller counts on its way back to the full one, and those never overwrite what w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
+from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, SinkNode, Stream
+from headrace.schemas.options import Identifier, SinkOptions
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, WINDOW_BOUNDS, ViewDef
 
@@ -110,3 +115,67 @@ def ensure_table(conninfo: dict[str, object], view: ViewDef) -> None:
         raise ServiceError(f"table '{view.name}' exists with primary key ({', '.join(sorted(have))}), "
                            f"but this job upserts on ({', '.join(view.key_names)})",
                            hint="drop or rename the old table, or write to another table")
+
+
+# -- the sink kind ---------------------------------------------------------------------------
+
+class PostgresOptions(SinkOptions):
+    """An upsert into a PostgreSQL table (created if absent), keyed by group keys + window."""
+
+    table: Identifier
+
+
+@dataclass(kw_only=True)
+class PostgresNode(SinkNode):
+    """Delivery: effectively exactly-once for the table (idempotent upserts, flushed on every
+    checkpoint and replayed from it after a failure; never replaced by a smaller recount)."""
+
+    @property
+    def table(self) -> str:
+        return self.view.name
+
+    def explain(self) -> str:
+        return f"postgres table '{self.view.name}', upsert on ({', '.join(self.view.key_names)})"
+
+    def unstorable(self, column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
+        return unstorable(column_sql, ftype)
+
+    def table_ddl(self, profile: Any) -> str:
+        conn = profile.postgres
+        password = conn.password.get_secret_value() if conn.password else None
+        return jdbc_sink_ddl(self.flink_table, self.view, url=conn.jdbc_url, user=conn.user, password=password)
+
+    def prepare(self, profile: Any) -> None:
+        ensure_table(profile.postgres.conninfo(), self.view)
+
+    def reachable(self, profile: Any) -> str | None:
+        import psycopg
+
+        try:
+            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            return f"PostgreSQL {profile.postgres.host}:{profile.postgres.port} not answering"
+        return None
+
+    def stored_rows(self, profile: Any) -> int | None:
+        import psycopg
+
+        try:
+            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
+                row = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                    psycopg.sql.Identifier(self.view.name))).fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0]) if row else 0
+
+
+class Postgres(SinkKind):
+    name = "postgres"
+    options = PostgresOptions
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> PostgresNode:
+        view = self.named_view(upstream, options.table)
+        return PostgresNode(id=f"sink.{options.table}", kind=self.name, uid=f"{job}.sink.{options.table}",
+                            view=view, requirements=Requirements(jars=frozenset({"postgres"}),
+                                                                 services=frozenset({"postgres"})))

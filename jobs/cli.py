@@ -25,7 +25,9 @@ from typing import Any
 
 from headrace.schemas.errors import HeadraceError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 # piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -82,45 +84,40 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def explain_table(plan: Any) -> Table:
-    spec = plan.spec
-    agg = plan.aggregate
-    et = spec.source.event_time
+def explain_tree(plan: Any) -> Tree:
+    """The job graph: source → steps → sinks, each with its Flink uids and outputs."""
     from headrace.schemas.durations import format_duration_ms as d
 
-    table = Table(title=f"job {plan.name} — parallelism {spec.parallelism}, "
-                        f"checkpoint every {d(spec.checkpoint.interval)}", title_justify="left")
-    table.add_column("part")
-    table.add_column("what")
-    table.add_column("Flink uids", style="cyan")
-    table.add_row("source", f"kafka topic '{spec.source.kafka.topic}' (group "
-                  f"'{spec.source.kafka.group or spec.job}'), json {plan.schema.path.name}; event time "
-                  f"'{et.field}', watermark -{d(et.max_out_of_orderness)} per partition"
-                  + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""), plan.source_uid + '.*')
-    engine = ("in the JVM" if plan.validate.engine == "jvm"
-              else f"in Python, jsonschema-rs ({plan.validate.engine_note})")
-    table.add_row(f"step {plan.validate.step_id}", "decode + check each record against "
-                  f"{plan.schema.path.name} {engine}; failures → dead letter", plan.validate.uid + '.*')
-    window = agg.window
-    wtext = (f"tumbling {d(window.tumbling)}" if window.kind == "tumbling" else
-             f"sliding {d(window.sliding.size)} every {d(window.sliding.slide)}" if window.kind == "sliding"
-             else f"session gap {d(window.session.gap)}")
-    measures = ", ".join(f"{m.name}={m.function}({m.field or ''})" for m in agg.measures)
-    table.add_row(f"step {agg.step_id}", f"{wtext} by ({', '.join(n for n, _ in agg.group_by)}), "
-                  f"allowed lateness {d(agg.allowed_lateness_ms)}: {measures}", agg.uid + '.*')
+    spec = plan.spec
+    et = spec.source.event_time
+
+    def uid(text: str) -> str:
+        return f"  [cyan]{escape(text)}.*[/cyan]"
+
+    tree = Tree(f"[bold]job {plan.name}[/bold] — parallelism {spec.parallelism}, "
+                f"checkpoint every {d(spec.checkpoint.interval)}")
+    source = tree.add(escape(
+        f"source: kafka topic '{spec.source.kafka.topic}' (group '{spec.source.kafka.group or spec.job}'), "
+        f"json {plan.schema.path.name}; event time '{et.field}', watermark -{d(et.max_out_of_orderness)} "
+        f"per partition" + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""))
+        + uid(plan.source_uid))
+    branches: dict[str | None, Any] = {None: source}
+    for node in plan.steps:
+        label = f"step {node.id} ({node.kind}): {node.explain()}"
+        branches[node.id] = branches[plan.inputs[node.id]].add(escape(label) + uid(node.uid))
     for sink in plan.sinks:
-        table.add_row("sink", f"postgres table '{sink.table}', upsert on "
-                      f"({', '.join(agg.key_columns)})", sink.uid + '.*')
-    table.add_row("dead letter", f"kafka topic '{plan.dead_letter_topic}' ← step {plan.validate.step_id}",
-                  plan.dead_letter_uid + ".*")
-    table.add_row("late output", f"kafka topic '{plan.late_topic}' ← step {agg.step_id} (records more "
-                  f"than {d(agg.allowed_lateness_ms)} behind the watermark)", plan.late_uid + '.*')
-    return table
+        branches[plan.inputs[sink.id]].add(escape(f"sink {sink.kind}: {sink.explain()}") + uid(sink.uid))
+    aggregates = ", ".join(a.id for a in plan.aggregates)
+    tree.add(escape(f"dead letter → kafka topic '{plan.dead_letter_topic}' ← every step and sink")
+             + uid(plan.dead_letter_uid))
+    tree.add(escape(f"late output → kafka topic '{plan.late_topic}' ← {aggregates} (records behind the watermark "
+                    "by more than their step's allowed lateness)") + uid(plan.late_uid))
+    return tree
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    out.print(explain_table(plan))
+    out.print(explain_tree(plan))
     for note in plan.notes:
         out.print(f"note: {note}")
     if args.sql:

@@ -12,7 +12,7 @@ from headrace.jobs.yamlsrc import KeyPath, SourceMap, load_yaml
 from headrace.schemas.errors import SpecError
 from pydantic import ValidationError
 
-_TAGS = set(STEP_KINDS)
+_TAGS = set(STEP_KINDS) | set(SINK_KINDS)
 
 
 @dataclass(frozen=True)

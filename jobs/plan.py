@@ -1,78 +1,46 @@
-"""From a parsed spec to a checked plan, in small named phases.
+"""From a parsed spec to a checked plan: a graph of planned steps and sinks, in named phases.
 
-``resolve_schema`` → ``check_steps`` → ``resolve_fields`` → ``check_outputs`` → ``assign_uids``.
-Each phase either adds facts or refuses the spec with one ``file:line`` line. The result is a
-:class:`Plan`: everything the compiler needs, and what ``headrace explain`` prints.
+``resolve_graph`` (step ids, ``from`` references, cycles) → ``plan_nodes`` (each kind plans its
+options against the stream it reads: fields, types, errors at ``file:line``) → ``check_outputs``
+(every aggregate is stored, every record step is read, sinks write distinct places). Each phase
+either adds facts or refuses the spec with one ``file:line`` line. The result is a :class:`Plan`:
+everything the compiler needs, and what ``headrace explain`` prints.
+
+A step reads the step before it in the list unless it says ``from: <step id>``; a sink reads
+the last aggregate step unless it says ``from``. Step ids default to the kind's name.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from headrace.jobs.loader import LoadedJob
-from headrace.jobs.spec import (
-    AggregateOptions,
-    AggregateStep,
-    JobSpec,
-    ValidateOptions,
-    ValidateStep,
-    WindowSpec,
-    step_kind,
-    step_options,
-)
-from headrace.operators.measures import Measure, parse_measure
+from headrace.jobs.registry import SINKS, STEPS
+from headrace.jobs.spec import JobSpec, kind_of, options_of
+from headrace.operators.aggregate import AggregateNode
+from headrace.operators.validate import ValidateNode
 from headrace.schemas.errors import SpecError
-from headrace.schemas.jsonschema import RecordSchema, SchemaFileError, jvm_unsupported, load_record_schema
+from headrace.schemas.jsonschema import RecordSchema, SchemaFileError, load_record_schema
+from headrace.schemas.kinds import SinkNode, StepNode, Stream
 from headrace.schemas.types import FieldType
 
 
 @dataclass(frozen=True)
-class ValidatePlan:
-    step_id: str
-    uid: str
-    schema: RecordSchema
-    #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
-    engine: str = "jvm"
-    engine_note: str = ""
-
-
-@dataclass(frozen=True)
-class AggregatePlan:
-    step_id: str
-    uid: str
-    group_by: tuple[tuple[str, FieldType], ...]
-    window: WindowSpec
-    allowed_lateness_ms: int
-    measures: tuple[Measure, ...]
-    measure_types: tuple[FieldType, ...]
-
-    @property
-    def key_columns(self) -> tuple[str, ...]:
-        """The upsert key of every sink: group keys, then the window bounds."""
-        return tuple(name for name, _ in self.group_by) + ("window_start", "window_end")
-
-
-@dataclass(frozen=True)
-class SinkPlan:
-    kind: str
-    table: str
-    uid: str
-
-
-@dataclass(frozen=True)
 class Plan:
-    """A checked job: fields with types, one validate step, one aggregate, outputs and uids."""
+    """A checked job: planned steps in the order they run, what each reads, sinks and outputs."""
 
     spec: JobSpec
     path: Path
     schema: RecordSchema
-    fields: tuple[tuple[str, FieldType], ...]
     event_time_field: str
-    validate: ValidatePlan
-    aggregate: AggregatePlan
-    sinks: tuple[SinkPlan, ...]
+    steps: tuple[StepNode, ...]
+    #: node id -> the id of the node it reads (None: the source)
+    inputs: dict[str, str | None]
+    sinks: tuple[SinkNode, ...]
     dead_letter_topic: str
     late_topic: str
     source_uid: str
@@ -83,6 +51,35 @@ class Plan:
     @property
     def name(self) -> str:
         return self.spec.job
+
+    @property
+    def validate(self) -> ValidateNode:
+        """The decoding step (always the first)."""
+        first = self.steps[0]
+        assert isinstance(first, ValidateNode)
+        return first
+
+    @property
+    def aggregates(self) -> tuple[AggregateNode, ...]:
+        return tuple(s for s in self.steps if isinstance(s, AggregateNode))
+
+    @property
+    def aggregate(self) -> AggregateNode:
+        """The first aggregate step."""
+        return self.aggregates[0]
+
+    def node(self, node_id: str) -> StepNode:
+        return next(s for s in self.steps if s.id == node_id)
+
+    def sinks_of(self, node_id: str) -> tuple[SinkNode, ...]:
+        return tuple(s for s in self.sinks if self.inputs[s.id] == node_id)
+
+    @property
+    def fields(self) -> tuple[tuple[str, FieldType], ...]:
+        """The record fields later nodes read, in order of first use: what decoding extracts."""
+        decoded = dict(self.validate.output.fields)
+        names = dict.fromkeys(name for step in self.steps[1:] for name in step.reads if name in decoded)
+        return tuple((name, decoded[name]) for name in names)
 
 
 def _project_root(job_path: Path) -> list[Path]:
@@ -104,142 +101,195 @@ def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...
         raise SpecError(str(exc), where=where, hint="fix the schema file") from None
 
 
-def _field(job: LoadedJob, schema: RecordSchema, name: str, key_path: tuple[str | int, ...],
-           *, numeric: bool = False, required: bool = False, what: str = "field") -> FieldType:
-    where = job.source_map.where(key_path)
-    kind = schema.field_type(name)
-    if kind is None:
-        close = difflib.get_close_matches(name, schema.properties, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"the schema has {', '.join(schema.properties)}"
-        raise SpecError(f"{what} '{name}' is not a scalar property of {schema.path.name}",
-                        where=where, hint=hint)
-    if numeric and not kind.numeric:
-        raise SpecError(f"{what} '{name}' is a {kind.value}, not a number", where=where,
-                        hint="aggregate a numeric field, or use count()")
-    if required and name not in schema.required:
-        raise SpecError(f"{what} '{name}' is not required by {schema.path.name}", where=where,
-                        hint=f"add \"{name}\" to the schema's \"required\" list")
-    return kind
+@dataclass
+class _Context:
+    """The :class:`PlanContext` of one node."""
+
+    job_file: LoadedJob
+    base: tuple[str | int, ...]
+    source_schema: RecordSchema
+    job: str
+    event_time_field: str
+    out_of_orderness_ms: int
+    max_future_ms: int
+
+    def where(self, *path: str | int) -> str:
+        return self.job_file.source_map.where(self.base + path)
+
+    @property
+    def event_time_where(self) -> str:
+        return self.job_file.source_map.where(("source", "event_time", "field"))
+
+    def field(self, stream: Stream, name: str, *path: str | int, numeric: bool = False,
+              required: bool = False, what: str = "field", at: str | None = None) -> FieldType:
+        where = at or self.where(*path)
+        kind = stream.field_type(name)
+        if kind is None:
+            names = [n for n, _ in stream.fields]
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"it has {', '.join(names)}"
+            raise SpecError(f"{what} '{name}' is not a scalar property of {stream.described_as}",
+                            where=where, hint=hint)
+        if numeric and not kind.numeric:
+            raise SpecError(f"{what} '{name}' is a {kind.value}, not a number", where=where,
+                            hint="aggregate a numeric field, or use count()")
+        if required and name not in stream.required:
+            raise SpecError(f"{what} '{name}' is not required by {stream.described_as}", where=where,
+                            hint=f"add \"{name}\" to the schema's \"required\" list")
+        return kind
+
+    def schema(self, relative: str | None, *path: str | int) -> Any:
+        if relative is None:
+            return self.source_schema
+        return resolve_schema(self.job_file, relative, self.base + path)
 
 
-def check_steps(job: LoadedJob) -> tuple[tuple[int, ValidateOptions], tuple[int, AggregateOptions]]:
-    """Unique step ids; a validate step first and one aggregate step last."""
-    seen: dict[str, int] = {}
-    for i, step in enumerate(job.spec.steps):
-        sid = step_options(step).id or step_kind(step)
-        if sid in seen:
-            raise SpecError(f"duplicate step id '{sid}' (steps[{seen[sid]}] and steps[{i}])",
-                            where=job.source_map.where(("steps", i)),
-                            hint="give one of them its own 'id:'")
-        seen[sid] = i
+def _suggest(ref: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(ref, known, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"steps: {', '.join(known)}"
+
+
+def resolve_graph(job: LoadedJob) -> tuple[list[str], dict[str, str | None], list[int]]:
+    """Step ids (unique), what each step reads, and an order in which every step follows its input."""
+    where = job.source_map.where
     steps = job.spec.steps
-    if not isinstance(steps[0], ValidateStep):
-        raise SpecError("the first step must be 'validate': it decodes records and checks them",
-                        where=job.source_map.where(("steps", 0)), hint="add '- validate: {}' first")
-    aggregates = [i for i, s in enumerate(steps) if isinstance(s, AggregateStep)]
-    if aggregates != [len(steps) - 1] or len(steps) != 2:
-        raise SpecError("this version runs 'validate' followed by one 'aggregate' step",
-                        where=job.source_map.where(("steps",)),
-                        hint="write steps: [validate, aggregate]")
-    validate, aggregate = steps[0], steps[-1]
-    assert isinstance(validate, ValidateStep) and isinstance(aggregate, AggregateStep)
-    return (0, validate.validate_), (len(steps) - 1, aggregate.aggregate)
+    ids: list[str] = []
+    for i, step in enumerate(steps):
+        sid = options_of(step).id or kind_of(step)
+        if sid in ids:
+            raise SpecError(f"duplicate step id '{sid}' (steps[{ids.index(sid)}] and steps[{i}])",
+                            where=where(("steps", i)), hint="give one of them its own 'id:'")
+        ids.append(sid)
+    if not STEPS[kind_of(steps[0])].decodes:
+        decoders = " or ".join(f"'{k}'" for k, v in STEPS.items() if v.decodes)
+        raise SpecError(f"the first step must be {decoders}: it decodes records and checks them",
+                        where=where(("steps", 0)),
+                        hint="add '- validate: {}' first")
+    inputs: dict[str, str | None] = {ids[0]: None}
+    for i, step in enumerate(steps[1:], start=1):
+        kind = STEPS[kind_of(step)]
+        ref = options_of(step).from_step
+        if kind.decodes:
+            raise SpecError(f"step '{ids[i]}' decodes the source's records, so it can only be the first step",
+                            where=where(("steps", i)), hint="remove it, or move it first")
+        if ref is not None and ref not in ids:
+            raise SpecError(f"step '{ids[i]}' reads from step '{ref}', which does not exist",
+                            where=where(("steps", i, kind.name, "from")), hint=_suggest(ref, ids))
+        if ref == ids[i]:
+            raise SpecError(f"step '{ids[i]}' reads from itself", where=where(("steps", i, kind.name, "from")),
+                            hint="name the step it should read")
+        inputs[ids[i]] = ref if ref is not None else ids[i - 1]
+    for i, sid in enumerate(ids):  # a cycle: following 'from' never reaches the source
+        seen = [sid]
+        current = inputs[sid]
+        while current is not None:
+            if current in seen:
+                loop = " → ".join([*seen[seen.index(current):], current])
+                raise SpecError(f"steps read each other in a cycle: {loop}",
+                                where=where(("steps", i, kind_of(steps[i]), "from")),
+                                hint="every chain of 'from' must lead back to the first step")
+            seen.append(current)
+            current = inputs[current]
+    order: list[int] = []
+    placed: set[str | None] = {None}
+    while len(order) < len(ids):  # the spec's order, each step after its input
+        for i, sid in enumerate(ids):
+            if i not in order and inputs[sid] in placed:
+                order.append(i)
+                placed.add(sid)
+                break
+    return ids, inputs, order
 
 
-def choose_engine(job: LoadedJob, schema: RecordSchema, wanted: str,
-                  key_path: tuple[str | int, ...]) -> tuple[str, str]:
-    """Where ``validate`` checks records: the JVM when the schema is in its subset."""
-    if wanted == "python":
-        return "python", "engine: python in the spec"
-    unsupported = jvm_unsupported(schema.document)
-    if unsupported is None:
-        return "jvm", "schema in the JVM subset"
-    if wanted == "jvm":
-        raise SpecError(f"engine 'jvm' cannot check {schema.path.name}: {unsupported}",
-                        where=job.source_map.where(key_path),
-                        hint="use engine: auto (or python) to check it with jsonschema-rs in Python")
-    return "python", f"{schema.path.name}: {unsupported}"
+def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
+               order: list[int]) -> tuple[list[StepNode], list[SinkNode], dict[str, str | None]]:
+    spec = job.spec
+    et = spec.source.event_time
+    source_schema = resolve_schema(job, spec.source.format.json_schema, ("source", "format", "json"))
+
+    def context(base: tuple[str | int, ...]) -> _Context:
+        return _Context(job, base, source_schema, spec.job, et.field, et.max_out_of_orderness, et.max_future)
+
+    nodes: dict[str, StepNode] = {}
+    for i in order:
+        step, sid = spec.steps[i], ids[i]
+        kind = STEPS[kind_of(step)]
+        upstream_id = inputs[sid]
+        upstream = Stream() if upstream_id is None else nodes[upstream_id].output
+        if upstream.view is not None:
+            raise SpecError(f"step '{sid}' reads the rows of aggregate step '{upstream_id}'; only sinks read "
+                            "an aggregate's rows", where=job.source_map.where(("steps", i)),
+                            hint="give it 'from:' naming a step that emits records")
+        ctx = context(("steps", i, kind.name))
+        nodes[sid] = kind.plan(options_of(step), ctx, upstream, sid, f"{spec.job}.{sid}")
+
+    aggregates = [sid for sid in ids if nodes[sid].output.view is not None]
+    sinks: list[SinkNode] = []
+    sink_inputs: dict[str, str | None] = {}
+    for i, entry in enumerate(spec.sinks):
+        sink_kind = SINKS[kind_of(entry)]
+        options = options_of(entry)
+        ref = options.from_step
+        where = job.source_map.where(("sinks", i, sink_kind.name, "from") if ref else ("sinks", i))
+        if ref is not None and ref not in nodes:
+            raise SpecError(f"sink reads from step '{ref}', which does not exist", where=where,
+                            hint=_suggest(ref, ids))
+        if ref is None:
+            if not aggregates:
+                raise SpecError("a sink stores the rows of an aggregate step, and this job has none", where=where,
+                                hint="add an '- aggregate: {...}' step")
+            ref = aggregates[-1]
+        if nodes[ref].output.view is None:
+            raise SpecError(f"sink reads from step '{ref}', but only an aggregate step's rows can be stored",
+                            where=where, hint=f"aggregate steps: {', '.join(aggregates) or 'none'}")
+        node = sink_kind.plan(options, context(("sinks", i, sink_kind.name)), nodes[ref].output, spec.job)
+        if any(s.id == node.id for s in sinks):
+            raise SpecError(f"two sinks write the same place ('{node.id}')", where=job.source_map.where(("sinks", i)),
+                            hint="give each sink its own table, key or measurement")
+        sinks.append(node)
+        sink_inputs[node.id] = ref
+    return [nodes[ids[i]] for i in order], sinks, sink_inputs
+
+
+def check_outputs(job: LoadedJob, ids: list[str], steps: list[StepNode], inputs: dict[str, str | None],
+                  sink_inputs: dict[str, str | None]) -> None:
+    """Every aggregate is stored by a sink and every record step is read by a later step."""
+    read = set(inputs.values()) | set(sink_inputs.values())
+    for node in steps:
+        if node.id not in read:
+            i = ids.index(node.id)
+            if node.output.view is not None:
+                raise SpecError(f"the rows of aggregate step '{node.id}' are stored by no sink",
+                                where=job.source_map.where(("steps", i)),
+                                hint=f"add a sink with 'from: {node.id}', or remove the step")
+            if not isinstance(node, ValidateNode) or len(steps) > 1:
+                raise SpecError(f"the records of step '{node.id}' are read by no later step",
+                                where=job.source_map.where(("steps", i)),
+                                hint="add a step reading it ('from: " + node.id + "'), or remove it")
+
+
+def _walk(steps: list[StepNode]) -> Iterator[AggregateNode]:
+    return (s for s in steps if isinstance(s, AggregateNode))
 
 
 def build_plan(job: LoadedJob) -> Plan:
     """Run every phase; the first problem is raised as a :class:`SpecError`."""
     spec = job.spec
-    (vi, vopts), (ai, aopts) = check_steps(job)
-
-    source_schema = resolve_schema(job, spec.source.format.json_schema, ("source", "format", "json"))
-    schema = (resolve_schema(job, vopts.schema_file, ("steps", vi, "validate", "schema"))
-              if vopts.schema_file else source_schema)
-
-    et = spec.source.event_time.field
-    et_type = _field(job, schema, et, ("source", "event_time", "field"), required=True,
-                     what="event-time field")
-    if et_type is not FieldType.INTEGER:
-        raise SpecError(f"event-time field '{et}' must be an integer (epoch milliseconds)",
-                        where=job.source_map.where(("source", "event_time", "field")),
-                        hint="give it \"type\": \"integer\" in the schema")
-
-    agg_path = ("steps", ai, "aggregate")
-    if aopts.window.kind == "session" and aopts.allowed_lateness:
-        # Flink SQL's session group window cannot late-fire ("doesn't support EMIT strategy")
-        raise SpecError("session windows do not support allowed_lateness yet",
-                        where=job.source_map.where(agg_path + ("allowed_lateness",)),
-                        hint="set allowed_lateness: 0s, or raise max_out_of_orderness instead")
-    group_by = tuple((name, _field(job, schema, name, agg_path + ("group_by", j), required=True,
-                                   what="group_by field"))
-                     for j, name in enumerate(aopts.group_by))
-    if len(set(aopts.group_by)) != len(aopts.group_by):
-        raise SpecError("group_by names a field twice", where=job.source_map.where(agg_path + ("group_by",)))
-    measures, measure_types = [], []
-    for name, expression in aopts.measures.items():
-        measure = parse_measure(name, expression)
-        mpath = agg_path + ("measures", name)
-        if name in aopts.group_by or name in ("window_start", "window_end"):
-            raise SpecError(f"measure '{name}' clashes with a key column", where=job.source_map.where(mpath),
-                            hint="rename the measure")
-        ftype = None
-        if measure.field is not None:
-            ftype = _field(job, schema, measure.field, mpath,
-                           numeric=measure.function in ("sum", "avg"), what="measure field")
-        measures.append(measure)
-        measure_types.append(measure.result_type(ftype))
-
-    fields: list[tuple[str, FieldType]] = list(group_by)
-    for m in measures:
-        if m.field and m.field not in dict(fields):
-            fields.append((m.field, schema.field_type(m.field)))  # type: ignore[arg-type]
-
-    # every output has a consumer: validate errors -> dead letter; late records -> late or dead letter
-    step_ids = {step_options(s).id or step_kind(s) for s in spec.steps}
-    for i, sink in enumerate(spec.sinks):
-        ref = sink.postgres.from_step
-        if ref is not None and ref not in step_ids:
-            close = difflib.get_close_matches(ref, list(step_ids), n=1)
-            raise SpecError(f"sink reads from step '{ref}', which does not exist",
-                            where=job.source_map.where(("sinks", i, "postgres", "from")),
-                            hint=f"did you mean '{close[0]}'?" if close else f"steps: {', '.join(step_ids)}")
-        if ref is not None and ref != (aopts.id or "aggregate"):
-            raise SpecError(f"sink reads from step '{ref}', but only the aggregate step's output "
-                            "can be stored in a table", where=job.source_map.where(("sinks", i)))
-    tables = [s.postgres.table for s in spec.sinks]
-    if len(set(tables)) != len(tables):
-        raise SpecError("two sinks write the same table", where=job.source_map.where(("sinks",)))
-
-    name = spec.job
-    vid, aid = vopts.id or "validate", aopts.id or "aggregate"
+    ids, inputs, order = resolve_graph(job)
+    steps, sinks, sink_inputs = plan_nodes(job, ids, inputs, order)
+    check_outputs(job, ids, steps, inputs, sink_inputs)
+    for agg in _walk(steps):
+        agg.sink_tables = frozenset(s.flink_table for s in sinks if sink_inputs[s.id] == agg.id)
     notes = []
     late_topic = spec.late.kafka.topic if spec.late else spec.dead_letter.kafka.topic
     if spec.late is None:
         notes.append("no 'late' output: late records go to the dead-letter topic with error 'late'")
-    engine, engine_note = choose_engine(job, schema, vopts.engine, ("steps", vi, "validate", "engine"))
+    first = steps[0]
+    assert isinstance(first, ValidateNode)
+    name = spec.job
     return Plan(
-        spec=spec, path=job.path, schema=schema, fields=tuple(fields), event_time_field=et,
-        validate=ValidatePlan(step_id=vid, uid=f"{name}.{vid}", schema=schema,
-                              engine=engine, engine_note=engine_note),
-        aggregate=AggregatePlan(step_id=aid, uid=f"{name}.{aid}", group_by=group_by,
-                                window=aopts.window, allowed_lateness_ms=aopts.allowed_lateness,
-                                measures=tuple(measures), measure_types=tuple(measure_types)),
-        sinks=tuple(SinkPlan(kind="postgres", table=s.postgres.table, uid=f"{name}.sink.{s.postgres.table}")
-                    for s in spec.sinks),
+        spec=spec, path=job.path, schema=first.schema, event_time_field=spec.source.event_time.field,
+        steps=tuple(steps), inputs={**inputs, **sink_inputs}, sinks=tuple(sinks),
         dead_letter_topic=spec.dead_letter.kafka.topic, late_topic=late_topic,
         source_uid=f"{name}.source", dead_letter_uid=f"{name}.dead-letter", late_uid=f"{name}.late",
         notes=tuple(notes),

@@ -18,16 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from headrace.connectors import embedded, jars, kafka, postgres
+from headrace.connectors import embedded, jars, kafka
 from headrace.connectors.sqltext import masked
 from headrace.jobs.checkpoints import RetainedCheckpoint
 from headrace.jobs.cluster import ClusterClient
-from headrace.jobs.compiler import VALIDATE_FUNCTION, CompiledJob
+from headrace.jobs.compiler import CHECKED_VIEW, CompiledJob
 from headrace.jobs.monitor import JobWatch
 from headrace.jobs.uids import assign_uids
 from headrace.operators import jvm
-from headrace.operators.validate import RecordCheck, validate_udf
-from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import HeadraceError, ServiceError
 
 Say = Callable[[str], None]
@@ -84,11 +82,8 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
     for key, value in settings.items():
         config.set(key, value)
     plan = compiled.plan
-    if plan.validate.engine == "python":
-        et = plan.spec.source.event_time
-        check = RecordCheck(plan.validate.schema.document, plan.fields, event_time=et.field,
-                            max_future_ms=et.max_future, max_future_text=format_duration_ms(et.max_future))
-        t_env.create_temporary_function(VALIDATE_FUNCTION, validate_udf(check))
+    for node in (*plan.steps, *plan.sinks):
+        node.register(t_env, compiled.wiring)
     for statement in compiled.functions + compiled.tables:
         t_env.execute_sql(statement)
     if compiled.embedded:
@@ -100,9 +95,9 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
                   .column_by_metadata("_event_time", DataTypes.TIMESTAMP_LTZ(3), "rowtime")
                   .column_by_expression("_proctime", "PROCTIME()")
                   .watermark("_event_time", "SOURCE_WATERMARK()").build())
-        t_env.create_temporary_view("hr_checked", t_env.from_data_stream(checked, schema))
+        t_env.create_temporary_view(CHECKED_VIEW, t_env.from_data_stream(checked, schema))
     else:
-        t_env.execute_sql(f"CREATE TEMPORARY VIEW `hr_checked` AS\n{compiled.checked_select}")
+        t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS\n{compiled.checked_select}")
     for statement in compiled.views:
         t_env.execute_sql(statement)
     return t_env
@@ -140,17 +135,17 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
     last_report = time.monotonic()
     from pyflink.common import RowKind
 
+    views = {"view:" + view.name: view for view in compiled.view_tables}
     try:
         with result.collect() as rows:
             for row in rows:
                 kind, body = row[0], json.loads(row[1])
-                if kind == "view":
+                if kind in views:
                     summary.view_updates += 1
-                    for view in compiled.view_tables:
-                        if row.get_row_kind() == RowKind.DELETE:
-                            store.delete(view, body)
-                        elif row.get_row_kind() != RowKind.UPDATE_BEFORE:
-                            store.upsert(view, body)
+                    if row.get_row_kind() == RowKind.DELETE:
+                        store.delete(views[kind], body)
+                    elif row.get_row_kind() != RowKind.UPDATE_BEFORE:
+                        store.upsert(views[kind], body)
                 elif kind == "dead_letter":
                     summary.dead_lettered += 1
                     store.append(plan.dead_letter_topic, body)
@@ -179,18 +174,20 @@ def compiled_plan_json(t_env: Any, compiled: CompiledJob) -> str:
 def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
     """Check services and jars before starting Flink, so failures are one clear line."""
     profile, plan = compiled.profile, compiled.plan
-    assert profile.kafka is not None and profile.postgres is not None
-    jar_paths = jars.required_jars({"kafka", "postgres"})
+    assert profile.kafka is not None
+    needed = {"kafka"} | {jar for node in (*plan.steps, *plan.sinks) for jar in node.requirements.jars}
+    jar_paths = jars.required_jars(needed)
     kconn = profile.kafka
     topics = kafka.check_reachable(kconn.bootstrap_servers, kconn.properties)
     if plan.spec.source.kafka.topic not in topics:
         raise ServiceError(f"source topic '{plan.spec.source.kafka.topic}' does not exist on "
                            f"{kconn.bootstrap_servers}", hint="create it, or fix 'source.kafka.topic'")
     kafka.ensure_topics(kconn.bootstrap_servers, kconn.properties, {plan.dead_letter_topic, plan.late_topic})
-    for view in compiled.view_tables:
-        postgres.ensure_table(profile.postgres.conninfo(), view)
-    say(f"preflight ok: broker {kconn.bootstrap_servers}, PostgreSQL {profile.postgres.host}:"
-        f"{profile.postgres.port}/{profile.postgres.database}, {len(jar_paths)} connector jars")
+    for sink in plan.sinks:
+        sink.prepare(profile)
+    stores = ", ".join(dict.fromkeys(sink.kind for sink in plan.sinks))
+    say(f"preflight ok: broker {kconn.bootstrap_servers}, {len(plan.sinks)} sink(s) ready ({stores}), "
+        f"{len(jar_paths)} connector jars")
     return jar_paths
 
 
@@ -220,7 +217,7 @@ def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *,
     from urllib.parse import urlparse
 
     jar_paths = preflight(compiled, say)
-    if compiled.plan.validate.engine == "python":
+    if any(node.requirements.python for node in (*compiled.plan.steps, *compiled.plan.sinks)):
         # the Python operators live in opt/flink-python-*.jar, which a cluster's lib/ lacks
         import pyflink
 
@@ -296,14 +293,10 @@ def check_services(compiled: CompiledJob) -> list[str]:
             kafka.check_reachable(profile.kafka.bootstrap_servers, profile.kafka.properties, timeout_s=5)
         except ServiceError:
             down.append(f"broker {profile.kafka.bootstrap_servers} not answering")
-    if profile.postgres is not None:
-        import psycopg
-
-        try:
-            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error:
-            down.append(f"PostgreSQL {profile.postgres.host}:{profile.postgres.port} not answering")
+    for sink in compiled.plan.sinks:
+        phrase = sink.reachable(profile)
+        if phrase is not None and phrase not in down:
+            down.append(phrase)
     return down
 
 
@@ -391,16 +384,9 @@ def _counts(job: JobWatch) -> list[str]:
 
 
 def view_counts(compiled: CompiledJob) -> list[str]:
-    import psycopg
-
-    assert compiled.profile.postgres is not None
     counts = []
-    try:
-        with psycopg.connect(**{**compiled.profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
-            for view in compiled.view_tables:
-                n = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                    psycopg.sql.Identifier(view.name))).fetchone()
-                counts.append(f"{view.name}: {n[0] if n else 0:,} rows")
-    except psycopg.Error:
-        pass  # said by check_services
+    for sink in compiled.plan.sinks:
+        n = sink.stored_rows(compiled.profile)
+        if n is not None:  # else said by check_services
+            counts.append(f"{sink.view.name}: {n:,} rows")
     return counts

@@ -25,49 +25,14 @@ Example (``jobs/page_activity.yaml``)::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from headrace.operators.measures import parse_measure
-from headrace.schemas.durations import format_duration_ms, parse_duration_ms
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    PlainSerializer,
-    Tag,
-    WithJsonSchema,
-    model_validator,
-)
+from headrace.jobs.registry import SINKS, STEPS
+from headrace.schemas.options import Duration, Identifier, SpecModel, StepId, TopicName
+from pydantic import BaseModel, Discriminator, Field, Tag, create_model, model_validator
 
-Duration = Annotated[
-    int,
-    BeforeValidator(parse_duration_ms),
-    PlainSerializer(format_duration_ms, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+\s*(ms|s|min|m|h|d)$",
-                    "examples": ["500ms", "10s", "1m", "2h"]}),
-]
-"""A duration written with a unit (``10s``); held as milliseconds."""
-
-Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
-
-
-def _check_measure(expression: str) -> str:
-    parse_measure("m", expression)
-    return expression
-
-
-MeasureExpression = Annotated[str, AfterValidator(_check_measure),
-                              Field(examples=["count()", "sum(bytes)", "avg(latency_ms)"])]
 JobName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=60)]
-StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=60)]
-TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=249)]
-
-
-class SpecModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+__all__ = ["Duration", "Identifier", "SpecModel", "StepId", "JobName"]
 
 
 # -- source -------------------------------------------------------------------------------
@@ -111,115 +76,50 @@ class Source(SpecModel):
     event_time: EventTime
 
 
-# -- steps --------------------------------------------------------------------------------
+# -- steps and sinks: one-key mappings whose key names a registered kind -----------------------
 
-class ValidateOptions(SpecModel):
-    """Check each record against the source's schema (or ``schema``); failures go to dead letter."""
-
-    id: StepId | None = None
-    schema_file: str | None = Field(default=None, alias="schema")
-    #: where records are checked: ``jvm`` (Flink function, the JSON Schema subset Headrace
-    #: compiles), ``python`` (jsonschema-rs, all of draft 2020-12, slower), or ``auto``:
-    #: the JVM when the schema is in its subset
-    engine: Literal["auto", "jvm", "python"] = "auto"
+def _one_key_models(kinds: dict[str, Any], suffix: str) -> dict[str, type[BaseModel]]:
+    """``{"validate": ValidateStep, ...}``: a model with one field, aliased to the kind's name."""
+    return {name: create_model(f"{name.title()}{suffix}", __base__=SpecModel,
+                               options_=(kind.options, Field(alias=name)))
+            for name, kind in kinds.items()}
 
 
-class SlidingWindow(SpecModel):
-    size: Duration
-    slide: Duration
-
-    @model_validator(mode="after")
-    def _slide_divides_size(self) -> SlidingWindow:
-        if self.slide <= 0 or self.size <= 0 or self.size % self.slide:
-            raise ValueError("sliding window 'size' must be a positive multiple of 'slide'")
-        return self
+STEP_MODELS = _one_key_models(STEPS, "Step")
+SINK_MODELS = _one_key_models(SINKS, "Sink")
+STEP_KINDS = tuple(STEP_MODELS)
+SINK_KINDS = tuple(SINK_MODELS)
 
 
-class SessionWindow(SpecModel):
-    gap: Duration
+def _discriminator(models: dict[str, type[BaseModel]]) -> Any:
+    def first_key(value: Any) -> str | None:
+        if isinstance(value, dict) and len(value) == 1:
+            return str(next(iter(value)))
+        if isinstance(value, BaseModel):
+            return next((name for name, model in models.items() if isinstance(value, model)), None)
+        return None
+    return Discriminator(first_key)
 
 
-class WindowSpec(SpecModel):
-    """Exactly one of ``tumbling: 1m``, ``sliding: {size, slide}``, ``session: {gap}``."""
-
-    tumbling: Duration | None = None
-    sliding: SlidingWindow | None = None
-    session: SessionWindow | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> WindowSpec:
-        chosen = [k for k in ("tumbling", "sliding", "session") if getattr(self, k) is not None]
-        if len(chosen) != 1:
-            raise ValueError("a window is exactly one of 'tumbling', 'sliding' or 'session'")
-        if self.tumbling is not None and self.tumbling <= 0:
-            raise ValueError("a tumbling window must be longer than 0")
-        return self
-
-    @property
-    def kind(self) -> Literal["tumbling", "sliding", "session"]:
-        if self.tumbling is not None:
-            return "tumbling"
-        return "sliding" if self.sliding is not None else "session"
+def _union(models: dict[str, type[BaseModel]]) -> Any:
+    members = tuple(Annotated[model, Tag(name)] for name, model in models.items())
+    union = members[0]
+    for member in members[1:]:
+        union = union | member
+    return Annotated[union, _discriminator(models)]
 
 
-class AggregateOptions(SpecModel):
-    """Windowed aggregation on event time; results are upserted by group keys + window bounds."""
-
-    id: StepId | None = None
-    group_by: list[Identifier] = Field(min_length=1)
-    window: WindowSpec
-    allowed_lateness: Duration = 0
-    measures: dict[Identifier, MeasureExpression] = Field(min_length=1)
+Step = _union(STEP_MODELS)
+Sink = _union(SINK_MODELS)
 
 
-class ValidateStep(SpecModel):
-    validate_: ValidateOptions = Field(alias="validate")
+def kind_of(item: BaseModel) -> str:
+    """The kind a step or sink entry names (``validate``, ``postgres``, …)."""
+    return next(iter(type(item).model_fields.values())).alias or ""
 
 
-class AggregateStep(SpecModel):
-    aggregate: AggregateOptions
-
-
-STEP_KINDS = ("validate", "aggregate")
-
-
-def _first_key(value: Any) -> str | None:
-    if isinstance(value, dict) and len(value) == 1:
-        return str(next(iter(value)))
-    if isinstance(value, BaseModel):
-        return "validate" if isinstance(value, ValidateStep) else "aggregate"
-    return None
-
-
-Step = Annotated[
-    Annotated[ValidateStep, Tag("validate")] | Annotated[AggregateStep, Tag("aggregate")],
-    Discriminator(_first_key),
-]
-
-
-def step_kind(step: ValidateStep | AggregateStep) -> str:
-    return "validate" if isinstance(step, ValidateStep) else "aggregate"
-
-
-def step_options(step: ValidateStep | AggregateStep) -> ValidateOptions | AggregateOptions:
-    return step.validate_ if isinstance(step, ValidateStep) else step.aggregate
-
-
-# -- sinks and outputs --------------------------------------------------------------------
-
-class PostgresTable(SpecModel):
-    """An upsert into a PostgreSQL table (created if absent), keyed by group keys + window."""
-
-    table: Identifier
-    from_step: StepId | None = Field(default=None, alias="from")
-
-
-class PostgresSink(SpecModel):
-    postgres: PostgresTable
-
-
-SINK_KINDS = ("postgres",)
-Sink = PostgresSink
+def options_of(item: BaseModel) -> Any:
+    return item.options_  # type: ignore[attr-defined]
 
 
 class KafkaOutput(SpecModel):
@@ -239,8 +139,8 @@ class JobSpec(SpecModel):
     parallelism: int = Field(default=1, ge=1, le=256)
     checkpoint: Checkpoint = Checkpoint()
     source: Source
-    steps: list[Step] = Field(min_length=1)
-    sinks: list[Sink] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1)  # type: ignore[valid-type]
+    sinks: list[Sink] = Field(min_length=1)  # type: ignore[valid-type]
     dead_letter: KafkaOutput
     late: KafkaOutput | None = None
 
@@ -248,12 +148,24 @@ class JobSpec(SpecModel):
 def all_keys() -> set[str]:
     """Every key the spec knows, for "did you mean" hints."""
     keys: set[str] = set()
-    for model in (KafkaTopic, RecordFormat, EventTime, Source, ValidateOptions, SlidingWindow,
-                  SessionWindow, WindowSpec, AggregateOptions, ValidateStep, AggregateStep,
-                  PostgresTable, PostgresSink, KafkaOutput, Checkpoint, JobSpec):
+    def walk(model: type[BaseModel]) -> None:
         for name, info in model.model_fields.items():
             keys.add(info.alias or name)
+            for arg in _models_in(info.annotation):
+                walk(arg)
+
+    walk(JobSpec)
+    for model in (*STEP_MODELS.values(), *SINK_MODELS.values()):
+        walk(model)
     return keys
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -20,8 +20,209 @@ The plain-Python :func:`assign_windows` is the reference semantics used by tests
 
 from __future__ import annotations
 
-from headrace.operators.measures import Measure
-from headrace.schemas.durations import sql_interval
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from headrace.connectors.sqltext import ident, literal
+from headrace.operators.measures import Measure, parse_measure
+from headrace.schemas.durations import format_duration_ms, sql_interval
+from headrace.schemas.errors import SpecError
+from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, StepNode, Stream, Wiring
+from headrace.schemas.options import Duration, Identifier, SpecModel, StepOptions
+from headrace.schemas.types import FieldType
+from headrace.schemas.views import RECORDS_COLUMN, ViewDef
+from pydantic import AfterValidator, Field, model_validator
+
+
+def _check_measure(expression: str) -> str:
+    parse_measure("m", expression)
+    return expression
+
+
+MeasureExpression = Annotated[str, AfterValidator(_check_measure),
+                              Field(examples=["count()", "sum(bytes)", "avg(latency_ms)"])]
+
+
+class SlidingWindow(SpecModel):
+    size: Duration
+    slide: Duration
+
+    @model_validator(mode="after")
+    def _slide_divides_size(self) -> SlidingWindow:
+        if self.slide <= 0 or self.size <= 0 or self.size % self.slide:
+            raise ValueError("sliding window 'size' must be a positive multiple of 'slide'")
+        return self
+
+
+class SessionWindow(SpecModel):
+    gap: Duration
+
+
+class WindowSpec(SpecModel):
+    """Exactly one of ``tumbling: 1m``, ``sliding: {size, slide}``, ``session: {gap}``."""
+
+    tumbling: Duration | None = None
+    sliding: SlidingWindow | None = None
+    session: SessionWindow | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WindowSpec:
+        chosen = [k for k in ("tumbling", "sliding", "session") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("a window is exactly one of 'tumbling', 'sliding' or 'session'")
+        if self.tumbling is not None and self.tumbling <= 0:
+            raise ValueError("a tumbling window must be longer than 0")
+        return self
+
+    @property
+    def kind(self) -> Literal["tumbling", "sliding", "session"]:
+        if self.tumbling is not None:
+            return "tumbling"
+        return "sliding" if self.sliding is not None else "session"
+
+    def describe(self) -> str:
+        d = format_duration_ms
+        if self.sliding is not None:
+            return f"sliding {d(self.sliding.size)} every {d(self.sliding.slide)}"
+        if self.session is not None:
+            return f"session gap {d(self.session.gap)}"
+        return f"tumbling {d(self.tumbling or 0)}"
+
+
+class AggregateOptions(StepOptions):
+    """Windowed aggregation on event time; results are upserted by group keys + window bounds."""
+
+    group_by: list[Identifier] = Field(min_length=1)
+    window: WindowSpec
+    allowed_lateness: Duration = 0
+    measures: dict[Identifier, MeasureExpression] = Field(min_length=1)
+
+
+@dataclass(kw_only=True)
+class AggregateNode(StepNode):
+    """A planned aggregate: its output is a view (group keys, window bounds, typed measures)."""
+
+    group_by: tuple[tuple[str, FieldType], ...]
+    window: WindowSpec
+    allowed_lateness_ms: int
+    measures: tuple[Measure, ...]
+    measure_types: tuple[FieldType, ...]
+    event_time_field: str
+    out_of_orderness_ms: int
+    #: filled by the planner: the Flink tables of the sinks storing this view (uid ownership)
+    sink_tables: frozenset[str] = frozenset()
+
+    @property
+    def step_id(self) -> str:
+        return self.id
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The upsert key of every sink: group keys, then the window bounds."""
+        return tuple(name for name, _ in self.group_by) + ("window_start", "window_end")
+
+    def explain(self) -> str:
+        measures = ", ".join(f"{m.name}={m.function}({m.field or ''})" for m in self.measures)
+        return (f"{self.window.describe()} by ({', '.join(n for n, _ in self.group_by)}), allowed lateness "
+                f"{format_duration_ms(self.allowed_lateness_ms)}: {measures}; late records → late output")
+
+    def owns(self, node: ExecNode) -> bool:
+        # the window aggregate (and its local/global halves) feeding this view's sinks
+        return ("aggregate" in node.kind and node.kind != "over-aggregate" and bool(node.downstream_tables)
+                and node.downstream_tables <= self.sink_tables)
+
+    def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
+        ooo, view = self.out_of_orderness_ms, wiring.view
+        is_late = late_condition("`_event_ms`", "`_max_seen`", ooo, self.allowed_lateness_ms)
+        lateness = format_duration_ms(self.allowed_lateness_ms)
+        late_error = (f"CONCAT('late: event time ', CAST(`_event_time` AS STRING), ' UTC is more than "
+                      f"allowed_lateness ({lateness}) behind the watermark of its partition (', "
+                      f"CAST(TO_TIMESTAMP_LTZ({watermark_of('`_max_seen`', ooo)}, 3) AS STRING), ' UTC)')")
+        late, on_time = view(self.id, "late"), view(self.id, "on_time")
+        views = [
+            f"CREATE TEMPORARY VIEW {late} AS\n"
+            f"{wiring.dead_letter_select(literal(self.id), literal('/' + self.event_time_field), late_error)}\n"
+            f"FROM {input_view} WHERE {is_late}",
+            f"CREATE TEMPORARY VIEW {on_time} AS\nSELECT * FROM {input_view} WHERE NOT {is_late}",
+        ]
+        dead_letters: list[str] = []
+        stored_from = on_time
+        checks = wiring.unstorable(self.id)
+        if checks:
+            # a value some sink cannot store is a dead letter here, per record, so it keeps its
+            # origin and payload, and the window it would have joined is stored without it
+            refused = " OR ".join(f"({pred})" for _, _, pred, _ in checks)
+
+            def case(pick: int) -> str:
+                return "CASE " + " ".join(f"WHEN {c[2]} THEN {literal(c[pick])}" for c in checks) + " END"
+
+            unstorable, storable = view(self.id, "unstorable"), view(self.id, "storable")
+            path = f"CONCAT({literal('/')}, {case(1)})"
+            views.append(f"CREATE TEMPORARY VIEW {unstorable} AS\n"
+                         f"{wiring.dead_letter_select(case(0), path, case(3))}\nFROM {on_time} WHERE {refused}")
+            views.append(f"CREATE TEMPORARY VIEW {storable} AS\nSELECT * FROM {on_time} WHERE NOT ({refused})")
+            stored_from = storable
+            dead_letters.append(unstorable)
+        window = self.window
+        size = window.tumbling or (window.sliding.size if window.sliding else 0)
+        group, start, end = window_sql(
+            window.kind, "`_event_time`", size,
+            slide_ms=window.sliding.slide if window.sliding else None,
+            gap_ms=window.session.gap if window.session else None)
+        keys = ", ".join(ident(n) for n, _ in self.group_by)
+        windows = view(self.id, "windows")
+        views.append(f"""CREATE TEMPORARY VIEW {windows} AS
+SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
+       {', '.join(measure_columns(self.measures))}, COUNT(*) AS {ident(RECORDS_COLUMN)}
+FROM {stored_from} GROUP BY {group}, {keys}""")
+        return NodeSql(views=tuple(views), output=windows, dead_letters=tuple(dead_letters), late=(late,))
+
+    def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
+        """The record fields whose values reach a sink: group keys and min/max fields."""
+        stored = dict(self.group_by)
+        for m in self.measures:
+            if m.field is not None and m.function in ("min", "max"):
+                stored[m.field] = upstream.field_type(m.field) or FieldType.STRING
+        return stored
+
+
+class Aggregate(StepKind):
+    """``aggregate``: windowed aggregation; its rows are a view that sinks store."""
+
+    name = "aggregate"
+    options = AggregateOptions
+    emits = "view"
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> AggregateNode:
+        opts: AggregateOptions = options
+        if opts.window.kind == "session" and opts.allowed_lateness:
+            # Flink SQL's session group window cannot late-fire ("doesn't support EMIT strategy")
+            raise SpecError("session windows do not support allowed_lateness yet", where=ctx.where("allowed_lateness"),
+                            hint="set allowed_lateness: 0s, or raise max_out_of_orderness instead")
+        if len(set(opts.group_by)) != len(opts.group_by):
+            raise SpecError("group_by names a field twice", where=ctx.where("group_by"))
+        group_by = tuple((name, ctx.field(upstream, name, "group_by", j, required=True, what="group_by field"))
+                         for j, name in enumerate(opts.group_by))
+        measures, types = [], []
+        for name, expression in opts.measures.items():
+            measure = parse_measure(name, expression)
+            if name in opts.group_by or name in ("window_start", "window_end"):
+                raise SpecError(f"measure '{name}' clashes with a key column", where=ctx.where("measures", name),
+                                hint="rename the measure")
+            ftype = None
+            if measure.field is not None:
+                ftype = ctx.field(upstream, measure.field, "measures", name,
+                                  numeric=measure.function in ("sum", "avg"), what="measure field")
+            measures.append(measure)
+            types.append(measure.result_type(ftype))
+        reads = list(opts.group_by) + [m.field for m in measures if m.field and m.field not in opts.group_by]
+        view = ViewDef(name=node_id, keys=group_by, measures=tuple(zip((m.name for m in measures), types,
+                                                                       strict=True)))
+        return AggregateNode(
+            id=node_id, kind=self.name, uid=uid, output=Stream(view=view, described_as=f"step '{node_id}'"),
+            reads=tuple(dict.fromkeys(reads)), group_by=group_by, window=opts.window,
+            allowed_lateness_ms=opts.allowed_lateness, measures=tuple(measures), measure_types=tuple(types),
+            event_time_field=ctx.event_time_field, out_of_orderness_ms=ctx.out_of_orderness_ms)
 
 
 def window_sql(kind: str, time_col: str, size_ms: int, slide_ms: int | None = None,

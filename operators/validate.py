@@ -21,14 +21,29 @@ dead letter too, as in the JVM engine.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema_rs
 import orjson
+from headrace.connectors.sqltext import ident, literal
+from headrace.operators import jvm
+from headrace.schemas.durations import format_duration_ms
+from headrace.schemas.errors import SpecError
+from headrace.schemas.jsonschema import RecordSchema, jvm_unsupported
+from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, Requirements, StepKind, StepNode, Stream, Wiring
+from headrace.schemas.options import StepOptions
 from headrace.schemas.types import FieldType
+from pydantic import Field
+
+VALIDATE_FUNCTION = "hr_validate"
+EVENT_TIME_FUNCTION = "hr_event_time"
+#: counts records read (a Headrace metric), called where the late judgement reads every record
+COUNT_FUNCTION = "hr_count"
 
 _INT64 = (-(2**63), 2**63 - 1)
 #: 0001-01-01T00:00:00Z: the earliest event time every store (and Flink's TIMESTAMP) can hold
@@ -187,3 +202,162 @@ def validate_udf(check: RecordCheck, vectorized: bool = True) -> Any:
     if vectorized:
         return udf(VectorizedValidate(check), input_types=inputs, result_type=row, func_type="pandas")
     return udf(ValidateFunction(check), input_types=inputs, result_type=row)
+
+
+# -- the step kind ---------------------------------------------------------------------------
+
+class ValidateOptions(StepOptions):
+    """Check each record against the source's schema (or ``schema``); failures go to dead letter."""
+
+    schema_file: str | None = Field(default=None, alias="schema")
+    #: where records are checked: ``jvm`` (Flink function, the JSON Schema subset Headrace
+    #: compiles), ``python`` (jsonschema-rs, all of draft 2020-12, slower), or ``auto``:
+    #: the JVM when the schema is in its subset
+    engine: Literal["auto", "jvm", "python"] = "auto"
+
+
+@dataclass(kw_only=True)
+class ValidateNode(StepNode):
+    """The decoding step: reads the source's raw records once, checks them, extracts the fields
+    every later node reads, and judges lateness per partition (``_max_seen``)."""
+
+    schema: RecordSchema
+    #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
+    engine: str = "jvm"
+    engine_note: str = ""
+    event_time_field: str = ""
+    max_future_ms: int = 86_400_000
+    fields: tuple[tuple[str, FieldType], ...] = ()  # set by the compiler: what later nodes read
+
+    @property
+    def step_id(self) -> str:
+        return self.id
+
+    def explain(self) -> str:
+        engine = "in the JVM" if self.engine == "jvm" else f"in Python, jsonschema-rs ({self.engine_note})"
+        return f"decode + check each record against {self.schema.path.name} {engine}; failures → dead letter"
+
+    def owns(self, node: ExecNode) -> bool:
+        # the operator calling the validator, and the late judgement's per-partition maximum
+        return ((node.kind.startswith("python-") or node.kind == "calc") and node.calls(VALIDATE_FUNCTION)
+                or node.kind == "over-aggregate")
+
+    def call(self, fields: Sequence[tuple[str, FieldType]]) -> str:
+        """The JVM validator's call; its literal is the schema and the fields to extract, in order."""
+        spec = {"schema": self.schema.document, "event_time": self.event_time_field,
+                "max_future_ms": self.max_future_ms, "max_future": format_duration_ms(self.max_future_ms),
+                "fields": [[n, t.value] for n, t in fields]}
+        text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+        return f"{VALIDATE_FUNCTION}(`_payload`, {literal(text)})"
+
+    def event_time_sql(self, wiring: Wiring) -> str:
+        """Epoch ms of a raw record's event time (NULL when it has none): the source's watermark."""
+        if self.engine == "jvm":
+            # the same call as in the checked view: the second one per record is answered from a cache
+            return f"({self.call(wiring.fields_needed())}).`event_ms`"
+        return (f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(self.event_time_field)}, "
+                f"CAST({self.max_future_ms} AS BIGINT))")
+
+    def functions(self) -> tuple[str, ...]:
+        if self.engine == "jvm":
+            return (f"CREATE TEMPORARY SYSTEM FUNCTION {VALIDATE_FUNCTION} AS {literal(jvm.VALIDATE_CLASS)} "
+                    "LANGUAGE JAVA",)
+        return (f"CREATE TEMPORARY SYSTEM FUNCTION {EVENT_TIME_FUNCTION} AS {literal(jvm.EVENT_TIME_CLASS)} "
+                "LANGUAGE JAVA",)
+
+    def register(self, t_env: Any, wiring: Wiring) -> None:
+        if self.engine == "python":
+            check = RecordCheck(self.schema.document, wiring.fields_needed(), event_time=self.event_time_field,
+                                max_future_ms=self.max_future_ms,
+                                max_future_text=format_duration_ms(self.max_future_ms))
+            t_env.create_temporary_function(VALIDATE_FUNCTION, validate_udf(check))
+
+    def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
+        fields = wiring.fields_needed()
+        # embedded: the checked view is materialized through a DataStream (see the runner), which
+        # carries the rowtime as the record timestamp: the query exposes it under another name
+        time_column = "_rowtime" if wiring.embedded else "_event_time"
+        origin = f"{literal(wiring.source_topic)} AS `_topic`, "
+        if wiring.embedded:
+            origin += "CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`, `_event_ms`"
+        else:
+            origin += "`_partition`, `_offset`, `_event_ms`, `_proctime`"
+        if self.engine == "jvm":
+            # flat columns: a nested ROW read by several outputs is copied by each of them
+            def v(name: str) -> str:
+                return ident("_v_" + name)
+
+            flat = ", ".join(f"`_v`.{ident(n)} AS {v(n)}" for n in ("err_path", "err_msg", *dict(fields)))
+            checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
+       {flat}
+FROM (SELECT *, {self.call(fields)} AS `_v` FROM {input_view})"""
+        else:
+            checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
+       {VALIDATE_FUNCTION}(`_payload`) AS `_v`
+FROM {input_view}"""
+
+            def v(name: str) -> str:
+                return f"`_v`.{ident(name)}"
+
+        checked_view = wiring.view(self.id, "checked")
+        rejected, judged, valid = (wiring.view(self.id, p) for p in ("rejected", "judged", "valid"))
+        # Lateness is judged per source partition against the largest event time read from it so
+        # far: the watermark that partition alone would have, computed with every record rather
+        # than periodically, and kept in keyed state, so that the judgement is the same in a replay
+        # and after a restore from a checkpoint (Flink's own watermark is neither). The maximum runs
+        # over every record, invalid ones included, with the very `_event_ms` the source's watermark
+        # follows: Flink's watermark can then never be ahead of it, so the window operator never
+        # drops a record this judgement let through. Each aggregate applies its own lateness to it.
+        columns = ", ".join(f"{v(name)} AS {ident(name)}" for name, _ in fields)
+        views = (
+            f"""CREATE TEMPORARY VIEW {rejected} AS
+{wiring.dead_letter_select(literal(self.id), v('err_path'), v('err_msg'))}
+FROM {checked_view} WHERE {v('err_msg')} IS NOT NULL""",
+            f"""CREATE TEMPORARY VIEW {judged} AS
+SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, {v('err_msg')} AS `_error`,
+       {columns},
+       MAX({COUNT_FUNCTION}(`_event_ms`, 'records_in')) OVER (PARTITION BY `_partition` ORDER BY `_proctime`
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS `_max_seen`
+FROM {checked_view}""",
+            f"""CREATE TEMPORARY VIEW {valid} AS
+SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, `_max_seen`{', ' if columns else ''}{
+    ', '.join(ident(n) for n, _ in fields)}
+FROM {judged} WHERE `_error` IS NULL""",
+        )
+        return NodeSql(views=views, output=valid, dead_letters=(rejected,), checked=checked)
+
+
+class Validate(StepKind):
+    """``validate``: the decoding step every job starts with."""
+
+    name = "validate"
+    options = ValidateOptions
+    decodes = True
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> ValidateNode:
+        opts: ValidateOptions = options
+        schema: RecordSchema = ctx.schema(opts.schema_file, "schema")
+        et = ctx.event_time_field
+        stream = Stream(fields=tuple((n, t) for n in schema.properties if (t := schema.field_type(n)) is not None),
+                        required=frozenset(schema.required), described_as=schema.path.name)
+        et_type = ctx.field(stream, et, required=True, what="event-time field", at=ctx.event_time_where)
+        if et_type is not FieldType.INTEGER:
+            raise SpecError(f"event-time field '{et}' must be an integer (epoch milliseconds)",
+                            where=ctx.event_time_where, hint="give it \"type\": \"integer\" in the schema")
+        engine, note = _choose_engine(ctx, schema, opts.engine)
+        return ValidateNode(id=node_id, kind=self.name, uid=uid, output=stream, schema=schema, engine=engine,
+                            requirements=Requirements(python=engine == "python"),
+                            engine_note=note, event_time_field=et, max_future_ms=ctx.max_future_ms)
+
+
+def _choose_engine(ctx: PlanContext, schema: RecordSchema, wanted: str) -> tuple[str, str]:
+    """Where ``validate`` checks records: the JVM when the schema is in its subset."""
+    if wanted == "python":
+        return "python", "engine: python in the spec"
+    unsupported = jvm_unsupported(schema.document)
+    if unsupported is None:
+        return "jvm", "schema in the JVM subset"
+    if wanted == "jvm":
+        raise SpecError(f"engine 'jvm' cannot check {schema.path.name}: {unsupported}", where=ctx.where("engine"),
+                        hint="use engine: auto (or python) to check it with jsonschema-rs in Python")
+    return "python", f"{schema.path.name}: {unsupported}"

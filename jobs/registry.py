@@ -1,0 +1,14 @@
+"""Every step kind and sink kind Headrace knows, by the name a job spec uses.
+
+Adding a kind is its module plus one line here (see README, "Adding a step, sink or format").
+"""
+
+from __future__ import annotations
+
+from headrace.connectors.postgres import Postgres
+from headrace.operators.aggregate import Aggregate
+from headrace.operators.validate import Validate
+from headrace.schemas.kinds import SinkKind, StepKind
+
+STEPS: dict[str, StepKind] = {kind.name: kind for kind in (Validate(), Aggregate())}
+SINKS: dict[str, SinkKind] = {kind.name: kind for kind in (Postgres(),)}

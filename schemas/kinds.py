@@ -1,0 +1,262 @@
+"""The one small interface every step kind and sink kind implements.
+
+A *kind* is what a job spec names (``validate``, ``aggregate``, ``postgres``): one module holds
+its options model and a :class:`StepKind` or :class:`SinkKind` that plans it. Planning turns the
+options into a *node* (:class:`StepNode`, :class:`SinkNode`) that knows everything else about
+it: the fields and types it resolved (errors at ``file:line`` through its :class:`PlanContext`),
+the Flink SQL it contributes, its line in ``headrace explain``, which operators of Flink's plan
+it owns (for their uids), the jars and services it needs, and how it prepares its store.
+``jobs/registry.py`` lists the kinds; the compiler only wires the views the nodes return, each
+node reading the output view of the node its ``from`` names.
+
+This follows Beam YAML's providers (a kind is created by its type name from its config) and
+Quix Streams' sinks (one module each, with its own tests). A new sink, in brief
+(``connectors/redis.py`` is a whole one)::
+
+    class CsvOptions(SinkOptions):
+        path: str
+
+    class CsvSink(SinkKind):
+        name, options = "csv", CsvOptions
+
+        def plan(self, options, ctx, upstream):
+            return CsvNode(id=f"sink.csv.{Path(options.path).stem}", kind="csv", uid=ctx.uid(...),
+                           view=upstream.view)
+
+plus one line in ``jobs/registry.py``.
+
+Columns a record stream carries besides its fields, read by the compiler's shared parts (dead
+letters, the late judgement), are named in :data:`SYSTEM_COLUMNS`; a step keeps them on every
+row it emits.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol
+
+from headrace.schemas.options import SinkOptions, StepOptions
+from headrace.schemas.types import FieldType
+from headrace.schemas.views import ViewDef
+
+#: the columns every record stream carries for the compiler: the raw payload and its origin
+#: (dead letters), the event time as a timestamp and in epoch ms, and the largest event time
+#: of the record's partition so far (the late judgement)
+SYSTEM_COLUMNS = ("_payload", "_topic", "_partition", "_offset", "_event_time", "_event_ms", "_max_seen")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What a node emits: records with typed fields, or (``view`` set) the rows of a view."""
+
+    fields: tuple[tuple[str, FieldType], ...] = ()
+    #: fields every record has (a schema's ``required``): group keys must be among them
+    required: frozenset[str] = frozenset()
+    #: how errors name where the fields come from ("click.schema.json", "step 'enrich'")
+    described_as: str = ""
+    view: ViewDef | None = None
+
+    def field_type(self, name: str) -> FieldType | None:
+        return dict(self.fields).get(name)
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a node needs before the job starts: connector jars (by the jar lock's ``for``),
+    profile sections naming services, and whether it runs Python in Flink's workers."""
+
+    jars: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+    python: bool = False
+
+    def __or__(self, other: Requirements) -> Requirements:
+        return Requirements(self.jars | other.jars, self.services | other.services, self.python or other.python)
+
+
+class PlanContext(Protocol):
+    """What the planner tells a kind about where it is."""
+
+    job: str
+    #: the event-time field and the source's bounded out-of-orderness (ms)
+    event_time_field: str
+    out_of_orderness_ms: int
+    max_future_ms: int
+
+    def where(self, *path: str | int) -> str:
+        """``file:line`` of a key inside this node's options (``where("window")``)."""
+
+    @property
+    def event_time_where(self) -> str:
+        """``file:line`` of the source's event-time field."""
+
+    def field(self, stream: Stream, name: str, *path: str | int, numeric: bool = False,
+              required: bool = False, what: str = "field", at: str | None = None) -> FieldType:
+        """The type of ``stream``'s field ``name``, or a :class:`SpecError` at ``path`` (or ``at``)."""
+
+    def schema(self, relative: str | None, *path: str | int) -> Any:
+        """A record schema (the source's when ``relative`` is None), or a SpecError at ``path``."""
+
+
+@dataclass(frozen=True)
+class ExecNode:
+    """One node of Flink's compiled plan, as uid assignment shows it to the kinds."""
+
+    kind: str  # "calc", "python-calc", "group-window-aggregate", "sink", …
+    text: str  # the node's JSON
+    sink_table: str | None = None  # the table a sink node writes
+    downstream_tables: frozenset[str] = frozenset()  # tables of every sink this node feeds
+
+    def calls(self, function: str) -> bool:
+        """Whether the node calls ``function``."""
+        return f"{function}(" in self.text or json.dumps(function) in self.text
+
+
+class Wiring(Protocol):
+    """What the compiler gives a node writing its SQL."""
+
+    embedded: bool  # the embedded profile (a bounded file source, results collected)
+    source_topic: str
+
+    def view(self, node_id: str, part: str) -> str:
+        """The quoted name of a view a node defines; every internal name comes from here."""
+
+    def dead_letter_select(self, step: str, path: str, error: str) -> str:
+        """``SELECT <dead-letter columns>`` over a record view (``step``/``path``/``error`` are SQL)."""
+
+    def fields_needed(self) -> tuple[tuple[str, FieldType], ...]:
+        """The fields some later node reads (what a decoding step must extract)."""
+
+    def unstorable(self, node_id: str) -> list[tuple[str, str, str, str]]:
+        """``(step, field, predicate, reason)`` per value a sink reading ``node_id`` cannot store."""
+
+
+@dataclass(frozen=True)
+class NodeSql:
+    """The SQL a node contributes."""
+
+    views: tuple[str, ...] = ()  # CREATE TEMPORARY VIEW statements, in order
+    output: str | None = None  # the (quoted) view later nodes read
+    dead_letters: tuple[str, ...] = ()  # (quoted) views of dead-letter rows
+    late: tuple[str, ...] = ()  # (quoted) views of late rows
+    #: for the decoding step only: the SELECT over the source every output shares (the compiler
+    #: makes it the view ``wiring.view(id, "checked")``; the embedded profile materializes it once)
+    checked: str | None = None
+
+
+class Node(ABC):
+    """A planned step or sink."""
+
+    id: str
+    kind: str
+    uid: str
+    requirements: Requirements
+
+    @abstractmethod
+    def explain(self) -> str:
+        """One line for ``headrace explain``."""
+
+    def owns(self, node: ExecNode) -> bool:
+        """Whether an operator of Flink's plan belongs to this node (it then carries our uid)."""
+        return False
+
+    def functions(self) -> tuple[str, ...]:
+        """``CREATE TEMPORARY SYSTEM FUNCTION`` statements of the JVM functions it calls."""
+        return ()
+
+    def register(self, t_env: Any, wiring: Wiring) -> None:  # noqa: B027 (most nodes have none)
+        """Register its Python functions with a TableEnvironment (before any SQL runs)."""
+
+
+@dataclass(kw_only=True)
+class StepNode(Node):
+    id: str
+    kind: str
+    uid: str
+    output: Stream
+    #: the fields of its input this step reads
+    reads: tuple[str, ...] = ()
+    requirements: Requirements = field(default_factory=Requirements)
+
+    @abstractmethod
+    def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
+        """Views over ``input_view`` (a quoted view name; the source table for a decoding step)."""
+
+    def explain(self) -> str:
+        return self.kind
+
+    def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
+        """Record fields whose values reach its sinks as they are (checked against each store)."""
+        return {}
+
+
+@dataclass(kw_only=True)
+class SinkNode(Node):
+    id: str
+    kind: str
+    uid: str
+    view: ViewDef
+    requirements: Requirements = field(default_factory=Requirements)
+
+    def unstorable(self, column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
+        """``(predicate, reason)`` for values of a column this store cannot hold, or None."""
+        return None
+
+    @abstractmethod
+    def table_ddl(self, profile: Any) -> str:
+        """``CREATE TEMPORARY TABLE <flink_table>`` the rows go to (a service profile)."""
+
+    def insert_sql(self, input_view: str) -> str:
+        """The statement storing the rows of ``input_view``."""
+        return f"INSERT INTO `{self.flink_table}` SELECT * FROM {input_view}"
+
+    def prepare(self, profile: Any) -> None:
+        """Preflight: make the store ready (create tables), or raise a ServiceError in one line."""
+
+    def reachable(self, profile: Any) -> str | None:
+        """A phrase when the store does not answer now (for the progress line), else None."""
+        return None
+
+    def stored_rows(self, profile: Any) -> int | None:
+        """How many rows the store holds for this view now (the progress line), if it can tell."""
+        return None
+
+    def owns(self, node: ExecNode) -> bool:
+        return node.kind == "sink" and node.sink_table == self.flink_table
+
+    @property
+    def flink_table(self) -> str:
+        """The Flink table this sink writes (named by the node id, so unique in the job)."""
+        return "hr_" + self.id.replace(".", "_").replace("-", "_")
+
+
+class StepKind(ABC):
+    """A step kind: the YAML key ``name``, its ``options`` model, and planning."""
+
+    name: ClassVar[str]
+    options: ClassVar[type[StepOptions]]
+    #: a decoding step reads the source's raw records (it must come first)
+    decodes: ClassVar[bool] = False
+    #: what it emits: "records" (later steps may read them) or "view" (only sinks read it)
+    emits: ClassVar[str] = "records"
+
+    @abstractmethod
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> StepNode:
+        """Check the options against the upstream stream; a SpecError (at ``ctx.where``) if wrong."""
+
+
+class SinkKind(ABC):
+    """A sink kind: stores the rows of a view."""
+
+    name: ClassVar[str]
+    options: ClassVar[type[SinkOptions]]
+
+    @abstractmethod
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> SinkNode:
+        """``upstream.view`` is the view it stores."""
+
+    @staticmethod
+    def named_view(upstream: Stream, name: str) -> ViewDef:
+        assert upstream.view is not None
+        return replace(upstream.view, name=name)
