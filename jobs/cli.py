@@ -179,10 +179,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_embedded(compiled, say)
         for view in summary.views:
             print_view(profile, view, args.limit)
-        aggregated = (summary.records_in or 0) - summary.dead_lettered - summary.late
-        out.print(f"{summary.records_in:,} records in → {aggregated:,} aggregated, "
-                  f"{summary.dead_lettered:,} dead-lettered ({plan.dead_letter_topic}), "
-                  f"{summary.late:,} late ({plan.late_topic}); {summary.seconds:.1f}s")
+        if len(plan.aggregates) == 1:
+            aggregated = (summary.records_in or 0) - summary.dead_lettered - summary.late
+            out.print(f"{summary.records_in:,} records in → {aggregated:,} aggregated, "
+                      f"{summary.dead_lettered:,} dead-lettered ({plan.dead_letter_topic}), "
+                      f"{summary.late:,} late ({plan.late_topic}); {summary.seconds:.1f}s")
+        else:  # each aggregate judges lateness with its own allowance
+            per_step = "; ".join(
+                f"{a.id}: {(summary.records_in or 0) - summary.dead_lettered - summary.late_by_step[a.id]:,} "
+                f"aggregated, {summary.late_by_step[a.id]:,} late" for a in plan.aggregates)
+            out.print(f"{summary.records_in:,} records in, {summary.dead_lettered:,} dead-lettered "
+                      f"({plan.dead_letter_topic}) → {per_step} ({plan.late_topic}); {summary.seconds:.1f}s")
         return 0
     store, restore = _resume_point(profile, plan.name, args.fresh, say)
     compiled = compile_job(plan, profile, bounded_offsets=_offsets(args.stop_at_offsets), from_earliest=args.fresh)

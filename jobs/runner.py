@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ class RunSummary:
     records_in: int | None = None
     dead_lettered: int = 0
     late: int = 0
+    late_by_step: Counter[str] = field(default_factory=Counter)
     view_updates: int = 0
     seconds: float = 0.0
     job_id: str | None = None
@@ -151,6 +153,7 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
                     store.append(plan.dead_letter_topic, body)
                 else:
                     summary.late += 1
+                    summary.late_by_step[body["step"]] += 1
                     store.append(plan.late_topic, body)
                 if time.monotonic() - last_report > 5:
                     last_report = time.monotonic()
