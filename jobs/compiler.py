@@ -68,6 +68,7 @@ class Wiring:
     plan: Plan
     embedded: bool
     source_topic: str
+    profile: Profile
 
     def view(self, node_id: str, part: str) -> str:
         if part == "checked":
@@ -99,6 +100,9 @@ class Wiring:
                 refusal = sink.unstorable(ident(name), ftype)
                 if refusal is not None:
                     checks.append((sink.id, name, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
+            refusal = sink.unstorable_time("`_event_ms`")
+            if refusal is not None:
+                checks.append((sink.id, self.plan.event_time_field, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
         return checks
 
 
@@ -212,10 +216,11 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     # the source's watermark: Flink's bounded-out-of-orderness rule (max - ooo - 1 ms), the one
     # the late judgement applies per partition (see operators/aggregate.py, late_condition)
     ooo = sql_interval(et.max_out_of_orderness + 1)
-    views = tuple(sink.view for sink in plan.sinks)
+    # sinks of one view under one name (a table and a Redis prefix, say) share its embedded table
+    views = tuple({sink.view.name: sink.view for sink in plan.sinks}.values())
     config = job_config(plan, profile)
     functions = function_ddl(plan)
-    wiring = Wiring(plan, profile.embedded is not None, spec.source.kafka.topic)
+    wiring = Wiring(plan, profile.embedded is not None, spec.source.kafka.topic, profile)
     event_time_millis = plan.validate.event_time_sql(wiring)
     wired = wire(plan, wiring)
     if profile.embedded is not None:
@@ -226,7 +231,7 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
         dl = [(name, _ts(ident(name)) if name == "failed_at" else ident(name)) for name, _ in deadletter.COLUMNS]
         parts = [f"SELECT 'late' AS `_kind`, {_json_object(dl)} AS `_body` FROM ({_union(wired.late)})"]
         parts += [f"SELECT 'dead_letter', {_json_object(dl)} FROM {v}" for v in wired.dead_letters]
-        for sink in plan.sinks:
+        for sink in {s.view.name: s for s in plan.sinks}.values():
             view = sink.view
             cols = [(n, ident(n)) for n, _ in view.keys]
             cols += [("window_start", _ts("`window_start`")), ("window_end", _ts("`window_end`"))]

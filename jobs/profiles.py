@@ -91,7 +91,11 @@ class ClusterConnection(SpecModel):
 
 
 class Profile(SpecModel):
-    """Connections for one environment: ``embedded``, or ``kafka`` + ``postgres``."""
+    """Connections for one environment: ``embedded``, or ``kafka`` and the stores its sinks use.
+
+    ``postgres`` is a field of its own; every other store's section (``redis:``, ``influx:``) is
+    declared by its sink kind (``SinkKind.section`` and ``.connection``) and kept in ``services``.
+    """
 
     name: str = "local"
     embedded: EmbeddedConnection | None = None
@@ -100,14 +104,45 @@ class Profile(SpecModel):
     state: StateStorage = StateStorage()
     cluster: ClusterConnection = ClusterConnection()
     flink: dict[str, str] = Field(default_factory=dict)
+    #: the connection of each store section a sink kind declares (validated by its own model)
+    services: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _complete(self) -> Profile:
-        if self.embedded is None and (self.kafka is None or self.postgres is None):
-            raise ValueError("a profile is either 'embedded: {}' or names both 'kafka' and 'postgres'")
-        if self.embedded is not None and (self.kafka or self.postgres):
-            raise ValueError("an embedded profile cannot also name 'kafka' or 'postgres'")
+        if self.embedded is None and self.kafka is None:
+            raise ValueError("a profile is either 'embedded: {}' or names 'kafka' (and the stores its jobs use)")
+        if self.embedded is not None and (self.kafka or self.postgres or self.services):
+            raise ValueError("an embedded profile cannot also name 'kafka' or a store")
         return self
+
+    def service(self, section: str) -> Any:
+        """A store's connection, or a one-line error naming the section to add."""
+        found = self.postgres if section == "postgres" else self.services.get(section)
+        if found is None:
+            raise SpecError(f"profile '{self.name}' names no '{section}' connection, which a sink of this job needs",
+                            hint=f"add '{section}: {{...}}' to the profile (see README, 'Profiles')")
+        return found
+
+
+def _service_sections(raw: dict[str, Any], profile: str, smap: SourceMap) -> dict[str, Any]:
+    """Move each sink kind's section out of ``raw`` into validated connections."""
+    from headrace.jobs.registry import SINKS
+
+    services: dict[str, Any] = {}
+    for kind in SINKS.values():
+        if kind.section is None or kind.connection is None or kind.section == "postgres":
+            continue
+        if kind.section in raw:
+            value = raw.pop(kind.section)
+            try:
+                services[kind.section] = kind.connection.model_validate(value or {})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ("profiles", profile, kind.section) + tuple(first["loc"])
+                message = str(first["msg"]).removeprefix("Value error, ")
+                raise SpecError(f"profile '{profile}': {kind.section}.{'.'.join(map(str, first['loc']))}: {message}",
+                                where=smap.where(loc)) from None
+    return services
 
 
 def _interpolate(value: Any, profile: str, smap: SourceMap, path: KeyPath) -> Any:
@@ -137,8 +172,9 @@ def load_profile(name: str = "local", path: Path | None = None) -> Profile:
         raise SpecError(f"no profile '{name}'", where=str(path),
                         hint=f"known profiles: {', '.join(sorted(profiles))}")
     raw = _interpolate(profiles[name] or {}, name, smap, ("profiles", name))
+    services = _service_sections(raw, name, smap) if isinstance(raw, dict) else {}
     try:
-        return Profile.model_validate({"name": name, **raw})
+        return Profile.model_validate({"name": name, **raw, "services": services})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ("profiles", name) + tuple(first["loc"])

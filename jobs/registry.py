@@ -5,10 +5,12 @@ Adding a kind is its module plus one line here (see README, "Adding a step, sink
 
 from __future__ import annotations
 
+from headrace.connectors.influx import Influx
 from headrace.connectors.postgres import Postgres
+from headrace.connectors.redis import Redis
 from headrace.operators.aggregate import Aggregate
 from headrace.operators.validate import Validate
 from headrace.schemas.kinds import SinkKind, StepKind
 
 STEPS: dict[str, StepKind] = {kind.name: kind for kind in (Validate(), Aggregate())}
-SINKS: dict[str, SinkKind] = {kind.name: kind for kind in (Postgres(),)}
+SINKS: dict[str, SinkKind] = {kind.name: kind for kind in (Postgres(), Redis(), Influx())}

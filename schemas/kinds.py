@@ -37,7 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
-from headrace.schemas.options import SinkOptions, StepOptions
+from headrace.schemas.options import SinkOptions, SpecModel, StepOptions
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import ViewDef
 
@@ -118,6 +118,7 @@ class Wiring(Protocol):
 
     embedded: bool  # the embedded profile (a bounded file source, results collected)
     source_topic: str
+    profile: Any  # the profile the job is compiled for (connections of the stores)
 
     def view(self, node_id: str, part: str) -> str:
         """The quoted name of a view a node defines; every internal name comes from here."""
@@ -203,6 +204,10 @@ class SinkNode(Node):
         """``(predicate, reason)`` for values of a column this store cannot hold, or None."""
         return None
 
+    def unstorable_time(self, ms_sql: str) -> tuple[str, str] | None:
+        """``(predicate, reason)`` for event times (epoch ms) whose windows this store cannot hold."""
+        return None
+
     @abstractmethod
     def table_ddl(self, profile: Any) -> str:
         """``CREATE TEMPORARY TABLE <flink_table>`` the rows go to (a service profile)."""
@@ -247,10 +252,13 @@ class StepKind(ABC):
 
 
 class SinkKind(ABC):
-    """A sink kind: stores the rows of a view."""
+    """A sink kind: stores the rows of a view. ``section``/``connection``: the profile section
+    naming its store (``redis:``) and the model that section is validated with."""
 
     name: ClassVar[str]
     options: ClassVar[type[SinkOptions]]
+    section: ClassVar[str | None] = None
+    connection: ClassVar[type[SpecModel] | None] = None
 
     @abstractmethod
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> SinkNode:

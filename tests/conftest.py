@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Broker, Postgres
+from tests.services import Broker, InfluxServer, Postgres, RedisServer, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
@@ -28,6 +28,27 @@ def pg() -> Iterator[Postgres]:
     p = Postgres.start()
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    r = RedisServer.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def influx_server() -> Iterator[InfluxServer]:
+    server = InfluxServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria() -> Iterator[VictoriaMetrics]:
+    server = VictoriaMetrics.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

@@ -150,6 +150,165 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@dataclass
+class RedisServer:
+    """A private redis-server (Debian's package) on 127.0.0.1, appending to a file in its own
+    directory so that a stop and a start keep its data, as a real deployment's would."""
+
+    port: int
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found; install Debian's 'redis-server' (tests/run.sh does)")
+        root = Path(tempfile.mkdtemp(prefix="headrace-redis-", dir="/tmp"))
+        port = free_port()
+        return cls(port, root, cls._spawn(binary, port, root))
+
+    @staticmethod
+    def _spawn(binary: str, port: int, root: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no", "--logfile", str(root / "log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(port, proc, "redis-server")
+        return proc
+
+    def client(self) -> object:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def shut_down(self) -> None:
+        """Stop the server (SIGTERM: it flushes its append-only file), keeping its data."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+    def start_again(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.proc = self._spawn(binary, self.port, self.root)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class InfluxServer:
+    """Debian's InfluxDB 1.6 (``influxd``) on 127.0.0.1 with its data in a temporary directory:
+    line protocol on ``/write?db=`` and InfluxQL on ``/query``."""
+
+    port: int
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls) -> InfluxServer:
+        root = Path(tempfile.mkdtemp(prefix="headrace-influx-", dir="/tmp"))
+        port, rpc = free_port(), free_port()
+        (root / "influxdb.conf").write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
+            f'[meta]\n  dir = "{root}/meta"\n'
+            f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n  query-log-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n")
+        server = cls(port, root, cls._spawn(root))
+        _wait_port(port, server.proc, "influxd")
+        return server
+
+    @staticmethod
+    def _spawn(root: Path) -> subprocess.Popen[bytes]:
+        binary = shutil.which("influxd")
+        if binary is None:
+            raise RuntimeError("influxd not found; install Debian's 'influxdb' (tests/run.sh does)")
+        return subprocess.Popen([binary, "-config", str(root / "influxdb.conf")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, db: str, influxql: str) -> list[dict[str, object]]:
+        """InfluxQL on /query (epoch ms); the series of the first statement."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        url = f"{self.url}/query?" + urllib.parse.urlencode({"db": db, "q": influxql, "epoch": "ms"})
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as answer:
+            result = json.loads(answer.read())["results"][0]
+        return list(result.get("series", []))
+
+    def shut_down(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(20)
+
+    def start_again(self) -> None:
+        self.proc = self._spawn(self.root)
+        _wait_port(self.port, self.proc, "influxd")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class VictoriaMetrics:
+    """Debian's VictoriaMetrics on 127.0.0.1: it accepts InfluxDB's ``/api/v2/write`` (what
+    influxdb-client's write API sends), and its export API reads the points back."""
+
+    port: int
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls) -> VictoriaMetrics:
+        binary = shutil.which("victoria-metrics")
+        if binary is None:
+            raise RuntimeError("victoria-metrics not found; install Debian's 'victoria-metrics' (tests/run.sh does)")
+        root = Path(tempfile.mkdtemp(prefix="headrace-vm-", dir="/tmp"))
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={root}", "-retentionPeriod=100y",
+             "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(port, proc, "victoria-metrics")
+        return cls(port, root, proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def export(self, metric_regex: str) -> list[dict[str, object]]:
+        """Every series whose name matches, as /api/v1/export's JSON lines (after a flush)."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+        query = urllib.parse.urlencode({"match[]": f'{{__name__=~"{metric_regex}"}}'})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as answer:
+            return [json.loads(row) for row in answer.read().splitlines() if row.strip()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def profile_yaml(broker: Broker, pg: Postgres, name: str = "test") -> str:
     return (f"profiles:\n  {name}:\n"
             f"    kafka: {{bootstrap_servers: \"{broker.bootstrap}\"}}\n"

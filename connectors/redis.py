@@ -1,0 +1,292 @@
+"""Redis sink: the latest value of each key's windows as hashes, for fast lookups by key.
+
+For a view ``page_activity`` grouped by ``(tenant_id, page)`` every window row becomes::
+
+    page_activity:t1:/home:1767225600000      hash: measures, window_start, window_end, _records (TTL)
+    page_activity:t1:/home:latest             hash: the same fields of the newest window of that key
+    page_activity:top:events:1767225600000    sorted set (with ``top: events``): key → measure (TTL)
+
+Key parts are the group-key values, with ``%`` and ``:`` percent-encoded so that a key is never
+ambiguous, then the window start in epoch milliseconds (UTC). Writes are pipelined, one round
+trip per batch of rows, through one Lua script per row that keeps the stored hash whenever the
+new row was built from fewer records (as the PostgreSQL sink's trigger does) and moves ``latest``
+only forward in time.
+
+Delivery: effectively exactly-once for the hashes. Rows are written by a vectorized Python
+function in the job's plan, whose batches Flink completes before every checkpoint; after a
+failure the job replays from its checkpoint and rewrites the same keys with the same values.
+A Redis that does not answer is retried with exponential backoff and jitter for up to
+``retry_for`` (default 30 s); then the job fails with one line and restarts from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from headrace.connectors.retry import with_backoff
+from headrace.connectors.sqltext import ident, with_options
+from headrace.schemas.durations import format_duration_ms
+from headrace.schemas.errors import ServiceError, SpecError
+from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, SinkNode, Stream, Wiring
+from headrace.schemas.options import Duration, Identifier, SinkOptions, SpecModel
+from headrace.schemas.types import FieldType
+from headrace.schemas.views import RECORDS_COLUMN, ViewDef
+from pydantic import SecretStr
+
+# KEYS: window hash, latest hash, [top-N sorted set]
+# ARGV: records, window start ms, ttl ms (0: none), member, score, n, field1, value1, ...
+WRITE_SCRIPT = """
+local stored = redis.call('HGET', KEYS[1], '_records')
+if stored and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+local latest = redis.call('HGET', KEYS[2], 'window_start_ms')
+if (not latest) or tonumber(latest) <= tonumber(ARGV[2]) then
+  if latest and tonumber(latest) < tonumber(ARGV[2]) then redis.call('DEL', KEYS[2]) end
+  redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+end
+if #KEYS > 2 then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
+return 1
+"""
+
+
+def driver() -> Any:
+    """redis-py, or one line saying how to install it."""
+    try:
+        import redis
+    except ImportError:
+        raise ServiceError("the redis sink needs the redis-py driver", hint="pip install 'headrace[redis]'") from None
+    return redis
+
+
+class RedisConnection(SpecModel):
+    """The profile's ``redis:`` section."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl: bool = False
+    timeout: Duration = 5_000
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` (the password never enters a string)."""
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "db": self.db, "ssl": self.ssl,
+                                  "socket_timeout": self.timeout / 1000, "socket_connect_timeout": self.timeout / 1000}
+        if self.username:
+            kwargs["username"] = self.username
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        return kwargs
+
+
+class TopN(SpecModel):
+    measure: Identifier
+
+
+class RedisOptions(SinkOptions):
+    """Hashes per key and window under the prefix ``view`` (default: the aggregate step's id)."""
+
+    view: Identifier | None = None
+    ttl: Duration | None = None
+    top: TopN | None = None
+    retry_for: Duration = 30_000
+
+
+def encode_part(value: Any, ftype: FieldType | None) -> str:
+    """One key part: a group-key value, with ``%`` and ``:`` percent-encoded.
+
+    >>> encode_part("a:b%c", FieldType.STRING), encode_part(True, FieldType.BOOLEAN), encode_part(7, FieldType.INTEGER)
+    ('a%3Ab%25c', 'true', '7')
+    """
+    return _text(value, ftype).replace("%", "%25").replace(":", "%3A")
+
+
+def _text(value: Any, ftype: FieldType | None) -> str:
+    """A value as stored in a hash field ("" for null)."""
+    if value is None or (isinstance(value, float) and value != value and ftype is not FieldType.NUMBER):
+        return ""
+    if ftype is FieldType.BOOLEAN:
+        return "true" if value else "false"
+    if ftype is FieldType.INTEGER:
+        return str(int(value))
+    if ftype is FieldType.NUMBER:
+        return repr(float(value))
+    return str(value)
+
+
+def window_ms(text: str) -> int:
+    """``2026-01-01 00:01:00.000`` (UTC) → epoch milliseconds, for any year Flink can hold.
+
+    >>> window_ms("1970-01-01 00:01:00.250"), window_ms("0001-01-01 00:00:00.000")
+    (60250, -62135596800000)
+    """
+    from datetime import UTC, datetime
+
+    moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+@dataclass(frozen=True)
+class RowWriter:
+    """Plain Python: writes batches of view rows to Redis (opened lazily, in the worker)."""
+
+    view: ViewDef
+    connection: RedisConnection
+    ttl_ms: int
+    top: str | None
+    retry_for_ms: int
+
+    def keys_of(self, row: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """``(KEYS, ARGV)`` of the write script for one row (window bounds as text)."""
+        parts = [self.view.name, *(encode_part(row[n], t) for n, t in self.view.keys)]
+        start = window_ms(row["window_start"])
+        base = ":".join(parts)
+        keys = [f"{base}:{start}", f"{base}:latest"]
+        member, score = ":".join(parts[1:]), "0"
+        if self.top is not None:
+            keys.append(f"{self.view.name}:top:{self.top}:{start}")
+            score = _text(row[self.top], FieldType.NUMBER) or "0"
+        fields = ["window_start", row["window_start"], "window_end", row["window_end"],
+                  "window_start_ms", str(start), "window_end_ms", str(window_ms(row["window_end"]))]
+        fields += [x for n, t in self.view.keys for x in (n, _text(row[n], t))]
+        fields += [x for n, t in self.view.measures for x in (n, _text(row[n], t))]
+        fields += [RECORDS_COLUMN, str(int(row[RECORDS_COLUMN]))]
+        return keys, [str(int(row[RECORDS_COLUMN])), str(start), str(self.ttl_ms), member, score, "0", *fields]
+
+    def write(self, client: Any, script: Any, rows: list[dict[str, Any]]) -> None:
+        """One pipelined round trip for all ``rows``; retried with backoff, then raises."""
+        redis = driver()
+
+        def attempt() -> None:
+            pipe = client.pipeline(transaction=False)
+            for row in rows:
+                keys, args = self.keys_of(row)
+                script(keys=keys, args=args, client=pipe)
+            pipe.execute()
+
+        with_backoff(attempt, retry_for_ms=self.retry_for_ms, what=f"Redis at {self.connection.host}:"
+                     f"{self.connection.port}", transient=(redis.ConnectionError, redis.TimeoutError,
+                                                            redis.BusyLoadingError))
+
+
+def redis_udf(writer: RowWriter) -> Any:
+    """A vectorized scalar function: writes each batch of rows, returns 1 per row written."""
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    names = [n for n, _ in writer.view.keys] + ["window_start", "window_end"]
+    names += [n for n, _ in writer.view.measures] + [RECORDS_COLUMN]
+
+    class WriteRows(ScalarFunction):
+        def open(self, function_context: Any) -> None:
+            import redis
+
+            self.client = redis.Redis(**writer.connection.client_kwargs())
+            self.script = self.client.register_script(WRITE_SCRIPT)
+
+        def eval(self, *columns: Any) -> Any:
+            import pandas as pd
+
+            rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+            writer.write(self.client, self.script, rows)
+            return pd.Series([1] * len(rows), dtype="int64")
+
+        def close(self) -> None:
+            client = getattr(self, "client", None)
+            if client is not None:
+                client.close()
+
+    return udf(WriteRows(), result_type=DataTypes.BIGINT(), func_type="pandas")
+
+
+@dataclass(kw_only=True)
+class RedisNode(SinkNode):
+    ttl_ms: int
+    top: str | None
+    retry_for_ms: int
+
+    @property
+    def function(self) -> str:
+        return f"{self.flink_table}_write"
+
+    def explain(self) -> str:
+        ttl = f", TTL {format_duration_ms(self.ttl_ms)}" if self.ttl_ms else ""
+        top = f", top-N by {self.top}" if self.top else ""
+        key = f"{self.view.name}:<{':'.join(n for n, _ in self.view.keys)}>"
+        return f"redis hashes '{key}:<window start ms>' and '{key}:latest'{ttl}{top}"
+
+    def table_ddl(self, profile: Any) -> str:
+        profile.service("redis")  # a one-line error when the profile has no 'redis:'
+        return (f"CREATE TEMPORARY TABLE {ident(self.flink_table)} (`written` BIGINT) "
+                f"{with_options({'connector': 'blackhole'})}")
+
+    def insert_sql(self, input_view: str) -> str:
+        cols = [ident(n) for n, _ in self.view.keys]
+        cols += [f"DATE_FORMAT({ident(b)}, 'yyyy-MM-dd HH:mm:ss.SSS')" for b in ("window_start", "window_end")]
+        cols += [ident(n) for n, _ in self.view.measures] + [ident(RECORDS_COLUMN)]
+        return (f"INSERT INTO {ident(self.flink_table)} SELECT {self.function}({', '.join(cols)}) "
+                f"FROM {input_view}")
+
+    def writer(self, profile: Any) -> RowWriter:
+        return RowWriter(self.view, profile.service("redis"), self.ttl_ms, self.top, self.retry_for_ms)
+
+    def register(self, t_env: Any, wiring: Wiring) -> None:
+        if not wiring.embedded:
+            t_env.create_temporary_function(self.function, redis_udf(self.writer(wiring.profile)))
+
+    def prepare(self, profile: Any) -> None:
+        problem = self.reachable(profile)
+        if problem is not None:
+            raise ServiceError(f"cannot reach {problem.removesuffix(' not answering')}",
+                               hint="start Redis or fix 'redis' in the profile")
+
+    def reachable(self, profile: Any) -> str | None:
+        redis = driver()
+        conn: RedisConnection = profile.service("redis")
+        try:
+            with redis.Redis(**{**conn.client_kwargs(), "socket_timeout": 3, "socket_connect_timeout": 3}) as client:
+                client.ping()
+        except redis.RedisError:
+            return f"Redis {conn.host}:{conn.port} not answering"
+        return None
+
+    def stored_rows(self, profile: Any) -> int | None:
+        redis = driver()
+        conn: RedisConnection = profile.service("redis")
+        try:
+            with redis.Redis(**{**conn.client_kwargs(), "socket_timeout": 3}) as client:
+                return sum(1 for key in client.scan_iter(match=f"{self.view.name}:*", count=1000)
+                           if not key.endswith(b":latest") and b":top:" not in key)
+        except redis.RedisError:
+            return None
+
+
+class Redis(SinkKind):
+    name = "redis"
+    options = RedisOptions
+    section = "redis"
+    connection = RedisConnection
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> RedisNode:
+        opts: RedisOptions = options
+        assert upstream.view is not None
+        view = self.named_view(upstream, opts.view or upstream.view.name)
+        if opts.top is not None and opts.top.measure not in dict(view.measures):
+            raise SpecError(f"top-N measure '{opts.top.measure}' is not a measure of the view",
+                            where=ctx.where("top", "measure"),
+                            hint=f"measures: {', '.join(n for n, _ in view.measures)}")
+        if opts.top is not None and not dict(view.measures)[opts.top.measure].numeric:
+            raise SpecError(f"top-N measure '{opts.top.measure}' is not a number", where=ctx.where("top", "measure"))
+        return RedisNode(id=f"sink.redis.{view.name}", kind=self.name, uid=f"{job}.sink.redis.{view.name}", view=view,
+                         ttl_ms=opts.ttl or 0, top=opts.top.measure if opts.top else None,
+                         retry_for_ms=opts.retry_for,
+                         requirements=Requirements(services=frozenset({"redis"}), python=True))
+
