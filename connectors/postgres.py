@@ -141,12 +141,12 @@ class PostgresNode(SinkNode):
         return unstorable(column_sql, ftype)
 
     def table_ddl(self, profile: Any) -> str:
-        conn = profile.postgres
+        conn = profile.service("postgres")
         password = conn.password.get_secret_value() if conn.password else None
         return jdbc_sink_ddl(self.flink_table, self.view, url=conn.jdbc_url, user=conn.user, password=password)
 
     def prepare(self, profile: Any) -> None:
-        ensure_table(profile.postgres.conninfo(), self.view)
+        ensure_table(profile.service("postgres").conninfo(), self.view)
 
     def reachable(self, profile: Any) -> str | None:
         import psycopg
@@ -173,6 +173,7 @@ class PostgresNode(SinkNode):
 class Postgres(SinkKind):
     name = "postgres"
     options = PostgresOptions
+    section = "postgres"
 
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> PostgresNode:
         view = self.named_view(upstream, options.table)
