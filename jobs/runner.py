@@ -263,7 +263,9 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     t_env = table_environment(compiled, jar_paths, extra)
     result = _execute_plan(compiled, t_env)
     client = result.get_job_client()
-    summary = RunSummary(job=compiled.plan.name, views=[v.name for v in compiled.view_tables])
+    # the views `headrace query` can print at the end: PostgreSQL tables (serving reads the others)
+    summary = RunSummary(job=compiled.plan.name,
+                         views=list(dict.fromkeys(s.view.name for s in compiled.plan.sinks if s.kind == "postgres")))
     summary.job_id = str(client.get_job_id()) if client is not None else None
     summary.rest_url = f"http://127.0.0.1:{port}"
     say(f"job '{compiled.plan.name}' running on the local mini-cluster (Flink job id {summary.job_id}, "
