@@ -23,6 +23,14 @@ from headrace.connectors.sqltext import ident, literal
 from headrace.jobs.plan import Plan
 from headrace.jobs.profiles import Profile
 from headrace.operators import jvm
+from headrace.operators.mask import (
+    MASK_ERROR_FUNCTION,
+    MASK_PAYLOAD_FUNCTION,
+    MaskNode,
+    dead_letter_functions,
+    mask_key_env,
+    payload_spec,
+)
 from headrace.operators.validate import COUNT_FUNCTION
 from headrace.schemas.durations import sql_interval
 from headrace.schemas.kinds import NodeSql
@@ -76,8 +84,17 @@ class Wiring:
         return ident(f"hr_{node_id}_{part}".replace("-", "_").replace(".", "_"))
 
     def dead_letter_select(self, step: str, path: str, error: str) -> str:
-        """The dead-letter columns (``connectors/deadletter.py``) over a view with the source columns."""
-        digest = f"{PAYLOAD_FUNCTION}(`_payload`, {deadletter.PAYLOAD_MAX_BYTES})"
+        """The dead-letter columns (``connectors/deadletter.py``) over a view with the source columns.
+
+        In a job that masks fields, every payload and error text is masked on its way out, whether
+        the record was refused before the mask step or after it."""
+        payload = "`_payload`"
+        masks = [node for node in self.plan.steps if isinstance(node, MaskNode)]
+        if masks:
+            spec = literal(payload_spec(masks, self.plan.spec.dead_letter.payload, mask_key_env(self.profile)))
+            error = f"{MASK_ERROR_FUNCTION}({error}, `_payload`, {spec})"
+            payload = f"{MASK_PAYLOAD_FUNCTION}(`_payload`, {spec})"
+        digest = f"{PAYLOAD_FUNCTION}({payload}, {deadletter.PAYLOAD_MAX_BYTES})"
         record_id = "CONCAT(`_topic`, '/', CAST(`_partition` AS STRING), '/', CAST(`_offset` AS STRING))"
         return f"""SELECT {record_id} AS `id`, `_topic` AS `source_topic`, `_partition` AS `source_partition`,
        `_offset` AS `source_offset`, {step} AS `step`, {path} AS `error_path`, {error} AS `error`,
@@ -159,6 +176,8 @@ def function_ddl(plan: Plan) -> tuple[str, ...]:
     shared = (f"CREATE TEMPORARY SYSTEM FUNCTION {PAYLOAD_FUNCTION} AS {literal(jvm.PAYLOAD_CLASS)} LANGUAGE JAVA",
               f"CREATE TEMPORARY SYSTEM FUNCTION {COUNT_FUNCTION} AS {literal(jvm.COUNT_CLASS)} LANGUAGE JAVA")
     own = tuple(ddl for node in (*plan.steps, *plan.sinks) for ddl in node.functions())
+    if any(isinstance(node, MaskNode) for node in plan.steps):
+        own += dead_letter_functions()
     return own + shared
 
 

@@ -84,6 +84,13 @@ class StateStorage(SpecModel):
         return Path(self.checkpoints.removeprefix("file://")) if self.checkpoints.startswith("file://") else None
 
 
+class MaskSettings(SpecModel):
+    """The ``mask`` step's key: the environment variable holding it in the processes that run
+    tasks (this one for local runs, the TaskManagers' on a cluster), at least 16 characters."""
+
+    key_env: str = Field(default="HEADRACE_MASK_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ClusterConnection(SpecModel):
     """The Flink session cluster jobs are submitted to (its REST address)."""
 
@@ -103,6 +110,7 @@ class Profile(SpecModel):
     postgres: PostgresConnection | None = None
     state: StateStorage = StateStorage()
     cluster: ClusterConnection = ClusterConnection()
+    mask: MaskSettings = MaskSettings()
     flink: dict[str, str] = Field(default_factory=dict)
     #: the connection of each store section a sink kind declares (validated by its own model)
     services: dict[str, Any] = Field(default_factory=dict)

@@ -25,7 +25,7 @@ Example (``jobs/page_activity.yaml``)::
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from headrace.jobs.registry import SINKS, STEPS
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepId, TopicName
@@ -128,6 +128,14 @@ class KafkaOutput(SpecModel):
     kafka: KafkaTopic
 
 
+class DeadLetterOutput(KafkaOutput):
+    """The dead-letter output; ``payload`` says what a dead letter of a job that masks fields
+    carries when its payload cannot be parsed (so its fields cannot be masked): ``masked`` (its
+    length and keyed hash), ``raw`` or ``omit``."""
+
+    payload: Literal["masked", "raw", "omit"] = "masked"
+
+
 class Checkpoint(SpecModel):
     interval: Duration = 10_000
 
@@ -141,7 +149,7 @@ class JobSpec(SpecModel):
     source: Source
     steps: list[Step] = Field(min_length=1)  # type: ignore[valid-type]
     sinks: list[Sink] = Field(min_length=1)  # type: ignore[valid-type]
-    dead_letter: KafkaOutput
+    dead_letter: DeadLetterOutput
     late: KafkaOutput | None = None
 
 

@@ -28,6 +28,9 @@ VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
 COUNT_CLASS = f"{PACKAGE}.CountRecords"
+MASK_CLASS = f"{PACKAGE}.MaskValue"
+MASK_PAYLOAD_CLASS = f"{PACKAGE}.MaskPayload"
+MASK_ERROR_CLASS = f"{PACKAGE}.MaskError"
 #: table factories in the jar (found by Flink through META-INF/services)
 FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka")
 #: the metric reporter in the jar, used as a plugin by the session cluster (see jobs/cluster.py)
