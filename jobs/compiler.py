@@ -105,6 +105,15 @@ class Wiring:
     def fields_needed(self) -> tuple[tuple[str, FieldType], ...]:
         return self.plan.fields
 
+    def carried(self, node_id: str) -> tuple[str, ...]:
+        upstream = self.plan.inputs[node_id]
+        if upstream is None:
+            return ()
+        node = self.plan.node(upstream)
+        if self.plan.inputs[upstream] is None:  # the decoding step: what it extracts
+            return tuple(n for n, _ in self.plan.fields)
+        return tuple(dict.fromkeys((*self.carried(upstream), *node.adds)))
+
     def unstorable(self, node_id: str) -> list[tuple[str, str, str, str]]:
         """``(step, field, predicate, reason)`` for each value some sink of ``node_id`` cannot store."""
         node = self.plan.node(node_id)

@@ -87,6 +87,13 @@ def _project_root(job_path: Path) -> list[Path]:
     return [here, here.parent, Path.cwd()]
 
 
+def project_folder(job_path: Path) -> Path:
+    """The folder a job's relative paths (data files) are resolved against: the project holding
+    ``jobs/`` when the job is in one, else the job's own folder."""
+    here = job_path.resolve().parent
+    return here.parent if here.name == "jobs" else here
+
+
 def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...]) -> RecordSchema:
     """Find a schema file relative to the job's folder, the project root or the working dir."""
     candidates = [base / relative for base in _project_root(job.path)]
@@ -109,6 +116,7 @@ class _Context:
     base: tuple[str | int, ...]
     source_schema: RecordSchema
     job: str
+    project: Path
     event_time_field: str
     out_of_orderness_ms: int
     max_future_ms: int
@@ -208,7 +216,8 @@ def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
     source_schema = resolve_schema(job, spec.source.format.json_schema, ("source", "format", "json"))
 
     def context(base: tuple[str | int, ...]) -> _Context:
-        return _Context(job, base, source_schema, spec.job, et.field, et.max_out_of_orderness, et.max_future)
+        return _Context(job, base, source_schema, spec.job, project_folder(job.path), et.field,
+                        et.max_out_of_orderness, et.max_future)
 
     nodes: dict[str, StepNode] = {}
     for i in order:

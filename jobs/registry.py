@@ -9,9 +9,10 @@ from headrace.connectors.influx import Influx
 from headrace.connectors.postgres import Postgres
 from headrace.connectors.redis import Redis
 from headrace.operators.aggregate import Aggregate
+from headrace.operators.enrich import Enrich
 from headrace.operators.mask import Mask
 from headrace.operators.validate import Validate
 from headrace.schemas.kinds import SinkKind, StepKind
 
-STEPS: dict[str, StepKind] = {kind.name: kind for kind in (Validate(), Mask(), Aggregate())}
+STEPS: dict[str, StepKind] = {kind.name: kind for kind in (Validate(), Enrich(), Mask(), Aggregate())}
 SINKS: dict[str, SinkKind] = {kind.name: kind for kind in (Postgres(), Redis(), Influx())}

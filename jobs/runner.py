@@ -131,6 +131,8 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
     plan, profile = compiled.plan, compiled.profile
     assert profile.embedded is not None and compiled.collect_query is not None
     check_mask_key(compiled)
+    for node in plan.steps:
+        node.prepare(profile)
     data_dir = Path(profile.embedded.data_dir)
     source_file = embedded.topic_file(data_dir, plan.spec.source.kafka.topic)
     if not source_file.exists():
@@ -200,8 +202,8 @@ def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
         raise ServiceError(f"source topic '{plan.spec.source.kafka.topic}' does not exist on "
                            f"{kconn.bootstrap_servers}", hint="create it, or fix 'source.kafka.topic'")
     kafka.ensure_topics(kconn.bootstrap_servers, kconn.properties, {plan.dead_letter_topic, plan.late_topic})
-    for sink in plan.sinks:
-        sink.prepare(profile)
+    for node in (*plan.steps, *plan.sinks):
+        node.prepare(profile)
     stores = ", ".join(dict.fromkeys(sink.kind for sink in plan.sinks))
     say(f"preflight ok: broker {kconn.bootstrap_servers}, {len(plan.sinks)} sink(s) ready ({stores}), "
         f"{len(jar_paths)} connector jars")

@@ -29,6 +29,8 @@ EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
 COUNT_CLASS = f"{PACKAGE}.CountRecords"
 MASK_CLASS = f"{PACKAGE}.MaskValue"
+FOUND_CLASS = f"{PACKAGE}.LookupFound"
+BARRIER_CLASS = f"{PACKAGE}.Barrier"
 MASK_PAYLOAD_CLASS = f"{PACKAGE}.MaskPayload"
 MASK_ERROR_CLASS = f"{PACKAGE}.MaskError"
 #: table factories in the jar (found by Flink through META-INF/services)

@@ -80,7 +80,7 @@ class MaskNode(StepNode):
     def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
         key_env = mask_key_env(wiring.profile)
         columns = [ident(c) for c in SYSTEM_COLUMNS]
-        carried = dict(wiring.fields_needed())  # the fields the record views carry
+        carried = set(wiring.carried(self.id))  # the fields the view it reads carries
         for name, _ in self.output.fields:
             if name not in carried:
                 continue

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from headrace.schemas.options import SinkOptions, SpecModel, StepOptions
@@ -79,6 +80,8 @@ class PlanContext(Protocol):
     """What the planner tells a kind about where it is."""
 
     job: str
+    #: the folder relative paths in the spec are resolved against (the job's project)
+    project: Path
     #: the event-time field and the source's bounded out-of-orderness (ms)
     event_time_field: str
     out_of_orderness_ms: int
@@ -129,6 +132,9 @@ class Wiring(Protocol):
     def fields_needed(self) -> tuple[tuple[str, FieldType], ...]:
         """The fields some later node reads (what a decoding step must extract)."""
 
+    def carried(self, node_id: str) -> tuple[str, ...]:
+        """The fields the view a node reads carries (besides the system columns)."""
+
     def unstorable(self, node_id: str) -> list[tuple[str, str, str, str]]:
         """``(step, field, predicate, reason)`` per value a sink reading ``node_id`` cannot store."""
 
@@ -169,6 +175,9 @@ class Node(ABC):
     def register(self, t_env: Any, wiring: Wiring) -> None:  # noqa: B027 (most nodes have none)
         """Register its Python functions with a TableEnvironment (before any SQL runs)."""
 
+    def prepare(self, profile: Any) -> None:  # noqa: B027 (most nodes need nothing)
+        """Preflight: make its store ready (create tables) or check it answers, else a ServiceError."""
+
 
 @dataclass(kw_only=True)
 class StepNode(Node):
@@ -179,6 +188,11 @@ class StepNode(Node):
     #: the fields of its input this step reads
     reads: tuple[str, ...] = ()
     requirements: Requirements = field(default_factory=Requirements)
+
+    @property
+    def adds(self) -> tuple[str, ...]:
+        """Fields it adds to the records (an enrich step's looked-up fields)."""
+        return ()
 
     @abstractmethod
     def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
@@ -215,9 +229,6 @@ class SinkNode(Node):
     def insert_sql(self, input_view: str) -> str:
         """The statement storing the rows of ``input_view``."""
         return f"INSERT INTO `{self.flink_table}` SELECT * FROM {input_view}"
-
-    def prepare(self, profile: Any) -> None:
-        """Preflight: make the store ready (create tables), or raise a ServiceError in one line."""
 
     def reachable(self, profile: Any) -> str | None:
         """A phrase when the store does not answer now (for the progress line), else None."""

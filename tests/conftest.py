@@ -14,6 +14,9 @@ from tests.services import Broker, InfluxServer, Postgres, RedisServer, Victoria
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
+#: the mask step's key: set before any test starts the (shared) JVM, which reads it from its own
+#: environment, fixed when it starts
+os.environ.setdefault("HEADRACE_MASK_KEY", "headrace-test-mask-key-0123456789")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tests.reference import is_valid
 pytestmark = pytest.mark.flink
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
-KEY = "test-mask-key-0123456789"
+KEY = os.environ["HEADRACE_MASK_KEY"]  # set by conftest before the JVM starts
 
 
 def reference(rule: str, value: str) -> str:
@@ -56,8 +57,7 @@ CASES = [("hash", "alice"), ("hash", ""), ("redact", "x"), ("email_domain", "bob
          ("truncate_ip", "1:2:3:4:5:6:7:8:9")]
 
 
-def test_each_rule_matches_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEADRACE_MASK_KEY", KEY)
+def test_each_rule_matches_the_reference(tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
                    .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json"))
@@ -71,8 +71,7 @@ def test_each_rule_matches_the_reference(tmp_path: Path, monkeypatch: pytest.Mon
     assert got == {(rule, value): reference(rule, value) for rule, value in CASES}
 
 
-def test_no_output_holds_a_masked_value_in_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEADRACE_MASK_KEY", KEY)
+def test_no_output_holds_a_masked_value_in_clear(tmp_path: Path) -> None:
     data_dir = tmp_path / "local"
     lines = []
     for i, event in enumerate(click_events(3_000, seed=5)):
