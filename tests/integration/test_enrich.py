@@ -1,0 +1,92 @@
+"""The enrich step against real stores: users looked up in PostgreSQL (L3) through Redis (L2),
+PostgreSQL stopped for 10 s while the job runs, and the view equal to a plain-Python join."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from headrace.jobs.sample import click_events
+
+from tests.integration.clirun import CliRun
+from tests.integration.test_failures import PARTITIONS, fault_job, final_offsets, row_count, run_args
+from tests.jobfiles import ROOT
+from tests.kafkautil import produce_placed, read_all
+from tests.reference import drop_replays, expected_outcome, utc
+from tests.services import Broker, Postgres, RedisServer
+
+pytestmark = pytest.mark.integration
+SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
+COUNTRIES = ["NO", "SE", "DK", "FI", "IS"]
+
+
+def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
+        unique: str) -> None:
+    users = {f"u{i}": COUNTRIES[i % 5] for i in range(250)}  # u250..u299 are unknown
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{unique}_users" (id text PRIMARY KEY, country text, tier bigint)')
+        with conn.cursor().copy(f'COPY "{unique}_users" (id, country, tier) FROM STDIN') as copy:
+            for i, (user, country) in enumerate(users.items()):
+                copy.write_row((user, country, i % 3))
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text()
+                   .replace("  - validate: {}", "  - validate: {}\n  - enrich:\n      key: user_id\n"
+                            "      fields: {country: string, tier: integer}\n"
+                            f"      source: {{postgres: {{table: {unique}_users, key_column: id}}}}\n"
+                            # short L1 lives: lookups keep reaching L2 and, for misses, PostgreSQL
+                            "      cache: {l1: {ttl: 1s, miss_ttl: 1s}, l2: {ttl: 1h}}\n"
+                            "      on_miss: dead_letter")
+                   .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]"))
+    profiles_file.write_text(profiles_file.read_text().replace(
+        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=71))
+    phases = [events[:15_000], events[15_000:]]
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
+    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
+    pg.shut_down()
+    try:
+        placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+        run.wait_for(lambda: run.line_matching("not answering") is not None, 30, "a progress line naming PostgreSQL")
+        time.sleep(8)
+    finally:
+        pg.start_again()
+    assert run.finish() == 0, run.output[-3000:]
+
+    expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
+    # a record whose user is unknown is a dead letter of the enrich step, late or not (the lookup
+    # comes before the aggregate judges lateness)
+    late_known = Counter({p: n for p, n in expected.late.items() if json.loads(p)["user_id"] in users})
+    missed = Counter(p for p, n in expected.late.items() if json.loads(p)["user_id"] not in users for _ in range(n))
+    missed.update(json.dumps(r).encode() for r in expected.on_time if r["user_id"] not in users)
+    dead = drop_replays(read_all(broker.bootstrap, f"{unique}.dlq",
+                                 sum(expected.dead.values()) + sum(missed.values()), partitions=1))
+    late = drop_replays(read_all(broker.bootstrap, f"{unique}.late", sum(late_known.values()), partitions=1))
+    enrich_dead = [d for d in dead if d["step"] == "enrich"]
+    assert len(enrich_dead) == sum(missed.values())
+    assert all(json.loads(d["payload"])["user_id"] not in users for d in enrich_dead)
+    assert len(late) == sum(late_known.values())
+
+    want: Counter[tuple[Any, ...]] = Counter()
+    for r in expected.on_time:
+        if r["user_id"] in users:
+            start = r["ts"] - r["ts"] % 60_000
+            want[(r["tenant_id"], users[r["user_id"]], utc(start))] += 1
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows = conn.execute(f'SELECT tenant_id, country, window_start, events FROM "{unique}_1m"').fetchall()
+    assert {r[:3]: r[3] for r in rows} == dict(want)
+    assert len(events) == sum(want.values()) + len(dead) + len(late)
+
+    # L2 holds what L3 answered (written back), and the run says how each level answered
+    client: Any = redis_server.client()
+    written = list(client.scan_iter(match="headrace:enrich:page-activity:enrich:*"))
+    assert 0 < len(written) <= 250
+    table = "\n".join(run.lines[run.lines.index(next(line for line in run.lines if line.startswith("lookups"))):])
+    assert "L2 (redis)" in table and "enrich" in table, run.output[-2000:]
