@@ -110,7 +110,7 @@ class LocalCache:
             for key, value in db.items():
                 expires, fields = json.loads(value)
                 if expires > now:  # wall-clock expiry survives a restart
-                    self.entries[key] = (time.monotonic() + expires - now, fields)
+                    self.entries[str(key)] = (time.monotonic() + expires - now, fields)
         finally:
             db.close()
 
