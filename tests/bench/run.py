@@ -86,12 +86,11 @@ def create_view_table(pg: Postgres, table: str) -> None:
     """The hand-written jobs expect their table: Headrace's columns, without its bookkeeping
     (``_records`` and the guard against smaller recounts), which they do not write."""
     from headrace.connectors.postgres import create_sql
-    from headrace.jobs.compiler import view_tables
     from headrace.jobs.loader import parse_job
     from headrace.jobs.plan import build_plan
     from headrace.schemas.views import RECORDS_COLUMN
 
-    view = view_tables(build_plan(parse_job(Path("jobs/page_activity.yaml"))))[0]
+    view = build_plan(parse_job(Path("jobs/page_activity.yaml"))).sinks[0].view
     plain = type(view)(name=table, keys=view.keys, measures=view.measures)
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         conn.execute(create_sql(plain))  # type: ignore[arg-type]
