@@ -22,7 +22,7 @@ from tests.integration.clirun import CliRun
 from tests.integration.test_failures import PARTITIONS, SCHEMA, assert_exact, fault_job, final_offsets, row_count
 from tests.kafkautil import offsets_arg, produce_placed
 from tests.reference import expected_outcome
-from tests.services import Broker, Postgres
+from tests.services import Broker, Postgres, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +222,38 @@ def test_python_engine_job_runs_on_the_cluster(
         time.sleep(0.5)
     assert any("PythonCalc" in v["name"] for v in client.get(f"/jobs/{job_id}")["vertices"])
     assert_exact(broker, pg, unique, placed)
+
+
+def test_a_job_graph_with_python_steps_and_sinks_runs_on_the_cluster(
+        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, cluster_profiles: Path, unique: str,
+        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    """enrich (a Python lookup) and the Redis sink (a Python writer) on the TaskManagers."""
+    client, _ = cluster
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(6_000, seed=73))
+    users = tmp_path / "users.jsonl"
+    users.write_text("".join(f'{{"user_id": "u{i}", "plan": "p{i % 4}"}}\n' for i in range(300)))
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text()
+                   .replace("  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
+                            f"source: {{file: {{path: {users}}}}}}}")
+                   .replace(f"  - postgres: {{table: {unique}_1m}}",
+                            f"  - postgres: {{table: {unique}_1m}}\n  - redis: {{view: {unique}}}"))
+    cluster_profiles.write_text(cluster_profiles.read_text().replace(
+        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    job_id = cli("submit", str(job), "--stop-at-offsets", offsets_arg(final_offsets(events)),
+                 "--profile", "test", "--profiles", str(cluster_profiles))
+    deadline = time.monotonic() + 180
+    while client.get(f"/jobs/{job_id}")["state"] != "FINISHED":
+        assert client.get(f"/jobs/{job_id}")["state"] not in ("FAILED", "CANCELED")
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.5)
+    assert sum("PythonCalc" in v["name"] for v in client.get(f"/jobs/{job_id}")["vertices"]) >= 1
+    assert_exact(broker, pg, unique, placed)
+    redis: Any = redis_server.client()
+    windows = [k for k in redis.scan_iter(match=f"{unique}:*") if not k.endswith(b":latest")]
+    assert len(windows) == row_count(pg, f"{unique}_1m")
 
 
 def test_kill_9_of_the_taskmanager_recovers_on_a_new_one_exactly(
