@@ -58,32 +58,48 @@ class JobWatch:
     _seen: set[tuple[int, str]] = field(default_factory=set)
 
     def new_restarts(self) -> list[Restart]:
+        """Failures the job restarted from, each once, oldest first.
+
+        A failure is said once it is known to have been a restart: the job entered RESTARTING
+        after it (Flink's job timestamps are exact, where its state is cached for ~3 s), a newer
+        failure followed it, or the job is still going 8 s after it (a regional restart leaves the
+        job RUNNING). The failure that ends the job (FAILING or FAILED after it) is not a restart:
+        it is said as the run's error. Until one of these is known, a failure waits.
+        """
         try:
             history = self.client.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=20")
         except ServiceError:
             return []
-        entries = (history.get("exceptionHistory") or {}).get("entries") or []
-        unseen = any((int(e.get("timestamp", 0)), str(e.get("exceptionName", ""))) not in self._seen
-                     for e in entries)
-        if unseen and self._failed():
-            # the newest failure is the one that ended the job, said as its error: not a restart
-            newest = max(entries, key=lambda e: int(e.get("timestamp", 0)))
-            entries = [e for e in entries if e is not newest]
+        entries = [e for e in (history.get("exceptionHistory") or {}).get("entries") or []
+                   if (int(e.get("timestamp", 0)), str(e.get("exceptionName", ""))) not in self._seen]
+        if not entries:
+            return []
+        try:
+            job = self.client.get(f"/jobs/{self.job_id}")
+        except ServiceError:
+            return []
+        state = str(job.get("state"))
+        stamps = {k: int(v) for k, v in (job.get("timestamps") or {}).items() if v}
+        history_times = [int(e.get("timestamp", 0))
+                         for e in (history.get("exceptionHistory") or {}).get("entries") or []]
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
         fresh = []
         for entry in entries:
-            key = (int(entry.get("timestamp", 0)), str(entry.get("exceptionName", "")))
-            if key in self._seen:
+            at = int(entry.get("timestamp", 0))
+            key = (at, str(entry.get("exceptionName", "")))
+            newer = any(t > at for t in history_times)
+            ended = state in ("FAILING", "FAILED") and max(stamps.get("FAILING", 0), stamps.get("FAILED", 0)) >= at
+            if ended and not newer:
+                self._seen.add(key)  # the job's end, said as its error
                 continue
+            restarted = stamps.get("RESTARTING", 0) >= at or newer or (
+                state not in ("FAILING", "FAILED", "CANCELLING", "CANCELED") and now_ms - at > 8_000)
+            if not restarted:
+                continue  # not known yet: asked again on the next call
             self._seen.add(key)
-            fresh.append(Restart(at=datetime.fromtimestamp(key[0] / 1000, tz=UTC),
+            fresh.append(Restart(at=datetime.fromtimestamp(at / 1000, tz=UTC),
                                  cause=root_cause(str(entry.get("stacktrace") or entry.get("exceptionName")))))
         return sorted(fresh, key=lambda r: r.at)
-
-    def _failed(self) -> bool:
-        try:
-            return str(self.client.get(f"/jobs/{self.job_id}").get("state")) in ("FAILING", "FAILED")
-        except ServiceError:
-            return False
 
     def last_checkpoint(self) -> tuple[int, datetime] | None:
         """Number and completion time of the latest completed checkpoint."""
