@@ -449,9 +449,101 @@ def _offsets(text: str | None) -> dict[int, int] | None:
                             hint="write e.g. --stop-at-offsets 0:50000,1:49872") from None
 
 
-def cmd_query(args: argparse.Namespace) -> int:
-    print_view(_profile(args), args.view, args.limit)
+def cmd_views(args: argparse.Namespace) -> int:
+    from headrace.jobs.catalog import load_catalog
+
+    catalog = load_catalog(Path(args.project))
+    table = Table(title=f"views of {Path(args.project).resolve()} ({len(catalog.views)})", title_justify="left")
+    for column in ("view", "store", "keys", "measures", "job / step"):
+        table.add_column(column)
+    for view in catalog.views:
+        table.add_row(view.name, view.store, ", ".join(view.view.key_names),
+                      ", ".join(f"{n} {t.value}" for n, t in view.view.measures), f"{view.job} / {view.step}")
+    out.print(table)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from headrace.jobs.serve import serve
+
+    return serve(Path(args.project), _profile(args), args.host, args.port,
+                 say=lambda s: err.print(s, markup=False))
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """A view's rows, filtered: from a running ``headrace serve`` (``--url``, with a token) or
+    straight from the profile's store (the project's view definitions, all tenants)."""
+    params: list[tuple[str, str]] = []
+    for condition in args.where or []:
+        name, sep, value = condition.partition("=")
+        if not sep:
+            raise HeadraceError(f"--where '{condition}' is not KEY=VALUE", hint="write e.g. --where tenant_id=t1")
+        params.append((name, value))
+    if args.since:
+        params.append(("since", args.since))
+    params.append(("limit", str(args.limit)))
+    if args.url:
+        body = _query_url(args.url, args.view, params)
+    else:
+        from headrace.connectors.serving.query import BadRequest, parse_query
+        from headrace.connectors.serving.stores import StoreUnavailable
+        from headrace.jobs.catalog import load_catalog
+        from headrace.jobs.serve import readers
+
+        profile = _profile(args)
+        view = load_catalog(Path(args.project)).get(args.view)
+        if view is None:
+            raise HeadraceError(f"no view '{args.view}' in the jobs of {Path(args.project).resolve()}",
+                                hint="'headrace views' lists them; --project names another folder")
+        reader = readers(profile, profile.serve.timeout).get(view.store)
+        if reader is None:
+            raise HeadraceError(f"view '{view.name}' is in {view.store}, which this command cannot read yet")
+        try:
+            body = reader.read(parse_query(view, params, max_rows=max(args.limit, 1)))
+        except (BadRequest, StoreUnavailable) as exc:
+            raise HeadraceError(str(exc)) from None
+        finally:
+            reader.close()
+    rows = body["rows"]
+    if args.format == "json":
+        print(json.dumps(body, indent=2))
+    elif args.format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        columns = list(rows[0]) if rows else []
+        out.print(view_table(args.view, columns, [tuple(r.values()) for r in rows], args.limit))
+        if body.get("note"):
+            out.print(f"note: {body['note']}")
+    return 0
+
+
+def _query_url(url: str, view: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+    """GET a view from a running ``headrace serve``; the token comes from $HEADRACE_TOKEN."""
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    token = os.environ.get("HEADRACE_TOKEN")
+    if not token:
+        raise HeadraceError("--url needs a bearer token in $HEADRACE_TOKEN", hint="export HEADRACE_TOKEN=<jwt>")
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/views/{urllib.parse.quote(view)}?"
+                                     f"{urllib.parse.urlencode(params)}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return dict(json.loads(answer.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            reason = ""
+        raise HeadraceError(f"{url} answered {exc.code}: {reason or exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise HeadraceError(f"cannot reach {url}: {exc.reason}", hint="start 'headrace serve' or fix --url") from None
 
 
 def print_view(profile: Any, view: str, limit: int) -> None:
@@ -511,11 +603,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=".headrace/local/clicks.jsonl")
     p.set_defaults(func=cmd_generate)
-    p = sub.add_parser("query", help="print a materialized view")
+    p = sub.add_parser("query", help="print a view's rows (filtered), locally or from a running serve")
     p.add_argument("view")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE", help="a group key equals (repeat)")
+    p.add_argument("--since", help="window start at or after: ISO-8601, epoch ms or a duration back (1h)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--limit", type=int, default=40)
+    p.add_argument("--url", help="a running 'headrace serve' (token in $HEADRACE_TOKEN)")
+    p.add_argument("--project", default=".", help="the folder holding jobs/ (default: here)")
     with_profile(p)
     p.set_defaults(func=cmd_query)
+    p = sub.add_parser("views", help="the views of a project's jobs: columns and where they live")
+    p.add_argument("--project", default=".", help="the folder holding jobs/ (default: here)")
+    p.set_defaults(func=cmd_views)
+    p = sub.add_parser("serve", help="serve the views over REST to analysts (authenticated)")
+    p.add_argument("--project", default=".", help="the folder holding jobs/ (default: here)")
+    p.add_argument("--host", help="address to bind (default: the profile's serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: the profile's serve.port, 8700)")
+    with_profile(p)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("cluster", help="a local Flink session cluster: up | down | status")
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--port", type=int, default=8081, help="REST port on 127.0.0.1 (default 8081)")

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from headrace.connectors.serving.settings import ServeSettings
 from headrace.jobs.spec import SpecModel
 from headrace.jobs.yamlsrc import KeyPath, SourceMap, load_yaml
 from headrace.schemas.errors import SpecError
@@ -111,6 +112,7 @@ class Profile(SpecModel):
     state: StateStorage = StateStorage()
     cluster: ClusterConnection = ClusterConnection()
     mask: MaskSettings = MaskSettings()
+    serve: ServeSettings = ServeSettings()
     flink: dict[str, str] = Field(default_factory=dict)
     #: the connection of each store section a sink kind declares (validated by its own model)
     services: dict[str, Any] = Field(default_factory=dict)

@@ -52,3 +52,25 @@ class ViewDef:
         cols += [f"`{RECORDS_COLUMN}` BIGINT NOT NULL"]
         pk = ", ".join(f"`{n}`" for n in self.key_names)
         return ",\n  ".join(cols) + f",\n  PRIMARY KEY ({pk}) NOT ENFORCED"
+
+
+@dataclass(frozen=True)
+class ServedView:
+    """A view as the serving adapters see it: its definition, the store holding it (``postgres``,
+    ``redis``, ``influx``) and where it was declared. ``name`` is how analysts address it: the
+    view's own name, or ``name@store`` when several stores hold a view of that name."""
+
+    view: ViewDef
+    store: str
+    job: str
+    step: str
+    spec: str
+    alias: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.alias or self.view.name
+
+    def column_type(self, name: str) -> FieldType | None:
+        """The field type of a key or measure (None for the window bounds and unknown names)."""
+        return dict((*self.view.keys, *self.view.measures, (RECORDS_COLUMN, FieldType.INTEGER))).get(name)

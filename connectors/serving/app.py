@@ -1,0 +1,191 @@
+"""``headrace serve``'s HTTP application (FastAPI): the views over REST, authenticated,
+tenant-isolated and rate-limited, with health and Prometheus metrics.
+
+    GET /v1/views                 the views this token may read, with their columns
+    GET /v1/views/{view}?…        a page of a view's rows (see query.py for the parameters)
+    GET /healthz                  whether each store and the rate limiter's Redis answer
+    GET /metrics                  Prometheus: requests, latency, rejections by reason
+    GET /openapi.json             generated from the views
+
+Every read is authenticated (:mod:`auth`); a token with a tenant reads only that tenant's rows,
+and a request naming another tenant is refused (403), never answered. Roles can hide measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import JSONResponse, Response
+from headrace.connectors.serving.auth import Principal, TokenVerifier, Unauthorized
+from headrace.connectors.serving.query import RESERVED, BadRequest, parse_query
+from headrace.connectors.serving.ratelimit import RateLimiter
+from headrace.connectors.serving.settings import ServeSettings
+from headrace.connectors.serving.stores import StoreUnavailable
+from headrace.schemas.views import WINDOW_BOUNDS, ServedView
+
+log = logging.getLogger("headrace.serve")
+
+
+class Forbidden(Exception):
+    """A valid token asking for rows it may not read: 403, with nothing of the rows."""
+
+
+def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSettings, verifier: TokenVerifier,
+              limiter: RateLimiter | None) -> Any:
+    """The application; ``stores`` maps a store kind (``postgres``, ``embedded``) to its reader."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    registry = CollectorRegistry()
+    requests = Counter("headrace_serve_requests", "Requests by view and status", ["view", "status"], registry=registry)
+    latency = Histogram("headrace_serve_request_seconds", "Time to answer a view read", ["view"], registry=registry,
+                        buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+    rejections = Counter("headrace_serve_rejections", "Requests refused, by reason", ["reason"], registry=registry)
+
+    app = FastAPI(title="Headrace views", version="1", docs_url=None, redoc_url=None)
+    app.add_middleware(GZipMiddleware, minimum_size=500)
+    by_name = {v.name: v for v in views}
+
+    def error(status: int, message: str, reason: str, headers: dict[str, str] | None = None) -> Response:
+        rejections.labels(reason).inc()
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def principal(request: Request) -> Principal:
+        return verifier.verify(request.headers.get("authorization"))
+
+    def hidden(who: Principal) -> frozenset[str]:
+        return frozenset(m for role in who.roles for m in settings.hide.get(role, ()))
+
+    def scope(view: ServedView, who: Principal, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The request's parameters, restricted to the token's tenant."""
+        if who.all_tenants(verifier.settings):
+            return params
+        column = settings.tenant_column
+        if column not in dict(view.view.keys) or who.tenant is None:
+            raise Forbidden(f"{who.subject} may not read {view.name}")
+        asked = [v for k, v in params if k == column]
+        if any(v != who.tenant for v in asked):
+            raise Forbidden(f"{who.subject} asked for another tenant")
+        return [(k, v) for k, v in params if k != column] + [(column, who.tenant)]
+
+    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        def run(request: Request) -> Response:
+            try:
+                return handler(request)
+            except Unauthorized as exc:
+                log.info("401 %s %s: %s", request.method, request.url.path, exc)
+                return error(401, "unauthorized", "unauthorized", {"WWW-Authenticate": "Bearer"})
+            except Forbidden as exc:
+                log.info("403 %s: %s", request.url.path, exc)
+                return error(403, "forbidden", "forbidden")
+            except BadRequest as exc:
+                return error(400, str(exc), "bad_request")
+            except StoreUnavailable as exc:
+                log.warning("503 %s: %s", request.url.path, exc)
+                return error(503, str(exc), "store_unavailable", {"Retry-After": "5"})
+            except Exception:
+                log.exception("500 %s", request.url.path)
+                return error(500, "internal error", "internal")
+        return run
+
+    @guarded
+    def list_views(request: Request) -> Response:
+        who = principal(request)
+        out = []
+        for view in views:
+            if not who.all_tenants(verifier.settings) and settings.tenant_column not in dict(view.view.keys):
+                continue
+            hide = hidden(who)
+            out.append({"name": view.name, "store": view.store, "job": view.job,
+                        "keys": [n for n, _ in view.view.keys], "window": list(WINDOW_BOUNDS),
+                        "measures": {n: t.value for n, t in view.view.measures if n not in hide}})
+        return JSONResponse({"views": out})
+
+    def read_view(request: Request, name: str) -> Response:
+        view = by_name.get(name)
+        if view is None:
+            return error(404, f"no view '{name[:80]}'", "unknown_view")
+        started = time.perf_counter()
+        status = 500
+
+        @guarded
+        def answer(request: Request) -> Response:
+            nonlocal status
+            who = principal(request)
+            if limiter is not None:
+                decision = limiter.take(who.subject)
+                if not decision.admitted:
+                    return error(429, "rate limit exceeded", f"rate_{decision.reason}",
+                                 {"Retry-After": str(decision.retry_after_s)})
+            params = scope(view, who, list(request.query_params.multi_items()))
+            query = parse_query(view, params, max_rows=settings.max_rows, hidden=hidden(who))
+            store = stores.get(view.store)
+            if store is None:
+                return error(501, f"views in {view.store} are not served yet", "unsupported_store")
+            body = json.dumps(store.read(query), separators=(",", ":"), default=str).encode()
+            tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+                return Response(status_code=304, headers={"ETag": tag})
+            return Response(body, media_type="application/json", headers={"ETag": tag, "Cache-Control": "no-cache"})
+
+        response = answer(request)
+        status = response.status_code
+        requests.labels(name, str(status)).inc()
+        latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    app.add_api_route("/v1/views", list_views, methods=["GET"], summary="The views this token may read")
+    def reader(name: str) -> Callable[[Request], Response]:
+        def route(request: Request) -> Response:
+            return read_view(request, name)
+        return route
+
+    for view in views:
+        app.add_api_route(f"/v1/views/{view.name}", reader(view.name), methods=["GET"], summary=f"Rows of {view.name}",
+                          openapi_extra={"parameters": _parameters(view)})
+
+    @app.get("/v1/views/{name}", include_in_schema=False)
+    def unknown(request: Request, name: str) -> Response:
+        return read_view(request, name)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        checks = {kind: store.check() or "ok" for kind, store in stores.items()}
+        limiter_state = "off" if limiter is None else (limiter.degraded or "redis")
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if healthy else "unavailable", "stores": checks,
+                             "rate_limiter": limiter_state}, status_code=200 if healthy else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(Exception)
+    def internal(request: Request, exc: Exception) -> Response:
+        log.exception("500 %s", request.url.path)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    return app
+
+
+def _parameters(view: ServedView) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a view's read, from its definition."""
+    types = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
+    params: list[dict[str, Any]] = [
+        {"name": n, "in": "query", "required": False, "description": f"group key {n} equals (repeat for in)",
+         "schema": {"type": "array", "items": {"type": types[t.value]}}, "style": "form", "explode": True}
+        for n, t in view.view.keys]
+    described = {"since": "window start at or after: ISO-8601, epoch ms, or a duration back from now (1h)",
+                 "until": "window start before (same forms as since)",
+                 "sort": f"a key column, '-' first for descending: {', '.join(view.view.key_names)}",
+                 "fields": "comma-separated columns to return", "limit": "rows per page (1..max)",
+                 "cursor": "next_cursor of the page before"}
+    params += [{"name": n, "in": "query", "required": False, "description": described[n],
+                "schema": {"type": "integer" if n == "limit" else "string"}} for n in RESERVED]
+    return params

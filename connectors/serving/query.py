@@ -1,0 +1,248 @@
+"""A read of a view, from a request's query parameters to parameterized SQL.
+
+Parameters (``GET /v1/views/page_activity_1m?tenant_id=t1&page=/a&page=/b&since=1h&limit=50``):
+
+- a group key column (``tenant_id=t1``; repeated for ``in``): equality on that column;
+- ``since`` / ``until``: the window start is at or after / before this instant: ISO-8601
+  (``2026-01-01T00:00:00Z``), epoch milliseconds, or a duration back from now (``1h``);
+- ``sort``: a key column, ``-`` first for descending (default ``-window_start``); only key
+  columns, so a page boundary never moves when measures are upserted;
+- ``fields``: the columns to return (comma-separated; default all but bookkeeping);
+- ``limit`` (1..max_rows, default 100) and ``cursor`` (the ``next_cursor`` of the page before).
+
+Anything else is refused with the parameter's name. Values reach SQL only as parameters; column
+names come from the view's definition, never from the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from headrace.schemas.durations import parse_duration_ms
+from headrace.schemas.types import FieldType
+from headrace.schemas.views import RECORDS_COLUMN, WINDOW_BOUNDS, ServedView
+
+RESERVED = ("since", "until", "sort", "fields", "limit", "cursor")
+
+
+class BadRequest(Exception):
+    """A request the view cannot answer: 400 with this message (it names the parameter)."""
+
+
+@dataclass(frozen=True)
+class ViewQuery:
+    view: ServedView
+    filters: dict[str, list[Any]] = field(default_factory=dict)
+    since_ms: int | None = None
+    until_ms: int | None = None
+    sort: str = "window_start"
+    descending: bool = True
+    fields: tuple[str, ...] = ()
+    limit: int = 100
+    after: tuple[Any, ...] | None = None  # the cursor: the last row's order key
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The sort column, then the rest of the key: a total order on the view's rows."""
+        return (self.sort, *(k for k in self.view.view.key_names if k != self.sort))
+
+
+def _typed(value: str, ftype: FieldType | None, name: str) -> Any:
+    try:
+        if ftype is FieldType.INTEGER:
+            return int(value)
+        if ftype is FieldType.NUMBER:
+            return float(value)
+        if ftype is FieldType.BOOLEAN:
+            if value not in ("true", "false"):
+                raise ValueError(value)
+            return value == "true"
+    except ValueError:
+        raise BadRequest(f"parameter '{name}': '{value[:40]}' is not a {ftype.value if ftype else 'value'}") from None
+    return value
+
+
+def instant_ms(text: str, name: str, now_ms: int | None = None) -> int:
+    """``2026-01-01T00:00:00Z``, ``1767225600000`` or ``1h`` (that long before now) in epoch ms."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if text.lstrip("-").isdigit() and len(text) <= 16:
+        return int(text)
+    try:
+        return now_ms - parse_duration_ms(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"parameter '{name}': '{text[:40]}' is not an instant (ISO-8601, epoch ms or a "
+                         "duration such as 1h)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(text: str, length: int) -> tuple[Any, ...]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, TypeError):
+        raise BadRequest("parameter 'cursor': not a cursor this server gave") from None
+    if not isinstance(values, list) or len(values) != length or not all(
+            isinstance(v, str | int | float | bool) for v in values):
+        raise BadRequest("parameter 'cursor': not a cursor this server gave")
+    return tuple(values)
+
+
+def parse_query(view: ServedView, params: Sequence[tuple[str, str]], *, max_rows: int,
+                hidden: frozenset[str] = frozenset()) -> ViewQuery:
+    """The read a request asks for, or :class:`BadRequest` naming the first wrong parameter."""
+    keys = [n for n, _ in view.view.keys]
+    measures = [n for n, _ in view.view.measures if n not in hidden]
+    visible = [*keys, *WINDOW_BOUNDS, *measures]
+    filters: dict[str, list[Any]] = {}
+    single: dict[str, str] = {}
+    for name, value in params:
+        if "\x00" in value or "\x00" in name:  # no store holds it: refused, never sent
+            raise BadRequest(f"parameter '{name[:60].replace(chr(0), '?')}': holds a NUL character")
+        if name in keys:
+            filters.setdefault(name, []).append(_typed(value, view.column_type(name), name))
+        elif name in RESERVED:
+            if name in single:
+                raise BadRequest(f"parameter '{name}' is given twice")
+            single[name] = value
+        else:
+            raise BadRequest(f"unknown parameter '{name[:60]}': filter on {', '.join(keys)}, or use "
+                             f"{', '.join(RESERVED)}")
+    sort = single.get("sort", "-window_start")
+    descending = sort.startswith("-")
+    sort = sort.removeprefix("-")
+    if sort not in view.view.key_names:
+        raise BadRequest(f"parameter 'sort': '{sort[:40]}' is not a key column "
+                         f"({', '.join(view.view.key_names)}, '-' first for descending)")
+    fields = tuple(visible)
+    if "fields" in single:
+        fields = tuple(f for f in single["fields"].split(",") if f)
+        wrong = [f for f in fields if f not in visible]
+        if wrong or not fields:
+            raise BadRequest(f"parameter 'fields': '{(wrong or [''])[0][:40]}' is not a column of {view.name} "
+                             f"({', '.join(visible)})")
+    try:
+        limit = int(single.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("parameter 'limit': not a whole number") from None
+    if not 1 <= limit <= max_rows:
+        raise BadRequest(f"parameter 'limit': between 1 and {max_rows}")
+    query = ViewQuery(
+        view=view, filters=filters, sort=sort, descending=descending, fields=fields, limit=limit,
+        since_ms=instant_ms(single["since"], "since") if "since" in single else None,
+        until_ms=instant_ms(single["until"], "until") if "until" in single else None)
+    if "cursor" in single:
+        query = ViewQuery(**{**query.__dict__, "after": _decode_cursor(single["cursor"], len(query.order))})
+    return query
+
+
+def ms_text(ms: int) -> str:
+    """Epoch ms as the stores' window text (``2026-01-01 00:00:00.000``, UTC)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
+
+
+def postgres_sql(query: ViewQuery, table: str) -> tuple[Any, list[Any]]:
+    """The query as psycopg SQL (identifiers composed, values as parameters)."""
+    from psycopg import sql
+
+    conditions: list[Any] = []
+    params: list[Any] = []
+    for name, values in query.filters.items():
+        conditions.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(name)))
+        params.append(values)
+    if query.since_ms is not None:
+        conditions.append(sql.SQL('"window_start" >= %s'))
+        params.append(datetime.fromtimestamp(query.since_ms / 1000, tz=UTC).replace(tzinfo=None))
+    if query.until_ms is not None:
+        conditions.append(sql.SQL('"window_start" < %s'))
+        params.append(datetime.fromtimestamp(query.until_ms / 1000, tz=UTC).replace(tzinfo=None))
+    order = [sql.Identifier(n) for n in query.order]
+    if query.after is not None:
+        conditions.append(sql.SQL("({}) {} ({})").format(
+            sql.SQL(", ").join(order), sql.SQL("<" if query.descending else ">"),
+            sql.SQL(", ").join(sql.Placeholder() * len(order))))
+        params += [_pg_value(n, v) for n, v in zip(query.order, query.after, strict=True)]
+    columns = list(dict.fromkeys((*query.fields, *query.order)))
+    direction = sql.SQL(" DESC" if query.descending else " ASC")
+    statement = sql.SQL("SELECT {cols} FROM {table}{where} ORDER BY {order} LIMIT %s").format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)), table=sql.Identifier(table),
+        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        order=sql.SQL(", ").join(o + direction for o in order))
+    params.append(query.limit + 1)  # one more: whether there is a next page
+    return statement, params
+
+
+def _pg_value(name: str, value: Any) -> Any:
+    if name in WINDOW_BOUNDS:
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def sqlite_sql(query: ViewQuery, table: str) -> tuple[str, list[Any]]:
+    """The query for the embedded store (window bounds are text there)."""
+
+    def q(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    conditions: list[str] = []
+    params: list[Any] = []
+    for name, values in query.filters.items():
+        conditions.append(f"{q(name)} IN ({', '.join('?' for _ in values)})")
+        params += values
+    if query.since_ms is not None:
+        conditions.append('"window_start" >= ?')
+        params.append(ms_text(query.since_ms))
+    if query.until_ms is not None:
+        conditions.append('"window_start" < ?')
+        params.append(ms_text(query.until_ms))
+    if query.after is not None:
+        conditions.append(f"({', '.join(map(q, query.order))}) {'<' if query.descending else '>'} "
+                          f"({', '.join('?' for _ in query.order)})")
+        params += [str(v).replace("T", " ").removesuffix("Z") if n in WINDOW_BOUNDS else v
+                   for n, v in zip(query.order, query.after, strict=True)]
+    columns = list(dict.fromkeys((*query.fields, *query.order)))
+    direction = " DESC" if query.descending else " ASC"
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    statement = (f"SELECT {', '.join(map(q, columns))} FROM {q(table)}{where} "
+                 f"ORDER BY {', '.join(q(o) + direction for o in query.order)} LIMIT ?")
+    params.append(query.limit + 1)
+    return statement, params
+
+
+def page(query: ViewQuery, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """The response body: the rows (requested fields only, window bounds as ISO-8601 UTC) and the
+    cursor of the next page (None on the last)."""
+    out = []
+    last: tuple[Any, ...] | None = None
+    for row in rows[:query.limit]:
+        record: Mapping[str, Any] = dict(zip(columns, row, strict=True))
+        shown = {name: _json_value(name, record[name]) for name in query.fields}
+        last = tuple(_json_value(name, record[name]) for name in query.order)
+        out.append(shown)
+    more = len(rows) > query.limit and last is not None
+    return {"view": query.view.name, "rows": out, "next_cursor": encode_cursor(last) if more and last else None}
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if name in WINDOW_BOUNDS:
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        return str(value).replace(" ", "T") + "Z"
+    if name == RECORDS_COLUMN:
+        return int(value)
+    return value

@@ -1,0 +1,50 @@
+"""The profile's ``serve:`` section: where ``headrace serve`` listens, who may read what, how fast."""
+
+from __future__ import annotations
+
+from headrace.schemas.options import Duration, Identifier, SpecModel
+from pydantic import Field, SecretStr
+
+
+class AuthSettings(SpecModel):
+    """JWT bearer tokens: HS256 with a shared secret, or RS256 with public keys from a JWKS file."""
+
+    hs256_secret: SecretStr | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    #: the claim naming the tenant whose rows a token may read, and the one listing its roles
+    tenant_claim: str = "tenant"
+    roles_claim: str = "roles"
+    #: a token with this role reads every tenant's rows (and views without a tenant column)
+    all_tenants_role: str = "all_tenants"
+    leeway: Duration = 5_000
+    max_token_bytes: int = Field(default=8192, ge=256)
+
+
+class RateSettings(SpecModel):
+    """Token buckets: per token (its subject) and for the whole service, shared by every ``serve``
+    process through Redis (the profile's ``redis:``), with a local bucket when Redis is away."""
+
+    per_token: float = Field(default=50.0, gt=0)  # requests per second
+    per_token_burst: int = Field(default=100, ge=1)
+    total: float = Field(default=1000.0, gt=0)
+    total_burst: int = Field(default=2000, ge=1)
+    prefix: str = "headrace:rate:"
+
+
+class ServeSettings(SpecModel):
+    host: str = "127.0.0.1"
+    port: int = 8700
+    auth: AuthSettings = AuthSettings()
+    rate: RateSettings | None = None
+    #: the key column holding the tenant: a view with it is filtered to the token's tenant
+    tenant_column: Identifier = "tenant_id"
+    #: role → measures that role does not see (a token with several roles sees what none hides)
+    hide: dict[str, list[Identifier]] = Field(default_factory=dict)
+    #: how long one read may take before it is refused with 503
+    timeout: Duration = 5_000
+    #: a read replica for PostgreSQL views (the primary's settings otherwise)
+    postgres_replica_host: str | None = None
+    postgres_replica_port: int | None = None
+    max_rows: int = Field(default=1000, ge=1)

@@ -1,0 +1,65 @@
+"""``headrace serve``: the views of a project's jobs, served to analysts with the profile's stores,
+authentication and rate limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from headrace.jobs.catalog import load_catalog
+from headrace.jobs.profiles import Profile
+from headrace.schemas.errors import HeadraceError
+
+
+def readers(profile: Profile, timeout_ms: int) -> dict[str, Any]:
+    """A reader per store kind the profile reaches: the embedded profile holds every view in SQLite."""
+    from headrace.connectors.serving.stores import EmbeddedViews, PostgresViews
+
+    if profile.embedded is not None:
+        embedded = EmbeddedViews(Path(profile.embedded.data_dir), timeout_ms)
+        return {"postgres": embedded, "redis": embedded, "influx": embedded}
+    stores: dict[str, Any] = {}
+    if profile.postgres is not None:
+        conninfo = profile.postgres.conninfo()
+        settings = profile.serve
+        if settings.postgres_replica_host:
+            conninfo = {**conninfo, "host": settings.postgres_replica_host,
+                        "port": settings.postgres_replica_port or conninfo["port"]}
+        stores["postgres"] = PostgresViews(conninfo, timeout_ms)
+    return stores
+
+
+def build(project: Path, profile: Profile) -> Any:
+    """The application for ``project``'s views under ``profile`` (tests build it this way too)."""
+    from headrace.connectors.serving.app import build_app
+    from headrace.connectors.serving.auth import TokenVerifier
+    from headrace.connectors.serving.ratelimit import RateLimiter
+
+    settings = profile.serve
+    catalog = load_catalog(project)
+    try:
+        verifier = TokenVerifier(settings.auth, base=project)
+    except ValueError as exc:
+        raise HeadraceError(str(exc), hint="add serve: {auth: {hs256_secret: \"${HEADRACE_JWT_SECRET}\"}} "
+                                           "to the profile") from None
+    limiter = None
+    if settings.rate is not None:
+        redis = profile.services.get("redis")
+        limiter = RateLimiter(settings.rate, redis.client_kwargs() if redis is not None else None)
+    return build_app(list(catalog.views), readers(profile, settings.timeout), settings, verifier, limiter)
+
+
+def serve(project: Path, profile: Profile, host: str | None, port: int | None,
+          say: Callable[[str], None] = print) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise HeadraceError("headrace serve needs its web stack", hint="pip install 'headrace[serve]'") from None
+    app = build(project, profile)
+    settings = profile.serve
+    host, port = host or settings.host, port or settings.port
+    say(f"serving the views of {project.resolve()} on http://{host}:{port} (profile '{profile.name}'; "
+        f"GET /v1/views with a bearer token; /healthz, /metrics, /openapi.json)")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    return 0
