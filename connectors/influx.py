@@ -32,11 +32,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from headrace.connectors.batchsink import PythonWriterNode, batch_udf, row_names
 from headrace.connectors.redis import window_ms
 from headrace.connectors.retry import with_backoff
-from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
-from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, SinkNode, Stream, Wiring
+from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, Stream, Wiring
 from headrace.schemas.options import Duration, Identifier, SinkOptions, SpecModel
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -177,46 +177,26 @@ class PointWriter:
 
 
 def influx_udf(writer: PointWriter) -> Any:
-    """A vectorized scalar function: writes each batch of rows, returns 1 per row written."""
-    from pyflink.table import DataTypes
-    from pyflink.table.udf import ScalarFunction, udf
+    """The vectorized function writing each batch of rows (see connectors/batchsink.py)."""
 
-    names = [n for n, _ in writer.view.keys] + ["window_start", "window_end"]
-    names += [n for n, _ in writer.view.measures] + [RECORDS_COLUMN]
+    def open_client() -> Any:
+        conn = writer.connection
+        if conn.mode != "v2":
+            return None
+        from influxdb_client import InfluxDBClient
 
-    class WritePoints(ScalarFunction):
-        def open(self, function_context: Any) -> None:
-            self.client = None
-            conn = writer.connection
-            if conn.mode == "v2":
-                from influxdb_client import InfluxDBClient
+        token = conn.token.get_secret_value() if conn.token else ""
+        return InfluxDBClient(url=conn.url, token=token, org=conn.org or "", timeout=conn.timeout)
 
-                token = conn.token.get_secret_value() if conn.token else ""
-                self.client = InfluxDBClient(url=conn.url, token=token, org=conn.org or "",
-                                             timeout=conn.timeout)
-
-        def eval(self, *columns: Any) -> Any:
-            import pandas as pd
-
-            rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-            writer.write(rows, self.client)
-            return pd.Series([1] * len(rows), dtype="int64")
-
-        def close(self) -> None:
-            if self.client is not None:
-                self.client.close()
-
-    return udf(WritePoints(), result_type=DataTypes.BIGINT(), func_type="pandas")
+    return batch_udf(row_names(writer.view), open_client, lambda client, rows: writer.write(rows, client),
+                     lambda client: client.close() if client is not None else None)
 
 
 @dataclass(kw_only=True)
-class InfluxNode(SinkNode):
+class InfluxNode(PythonWriterNode):
     measurement: str
     retry_for_ms: int
-
-    @property
-    def function(self) -> str:
-        return f"{self.flink_table}_write"
+    section, store = "influx", "InfluxDB"
 
     def explain(self) -> str:
         tags = ", ".join(n for n, _ in self.view.keys)
@@ -234,18 +214,6 @@ class InfluxNode(SinkNode):
         return (f"({ms_sql} < {low} OR {ms_sql} > {high})",
                 "the event time is outside what InfluxDB can store (1677-09-21 .. 2262-04-11)")
 
-    def table_ddl(self, profile: Any) -> str:
-        profile.service("influx")  # a one-line error when the profile has no 'influx:'
-        return (f"CREATE TEMPORARY TABLE {ident(self.flink_table)} (`written` BIGINT) "
-                f"{with_options({'connector': 'blackhole'})}")
-
-    def insert_sql(self, input_view: str) -> str:
-        cols = [ident(n) for n, _ in self.view.keys]
-        cols += [f"DATE_FORMAT({ident(b)}, 'yyyy-MM-dd HH:mm:ss.SSS')" for b in ("window_start", "window_end")]
-        cols += [ident(n) for n, _ in self.view.measures] + [ident(RECORDS_COLUMN)]
-        return (f"INSERT INTO {ident(self.flink_table)} SELECT {self.function}({', '.join(cols)}) "
-                f"FROM {input_view}")
-
     def register(self, t_env: Any, wiring: Wiring) -> None:
         if not wiring.embedded:
             writer = PointWriter(self.view, self.measurement, wiring.profile.service("influx"), self.retry_for_ms)
@@ -259,10 +227,7 @@ class InfluxNode(SinkNode):
             except ImportError:
                 raise ServiceError("the influx sink (mode v2) needs influxdb-client",
                                    hint="pip install 'headrace[influx]'") from None
-        problem = self.reachable(profile)
-        if problem is not None:
-            raise ServiceError(f"cannot reach {problem.removesuffix(' not answering')}",
-                               hint="start InfluxDB or fix 'influx' in the profile")
+        super().prepare(profile)
 
     def reachable(self, profile: Any) -> str | None:
         conn: InfluxConnection = profile.service("influx")

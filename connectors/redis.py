@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from headrace.connectors.batchsink import PythonWriterNode, batch_udf, row_names
 from headrace.connectors.retry import with_backoff
-from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import ServiceError, SpecError
-from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, SinkNode, Stream, Wiring
+from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, Stream, Wiring
 from headrace.schemas.options import Duration, Identifier, SinkOptions, SpecModel
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -178,44 +178,23 @@ class RowWriter:
 
 
 def redis_udf(writer: RowWriter) -> Any:
-    """A vectorized scalar function: writes each batch of rows, returns 1 per row written."""
-    from pyflink.table import DataTypes
-    from pyflink.table.udf import ScalarFunction, udf
+    """The vectorized function writing each batch of rows (see connectors/batchsink.py)."""
 
-    names = [n for n, _ in writer.view.keys] + ["window_start", "window_end"]
-    names += [n for n, _ in writer.view.measures] + [RECORDS_COLUMN]
+    def open_client() -> Any:
+        client = driver().Redis(**writer.connection.client_kwargs())
+        return client, client.register_script(WRITE_SCRIPT)
 
-    class WriteRows(ScalarFunction):
-        def open(self, function_context: Any) -> None:
-            import redis
-
-            self.client = redis.Redis(**writer.connection.client_kwargs())
-            self.script = self.client.register_script(WRITE_SCRIPT)
-
-        def eval(self, *columns: Any) -> Any:
-            import pandas as pd
-
-            rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-            writer.write(self.client, self.script, rows)
-            return pd.Series([1] * len(rows), dtype="int64")
-
-        def close(self) -> None:
-            client = getattr(self, "client", None)
-            if client is not None:
-                client.close()
-
-    return udf(WriteRows(), result_type=DataTypes.BIGINT(), func_type="pandas")
+    return batch_udf(row_names(writer.view), open_client, lambda c, rows: writer.write(c[0], c[1], rows),
+                     lambda c: c[0].close())
 
 
 @dataclass(kw_only=True)
-class RedisNode(SinkNode):
+class RedisNode(PythonWriterNode):
     ttl_ms: int
     top: str | None
     retry_for_ms: int
 
-    @property
-    def function(self) -> str:
-        return f"{self.flink_table}_write"
+    section, store = "redis", "Redis"
 
     def explain(self) -> str:
         ttl = f", TTL {format_duration_ms(self.ttl_ms)}" if self.ttl_ms else ""
@@ -223,30 +202,12 @@ class RedisNode(SinkNode):
         key = f"{self.view.name}:<{':'.join(n for n, _ in self.view.keys)}>"
         return f"redis hashes '{key}:<window start ms>' and '{key}:latest'{ttl}{top}"
 
-    def table_ddl(self, profile: Any) -> str:
-        profile.service("redis")  # a one-line error when the profile has no 'redis:'
-        return (f"CREATE TEMPORARY TABLE {ident(self.flink_table)} (`written` BIGINT) "
-                f"{with_options({'connector': 'blackhole'})}")
-
-    def insert_sql(self, input_view: str) -> str:
-        cols = [ident(n) for n, _ in self.view.keys]
-        cols += [f"DATE_FORMAT({ident(b)}, 'yyyy-MM-dd HH:mm:ss.SSS')" for b in ("window_start", "window_end")]
-        cols += [ident(n) for n, _ in self.view.measures] + [ident(RECORDS_COLUMN)]
-        return (f"INSERT INTO {ident(self.flink_table)} SELECT {self.function}({', '.join(cols)}) "
-                f"FROM {input_view}")
-
     def writer(self, profile: Any) -> RowWriter:
         return RowWriter(self.view, profile.service("redis"), self.ttl_ms, self.top, self.retry_for_ms)
 
     def register(self, t_env: Any, wiring: Wiring) -> None:
         if not wiring.embedded:
             t_env.create_temporary_function(self.function, redis_udf(self.writer(wiring.profile)))
-
-    def prepare(self, profile: Any) -> None:
-        problem = self.reachable(profile)
-        if problem is not None:
-            raise ServiceError(f"cannot reach {problem.removesuffix(' not answering')}",
-                               hint="start Redis or fix 'redis' in the profile")
 
     def reachable(self, profile: Any) -> str | None:
         redis = driver()

@@ -309,6 +309,19 @@ class VictoriaMetrics:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def listening_on(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+
 def profile_yaml(broker: Broker, pg: Postgres, name: str = "test") -> str:
     return (f"profiles:\n  {name}:\n"
             f"    kafka: {{bootstrap_servers: \"{broker.bootstrap}\"}}\n"

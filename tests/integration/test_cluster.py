@@ -22,7 +22,7 @@ from tests.integration.clirun import CliRun
 from tests.integration.test_failures import PARTITIONS, SCHEMA, assert_exact, fault_job, final_offsets, row_count
 from tests.kafkautil import offsets_arg, produce_placed
 from tests.reference import expected_outcome
-from tests.services import Broker, Postgres, RedisServer
+from tests.services import Broker, Postgres, RedisServer, listening_on
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +43,6 @@ def _free_range(size: int = 10) -> int:
 
 
 PROMETHEUS = _free_range()  # the JobManager takes the first, the first TaskManager the next
-
-
-def listening_on(port: int) -> set[str]:
-    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, hex_port = local.rsplit(":", 1)
-            if state == "0A" and int(hex_port, 16) == port:
-                found.add(address)
-    return found
 
 
 def scrape(port: int) -> str:

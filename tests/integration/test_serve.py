@@ -27,7 +27,7 @@ from headrace.jobs.profiles import load_profile
 from headrace.jobs.serve import build
 
 from tests.jobfiles import ROOT
-from tests.services import Postgres, RedisServer, free_port
+from tests.services import Postgres, RedisServer, free_port, listening_on
 
 pytestmark = pytest.mark.integration
 SECRET = "serve-test-secret-0123456789abcdef"
@@ -88,6 +88,20 @@ def client(project: tuple[Path, Path, str]) -> Any:
     root, profiles, _ = project
     with TestClient(build(root, load_profile("test", profiles))) as test_client:
         yield test_client
+
+
+def wait_until_serving(port: int, timeout_s: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.2)
 
 
 def direct(pg: Postgres, table: str, where: str = "", params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -273,15 +287,7 @@ def test_two_serve_processes_share_the_rate_limit_through_redis(
                                 stderr=subprocess.STDOUT, start_new_session=True) for port in ports]
     try:
         for port in ports:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.2)
+            wait_until_serving(port)
         seconds = 3.0
         started = time.monotonic()
 
@@ -324,7 +330,6 @@ def test_two_serve_processes_share_the_rate_limit_through_redis(
 
 
 def test_headrace_query_reads_locally_and_from_a_running_serve(project: tuple[Path, Path, str], pg: Postgres) -> None:
-    import httpx
 
     root, profiles, table = project
     env = {**os.environ, "HEADRACE_TEST_JWT": SECRET}
@@ -340,15 +345,7 @@ def test_headrace_query_reads_locally_and_from_a_running_serve(project: tuple[Pa
                                "--profile", "test", "--profiles", str(profiles), "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        wait_until_serving(port)
         remote = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "query", table, *common, "--url",
                                  f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                                 env={**env, "HEADRACE_TOKEN": token(tenant="t2")})
@@ -358,18 +355,7 @@ def test_headrace_query_reads_locally_and_from_a_running_serve(project: tuple[Pa
                                   f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                                  env={**env, "HEADRACE_TOKEN": "not-a-token"})
         assert refused.returncode == 2 and refused.stderr.strip().endswith("answered 401: unauthorized")
-        assert listening_only_on_loopback(port)
+        assert listening_on(port) == {"0100007F"}  # 127.0.0.1 only
     finally:
         server.terminate()
         server.wait(10)
-
-
-def listening_only_on_loopback(port: int) -> bool:
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, hex_port = local.rsplit(":", 1)
-            if state == "0A" and int(hex_port, 16) == port:
-                found.add(address)
-    return found == {"0100007F"}
