@@ -1,10 +1,11 @@
-"""InfluxDB sink: one point per key and window, in line protocol.
+"""InfluxDB sink: one point per key and window, in line protocol (and the window end, for reads).
 
 For a view grouped by ``(tenant_id, page)`` with measures ``events`` and ``avg_ms``::
 
-    page_activity,tenant_id=t1,page=/home events=12i,avg_ms=38.5,_records=12i 1767225600000
+    page_activity,tenant_id=t1,page=/home events=12i,avg_ms=38.5,_records=12i,window_end_ms=1767225660000i 1767225600000
 
-Tags are the group keys, fields the measures (and ``_records``), the timestamp the window start
+Tags are the group keys, fields the measures (and ``_records``, and the window's end for the
+serving adapters), the timestamp the window start
 in milliseconds (UTC). InfluxDB keys a point by measurement, tag set and timestamp, so writing a
 window again replaces its fields: a replay after a failure rewrites the same points. Rows are
 written in batches by a vectorized Python function in the job's plan (one HTTP request per
@@ -100,16 +101,17 @@ def line(view: ViewDef, measurement: str, row: dict[str, Any]) -> str:
     >>> v = ViewDef("v", keys=(("page", FieldType.STRING),), measures=(("n", FieldType.INTEGER),))
     >>> line(v, "v", {"page": "/a b", "window_start": "1970-01-01 00:01:00.000",
     ...               "window_end": "1970-01-01 00:02:00.000", "n": 3, "_records": 3})
-    'v,page=/a\\\\ b n=3i,_records=3i 60000'
+    'v,page=/a\\\\ b n=3i,_records=3i,window_end_ms=120000i 60000'
     """
-    tags = "".join(f",{name}={_escape_tag(_tag_text(row[name], ftype))}" for name, ftype in view.keys)
+    tags = "".join(f",{name}={_escape_tag(tag_text(row[name], ftype))}" for name, ftype in view.keys)
     fields = [(name, _field_value(row[name], ftype)) for name, ftype in view.measures]
     fields.append((RECORDS_COLUMN, f"{int(row[RECORDS_COLUMN])}i"))
+    fields.append(("window_end_ms", f"{window_ms(row['window_end'])}i"))  # served back as window_end
     body = ",".join(f"{name}={value}" for name, value in fields if value is not None)
     return f"{_escape_tag(measurement)}{tags} {body} {window_ms(row['window_start'])}"
 
 
-def _tag_text(value: Any, ftype: FieldType) -> str:
+def tag_text(value: Any, ftype: FieldType) -> str:
     if ftype is FieldType.BOOLEAN:
         return "true" if value else "false"
     if ftype is FieldType.INTEGER:

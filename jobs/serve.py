@@ -19,7 +19,16 @@ def readers(profile: Profile, timeout_ms: int) -> dict[str, Any]:
     if profile.embedded is not None:
         embedded = EmbeddedViews(Path(profile.embedded.data_dir), timeout_ms)
         return {"postgres": embedded, "redis": embedded, "influx": embedded}
+    from headrace.connectors.serving.stores import InfluxViews, RedisViews
+
     stores: dict[str, Any] = {}
+    redis = profile.services.get("redis")
+    if redis is not None:
+        stores["redis"] = RedisViews(redis.client_kwargs(), timeout_ms)
+    influx = profile.services.get("influx")
+    if influx is not None:
+        stores["influx"] = InfluxViews(influx.url, influx.database or influx.bucket or "", influx_auth(influx),
+                                       timeout_ms)
     if profile.postgres is not None:
         conninfo = profile.postgres.conninfo()
         settings = profile.serve
@@ -28,6 +37,18 @@ def readers(profile: Profile, timeout_ms: int) -> dict[str, Any]:
                         "port": settings.postgres_replica_port or conninfo["port"]}
         stores["postgres"] = PostgresViews(conninfo, timeout_ms)
     return stores
+
+
+def influx_auth(connection: Any) -> str | None:
+    """The Authorization header of InfluxQL reads: a v2 token, or v1 basic credentials."""
+    import base64
+
+    if connection.mode == "v2" and connection.token is not None:
+        return f"Token {connection.token.get_secret_value()}"
+    if connection.username:
+        secret = connection.password.get_secret_value() if connection.password else ""
+        return "Basic " + base64.b64encode(f"{connection.username}:{secret}".encode()).decode()
+    return None
 
 
 def build(project: Path, profile: Profile) -> Any:

@@ -107,3 +107,198 @@ class EmbeddedViews:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _sorted_page(query: ViewQuery, columns: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Filter (time range, cursor), order and cut rows read whole from a store without SQL."""
+    from headrace.connectors.serving.query import _json_value, ms_text
+
+    index = {c: i for i, c in enumerate(columns)}
+
+    def order_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(_json_value(n, row[index[n]]) for n in query.order)
+
+    kept = []
+    for row in rows:
+        start = str(row[index["window_start"]])
+        if query.since_ms is not None and start < ms_text(query.since_ms):
+            continue
+        if query.until_ms is not None and start >= ms_text(query.until_ms):
+            continue
+        if any(row[index[k]] not in values for k, values in query.filters.items()):
+            continue
+        if query.after is not None:
+            key = order_key(row)
+            if (key >= query.after) if query.descending else (key <= query.after):
+                continue
+        kept.append(row)
+    kept.sort(key=order_key, reverse=query.descending)
+    return page(query, columns, kept[:query.limit + 1])
+
+
+class RedisViews:
+    """Views a Redis sink wrote: the hash of each key and window (``<view>:<keys…>:<window ms>``).
+
+    A read scans the view's keys (narrowed to one key's windows when every group key is given)
+    and fetches the hashes in one pipelined round trip; ordering and pages are applied here, so a
+    read costs time in proportion to the view's size in Redis (keep Redis views bounded by TTL).
+    """
+
+    name = "redis"
+
+    def __init__(self, redis_kwargs: dict[str, Any], timeout_ms: int) -> None:
+        import redis
+
+        self.where = f"Redis {redis_kwargs.get('host')}:{redis_kwargs.get('port')}"
+        self.client = redis.Redis(**{**redis_kwargs, "socket_timeout": timeout_ms / 1000,
+                                     "socket_connect_timeout": timeout_ms / 1000})
+
+    def read(self, query: ViewQuery) -> dict[str, Any]:
+        import redis
+        from headrace.connectors.redis import encode_part
+
+        view = query.view.view
+        keys = [n for n, _ in view.keys]
+        pattern = f"{_glob(view.name)}:*"
+        if all(len(query.filters.get(k, [])) == 1 for k in keys):
+            parts = [_glob(encode_part(query.filters[k][0], t)) for k, t in view.keys]
+            pattern = f"{_glob(view.name)}:{':'.join(parts)}:*"
+        columns = [*keys, "window_start", "window_end", *(n for n, _ in view.measures)]
+        types = dict((*view.keys, *view.measures))
+        try:
+            names = [k for k in self.client.scan_iter(match=pattern, count=1000)
+                     if not k.endswith(b":latest") and b":top:" not in k]
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(name)
+            hashes = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"{self.where} unavailable: {_first_line(exc)}") from None
+        rows = []
+        for values in hashes:
+            if not values:
+                continue  # expired between the scan and the read
+            record = {k.decode(): v.decode() for k, v in values.items()}
+            row = []
+            for column in columns:
+                text = record.get(column, "")
+                ftype = types.get(column)
+                row.append(text if ftype is None else _typed_text(text, ftype))
+            rows.append(tuple(row))
+        return _sorted_page(query, columns, rows)
+
+    def check(self) -> str | None:
+        import redis
+
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return f"{self.where} unavailable: {_first_line(exc)}"
+        return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _glob(text: str) -> str:
+    """``text`` matched literally by Redis's MATCH."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _typed_text(text: str, ftype: Any) -> Any:
+    from headrace.schemas.types import FieldType
+
+    if text == "":
+        return None
+    if ftype is FieldType.INTEGER:
+        return int(text)
+    if ftype is FieldType.NUMBER:
+        return float(text)
+    if ftype is FieldType.BOOLEAN:
+        return text == "true"
+    return text
+
+
+class InfluxViews:
+    """Views an InfluxDB sink wrote, read with InfluxQL on ``/query`` (InfluxDB 1.x, and 2.x/3.x
+    through their v1 compatibility), values bound as query parameters, never spliced in."""
+
+    name = "influx"
+
+    def __init__(self, url: str, database: str, auth_header: str | None, timeout_ms: int) -> None:
+        self.url, self.database, self.auth_header, self.timeout_ms = url.rstrip("/"), database, auth_header, timeout_ms
+        self.where = f"InfluxDB {self.url}"
+
+    def _query(self, influxql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        form = {"db": self.database, "q": influxql, "epoch": "ms", "params": json.dumps(params)}
+        request = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(form).encode(),
+                                         method="POST")
+        if self.auth_header:
+            request.add_header("Authorization", self.auth_header)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_ms / 1000) as answer:
+                result = json.loads(answer.read())["results"][0]
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise StoreUnavailable(f"{self.where} unavailable: {_first_line(exc)}") from None
+        if "error" in result:
+            raise StoreUnavailable(f"{self.where} refused the read: {str(result['error'])[:200]}")
+        return list(result.get("series", []))
+
+    def read(self, query: ViewQuery) -> dict[str, Any]:
+        from headrace.connectors.influx import tag_text
+        from headrace.connectors.serving.query import ms_text
+
+        view = query.view.view
+        keys = [n for n, _ in view.keys]
+        measures = [n for n, _ in view.measures]
+        types = dict((*view.keys, *view.measures))
+        conditions: list[str] = []
+        params: dict[str, Any] = {}
+        if query.since_ms is not None:
+            conditions.append("time >= $since")
+            params["since"] = query.since_ms * 1_000_000
+        if query.until_ms is not None:
+            conditions.append("time < $until")
+            params["until"] = query.until_ms * 1_000_000
+        for k_index, (name, values) in enumerate(query.filters.items()):
+            alternatives = []
+            for v_index, value in enumerate(values):
+                params[f"k{k_index}_{v_index}"] = tag_text(value, types[name])
+                alternatives.append(f'"{name}" = $k{k_index}_{v_index}')
+            conditions.append("(" + " OR ".join(alternatives) + ")")
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        fields = ", ".join(f'"{m}"' for m in (*measures, "window_end_ms"))
+        tags = ", ".join(f'"{k}"' for k in keys)
+        series = self._query(f'SELECT {fields}, {tags} FROM "{view.name}"{where}', params)
+        columns = [*keys, "window_start", "window_end", *measures]
+        rows = []
+        for one in series:
+            names = list(one.get("columns", []))
+            for values in one.get("values", []):
+                record = dict(zip(names, values, strict=True))
+                row = [_typed_text(str(record[k]), types[k]) for k in keys]
+                row += [ms_text(int(record["time"])), ms_text(int(record.get("window_end_ms") or record["time"]))]
+                row += [record.get(m) for m in measures]
+                rows.append(tuple(row))
+        return _sorted_page(query, columns, rows)
+
+    def check(self) -> str | None:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as answer:
+                answer.read()
+        except urllib.error.HTTPError:
+            return None
+        except (urllib.error.URLError, OSError) as exc:
+            return f"{self.where} unavailable: {_first_line(exc)}"
+        return None
+
+    def close(self) -> None:
+        pass

@@ -30,7 +30,7 @@ def test_a_row_is_one_escaped_line_with_the_window_start_in_ms() -> None:
            "top_page": 'say "hi"\\', "_records": 3}
     assert line(VIEW, "page activity", row) == (
         'page\\ activity,tenant_id=t\\ 1,page=/a\\,b\\=c events=3i,avg_ms=2.5,top_page="say \\"hi\\"\\\\",'
-        "_records=3i 60000")
+        "_records=3i,window_end_ms=120000i 60000")
 
 
 def test_values_a_tag_cannot_carry_are_refused_at_the_sink_boundary(tmp_path: Path) -> None:
