@@ -39,7 +39,7 @@ def load_catalog(project: Path) -> Catalog:
         plan = build_plan(parse_job(path))
         for sink in plan.sinks:
             served = ServedView(view=sink.view, store=sink.kind, job=plan.name, step=plan.inputs[sink.id] or "",
-                                spec=str(path))
+                                spec=str(path), top=getattr(sink, "top", None))
             clash = next((v for v in views if v.name == served.name and v.store == served.store), None)
             if clash is not None and clash.job != served.job:
                 raise SpecError(f"view '{served.name}' ({served.store}) is written by job '{clash.job}' "

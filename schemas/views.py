@@ -66,6 +66,8 @@ class ServedView:
     step: str
     spec: str
     alias: str | None = None
+    #: a measure the store also ranks keys by, per window (a Redis sink's ``top``)
+    top: str | None = None
 
     @property
     def name(self) -> str:

@@ -150,6 +150,42 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
         app.add_api_route(f"/v1/views/{view.name}", reader(view.name), methods=["GET"], summary=f"Rows of {view.name}",
                           openapi_extra={"parameters": _parameters(view)})
 
+    @app.get("/v1/views/{name}/top", summary="A window's keys ranked by a Redis view's top measure")
+    def top(request: Request, name: str) -> Response:
+        view = by_name.get(name)
+        if view is None or view.top is None or "redis" not in stores:
+            return error(404, f"no ranked view '{name[:80]}' (a redis sink with top: …)", "unknown_view")
+
+        @guarded
+        def answer(request: Request) -> Response:
+            from headrace.connectors.serving.query import instant_ms
+
+            who = principal(request)
+            allowed = {"window_start", "n"}
+            wrong = [k for k in request.query_params if k not in allowed]
+            if wrong:
+                raise BadRequest(f"unknown parameter '{wrong[0][:60]}': use window_start and n")
+            if "window_start" not in request.query_params:
+                raise BadRequest("parameter 'window_start' is required (ISO-8601 or epoch ms)")
+            start = instant_ms(request.query_params["window_start"], "window_start")
+            try:
+                n = int(request.query_params.get("n", "10"))
+            except ValueError:
+                raise BadRequest("parameter 'n': not a whole number") from None
+            if not 1 <= n <= settings.max_rows:
+                raise BadRequest(f"parameter 'n': between 1 and {settings.max_rows}")
+            tenant = None
+            if not who.all_tenants(verifier.settings):
+                if settings.tenant_column not in dict(view.view.keys) or who.tenant is None:
+                    raise Forbidden(f"{who.subject} may not read {view.name}")
+                tenant = (settings.tenant_column, who.tenant)
+            if view.top in hidden(who):
+                raise Forbidden(f"{who.subject} may not see {view.top}")
+            ranked = stores["redis"].top(view, start, n, tenant)
+            return JSONResponse({"view": view.name, "measure": view.top, "rows": ranked})
+
+        return answer(request)
+
     @app.get("/v1/views/{name}", include_in_schema=False)
     def unknown(request: Request, name: str) -> Response:
         return read_view(request, name)

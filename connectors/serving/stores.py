@@ -8,10 +8,12 @@ empty with a note. Reads time out after the serve settings' ``timeout``.
 from __future__ import annotations
 
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from headrace.connectors.serving.query import ViewQuery, page, postgres_sql, sqlite_sql
+from headrace.schemas.views import ServedView
 
 
 class StoreUnavailable(Exception):
@@ -186,6 +188,31 @@ class RedisViews:
                 row.append(text if ftype is None else _typed_text(text, ftype))
             rows.append(tuple(row))
         return _sorted_page(query, columns, rows)
+
+    def top(self, view: ServedView, window_start_ms: int, n: int,
+            tenant: tuple[str, str] | None) -> list[dict[str, Any]]:
+        """The keys of one window ranked by the view's top measure (its sorted set), best first;
+        ``tenant`` (column, value) keeps only that tenant's keys."""
+        import redis
+
+        keys = view.view.keys
+        try:
+            ranked: Any = self.client.zrevrange(f"{view.view.name}:top:{view.top}:{window_start_ms}", 0, -1,
+                                                withscores=True)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"{self.where} unavailable: {_first_line(exc)}") from None
+        out = []
+        for member, score in ranked:
+            parts = [urllib.parse.unquote(p) for p in member.decode().split(":")]
+            if len(parts) != len(keys):
+                continue
+            key = {name: _typed_text(text, ftype) for (name, ftype), text in zip(keys, parts, strict=True)}
+            if tenant is not None and str(key.get(tenant[0])) != tenant[1]:
+                continue
+            out.append({"key": key, view.top or "value": score})
+            if len(out) >= n:
+                break
+        return out
 
     def check(self) -> str | None:
         import redis

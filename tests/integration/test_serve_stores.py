@@ -50,7 +50,7 @@ def served(tmp_path: Path, redis_server: RedisServer, influx_server: InfluxServe
         (ROOT / "jobs" / "page_activity.yaml").read_text()
         .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json"))
         .replace("  - postgres: {table: page_activity_1m}",
-                 f"  - redis: {{view: {name}}}\n  - influx: {{measurement: {name}_m}}"))
+                 f"  - redis: {{view: {name}, top: {{measure: events}}}}\n  - influx: {{measurement: {name}_m}}"))
     urllib.request.urlopen(urllib.request.Request(f"{influx_server.url}/query?q=CREATE+DATABASE+{name}",
                                                   method="POST"), timeout=10).read()
     profiles = tmp_path / "profiles.yaml"
@@ -65,7 +65,7 @@ def served(tmp_path: Path, redis_server: RedisServer, influx_server: InfluxServe
     redis_view, influx_view = catalog.get(name), catalog.get(f"{name}_m")
     assert redis_view is not None and influx_view is not None
     client: Any = redis_server.client()
-    RowWriter(redis_view.view, RedisConnection(port=redis_server.port), 0, None, 1000).write(
+    RowWriter(redis_view.view, RedisConnection(port=redis_server.port), 0, "events", 1000).write(
         client, client.register_script(WRITE_SCRIPT), data)
     PointWriter(influx_view.view, f"{name}_m", InfluxConnection(url=influx_server.url, mode="v1", database=name),
                 1000).write(data)
@@ -102,3 +102,18 @@ def test_views_in_redis_and_influxdb_are_served_like_tables(served: Any, store: 
     assert client.get(f"/v1/views/{view}", params={"tenant_id": "t1"},
                       headers=auth(token(tenant="t2"))).status_code == 403
     assert json.loads(client.get("/healthz").text)["stores"][store] == "ok"
+
+
+def test_a_redis_view_ranks_a_windows_keys_by_its_top_measure(served: Any) -> None:
+    client, name, data = served
+    window = "2026-03-01T00:07:00Z"
+    answer = client.get(f"/v1/views/{name}/top", params={"window_start": window, "n": 2}, headers=auth(token()))
+    assert answer.status_code == 200, answer.text
+    ranked = [r for r in data if r["tenant_id"] == "t1" and r["window_start"] == "2026-03-01 00:07:00.000"]
+    ranked.sort(key=lambda r: r["events"], reverse=True)
+    got = answer.json()["rows"]
+    assert [row["events"] for row in got] == [r["events"] for r in ranked[:2]]
+    assert all(row["key"]["tenant_id"] == "t1" for row in got)  # only the token's tenant
+    assert client.get(f"/v1/views/{name}/top", params={"n": 2}, headers=auth(token())).status_code == 400
+    assert client.get(f"/v1/views/{name}_m/top", params={"window_start": window},
+                      headers=auth(token())).status_code == 404
