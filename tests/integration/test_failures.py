@@ -235,9 +235,12 @@ def test_an_outage_past_the_restart_bound_stops_the_job_with_its_cause(
     profiles_file.write_text(profiles_file.read_text().replace(
         "    flink: {", "    flink: {restart-strategy.exponential-delay.attempts-before-reset-backoff: \"2\", "
                        "restart-strategy.exponential-delay.max-backoff: \"1 s\", "))
-    run, _, _ = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=66)
+    run, _, rest = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=66)
     pg.shut_down()
     try:
+        # more input, so that windows close and the sink has rows to write while PostgreSQL is away
+        # (a sink with nothing to write never notices the outage: the progress line says it)
+        produce_placed(broker.bootstrap, unique, rest, PARTITIONS)
         code = run.finish(180)
     finally:
         pg.start_again()
