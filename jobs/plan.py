@@ -13,7 +13,6 @@ the last aggregate step unless it says ``from``. Step ids default to the kind's 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,14 +270,9 @@ def check_outputs(job: LoadedJob, ids: list[str], steps: list[StepNode], inputs:
                 raise SpecError(f"the rows of aggregate step '{node.id}' are stored by no sink",
                                 where=job.source_map.where(("steps", i)),
                                 hint=f"add a sink with 'from: {node.id}', or remove the step")
-            if not isinstance(node, ValidateNode) or len(steps) > 1:
-                raise SpecError(f"the records of step '{node.id}' are read by no later step",
-                                where=job.source_map.where(("steps", i)),
-                                hint="add a step reading it ('from: " + node.id + "'), or remove it")
-
-
-def _walk(steps: list[StepNode]) -> Iterator[AggregateNode]:
-    return (s for s in steps if isinstance(s, AggregateNode))
+            raise SpecError(f"the records of step '{node.id}' are read by no later step",
+                            where=job.source_map.where(("steps", i)),
+                            hint="add a step reading it ('from: " + node.id + "'), or remove it")
 
 
 def build_plan(job: LoadedJob) -> Plan:
@@ -287,7 +281,7 @@ def build_plan(job: LoadedJob) -> Plan:
     ids, inputs, order = resolve_graph(job)
     steps, sinks, sink_inputs = plan_nodes(job, ids, inputs, order)
     check_outputs(job, ids, steps, inputs, sink_inputs)
-    for agg in _walk(steps):
+    for agg in (s for s in steps if isinstance(s, AggregateNode)):
         agg.sink_tables = frozenset(s.flink_table for s in sinks if sink_inputs[s.id] == agg.id)
     notes = []
     late_topic = spec.late.kafka.topic if spec.late else spec.dead_letter.kafka.topic

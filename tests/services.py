@@ -150,6 +150,15 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _debian_server(binary: str, package: str, prefix: str) -> tuple[str, Path, int]:
+    """The server's binary (one line naming the package when missing), a private directory under
+    /tmp and a free port."""
+    found = shutil.which(binary)
+    if found is None:
+        raise RuntimeError(f"{binary} not found; install Debian's '{package}' (tests/run.sh does)")
+    return found, Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), free_port()
+
+
 @dataclass
 class RedisServer:
     """A private redis-server (Debian's package) on 127.0.0.1, appending to a file in its own
@@ -161,11 +170,7 @@ class RedisServer:
 
     @classmethod
     def start(cls) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found; install Debian's 'redis-server' (tests/run.sh does)")
-        root = Path(tempfile.mkdtemp(prefix="headrace-redis-", dir="/tmp"))
-        port = free_port()
+        binary, root, port = _debian_server("redis-server", "redis-server", "headrace-redis-")
         return cls(port, root, cls._spawn(binary, port, root))
 
     @staticmethod
@@ -271,11 +276,7 @@ class VictoriaMetrics:
 
     @classmethod
     def start(cls) -> VictoriaMetrics:
-        binary = shutil.which("victoria-metrics")
-        if binary is None:
-            raise RuntimeError("victoria-metrics not found; install Debian's 'victoria-metrics' (tests/run.sh does)")
-        root = Path(tempfile.mkdtemp(prefix="headrace-vm-", dir="/tmp"))
-        port = free_port()
+        binary, root, port = _debian_server("victoria-metrics", "victoria-metrics", "headrace-vm-")
         proc = subprocess.Popen(
             [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={root}", "-retentionPeriod=100y",
              "-search.latencyOffset=0s", "-loggerLevel=ERROR"],

@@ -231,14 +231,14 @@ def page(query: ViewQuery, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     last: tuple[Any, ...] | None = None
     for row in rows[:query.limit]:
         record: Mapping[str, Any] = dict(zip(columns, row, strict=True))
-        shown = {name: _json_value(name, record[name]) for name in query.fields}
-        last = tuple(_json_value(name, record[name]) for name in query.order)
+        shown = {name: json_value(name, record[name]) for name in query.fields}
+        last = tuple(json_value(name, record[name]) for name in query.order)
         out.append(shown)
     more = len(rows) > query.limit and last is not None
     return {"view": query.view.name, "rows": out, "next_cursor": encode_cursor(last) if more and last else None}
 
 
-def _json_value(name: str, value: Any) -> Any:
+def json_value(name: str, value: Any) -> Any:
     if name in WINDOW_BOUNDS:
         if isinstance(value, datetime):
             return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -113,12 +113,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _sorted_page(query: ViewQuery, columns: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     """Filter (time range, cursor), order and cut rows read whole from a store without SQL."""
-    from headrace.connectors.serving.query import _json_value, ms_text
+    from headrace.connectors.serving.query import json_value, ms_text
 
     index = {c: i for i, c in enumerate(columns)}
 
     def order_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(_json_value(n, row[index[n]]) for n in query.order)
+        return tuple(json_value(n, row[index[n]]) for n in query.order)
 
     kept = []
     for row in rows:

@@ -86,6 +86,15 @@ def cli(*args: str) -> str:
     return run.output.strip().splitlines()[-1]
 
 
+def wait_finished(client: ClusterClient, job_id: str, timeout_s: float = 180) -> None:
+    """Until the cluster says the job FINISHED; fails at once if it failed or was cancelled."""
+    deadline = time.monotonic() + timeout_s
+    while (state := client.get(f"/jobs/{job_id}")["state"]) != "FINISHED":
+        assert state not in ("FAILED", "CANCELED"), f"job {job_id} {state}"
+        assert time.monotonic() < deadline, f"job {job_id} did not finish within {timeout_s:.0f}s"
+        time.sleep(0.5)
+
+
 def submitted_on_half(tmp_path: Path, broker: Broker, pg: Postgres, profiles: Path, name: str, seed: int,
                       *submit: str) -> tuple[Path, str, list[tuple[int, bytes]], list[list[Any]]]:
     """Half of 30,000 events produced and the job submitted (unbounded) with view rows written;
@@ -203,11 +212,7 @@ def test_python_engine_job_runs_on_the_cluster(
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     job_id = cli("submit", str(job), "--stop-at-offsets", offsets_arg(final_offsets(events)),
                  "--profile", "test", "--profiles", str(cluster_profiles))
-    deadline = time.monotonic() + 180
-    while client.get(f"/jobs/{job_id}")["state"] != "FINISHED":
-        assert client.get(f"/jobs/{job_id}")["state"] not in ("FAILED", "CANCELED")
-        assert time.monotonic() < deadline, "the Python-engine job did not finish"
-        time.sleep(0.5)
+    wait_finished(client, job_id)
     assert any("PythonCalc" in v["name"] for v in client.get(f"/jobs/{job_id}")["vertices"])
     assert_exact(broker, pg, unique, placed)
 
@@ -232,11 +237,7 @@ def test_a_job_graph_with_python_steps_and_sinks_runs_on_the_cluster(
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     job_id = cli("submit", str(job), "--stop-at-offsets", offsets_arg(final_offsets(events)),
                  "--profile", "test", "--profiles", str(cluster_profiles))
-    deadline = time.monotonic() + 180
-    while client.get(f"/jobs/{job_id}")["state"] != "FINISHED":
-        assert client.get(f"/jobs/{job_id}")["state"] not in ("FAILED", "CANCELED")
-        assert time.monotonic() < deadline, "the job did not finish"
-        time.sleep(0.5)
+    wait_finished(client, job_id)
     assert sum("PythonCalc" in v["name"] for v in client.get(f"/jobs/{job_id}")["vertices"]) >= 1
     assert_exact(broker, pg, unique, placed)
     redis: Any = redis_server.client()
