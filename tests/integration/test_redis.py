@@ -98,3 +98,36 @@ def test_redis_sink_writes_exact_hashes_and_rides_out_a_10_s_outage(
     assert "NoResourceAvailableException" not in run.output
     assert_exact(broker, pg, unique, placed)
     assert_redis_exact(redis_server, unique, placed)
+
+
+def test_kill_9_of_a_job_with_enrich_and_redis_resumes_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
+        unique: str) -> None:
+    """Durable runs hold for the Python kinds too: the lookup and the Redis writer restored from
+    the checkpoint, and every store equal to the reference after a kill -9 and the same command."""
+    from headrace.jobs.checkpoints import CheckpointStore
+
+    job = with_redis(tmp_path, unique, profiles_file, redis_server)
+    users = tmp_path / "users.jsonl"
+    users.write_text("".join(f'{{"user_id": "u{i}", "plan": "p{i % 4}"}}\n' for i in range(250)))
+    job.write_text(job.read_text().replace(
+        "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
+                            f"source: {{file: {{path: {users}}}}}}}"))
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(45_000, seed=83))
+    phases = [events[:15_000], events[15_000:30_000], events[30_000:]]
+    args = run_args(job, profiles_file, final_offsets(*phases))
+    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    first = CliRun(*args)
+    first.wait_for(lambda: store.latest() is not None and bool(redis_view(redis_server, unique)), 120,
+                   "a completed checkpoint and Redis rows")
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    time.sleep(0.7)
+    first.kill()
+    placed += produce_placed(broker.bootstrap, unique, phases[2], PARTITIONS)
+    again = CliRun(*args)
+    assert again.finish() == 0, again.output[-3000:]
+    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    assert_exact(broker, pg, unique, placed)
+    assert_redis_exact(redis_server, unique, placed)
