@@ -25,6 +25,11 @@ from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, WINDOW_BOUNDS, ViewDef
 
 GUARD_FUNCTION = "headrace_keep_larger_window"
+STAMP_FUNCTION = "headrace_stamp_change"
+NOTIFY_FUNCTION = "headrace_notify_change"
+#: the column holding the id of the transaction that last wrote a row: how ``headrace serve``
+#: finds the rows changed since it last looked (connectors/serving/changes.py)
+CHANGE_COLUMN = "_xid"
 
 #: how each field type is stored
 TYPES = {FieldType.STRING: "text", FieldType.INTEGER: "bigint", FieldType.NUMBER: "double precision",
@@ -68,6 +73,28 @@ def guard_sql(view: ViewDef) -> list[str]:
     ]
 
 
+def change_sql(view: ViewDef) -> list[str]:
+    """Change stamps for live subscriptions: every inserted or updated row records its writing
+    transaction (indexed), and each writing statement notifies ``headrace_changes`` with the table's
+    name (PostgreSQL folds the same notice within one transaction into one)."""
+    stamp, notify = f"{view.name}_stamp"[:63], f"{view.name}_notify"[:63]
+    return [
+        f'ALTER TABLE "{view.name}" ADD COLUMN IF NOT EXISTS "{CHANGE_COLUMN}" xid8',
+        f'CREATE INDEX IF NOT EXISTS "{view.name[:55]}_changes" ON "{view.name}" ("{CHANGE_COLUMN}")',
+        f"CREATE OR REPLACE FUNCTION {STAMP_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"BEGIN\n  NEW.{CHANGE_COLUMN} := pg_current_xact_id();\n  RETURN NEW;\nEND $$",
+        f"CREATE OR REPLACE FUNCTION {NOTIFY_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n  PERFORM pg_notify('headrace_changes', TG_TABLE_NAME);\n  RETURN NULL;\nEND $$",
+        f'DROP TRIGGER IF EXISTS "{stamp}" ON "{view.name}"',
+        # BEFORE triggers fire in name order: <table>_keep_larger drops a smaller recount first
+        f'CREATE TRIGGER "{stamp}" BEFORE INSERT OR UPDATE ON "{view.name}" FOR EACH ROW '
+        f"EXECUTE FUNCTION {STAMP_FUNCTION}()",
+        f'DROP TRIGGER IF EXISTS "{notify}" ON "{view.name}"',
+        f'CREATE TRIGGER "{notify}" AFTER INSERT OR UPDATE ON "{view.name}" FOR EACH STATEMENT '
+        f"EXECUTE FUNCTION {NOTIFY_FUNCTION}()",
+    ]
+
+
 def jdbc_sink_ddl(table: str, view: ViewDef, *, url: str, user: str, password: str | None) -> str:
     options = {
         # Flink's jdbc sink, closing quietly after a failure (operators/java/.../SafeSinkFactory.java)
@@ -97,7 +124,7 @@ def ensure_table(conninfo: dict[str, object], view: ViewDef) -> None:
                          "bigint NOT NULL DEFAULT 0")
             # one transaction: concurrent jobs creating the shared guard function wait for each other
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (GUARD_FUNCTION,))
-            for statement in guard_sql(view):
+            for statement in guard_sql(view) + change_sql(view):
                 conn.execute(statement)  # type: ignore[arg-type]
             rows = conn.execute(
                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"

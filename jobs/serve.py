@@ -68,7 +68,12 @@ def build(project: Path, profile: Profile) -> Any:
     if settings.rate is not None:
         redis = profile.services.get("redis")
         limiter = RateLimiter(settings.rate, redis.client_kwargs() if redis is not None else None)
-    return build_app(list(catalog.views), readers(profile, settings.timeout), settings, verifier, limiter)
+    from headrace.connectors.serving.changes import ChangeHub
+
+    stores = readers(profile, settings.timeout)
+    listen = profile.postgres.conninfo() if profile.postgres is not None and profile.embedded is None else None
+    hub = ChangeHub(stores, listen, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
+    return build_app(list(catalog.views), stores, settings, verifier, limiter, hub)
 
 
 def serve(project: Path, profile: Profile, host: str | None, port: int | None,

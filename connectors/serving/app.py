@@ -13,17 +13,20 @@ and a request naming another tenant is refused (403), never answered. Roles can 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
-from headrace.connectors.serving.auth import Principal, TokenVerifier, Unauthorized
+from headrace.connectors.serving.access import Access, Forbidden
+from headrace.connectors.serving.auth import TokenVerifier, Unauthorized
+from headrace.connectors.serving.changes import ChangeHub
 from headrace.connectors.serving.query import RESERVED, BadRequest, parse_query
 from headrace.connectors.serving.ratelimit import RateLimiter
 from headrace.connectors.serving.settings import ServeSettings
@@ -33,13 +36,10 @@ from headrace.schemas.views import WINDOW_BOUNDS, ServedView
 log = logging.getLogger("headrace.serve")
 
 
-class Forbidden(Exception):
-    """A valid token asking for rows it may not read: 403, with nothing of the rows."""
-
-
 def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSettings, verifier: TokenVerifier,
-              limiter: RateLimiter | None) -> Any:
-    """The application; ``stores`` maps a store kind (``postgres``, ``embedded``) to its reader."""
+              limiter: RateLimiter | None, hub: ChangeHub | None = None) -> Any:
+    """The application; ``stores`` maps a store kind (``postgres``, ``embedded``) to its reader, and
+    ``hub`` feeds subscriptions (one that polls the stores when none is given)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
     registry = CollectorRegistry()
@@ -48,31 +48,35 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
                         buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
     rejections = Counter("headrace_serve_rejections", "Requests refused, by reason", ["reason"], registry=registry)
 
-    app = FastAPI(title="Headrace views", version="1", docs_url=None, redoc_url=None)
+    hub = hub or ChangeHub(stores, None, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        hub.close()
+
+    app = FastAPI(title="Headrace views", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(GZipMiddleware, minimum_size=500)
+    app.state.hub = hub
     by_name = {v.name: v for v in views}
+
+    def observe(view: str, status: int, seconds: float) -> None:
+        requests.labels(view, str(status)).inc()
+        if status in (401, 403, 429):
+            rejections.labels({401: "unauthorized", 403: "forbidden", 429: "rate"}[status]).inc()
+        else:
+            latency.labels(view).observe(seconds)
+
+    from headrace.connectors.serving.gql import build_graphql
+
+    app.include_router(build_graphql(views, stores, settings, verifier, limiter, hub, observe), prefix="/graphql")
 
     def error(status: int, message: str, reason: str, headers: dict[str, str] | None = None) -> Response:
         rejections.labels(reason).inc()
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    def principal(request: Request) -> Principal:
-        return verifier.verify(request.headers.get("authorization"))
-
-    def hidden(who: Principal) -> frozenset[str]:
-        return frozenset(m for role in who.roles for m in settings.hide.get(role, ()))
-
-    def scope(view: ServedView, who: Principal, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The request's parameters, restricted to the token's tenant."""
-        if who.all_tenants(verifier.settings):
-            return params
-        column = settings.tenant_column
-        if column not in dict(view.view.keys) or who.tenant is None:
-            raise Forbidden(f"{who.subject} may not read {view.name}")
-        asked = [v for k, v in params if k == column]
-        if any(v != who.tenant for v in asked):
-            raise Forbidden(f"{who.subject} asked for another tenant")
-        return [(k, v) for k, v in params if k != column] + [(column, who.tenant)]
+    def principal(request: Request) -> Access:
+        return Access(verifier.verify(request.headers.get("authorization")), settings)
 
     def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         def run(request: Request) -> Response:
@@ -96,12 +100,12 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
 
     @guarded
     def list_views(request: Request) -> Response:
-        who = principal(request)
+        access = principal(request)
         out = []
+        hide = access.hidden
         for view in views:
-            if not who.all_tenants(verifier.settings) and settings.tenant_column not in dict(view.view.keys):
+            if not access.may_read(view):
                 continue
-            hide = hidden(who)
             out.append({"name": view.name, "store": view.store, "job": view.job,
                         "keys": [n for n, _ in view.view.keys], "window": list(WINDOW_BOUNDS),
                         "measures": {n: t.value for n, t in view.view.measures if n not in hide}})
@@ -117,14 +121,14 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
         @guarded
         def answer(request: Request) -> Response:
             nonlocal status
-            who = principal(request)
+            access = principal(request)
             if limiter is not None:
-                decision = limiter.take(who.subject)
+                decision = limiter.take(access.who.subject)
                 if not decision.admitted:
                     return error(429, "rate limit exceeded", f"rate_{decision.reason}",
                                  {"Retry-After": str(decision.retry_after_s)})
-            params = scope(view, who, list(request.query_params.multi_items()))
-            query = parse_query(view, params, max_rows=settings.max_rows, hidden=hidden(who))
+            params = access.scope(view, list(request.query_params.multi_items()))
+            query = parse_query(view, params, max_rows=settings.max_rows, hidden=access.hidden)
             store = stores.get(view.store)
             if store is None:
                 return error(501, f"views in {view.store} are not served yet", "unsupported_store")
@@ -160,7 +164,7 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
         def answer(request: Request) -> Response:
             from headrace.connectors.serving.query import instant_ms
 
-            who = principal(request)
+            access = principal(request)
             allowed = {"window_start", "n"}
             wrong = [k for k in request.query_params if k not in allowed]
             if wrong:
@@ -174,13 +178,10 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
                 raise BadRequest("parameter 'n': not a whole number") from None
             if not 1 <= n <= settings.max_rows:
                 raise BadRequest(f"parameter 'n': between 1 and {settings.max_rows}")
-            tenant = None
-            if not who.all_tenants(verifier.settings):
-                if settings.tenant_column not in dict(view.view.keys) or who.tenant is None:
-                    raise Forbidden(f"{who.subject} may not read {view.name}")
-                tenant = (settings.tenant_column, who.tenant)
-            if view.top in hidden(who):
-                raise Forbidden(f"{who.subject} may not see {view.top}")
+            own = access.tenant(view)
+            tenant = None if own is None else (settings.tenant_column, own)
+            if view.top in access.hidden:
+                raise Forbidden(f"{access.who.subject} may not see {view.top}")
             ranked = stores["redis"].top(view, start, n, tenant)
             return JSONResponse({"view": view.name, "measure": view.top, "rows": ranked})
 
@@ -201,6 +202,10 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(HTTPException)
+    def refused(request: Request, exc: HTTPException) -> Response:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     def internal(request: Request, exc: Exception) -> Response:

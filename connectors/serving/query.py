@@ -246,3 +246,83 @@ def json_value(name: str, value: Any) -> Any:
     if name == RECORDS_COLUMN:
         return int(value)
     return value
+
+
+@dataclass(frozen=True)
+class RelatedQuery:
+    """The newest rows of ``view`` for each of several key tuples, in one read: how GraphQL loads
+    a nested field for every parent row at once (no N+1).
+
+    ``key_names`` are group keys of ``view``; ``keys`` the value tuples to read; each gets at most
+    ``limit`` rows, newest window first.
+    """
+
+    view: ServedView
+    key_names: tuple[str, ...]
+    keys: tuple[tuple[Any, ...], ...]
+    since_ms: int | None = None
+    until_ms: int | None = None
+    limit: int = 10
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.view.view.columns if n != RECORDS_COLUMN)
+
+
+def _bounds(since_ms: int | None, until_ms: int | None, as_value: Any) -> tuple[list[str], list[Any]]:
+    conditions, params = [], []
+    if since_ms is not None:
+        conditions.append('"window_start" >= ')
+        params.append(as_value(since_ms))
+    if until_ms is not None:
+        conditions.append('"window_start" < ')
+        params.append(as_value(until_ms))
+    return conditions, params
+
+
+def related_sql(query: RelatedQuery, table: str, *, dialect: str) -> tuple[str, list[Any]]:
+    """One statement for a :class:`RelatedQuery`: rows whose keys are in the list, ranked per key
+    by window (newest first) and cut at ``limit``. ``dialect`` is ``postgres`` or ``sqlite``.
+    Identifiers come from the view definition (validated lower_snake_case) and are quoted; every
+    value is a parameter."""
+    from headrace.connectors.postgres import TYPES
+
+    def q(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    keys = ", ".join(map(q, query.key_names))
+    params: list[Any] = []
+    if dialect == "postgres":
+        types = dict(query.view.view.keys)
+        arrays = ", ".join(f"%s::{TYPES[types[k]]}[]" for k in query.key_names)
+        match = f"({keys}) IN (SELECT * FROM unnest({arrays}))"
+        params += [[key[i] for key in query.keys] for i in range(len(query.key_names))]
+        mark = "%s"
+
+        def instant(ms: int) -> Any:
+            return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
+    else:
+        one = "(" + ", ".join("?" for _ in query.key_names) + ")"
+        match = f"({keys}) IN (VALUES {', '.join(one for _ in query.keys)})"
+        params += [v for key in query.keys for v in key]
+        mark = "?"
+        instant = ms_text
+    bounds, values = _bounds(query.since_ms, query.until_ms, instant)
+    params += values
+    where = " AND ".join([match, *(b + mark for b in bounds)])
+    columns = ", ".join(map(q, query.fields))
+    statement = (f"SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} "
+                 f'ORDER BY "window_start" DESC, "window_end" DESC) AS _rank FROM {q(table)} WHERE {where}) ranked '
+                 f'WHERE _rank <= {mark} ORDER BY {keys}, "window_start" DESC')
+    params.append(query.limit)
+    return statement, params
+
+
+def group_related(query: RelatedQuery, columns: Sequence[str],
+                  rows: Sequence[Sequence[Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Rows of a related read, by key tuple, as JSON values (every asked key present)."""
+    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {key: [] for key in query.keys}
+    for row in rows:
+        record = {name: json_value(name, value) for name, value in zip(columns, row, strict=True)}
+        out.setdefault(tuple(record[k] for k in query.key_names), []).append(record)
+    return out

@@ -48,3 +48,10 @@ class ServeSettings(SpecModel):
     postgres_replica_host: str | None = None
     postgres_replica_port: int | None = None
     max_rows: int = Field(default=1000, ge=1)
+    #: GraphQL: the deepest nesting and the most rows one query may ask for (limits multiplied)
+    graphql_max_depth: int = Field(default=6, ge=2)
+    graphql_max_rows: int = Field(default=10_000, ge=1)
+    #: gRPC (schemas/views.proto) listens here; 0 turns it off (default: port + 1)
+    grpc_port: int | None = Field(default=None, ge=0)
+    #: how often subscriptions look for changes when no notice wakes them
+    changes_interval: Duration = 1_000

@@ -12,7 +12,15 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from headrace.connectors.serving.query import ViewQuery, page, postgres_sql, sqlite_sql
+from headrace.connectors.serving.query import (
+    RelatedQuery,
+    ViewQuery,
+    group_related,
+    page,
+    postgres_sql,
+    related_sql,
+    sqlite_sql,
+)
 from headrace.schemas.views import ServedView
 
 
@@ -37,23 +45,32 @@ class PostgresViews:
         self.pool.open(wait=False)
         self.round_trips = 0  # for tests: one per read
 
-    def read(self, query: ViewQuery) -> dict[str, Any]:
+    def _fetch(self, statement: Any, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]] | None:
+        """Columns and rows of one statement; None when the view's table does not exist yet."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        statement, params = postgres_sql(query, query.view.view.name)
         try:
             with self.pool.connection() as conn:
                 cursor = conn.execute(statement, params)
                 self.round_trips += 1
-                columns = [d.name for d in cursor.description or ()]
-                rows = cursor.fetchall()
+                return [d.name for d in cursor.description or ()], cursor.fetchall()
         except psycopg.errors.UndefinedTable:
-            return {**page(query, [], []), "note": f"view '{query.view.name}' has no table yet: its job has not run"}
+            return None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.pool.check()  # drop broken connections so service resumes when the store is back
             raise StoreUnavailable(f"{self.where} unavailable: {_first_line(exc)}") from None
-        return page(query, columns, rows)
+
+    def read(self, query: ViewQuery) -> dict[str, Any]:
+        got = self._fetch(*postgres_sql(query, query.view.view.name))
+        if got is None:
+            return {**page(query, [], []), "note": f"view '{query.view.name}' has no table yet: its job has not run"}
+        return page(query, *got)
+
+    def read_related(self, query: RelatedQuery) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+        """Every key's newest rows in one round trip."""
+        got = self._fetch(*related_sql(query, query.view.view.name, dialect="postgres"))  # type: ignore[arg-type]
+        return group_related(query, *(got or ([], [])))
 
     def check(self) -> str | None:
         """None when the store answers now, else why not."""
@@ -83,21 +100,28 @@ class EmbeddedViews:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.timeout_ms / 1000)
 
-    def read(self, query: ViewQuery) -> dict[str, Any]:
-        statement, params = sqlite_sql(query, query.view.view.name)
+    def _fetch(self, statement: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]] | str:
+        """Columns and rows, or a note saying why there are none yet."""
         if not self.path.exists():
-            return {**page(query, [], []), "note": f"no embedded store at {self.path} yet: run a job first"}
+            return f"no embedded store at {self.path} yet: run a job first"
         try:
             with self._connect() as conn:
                 cursor = conn.execute(statement, params)
-                columns = [d[0] for d in cursor.description]
-                rows = cursor.fetchall()
+                return [d[0] for d in cursor.description], cursor.fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
-                return {**page(query, [], []),
-                        "note": f"view '{query.view.name}' has no table yet: its job has not run"}
+                return "the view has no table yet: its job has not run"
             raise StoreUnavailable(f"embedded store {self.path} unavailable: {_first_line(exc)}") from None
-        return page(query, columns, rows)
+
+    def read(self, query: ViewQuery) -> dict[str, Any]:
+        got = self._fetch(*sqlite_sql(query, query.view.view.name))
+        if isinstance(got, str):
+            return {**page(query, [], []), "note": got.replace("the view", f"view '{query.view.name}'")}
+        return page(query, *got)
+
+    def read_related(self, query: RelatedQuery) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+        got = self._fetch(*related_sql(query, query.view.view.name, dialect="sqlite"))
+        return group_related(query, *(([], []) if isinstance(got, str) else got))
 
     def check(self) -> str | None:
         return None
@@ -109,6 +133,16 @@ class EmbeddedViews:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def related_by_reads(store: Any, query: RelatedQuery) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """A related read for stores without SQL: one read per key tuple (Redis, InfluxDB)."""
+    out = {}
+    for key in query.keys:
+        one = ViewQuery(view=query.view, filters={k: [v] for k, v in zip(query.key_names, key, strict=True)},
+                        since_ms=query.since_ms, until_ms=query.until_ms, fields=query.fields, limit=query.limit)
+        out[key] = store.read(one)["rows"]
+    return out
 
 
 def _sorted_page(query: ViewQuery, columns: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
@@ -188,6 +222,9 @@ class RedisViews:
                 row.append(text if ftype is None else _typed_text(text, ftype))
             rows.append(tuple(row))
         return _sorted_page(query, columns, rows)
+
+    def read_related(self, query: RelatedQuery) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+        return related_by_reads(self, query)
 
     def top(self, view: ServedView, window_start_ms: int, n: int,
             tenant: tuple[str, str] | None) -> list[dict[str, Any]]:
@@ -313,6 +350,9 @@ class InfluxViews:
                 row += [record.get(m) for m in measures]
                 rows.append(tuple(row))
         return _sorted_page(query, columns, rows)
+
+    def read_related(self, query: RelatedQuery) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+        return related_by_reads(self, query)
 
     def check(self) -> str | None:
         import urllib.error
