@@ -467,7 +467,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from headrace.jobs.serve import serve
 
     return serve(Path(args.project), _profile(args), args.host, args.port,
-                 say=lambda s: err.print(s, markup=False))
+                 say=lambda s: err.print(s, markup=False), grpc_port=args.grpc_port)
+
+
+def cmd_grpc_stubs(args: argparse.Namespace) -> int:
+    from headrace.connectors.serving.grpcapi import build_stubs
+
+    out = build_stubs(Path(args.out))
+    err.print(f"wrote headrace_views_pb2.py and headrace_views_pb2_grpc.py to {out}", markup=False)
+    return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -616,12 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("views", help="the views of a project's jobs: columns and where they live")
     p.add_argument("--project", default=".", help="the folder holding jobs/ (default: here)")
     p.set_defaults(func=cmd_views)
-    p = sub.add_parser("serve", help="serve the views over REST to analysts (authenticated)")
+    p = sub.add_parser("serve", help="serve the views to analysts: REST, GraphQL, gRPC, a web page (authenticated)")
     p.add_argument("--project", default=".", help="the folder holding jobs/ (default: here)")
     p.add_argument("--host", help="address to bind (default: the profile's serve.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: the profile's serve.port, 8700)")
+    p.add_argument("--port", type=int, help="HTTP port (default: the profile's serve.port, 8700)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default: serve.grpc_port, else the HTTP port + 1; 0: off)")
     with_profile(p)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("grpc-stubs", help="generate Python gRPC client code for the views service")
+    p.add_argument("--out", required=True, help="folder to write headrace_views_pb2*.py into")
+    p.set_defaults(func=cmd_grpc_stubs)
     p = sub.add_parser("cluster", help="a local Flink session cluster: up | down | status")
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--port", type=int, default=8081, help="REST port on 127.0.0.1 (default 8081)")

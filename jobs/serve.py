@@ -51,7 +51,7 @@ def influx_auth(connection: Any) -> str | None:
     return None
 
 
-def build(project: Path, profile: Profile) -> Any:
+def build(project: Path, profile: Profile, grpc_address: str | None = None) -> Any:
     """The application for ``project``'s views under ``profile`` (tests build it this way too)."""
     from headrace.connectors.serving.app import build_app
     from headrace.connectors.serving.auth import TokenVerifier
@@ -73,19 +73,25 @@ def build(project: Path, profile: Profile) -> Any:
     stores = readers(profile, settings.timeout)
     listen = profile.postgres.conninfo() if profile.postgres is not None and profile.embedded is None else None
     hub = ChangeHub(stores, listen, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
-    return build_app(list(catalog.views), stores, settings, verifier, limiter, hub)
+    return build_app(list(catalog.views), stores, settings, verifier, limiter, hub, grpc_address)
 
 
 def serve(project: Path, profile: Profile, host: str | None, port: int | None,
-          say: Callable[[str], None] = print) -> int:
+          say: Callable[[str], None] = print, grpc_port: int | None = None) -> int:
     try:
         import uvicorn
     except ImportError:
         raise HeadraceError("headrace serve needs its web stack", hint="pip install 'headrace[serve]'") from None
-    app = build(project, profile)
     settings = profile.serve
     host, port = host or settings.host, port or settings.port
-    say(f"serving the views of {project.resolve()} on http://{host}:{port} (profile '{profile.name}'; "
-        f"GET /v1/views with a bearer token; /healthz, /metrics, /openapi.json)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    grpc_port = port + 1 if grpc_port is None and settings.grpc_port is None else (
+        grpc_port if grpc_port is not None else settings.grpc_port)
+    app = build(project, profile, f"{host}:{grpc_port}" if grpc_port else None)
+    say(f"serving the views of {project.resolve()} (profile '{profile.name}', every read needs a bearer token):\n"
+        f"  REST     http://{host}:{port}/v1/views   (OpenAPI: /openapi.json; /healthz, /metrics)\n"
+        f"  GraphQL  http://{host}:{port}/graphql    (subscriptions: ws://{host}:{port}/graphql)\n"
+        + (f"  gRPC     {host}:{grpc_port}              (schemas/headrace_views.proto)\n" if grpc_port else "")
+        + f"  web page http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools",
+                ws="websockets-sansio")
     return 0

@@ -37,9 +37,10 @@ log = logging.getLogger("headrace.serve")
 
 
 def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSettings, verifier: TokenVerifier,
-              limiter: RateLimiter | None, hub: ChangeHub | None = None) -> Any:
-    """The application; ``stores`` maps a store kind (``postgres``, ``embedded``) to its reader, and
-    ``hub`` feeds subscriptions (one that polls the stores when none is given)."""
+              limiter: RateLimiter | None, hub: ChangeHub | None = None, grpc_address: str | None = None) -> Any:
+    """The application; ``stores`` maps a store kind (``postgres``, ``embedded``) to its reader,
+    ``hub`` feeds subscriptions (one that polls the stores when none is given), and the gRPC
+    service listens on ``grpc_address`` (``host:port``) while the application runs."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
     registry = CollectorRegistry()
@@ -52,8 +53,21 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        hub.close()
+        server = None
+        if grpc_address is not None:
+            from headrace.connectors.serving.grpcapi import build_server
+
+            server = build_server(views, stores, settings, verifier, limiter, hub, observe)
+            app.state.grpc_port = server.add_insecure_port(grpc_address)
+            if not app.state.grpc_port:
+                raise OSError(f"gRPC cannot listen on {grpc_address}: the port is taken or the address is wrong")
+            await server.start()
+        try:
+            yield
+        finally:
+            if server is not None:
+                await server.stop(1)
+            hub.close()
 
     app = FastAPI(title="Headrace views", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(GZipMiddleware, minimum_size=500)
