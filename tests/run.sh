@@ -9,13 +9,14 @@ say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
 # System packages: a JDK for Flink and Headrace's JVM functions (built once with javac),
 # PostgreSQL, Redis, InfluxDB 1.x and VictoriaMetrics (InfluxDB's v2 write API) servers for the
-# integration tests.
+# integration tests, and Chromium for the web page's test.
 missing=()
 command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # the web page's browser test
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

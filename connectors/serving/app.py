@@ -213,6 +213,27 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
         return JSONResponse({"status": "ok" if healthy else "unavailable", "stores": checks,
                              "rate_limiter": limiter_state}, status_code=200 if healthy else 503)
 
+    page_files = {"": ("index.html", "text/html; charset=utf-8"), "page/page.js": ("page.js", "text/javascript"),
+                  "page/page.css": ("page.css", "text/css")}
+    # the page runs only its own script and talks only to this server
+    policy = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+    def page(path: str) -> Callable[[], Response]:
+        from importlib import resources
+
+        name, media = page_files[path]
+        body = (resources.files("headrace.connectors.serving") / "page" / name).read_bytes()
+
+        def route() -> Response:
+            return Response(body, media_type=media, headers={"Content-Security-Policy": policy,
+                                                             "X-Content-Type-Options": "nosniff",
+                                                             "Referrer-Policy": "no-referrer"})
+        return route
+
+    for path in page_files:
+        app.add_api_route(f"/{path}", page(path), methods=["GET"], include_in_schema=False)
+
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")

@@ -189,8 +189,8 @@ def build_graphql(views: list[ServedView], stores: dict[str, Any], settings: Any
                 log.info("graphql: %s", str(one.message).splitlines()[0][:300])
 
     cost = CostLimit.rule({graphql_name(v) for v in views}, settings.graphql_max_rows, settings.max_rows)
-    extensions: list[Any] = [QueryDepthLimiter(max_depth=settings.graphql_max_depth), AddValidationRules([cost]),
-                             Metrics]
+    extensions: list[Any] = [lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+                             lambda: AddValidationRules([cost]), Metrics]
     schema = Schema(
         query=query_type, subscription=subscription_type, config=StrawberryConfig(auto_camel_case=False),
         extensions=extensions)
@@ -269,6 +269,7 @@ def _top(view: ServedView, row: type, where_type: type, page_type: type, stores:
         return page_type(rows=[row(**r) for r in body["rows"]], next_cursor=body.get("next_cursor"),
                          note=body.get("note"))
 
+    resolve.__name__ = graphql_name(view)  # create_type names fields by their resolver
     resolve.__annotations__ = {"info": Info, "where": where_type | None, "since": str | None, "until": str | None,
                                "sort": str | None, "limit": int, "after": str | None, "return": page_type}
     return resolve
@@ -301,6 +302,7 @@ def _nested(view: ServedView, row: type, stores: dict[str, Any], settings: Any) 
             loader = loaders[signature] = DataLoader(load_fn=load)
         return await loader.load(tuple(getattr(root, k) for k in keys))
 
+    resolve.__name__ = f"nested_{graphql_name(view)}"
     resolve.__annotations__ = {"info": Info, "since": str | None, "until": str | None, "limit": int,
                                "return": _list(row)}
     return resolve
@@ -322,6 +324,7 @@ def _subscribe(view: ServedView, row: type, where_type: type, hub: Any, settings
         finally:
             hub.unsubscribe(subscription)
 
+    resolve.__name__ = graphql_name(view)
     resolve.__annotations__ = {"info": Info, "where": where_type | None,
                                "return": AsyncGenerator[row, None]}  # type: ignore[valid-type]
     return resolve

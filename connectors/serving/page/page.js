@@ -1,0 +1,164 @@
+// Headrace's analyst page: pick a view, a key and a measure; see it over time, live.
+// History comes from REST (GET /v1/views/{view}); new and updated windows arrive through the
+// GraphQL subscription (graphql-transport-ws). The token stays in this tab (sessionStorage); a
+// "#token=..." fragment is read once and removed from the address bar.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { views: [], view: null, points: new Map(), socket: null, live: 0 };
+
+function say(text, error = false) {
+  $("status").textContent = text;
+  $("status").className = error ? "error" : "";
+}
+
+function token() {
+  return $("token").value.trim().replace(/^Bearer\s+/i, "");
+}
+
+async function api(path) {
+  const answer = await fetch(path, { headers: { Authorization: `Bearer ${token()}` } });
+  const body = await answer.json().catch(() => ({}));
+  if (!answer.ok) throw new Error(`${answer.status}: ${body.error || answer.statusText}`);
+  return body;
+}
+
+function option(select, value, label) {
+  const item = document.createElement("option");
+  item.value = value;
+  item.textContent = label ?? value;
+  select.appendChild(item);
+}
+
+async function loadViews() {
+  sessionStorage.setItem("headrace-token", token());
+  try {
+    state.views = (await api("/v1/views")).views;
+  } catch (error) {
+    say(`cannot list views: ${error.message}`, true);
+    return;
+  }
+  $("view").replaceChildren();
+  for (const view of state.views) option($("view"), view.name);
+  $("view").disabled = state.views.length === 0;
+  say(state.views.length ? `${state.views.length} view(s)` : "this token may read no view");
+  if (state.views.length) await chooseView();
+}
+
+async function chooseView() {
+  const view = state.views.find((v) => v.name === $("view").value);
+  state.view = view;
+  $("measure").replaceChildren();
+  for (const name of Object.keys(view.measures)) option($("measure"), name);
+  $("key").replaceChildren();
+  const rows = (await api(`/v1/views/${encodeURIComponent(view.name)}?limit=1000&fields=${view.keys.join(",")}`)).rows;
+  const seen = new Set();
+  for (const row of rows) {
+    const key = JSON.stringify(view.keys.map((k) => row[k]));
+    if (seen.has(key)) continue;
+    seen.add(key);
+    option($("key"), key, view.keys.map((k) => row[k]).join(" · "));
+  }
+  for (const id of ["key", "measure", "plot"]) $(id).disabled = seen.size === 0;
+  if (seen.size === 0) say(`${view.name} has no rows yet`);
+}
+
+function keyFilter() {
+  const values = JSON.parse($("key").value);
+  return Object.fromEntries(state.view.keys.map((k, i) => [k, values[i]]));
+}
+
+async function plot() {
+  const view = state.view, measure = $("measure").value, filter = keyFilter();
+  const query = new URLSearchParams({ fields: `window_start,${measure}`, limit: "1000" });
+  for (const [k, v] of Object.entries(filter)) query.append(k, v);
+  try {
+    const rows = (await api(`/v1/views/${encodeURIComponent(view.name)}?${query}`)).rows;
+    state.points = new Map(rows.map((r) => [r.window_start, { value: r[measure], live: false }]));
+  } catch (error) {
+    say(`cannot read ${view.name}: ${error.message}`, true);
+    return;
+  }
+  state.live = 0;
+  draw(measure);
+  subscribe(view, measure, filter);
+}
+
+function subscribe(view, measure, filter) {
+  if (state.socket) state.socket.close();
+  const field = view.name.replace("@", "__");
+  const where = Object.entries(filter).map(([k, v]) => `${k}: [${JSON.stringify(v)}]`).join(", ");
+  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`,
+                               "graphql-transport-ws");
+  state.socket = socket;
+  socket.onopen = () => socket.send(JSON.stringify({ type: "connection_init",
+                                                     payload: { authorization: `Bearer ${token()}` } }));
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "connection_ack") {
+      socket.send(JSON.stringify({ id: "1", type: "subscribe", payload: {
+        query: `subscription { ${field}(where: {${where}}) { window_start ${measure} } }` } }));
+      say(`${view.name}: ${state.points.size} windows, live`);
+    } else if (message.type === "next" && message.payload.data) {
+      const row = message.payload.data[field];
+      state.points.set(row.window_start, { value: row[measure], live: true });
+      state.live += 1;
+      draw(measure);
+      say(`${view.name}: ${state.points.size} windows, live (${state.live} update${state.live === 1 ? "" : "s"})`);
+    } else if (message.type === "error" || (message.type === "next" && message.payload.errors)) {
+      say(`subscription refused: ${JSON.stringify(message.payload)}`, true);
+    }
+  };
+  socket.onclose = (event) => {
+    if (state.socket === socket && event.code !== 1000) say(`live updates stopped (${event.code} ${event.reason})`, true);
+  };
+}
+
+function draw(measure) {
+  const svg = $("chart"), W = 900, H = 380, left = 70, right = 20, top = 20, bottom = 50;
+  const points = [...state.points.entries()]
+    .map(([start, p]) => ({ t: Date.parse(start), v: p.value, live: p.live }))
+    .filter((p) => p.v !== null && p.v !== undefined)
+    .sort((a, b) => a.t - b.t);
+  svg.replaceChildren();
+  const el = (name, attrs, text) => {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", name);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    svg.appendChild(node);
+    return node;
+  };
+  $("legend").textContent = points.length ? `${measure} per window (${points.length} points; red: arrived live)` : "";
+  if (!points.length) return;
+  const t0 = points[0].t, t1 = Math.max(points[points.length - 1].t, t0 + 1);
+  const vmin = Math.min(0, ...points.map((p) => p.v)), vmax = Math.max(...points.map((p) => p.v), vmin + 1);
+  const x = (t) => left + (t - t0) / (t1 - t0) * (W - left - right);
+  const y = (v) => H - bottom - (v - vmin) / (vmax - vmin) * (H - top - bottom);
+  for (let i = 0; i <= 4; i++) {
+    const v = vmin + (vmax - vmin) * i / 4;
+    el("line", { class: "grid", x1: left, x2: W - right, y1: y(v), y2: y(v) });
+    el("text", { class: "tick", x: left - 8, y: y(v) + 4, "text-anchor": "end" }, +v.toPrecision(4));
+  }
+  for (const [t, anchor] of [[t0, "start"], [(t0 + t1) / 2, "middle"], [t1, "end"]]) {
+    el("text", { class: "tick", x: x(t), y: H - bottom + 18, "text-anchor": anchor },
+       new Date(t).toISOString().replace("T", " ").slice(0, 16));
+  }
+  el("line", { class: "axis", x1: left, x2: left, y1: top, y2: H - bottom });
+  el("line", { class: "axis", x1: left, x2: W - right, y1: H - bottom, y2: H - bottom });
+  el("polyline", { class: "line", points: points.map((p) => `${x(p.t)},${y(p.v)}`).join(" ") });
+  for (const p of points) {
+    el("circle", { class: p.live ? "dot live" : "dot", cx: x(p.t), cy: y(p.v), r: 3.5,
+                   "data-window": new Date(p.t).toISOString(), "data-value": p.v });
+  }
+}
+
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.get("token")) {
+  $("token").value = fragment.get("token");
+  history.replaceState(null, "", location.pathname);
+} else {
+  $("token").value = sessionStorage.getItem("headrace-token") || "";
+}
+$("connect").addEventListener("click", loadViews);
+$("view").addEventListener("change", chooseView);
+$("plot").addEventListener("click", plot);
