@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -259,7 +258,8 @@ def test_grpc_query_and_subscribe_with_the_same_rules(live: dict[str, Any], pg: 
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.RpcError) as refused:
             stub.Query(messages.QueryRequest(view=table, sort="'; DROP TABLE x"), metadata=metadata, timeout=10)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "parameter 'sort'" in refused.value.details()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "parameter 'sort'" in refused.value.details()
 
         stream = stub.Subscribe(messages.SubscribeRequest(view=table, where=[
             messages.Filter(column="page", values=["/c"])]), metadata=metadata)
@@ -306,7 +306,8 @@ def test_the_web_page_plots_a_view_and_adds_a_new_window_live(live: dict[str, An
             page.click("#plot")
             page.wait_for_selector("#status:has-text('live')")
             dots = page.locator("#chart circle.dot")
-            drawn = [(d.get_attribute("data-window"), float(d.get_attribute("data-value") or "nan")) for d in dots.all()]
+            drawn = [(d.get_attribute("data-window"), float(d.get_attribute("data-value") or "nan"))
+                     for d in dots.all()]
             with psycopg.connect(**pg.conninfo()) as conn:
                 want = conn.execute(f'SELECT window_start, events FROM "{table}" WHERE tenant_id = %s AND page = %s '  # type: ignore[arg-type]
                                     "ORDER BY window_start", ("t1", "/a")).fetchall()
