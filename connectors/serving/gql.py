@@ -55,7 +55,12 @@ from headrace.schemas.views import WINDOW_BOUNDS, ServedView
 from starlette.requests import HTTPConnection
 from strawberry.dataloader import DataLoader
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.extensions import AddValidationRules, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    AddValidationRules,
+    ParserCache,
+    SchemaExtension,
+    ValidationCache,
+)
 from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -77,38 +82,61 @@ def type_name(view: ServedView) -> str:
 
 
 class CostLimit:
-    """A validation rule: refuse an operation that could read more than ``max_rows`` rows."""
+    """A validation rule: refuse an operation nested deeper than ``max_depth`` or that could read
+    more than ``max_rows`` rows (each view field's ``limit`` times its parents')."""
 
     @staticmethod
-    def rule(view_fields: set[str], max_rows: int, top_max: int) -> type[ValidationRule]:
+    def rule(view_fields: set[str], max_rows: int, top_max: int, max_depth: int) -> type[ValidationRule]:
         class Rule(ValidationRule):
             def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+                depth = self.depth(node.selection_set, set())
+                if depth > max_depth:
+                    self.report_error(GraphQLError(
+                        f"query too deep: its depth {depth} exceeds maximum operation depth {max_depth}", node))
+                    return
                 cost = self.cost(node.selection_set, 1, top=True)
                 if cost > max_rows:
                     self.report_error(GraphQLError(
                         f"query too large: it could read {cost:,} rows and the limit is {max_rows:,}; lower the "
                         "'limit' arguments or nest fewer views", node))
 
-            def cost(self, selection: SelectionSetNode | None, multiplier: int, top: bool) -> int:
-                total = 0
+            def children(self, selection: SelectionSetNode | None) -> list[tuple[FieldNode | None, Any]]:
+                """(field, its selection) for fields; (None, selection) for fragments, flattened."""
+                out: list[tuple[FieldNode | None, Any]] = []
                 for item in selection.selections if selection else ():
                     if isinstance(item, FieldNode):
-                        if item.name.value in view_fields:
-                            limit = top_max if top else NESTED_LIMIT
-                            for argument in item.arguments or ():
-                                if argument.name.value == "limit":
-                                    value = argument.value
-                                    limit = int(value.value) if isinstance(value, IntValueNode) else top_max
-                            rows = multiplier * max(limit, 1)
-                            total += rows + self.cost(item.selection_set, rows, top=False)
-                        else:
-                            total += self.cost(item.selection_set, multiplier, top=top and item.name.value != "rows")
+                        out.append((item, item.selection_set))
                     elif isinstance(item, InlineFragmentNode):
-                        total += self.cost(item.selection_set, multiplier, top)
+                        out.append((None, item.selection_set))
                     elif isinstance(item, FragmentSpreadNode):
                         fragment = self.context.get_fragment(item.name.value)
                         if fragment is not None:
-                            total += self.cost(fragment.selection_set, multiplier, top)
+                            out.append((None, fragment.selection_set))
+                return out
+
+            def depth(self, selection: SelectionSetNode | None, seen: set[int]) -> int:
+                if selection is None or id(selection) in seen:  # a fragment cycle is refused elsewhere
+                    return 0
+                deepest = 0
+                for field, inner in self.children(selection):
+                    deepest = max(deepest, self.depth(inner, seen | {id(selection)}) + (field is not None))
+                return deepest
+
+            def cost(self, selection: SelectionSetNode | None, multiplier: int, top: bool) -> int:
+                total = 0
+                for field, inner in self.children(selection):
+                    if field is None:
+                        total += self.cost(inner, multiplier, top)
+                    elif field.name.value in view_fields:
+                        limit = top_max if top else NESTED_LIMIT
+                        for argument in field.arguments or ():
+                            if argument.name.value == "limit":
+                                value = argument.value
+                                limit = int(value.value) if isinstance(value, IntValueNode) else top_max
+                        rows = multiplier * max(limit, 1)
+                        total += rows + self.cost(inner, rows, top=False)
+                    else:
+                        total += self.cost(inner, multiplier, top=top and field.name.value != "rows")
                 return total
         return Rule
 
@@ -188,9 +216,12 @@ def build_graphql(views: list[ServedView], stores: dict[str, Any], settings: Any
             for one in errors:  # a user's mistake or a refusal: one line, no trace
                 log.info("graphql: %s", str(one.message).splitlines()[0][:300])
 
-    cost = CostLimit.rule({graphql_name(v) for v in views}, settings.graphql_max_rows, settings.max_rows)
-    extensions: list[Any] = [lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-                             lambda: AddValidationRules([cost]), Metrics]
+    limits = CostLimit.rule({graphql_name(v) for v in views}, settings.graphql_max_rows, settings.max_rows,
+                            settings.graphql_max_depth)
+    # parsed and validated documents are cached (the rule is one class, so the cache can hit):
+    # dashboards send the same few queries again and again
+    extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: AddValidationRules([limits]),
+                             lambda: ValidationCache(maxsize=1024), Metrics]
     schema = Schema(
         query=query_type, subscription=subscription_type, config=StrawberryConfig(auto_camel_case=False),
         extensions=extensions)
