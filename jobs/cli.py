@@ -4,7 +4,10 @@
     headrace explain JOB [--sql]     the plan: source, steps with Flink uids, sinks, outputs
     headrace run JOB [--profile P]   run it (profile 'local' = embedded, no servers)
     headrace generate --events N     sample click events for the example job
-    headrace query VIEW              print a materialized view (embedded profile)
+    headrace query VIEW              print a view's rows (the profile's store, or --url a running serve)
+    headrace views                   the views of a project's jobs
+    headrace serve                   the views over REST, GraphQL, gRPC and a web page, authenticated
+    headrace grpc-stubs --out DIR    Python client code for the gRPC service
     headrace jars [--maven-repo URL] fetch and verify the connector jars, build the JVM functions
     headrace schema                  JSON Schema of the job spec, for editors
 

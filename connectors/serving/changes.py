@@ -140,25 +140,30 @@ class ChangeHub:
     async def subscribe(self, view: ServedView, accept: Callable[[Rows], Rows]) -> Subscription:
         """A subscription to ``view``'s changes from now on; ``accept`` keeps what the client may see."""
         subscription = Subscription(view, accept, asyncio.get_running_loop())
-        with self.lock:
-            known = view.name in self.feeds
-        if not known:
-            feed = self._feed(view)
-            await asyncio.to_thread(self._baseline, feed)  # from here on, every change is delivered
+        while True:
             with self.lock:
-                self.feeds.setdefault(view.name, feed)
-        with self.lock:
-            self.subscribers.setdefault(view.name, []).append(subscription)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="headrace-changes", daemon=True)
-                self.thread.start()
-        return subscription
+                feed = self.feeds.get(view.name)
+            if feed is None:
+                fresh = await asyncio.to_thread(self._new_feed, view)  # from here on, every change is delivered
+                with self.lock:
+                    feed = self.feeds.setdefault(view.name, fresh)
+            with self.lock:
+                if self.feeds.get(view.name) is not feed:
+                    continue  # the last subscriber left meanwhile and took the feed with it
+                self.subscribers.setdefault(view.name, []).append(subscription)
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="headrace-changes", daemon=True)
+                    self.thread.start()
+                return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self.lock:
             group = self.subscribers.get(subscription.view.name, [])
             if subscription in group:
                 group.remove(subscription)
+            if not group:  # the next first subscriber starts from a new baseline, not a stale one
+                self.subscribers.pop(subscription.view.name, None)
+                self.feeds.pop(subscription.view.name, None)
 
     def count(self) -> int:
         with self.lock:
@@ -172,22 +177,26 @@ class ChangeHub:
 
     # -- the feeding thread -----------------------------------------------------------------
 
-    def _feed(self, view: ServedView) -> Any:
+    def _new_feed(self, view: ServedView) -> Any:
+        """A feed for ``view``, with its baseline taken."""
         store = self.stores.get(view.store)
         if store is None:
             raise LookupError(f"views in {view.store} are not served")
         pool = getattr(store, "pool", None)
-        if pool is not None and self._stamped(pool, view):
-            return PostgresFeed(view, pool)
-        return PollingFeed(view, store, self.max_rows)
+        feed: Any = PostgresFeed(view, pool) if pool is not None and self._stamped(pool, view) else (
+            PollingFeed(view, store, self.max_rows))
+        self._baseline(feed)
+        return feed
 
     @staticmethod
     def _stamped(pool: Any, view: ServedView) -> bool:
         """Whether the view's table carries the sink's change stamps (tables from before do not)."""
         try:
             with pool.connection() as conn:
-                row = conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = '_xid'",
-                                   (f'"{view.view.name}"',)).fetchone()
+                # a table not created yet will be created by the current sink, with the stamps
+                row = conn.execute("SELECT 1 WHERE to_regclass(%s) IS NULL OR EXISTS (SELECT 1 FROM pg_attribute "
+                                   "WHERE attrelid = to_regclass(%s) AND attname = '_xid')",
+                                   (f'"{view.view.name}"',) * 2).fetchone()
         except Exception:  # unreachable now: assume the current sink, whose tables are stamped
             return True
         if row is None:
@@ -210,7 +219,8 @@ class ChangeHub:
             self.wake.wait(self.interval_s)
             self.wake.clear()
             with self.lock:
-                active = [(name, self.feeds[name]) for name, subs in self.subscribers.items() if subs]
+                active = [(name, self.feeds[name]) for name, subs in self.subscribers.items()
+                          if subs and name in self.feeds]
             for name, feed in active:
                 try:
                     rows = feed.poll()

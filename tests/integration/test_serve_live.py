@@ -323,3 +323,49 @@ def test_the_web_page_plots_a_view_and_adds_a_new_window_live(live: dict[str, An
             assert errors == []
         finally:
             browser.close()
+
+
+def test_graphql_arguments_fuzzed_change_no_sql_and_leak_no_rows(live: dict[str, Any], pg: Postgres) -> None:
+    from tests.integration.test_serve import HOSTILE
+
+    url, table = live["url"], live["table"]
+    with psycopg.connect(**pg.conninfo()) as conn:
+        before = conn.execute(f'SELECT count(*), sum(events) FROM "{table}"').fetchone()  # type: ignore[arg-type]
+    for value in HOSTILE:
+        literal = json.dumps(value)
+        for arguments in (f"where: {{page: [{literal}]}}", f"where: {{tenant_id: [{literal}]}}", f"since: {literal}",
+                          f"until: {literal}", f"sort: {literal}", f"after: {literal}"):
+            answer = graphql(url, f"{{ {table}({arguments}) {{ rows {{ tenant_id page events }} }} }}", token())
+            assert answer.status_code == 200 and "Traceback" not in answer.text, (arguments, answer.text)
+            body = answer.json()
+            rows = (body.get("data") or {}).get(table) or {"rows": []}
+            assert {r["tenant_id"] for r in rows["rows"]} <= {"t1"}, (arguments, body)
+            if body.get("errors"):
+                assert body.get("data") is None and len(body["errors"]) == 1, body
+    with psycopg.connect(**pg.conninfo()) as conn:
+        assert conn.execute(f'SELECT count(*), sum(events) FROM "{table}"').fetchone() == before  # type: ignore[arg-type]
+
+
+def test_a_subscription_survives_a_postgresql_restart(live: dict[str, Any], pg: Postgres) -> None:
+    url, table = live["url"], live["table"]
+    query = f'subscription {{ {table}(where: {{page: ["/b"]}}) {{ page window_start events }} }}'
+    received: list[dict[str, Any]] = []
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(_subscribe(url, token(), query, received, ready, 2)))
+    thread.start()
+    assert ready.wait(15)
+    new = START + timedelta(minutes=WINDOWS + 30)
+    pg.shut_down()
+    try:
+        time.sleep(3)  # the feed finds the store away and keeps trying
+        health = httpx.get(f"{url}/healthz", timeout=10)
+        assert health.status_code == 503 and "PostgreSQL" in health.json()["stores"]["postgres"]
+    finally:
+        pg.start_again()
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        upsert(conn, table, ("t1", "/b"), new, 21)
+        upsert(conn, table, ("t1", "/b"), new + timedelta(minutes=1), 22)
+    thread.join(40)
+    assert [r[table] for r in received] == [
+        {"page": "/b", "window_start": iso(new), "events": 21},
+        {"page": "/b", "window_start": iso(new + timedelta(minutes=1)), "events": 22}]
