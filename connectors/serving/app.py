@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -146,7 +146,7 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
             store = stores.get(view.store)
             if store is None:
                 return error(501, f"views in {view.store} are not served yet", "unsupported_store")
-            body = json.dumps(store.read(query), separators=(",", ":"), default=str).encode()
+            body = orjson.dumps(store.read(query), default=str)
             tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
             if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
                 return Response(status_code=304, headers={"ETag": tag})

@@ -8,6 +8,7 @@ none``, an algorithm this server does not accept, a wrong signature, issuer or a
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,26 @@ class TokenVerifier:
             self.algorithms.append("RS256")
         if not self.algorithms:
             raise ValueError("serve.auth needs hs256_secret or jwks_file: every read is authenticated")
+        #: tokens verified before, with their expiry: a dashboard sends the same token many times a
+        #: second, and checking its signature again would be most of a read's CPU. Bounded; expiry
+        #: is checked again on every use.
+        self.verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, authorization: str | None) -> Principal:
-        import jwt
-
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthorized("no bearer token")
         token = authorization[len("Bearer "):].strip()
+        known = self.verified.get(token)
+        if known is not None and time.time() < known[1] + self.settings.leeway / 1000:
+            return known[0]
+        principal, expires = self._verify(token)
+        if len(self.verified) >= 10_000:
+            self.verified.clear()
+        self.verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        import jwt
         if len(token) > self.settings.max_token_bytes:
             raise Unauthorized(f"token of {len(token)} bytes")
         try:
@@ -85,4 +99,4 @@ class TokenVerifier:
             roles = [roles]
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("roles claim is not a list of strings")
-        return Principal(subject=str(claims["sub"]), tenant=tenant, roles=frozenset(roles))
+        return Principal(subject=str(claims["sub"]), tenant=tenant, roles=frozenset(roles)), float(claims["exp"])

@@ -141,8 +141,9 @@ def requests_table(url: str, port: int, server_pid: int, pg: Postgres, tokens: l
             me = resource.getrusage(resource.RUSAGE_SELF)
             n = max(len(result.latencies), 1)
             per = lambda s, n=n: f"{s / n * 1000:.2f}"  # noqa: E731
-            bad = result.errors + sum(c for s, c in result.statuses.items() if s != 200)
-            table.add_row(protocol, str(rate), f"{len(result.latencies) / result.elapsed:,.0f}", str(bad),
+            bad = [f"{c}×{s}" for s, c in sorted(result.statuses.items()) if s != 200]
+            bad += [f"{result.errors}×conn"] if result.errors else []
+            table.add_row(protocol, str(rate), f"{len(result.latencies) / result.elapsed:,.0f}", " ".join(bad) or "0",
                           f"{result.percentile(0.5) * 1000:.1f}", f"{result.percentile(0.99) * 1000:.1f}",
                           f"{(after[0] - before[0]) / max(after[1] - before[1], 1) * 1000:.2f}",
                           per(cpu_seconds([server_pid]) - cpu[0]), per(cpu_seconds(postgres_pids(pg)) - cpu[1]),
