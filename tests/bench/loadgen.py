@@ -56,23 +56,28 @@ async def offer(host: str, port: int, requests: Sequence[bytes], rate: float, se
     """Send ``rate × seconds`` requests (cycling through ``requests``) on schedule."""
     result = Result()
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    opened = 0
     slots = asyncio.Semaphore(max_connections)
 
     async def one(request: bytes, due: float) -> None:
-        nonlocal opened
         async with slots:
-            if idle:
-                connection = idle.pop()
-            else:
-                connection = await asyncio.open_connection(host, port)
-                opened += 1
+            reused = bool(idle)
+            connection = idle.pop() if reused else await asyncio.open_connection(host, port)
             try:
                 status = await _exchange(*connection, request)
             except (OSError, asyncio.IncompleteReadError, ValueError):
-                result.errors += 1
                 connection[1].close()
-                return
+                if not reused:
+                    result.errors += 1
+                    return
+                # the server closed a kept-alive connection while it was idle: retry once on a new
+                # one, as HTTP clients do (the latency still counts from the scheduled time)
+                try:
+                    connection = await asyncio.open_connection(host, port)
+                    status = await _exchange(*connection, request)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    result.errors += 1
+                    connection[1].close()
+                    return
             result.latencies.append(time.perf_counter() - due)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             idle.append(connection)
