@@ -198,14 +198,20 @@ async def _subscribe(url: str, bearer: str, query: str, received: list[dict[str,
             received.append(message["payload"]["data"])
 
 
+def subscribed(url: str, query: str, count: int) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """A subscriber (t1's token) in a thread, registered; it collects ``count`` rows, then ends."""
+    received: list[dict[str, Any]] = []
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(_subscribe(url, token(), query, received, ready, count)))
+    thread.start()
+    assert ready.wait(15)
+    return thread, received
+
+
 def test_subscriptions_push_upserted_rows_of_the_tokens_tenant_only(live: dict[str, Any], pg: Postgres) -> None:
     url, table = live["url"], live["table"]
     query = f"subscription {{ {table} {{ tenant_id page window_start events }} }}"
-    received: list[dict[str, Any]] = []
-    ready = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(_subscribe(url, token(), query, received, ready, 3)))
-    thread.start()
-    assert ready.wait(15)
+    thread, received = subscribed(url, query, 3)
     new = START + timedelta(minutes=WINDOWS + 5)
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         upsert(conn, table, ("t2", "/a"), new, 50)  # another tenant: never delivered
@@ -349,11 +355,7 @@ def test_graphql_arguments_fuzzed_change_no_sql_and_leak_no_rows(live: dict[str,
 def test_a_subscription_survives_a_postgresql_restart(live: dict[str, Any], pg: Postgres) -> None:
     url, table = live["url"], live["table"]
     query = f'subscription {{ {table}(where: {{page: ["/b"]}}) {{ page window_start events }} }}'
-    received: list[dict[str, Any]] = []
-    ready = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(_subscribe(url, token(), query, received, ready, 2)))
-    thread.start()
-    assert ready.wait(15)
+    thread, received = subscribed(url, query, 2)
     new = START + timedelta(minutes=WINDOWS + 30)
     pg.shut_down()
     try:
