@@ -328,7 +328,7 @@ def _nested(view: ServedView, row: type, stores: dict[str, Any], settings: Any) 
                                      since_ms=bounds[0], until_ms=bounds[1], limit=limit)
                 store = stores[view.store]
                 found = await asyncio.to_thread(_errors, lambda: store.read_related(query))
-                return [[row(**{k: v for k, v in r.items() if k not in hidden and k != "_records"})
+                return [[row(**{k: v for k, v in r.items() if k not in hidden})
                          for r in found.get(key, [])] for key in wanted]
             loader = loaders[signature] = DataLoader(load_fn=load)
         return await loader.load(tuple(getattr(root, k) for k in keys))

@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
@@ -120,8 +121,6 @@ def build_server(views: list[ServedView], stores: dict[str, Any], settings: Any,
         return [(f.column, v) for f in request.where for v in f.values]
 
     async def refusing(context: Any, call: Callable[[], Any]) -> Any:
-        import time
-
         started = time.perf_counter()
         try:
             result = await asyncio.to_thread(call)

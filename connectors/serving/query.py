@@ -250,7 +250,7 @@ def _same(value: Any) -> Any:
 
 
 def _converter(name: str) -> Any:
-    """:func:`json_value` for one column, chosen once."""
+    """How a column's values are served (:func:`json_value`), chosen once per column."""
     if name in WINDOW_BOUNDS:
         return _iso
     if name == RECORDS_COLUMN:
@@ -259,13 +259,8 @@ def _converter(name: str) -> Any:
 
 
 def json_value(name: str, value: Any) -> Any:
-    if name in WINDOW_BOUNDS:
-        if isinstance(value, datetime):
-            return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-        return str(value).replace(" ", "T") + "Z"
-    if name == RECORDS_COLUMN:
-        return int(value)
-    return value
+    """One stored value as served: window bounds as ISO-8601 UTC, the record count as an integer."""
+    return _converter(name)(value)
 
 
 @dataclass(frozen=True)
