@@ -34,12 +34,22 @@ def root_cause(trace: str) -> str:
     causes = [m for m in (_CAUSE.match(line.strip()) for line in trace.splitlines()) if m]
     if not causes:
         first = trace.strip().splitlines()[0] if trace.strip() else "unknown cause"
-        return first[:300]
+        return _printable(first)[:300]
     outside = [m for m in causes if not m.group(1).startswith(_JDK)]
     found = (outside or causes)[-1]
     name = found.group(1).rsplit(".", 1)[-1]
-    message = (found.group(2) or "").strip().split(". ")[0]
+    message = _printable((found.group(2) or "").strip().split(". ")[0])
     return f"{name}: {message}"[:300] if message else name
+
+
+def _printable(text: str) -> str:
+    r"""A message as a terminal line: a record's bytes quoted in it are escaped, not printed.
+
+    >>> print(_printable("tab\there, NUL\x00, é"))
+    tab\there, NUL\x00, é
+    """
+    return "".join(c if c.isprintable() and c != "\ufffd" else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 @dataclass(frozen=True)

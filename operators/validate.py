@@ -131,6 +131,12 @@ class RecordCheck:
         try:
             record = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
+            if isinstance(payload, bytes):
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return self._fail("/", f"not valid JSON: not UTF-8 (byte 0x{payload[bad.start]:02x} "
+                                           f"at offset {bad.start})")
             return self._fail("/", f"not valid JSON: {exc}")
         if not self._validator.is_valid(record):
             error = next(iter(self._validator.iter_errors(record)))
@@ -174,7 +180,7 @@ def validate_udf(check: RecordCheck, vectorized: bool = True) -> Any:
         def open(self, function_context: Any) -> None:
             self.inner.open()
 
-        def eval(self, payload: str | None) -> Any:
+        def eval(self, payload: bytes | None) -> Any:
             return Row(*self.inner.check(payload))
 
     class VectorizedValidate(ScalarFunction):  # type: ignore[misc]
@@ -198,7 +204,9 @@ def validate_udf(check: RecordCheck, vectorized: bool = True) -> Any:
              FieldType.NUMBER: DataTypes.DOUBLE(), FieldType.BOOLEAN: DataTypes.BOOLEAN()}
     row = DataTypes.ROW([DataTypes.FIELD(n, DataTypes.STRING()) for n in ERROR_FIELDS]
                         + [DataTypes.FIELD(name, types[kind]) for name, kind in check.fields])
-    inputs = [DataTypes.STRING()]
+    # the raw bytes: the source's STRING column holds them unchecked, and Arrow's conversion of
+    # a string column to Python fails on bytes that are not UTF-8 (the whole batch, every retry)
+    inputs = [DataTypes.BYTES()]
     if vectorized:
         return udf(VectorizedValidate(check), input_types=inputs, result_type=row, func_type="pandas")
     return udf(ValidateFunction(check), input_types=inputs, result_type=row)
@@ -293,7 +301,7 @@ class ValidateNode(StepNode):
 FROM (SELECT *, {self.call(fields)} AS `_v` FROM {input_view})"""
         else:
             checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
-       {VALIDATE_FUNCTION}(`_payload`) AS `_v`
+       {VALIDATE_FUNCTION}(CAST(`_payload` AS BYTES)) AS `_v`
 FROM {input_view}"""
 
             def v(name: str) -> str:

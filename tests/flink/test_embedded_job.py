@@ -30,7 +30,7 @@ SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
 EVENTS = 12_000
 
 
-@pytest.mark.parametrize(("parallelism", "engine"), [(1, "jvm"), (2, "jvm"), (2, "python")])
+@pytest.mark.parametrize(("parallelism", "engine"), [(1, "jvm"), (2, "jvm"), (2, "python"), (1, "python")])
 def test_example_job_matches_reference(tmp_path: Path, parallelism: int, engine: str) -> None:
     data_dir = tmp_path / "local"
     events = list(click_events(EVENTS, seed=parallelism))

@@ -202,13 +202,20 @@ def bad_records() -> list[SampleEvent]:
     ]
 
 
+@pytest.mark.parametrize(("engine", "parallelism"), [("jvm", 2), ("python", 1)])
 def test_one_bad_record_of_each_kind_cannot_stop_the_job(
-        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str,
+        engine: str, parallelism: int) -> None:
+    """Both engines; the Python one at parallelism 1, one subtask reading both partitions (its
+    UDF once got the binary record's bytes as an Arrow string column and failed every retry)."""
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(8_000, seed=64))
     for i, bad in enumerate(bad_records()):
         events.insert(1_000 + 1_500 * i, bad)
     job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text().replace("validate: {}", f"validate: {{engine: {engine}}}"))
+    profiles_file.write_text(profiles_file.read_text().replace(
+        'parallelism.default: "2"', f'parallelism.default: "{parallelism}"'))
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
     assert run.finish() == 0, run.output[-3000:]
@@ -226,6 +233,9 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
     assert "max_future (1d)" in future["error"]
     assert "+292278994-08-17T07:12:55.807Z" in largest["error"]
     assert binary["step"] == "validate" and binary["error"].startswith("not valid JSON")
+    if engine == "python":
+        assert "not UTF-8 (byte 0x80 at offset 128)" in binary["error"]
+    assert run.line_matching("! restart") is None, run.output[-3000:]
     assert not any(d["payload_truncated"] for d in dead if d is not huge)
 
 
