@@ -13,7 +13,8 @@ step                step id that refused it (``validate``), ``aggregate`` for la
                     ``sink.<table>`` for a value that sink cannot store
 error_path          JSON Pointer into the record (``/latency_ms``), ``/`` for the whole
 error               what was wrong, or ``late: ...``
-payload             the raw record as read, cut to ``PAYLOAD_MAX_BYTES`` of UTF-8
+payload             the raw record as read, cut to ``PAYLOAD_MAX_BYTES`` of UTF-8; for a
+                    binary format (Avro) its bytes in base64, cut to as many bytes as fit
 payload_bytes       length of the whole raw record in bytes
 payload_sha256      SHA-256 (hex) of the whole raw record
 payload_truncated   whether ``payload`` was cut

@@ -473,6 +473,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  say=lambda s: err.print(s, markup=False), grpc_port=args.grpc_port)
 
 
+def cmd_registry(args: argparse.Namespace) -> int:
+    from headrace.connectors.serving.registry_api import serve
+
+    store = Path(args.store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    err.print(f"schema registry on http://{args.host}:{args.port} (store {store})", markup=False)
+    serve(str(store), args.host, args.port)
+    return 0
+
+
 def cmd_grpc_stubs(args: argparse.Namespace) -> int:
     from headrace.connectors.serving.grpcapi import build_stubs
 
@@ -683,6 +693,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taskmanager", action="store_true", help="TaskManager logs only")
     p.add_argument("--dir", default=".headrace/cluster")
     p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("registry", help="a schema registry speaking the Confluent REST API: serve")
+    p.add_argument("action", choices=["serve"])
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8085)
+    p.add_argument("--store", default=".headrace/registry.sqlite", help="the registry's SQLite file")
+    p.set_defaults(func=cmd_registry)
     p = sub.add_parser("jars", help="fetch and verify the connector jars, build the JVM functions")
     p.add_argument("--maven-repo", help="take the jars from this Maven repository instead of PyPI")
     p.set_defaults(func=cmd_jars)

@@ -94,7 +94,9 @@ class Wiring:
             spec = literal(payload_spec(masks, self.plan.spec.dead_letter.payload, mask_key_env(self.profile)))
             error = f"{MASK_ERROR_FUNCTION}({error}, `_payload`, {spec})"
             payload = f"{MASK_PAYLOAD_FUNCTION}(`_payload`, {spec})"
-        digest = f"{PAYLOAD_FUNCTION}({payload}, {deadletter.PAYLOAD_MAX_BYTES})"
+        # a binary format's payload is carried in base64 (its bytes are not text)
+        binary = ", TRUE" if self.plan.validate.decoding is not None else ""
+        digest = f"{PAYLOAD_FUNCTION}({payload}, {deadletter.PAYLOAD_MAX_BYTES}{binary})"
         record_id = "CONCAT(`_topic`, '/', CAST(`_partition` AS STRING), '/', CAST(`_offset` AS STRING))"
         return f"""SELECT {record_id} AS `id`, `_topic` AS `source_topic`, `_partition` AS `source_partition`,
        `_offset` AS `source_offset`, {step} AS `step`, {path} AS `error_path`, {error} AS `error`,

@@ -21,9 +21,10 @@ from headrace.jobs.loader import LoadedJob
 from headrace.jobs.registry import SINKS, STEPS
 from headrace.jobs.spec import JobSpec, kind_of, options_of
 from headrace.operators.aggregate import AggregateNode
+from headrace.operators.avro import AvroSchemaError, load_avro_schema
 from headrace.operators.validate import ValidateNode
 from headrace.schemas.errors import SpecError
-from headrace.schemas.jsonschema import RecordSchema, SchemaFileError, load_record_schema
+from headrace.schemas.jsonschema import SchemaFileError, load_record_schema
 from headrace.schemas.kinds import SinkNode, StepNode, Stream
 from headrace.schemas.types import FieldType
 
@@ -34,7 +35,7 @@ class Plan:
 
     spec: JobSpec
     path: Path
-    schema: RecordSchema
+    schema: Any  # the source's record schema (RecordSchema, AvroRecordSchema)
     event_time_field: str
     steps: tuple[StepNode, ...]
     #: node id -> the id of the node it reads (None: the source)
@@ -93,8 +94,9 @@ def project_folder(job_path: Path) -> Path:
     return here.parent if here.name == "jobs" else here
 
 
-def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...]) -> RecordSchema:
-    """Find a schema file relative to the job's folder, the project root or the working dir."""
+def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...], kind: str = "json") -> Any:
+    """Find a schema file relative to the job's folder, the project root or the working dir, and
+    load it as ``kind`` (a JSON Schema, or an Avro schema)."""
     candidates = [base / relative for base in _project_root(job.path)]
     found = next((c for c in candidates if c.is_file()), None)
     where = job.source_map.where(key_path)
@@ -102,8 +104,8 @@ def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...
         raise SpecError(f"schema file '{relative}' not found", where=where,
                         hint=f"looked in {', '.join(str(c.parent) for c in candidates)}")
     try:
-        return load_record_schema(found)
-    except SchemaFileError as exc:
+        return load_avro_schema(found) if kind == "avro" else load_record_schema(found)
+    except (SchemaFileError, AvroSchemaError) as exc:
         raise SpecError(str(exc), where=where, hint="fix the schema file") from None
 
 
@@ -113,12 +115,14 @@ class _Context:
 
     job_file: LoadedJob
     base: tuple[str | int, ...]
-    source_schema: RecordSchema
+    source_schema: Any
     job: str
     project: Path
     event_time_field: str
     out_of_orderness_ms: int
     max_future_ms: int
+    source_topic: str = ""
+    source_format: Any = None
 
     def where(self, *path: str | int) -> str:
         return self.job_file.source_map.where(self.base + path)
@@ -212,11 +216,12 @@ def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
                order: list[int]) -> tuple[list[StepNode], list[SinkNode], dict[str, str | None]]:
     spec = job.spec
     et = spec.source.event_time
-    source_schema = resolve_schema(job, spec.source.format.json_schema, ("source", "format", "json"))
+    fmt = spec.source.format
+    source_schema = resolve_schema(job, fmt.schema_file, ("source", "format", fmt.kind), fmt.kind)
 
     def context(base: tuple[str | int, ...]) -> _Context:
         return _Context(job, base, source_schema, spec.job, project_folder(job.path), et.field,
-                        et.max_out_of_orderness, et.max_future)
+                        et.max_out_of_orderness, et.max_future, spec.source.kafka.topic, fmt)
 
     nodes: dict[str, StepNode] = {}
     for i in order:

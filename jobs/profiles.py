@@ -92,6 +92,15 @@ class MaskSettings(SpecModel):
     key_env: str = Field(default="HEADRACE_MASK_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class RegistryConnection(SpecModel):
+    """A Confluent-compatible schema registry (Headrace's own ``headrace registry serve``, or any
+    other): where binary formats in the Confluent wire format find their writer schemas."""
+
+    url: str = Field(pattern=r"^https?://")
+    username: str | None = None
+    password: SecretStr | None = None
+
+
 class ClusterConnection(SpecModel):
     """The Flink session cluster jobs are submitted to (its REST address)."""
 
@@ -111,6 +120,7 @@ class Profile(SpecModel):
     postgres: PostgresConnection | None = None
     state: StateStorage = StateStorage()
     cluster: ClusterConnection = ClusterConnection()
+    registry: RegistryConnection | None = None
     mask: MaskSettings = MaskSettings()
     serve: ServeSettings = ServeSettings()
     flink: dict[str, str] = Field(default_factory=dict)

@@ -45,9 +45,35 @@ class KafkaTopic(SpecModel):
 
 
 class RecordFormat(SpecModel):
-    """How records are encoded; ``json`` names a JSON Schema file (relative to the project)."""
+    """How records are encoded: ``json`` names a JSON Schema file, ``avro`` an Avro schema
+    (``.avsc``), both relative to the project. ``wire: confluent``: each record starts with the
+    magic byte 0 and a 4-byte schema id (Confluent's serializers); the writer schemas come from
+    the profile's schema registry, under ``subject`` (default ``<topic>-value``).
+    ``max_record_bytes``: a longer record is a dead letter."""
 
-    json_schema: str = Field(alias="json")
+    json_schema: str | None = Field(default=None, alias="json")
+    avro: str | None = None
+    wire: Literal["plain", "confluent"] = "plain"
+    subject: str | None = Field(default=None, min_length=1, max_length=255)
+    max_record_bytes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_format(self) -> RecordFormat:
+        given = [name for name, value in (("json", self.json_schema), ("avro", self.avro)) if value is not None]
+        if len(given) != 1:
+            raise ValueError("name exactly one format: json: <schema file> or avro: <.avsc file>"
+                             + (f" (got {' and '.join(given)})" if given else ""))
+        if self.json_schema is not None and (self.wire != "plain" or self.max_record_bytes is not None):
+            raise ValueError("wire and max_record_bytes are for binary formats (avro) so far")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "json" if self.json_schema is not None else "avro"
+
+    @property
+    def schema_file(self) -> str:
+        return self.json_schema or self.avro or ""
 
 
 class EventTime(SpecModel):

@@ -25,6 +25,7 @@ from headrace.schemas.errors import JarError
 SOURCES = Path(str(importlib.resources.files("headrace.operators").joinpath("java")))
 PACKAGE = "dev.headrace.functions"
 VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
+DECODE_CLASS = f"{PACKAGE}.DecodeBinary"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
 COUNT_CLASS = f"{PACKAGE}.CountRecords"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ import jsonschema_rs
 import orjson
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
+from headrace.operators.avro import DECODE_FUNCTION, AvroDecoding, AvroRecordSchema, check_event_time
 from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import SpecError
 from headrace.schemas.jsonschema import RecordSchema, jvm_unsupported
@@ -229,29 +230,52 @@ class ValidateNode(StepNode):
     """The decoding step: reads the source's raw records once, checks them, extracts the fields
     every later node reads, and judges lateness per partition (``_max_seen``)."""
 
-    schema: RecordSchema
+    schema: Any  # RecordSchema (json) or AvroRecordSchema
     #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
     engine: str = "jvm"
     engine_note: str = ""
     event_time_field: str = ""
     max_future_ms: int = 86_400_000
     fields: tuple[tuple[str, FieldType], ...] = ()  # set by the compiler: what later nodes read
+    #: a binary format's decoding (None for JSON); its writer schemas are read from the profile's
+    #: registry once per compilation (``decoding_for``)
+    decoding: AvroDecoding | None = None
+    _writers: dict[str, AvroDecoding] = field(default_factory=dict)
 
     @property
     def step_id(self) -> str:
         return self.id
 
     def explain(self) -> str:
+        if self.decoding is not None:
+            return f"{self.decoding.explain()}; undecodable records → dead letter"
         engine = "in the JVM" if self.engine == "jvm" else f"in Python, jsonschema-rs ({self.engine_note})"
         return f"decode + check each record against {self.schema.path.name} {engine}; failures → dead letter"
 
     def owns(self, node: ExecNode) -> bool:
         # the operator calling the validator, and the late judgement's per-partition maximum
-        return ((node.kind.startswith("python-") or node.kind == "calc") and node.calls(VALIDATE_FUNCTION)
-                or node.kind == "over-aggregate")
+        return ((node.kind.startswith("python-") or node.kind == "calc")
+                and (node.calls(VALIDATE_FUNCTION) or node.calls(DECODE_FUNCTION)) or node.kind == "over-aggregate")
 
-    def call(self, fields: Sequence[tuple[str, FieldType]]) -> str:
-        """The JVM validator's call; its literal is the schema and the fields to extract, in order."""
+    def decoding_for(self, wiring: Wiring) -> AvroDecoding:
+        """The decoding with the writer schemas the profile's registry has now (Confluent wire)."""
+        assert self.decoding is not None
+        if self.decoding.wire != "confluent":
+            return self.decoding
+        name = getattr(wiring.profile, "name", "")
+        if name not in self._writers:
+            from headrace.connectors.registry import subject_schemas
+
+            writers = subject_schemas(wiring.profile, self.decoding.subject)
+            self._writers[name] = replace(self.decoding, writers=writers)
+        return self._writers[name]
+
+    def call(self, fields: Sequence[tuple[str, FieldType]], wiring: Wiring | None = None) -> str:
+        """The JVM decoder's call; its literal is the schema and the fields to extract, in order."""
+        if self.decoding is not None:
+            assert wiring is not None
+            return self.decoding_for(wiring).call(tuple(fields), self.event_time_field, self.max_future_ms,
+                                                  format_duration_ms(self.max_future_ms))
         spec = {"schema": self.schema.document, "event_time": self.event_time_field,
                 "max_future_ms": self.max_future_ms, "max_future": format_duration_ms(self.max_future_ms),
                 "fields": [[n, t.value] for n, t in fields]}
@@ -262,11 +286,13 @@ class ValidateNode(StepNode):
         """Epoch ms of a raw record's event time (NULL when it has none): the source's watermark."""
         if self.engine == "jvm":
             # the same call as in the checked view: the second one per record is answered from a cache
-            return f"({self.call(wiring.fields_needed())}).`event_ms`"
+            return f"({self.call(wiring.fields_needed(), wiring)}).`event_ms`"
         return (f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(self.event_time_field)}, "
                 f"CAST({self.max_future_ms} AS BIGINT))")
 
     def functions(self) -> tuple[str, ...]:
+        if self.decoding is not None:
+            return (self.decoding.function_ddl(),)
         if self.engine == "jvm":
             return (f"CREATE TEMPORARY SYSTEM FUNCTION {VALIDATE_FUNCTION} AS {literal(jvm.VALIDATE_CLASS)} "
                     "LANGUAGE JAVA",)
@@ -298,7 +324,7 @@ class ValidateNode(StepNode):
             flat = ", ".join(f"`_v`.{ident(n)} AS {v(n)}" for n in ("err_path", "err_msg", *dict(fields)))
             checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
        {flat}
-FROM (SELECT *, {self.call(fields)} AS `_v` FROM {input_view})"""
+FROM (SELECT *, {self.call(fields, wiring)} AS `_v` FROM {input_view})"""
         else:
             checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
        {VALIDATE_FUNCTION}(CAST(`_payload` AS BYTES)) AS `_v`
@@ -344,8 +370,10 @@ class Validate(StepKind):
 
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> ValidateNode:
         opts: ValidateOptions = options
-        schema: RecordSchema = ctx.schema(opts.schema_file, "schema")
+        schema = ctx.schema(opts.schema_file, "schema")
         et = ctx.event_time_field
+        if isinstance(schema, AvroRecordSchema):
+            return self._plan_binary(opts, ctx, schema, node_id, uid)
         stream = Stream(fields=tuple((n, t) for n in schema.properties if (t := schema.field_type(n)) is not None),
                         required=frozenset(schema.required), described_as=schema.path.name)
         et_type = ctx.field(stream, et, required=True, what="event-time field", at=ctx.event_time_where)
@@ -356,6 +384,26 @@ class Validate(StepKind):
         return ValidateNode(id=node_id, kind=self.name, uid=uid, output=stream, schema=schema, engine=engine,
                             requirements=Requirements(python=engine == "python"),
                             engine_note=note, event_time_field=et, max_future_ms=ctx.max_future_ms)
+
+
+    def _plan_binary(self, opts: ValidateOptions, ctx: PlanContext, schema: AvroRecordSchema, node_id: str,
+                     uid: str) -> ValidateNode:
+        if opts.schema_file is not None:
+            raise SpecError("validate: 'schema' is for JSON sources; an Avro source is read with its own schema",
+                            where=ctx.where("schema"), hint="remove 'schema', or change source.format")
+        if opts.engine == "python":
+            raise SpecError("validate: an Avro source is decoded in the JVM; 'engine: python' is for JSON",
+                            where=ctx.where("engine"), hint="remove 'engine'")
+        et = ctx.event_time_field
+        check_event_time(schema, et, ctx.event_time_where)
+        fmt = ctx.source_format
+        decoding = AvroDecoding(schema=schema, wire=fmt.wire, subject=fmt.subject or f"{ctx.source_topic}-value",
+                                max_record_bytes=fmt.max_record_bytes)
+        stream = Stream(fields=tuple((n, t) for n in schema.properties if (t := schema.field_type(n)) is not None),
+                        required=schema.required, described_as=schema.path.name)
+        return ValidateNode(id=node_id, kind=self.name, uid=uid, output=stream, schema=schema, engine="jvm",
+                            engine_note="Avro, decoded in the JVM", event_time_field=et,
+                            max_future_ms=ctx.max_future_ms, decoding=decoding)
 
 
 def _choose_engine(ctx: PlanContext, schema: RecordSchema, wanted: str) -> tuple[str, str]:

@@ -86,6 +86,9 @@ class PlanContext(Protocol):
     event_time_field: str
     out_of_orderness_ms: int
     max_future_ms: int
+    #: the source's topic and its ``format`` options (``jobs/spec.py``'s RecordFormat)
+    source_topic: str
+    source_format: Any
 
     def where(self, *path: str | int) -> str:
         """``file:line`` of a key inside this node's options (``where("window")``)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +53,7 @@ def tumbling_page_activity(records: Iterable[dict[str, Any]], size_ms: int) -> d
     out = {}
     for key, rs in groups.items():
         lat = [r["latency_ms"] for r in rs]
-        byts = [r["bytes"] for r in rs if "bytes" in r]
+        byts = [r["bytes"] for r in rs if r.get("bytes") is not None]  # SUM skips NULL
         out[key] = (len(rs), sum(byts) if byts else None, sum(lat) / len(lat), min(lat), max(lat))
     return out
 
@@ -84,7 +84,8 @@ class Expected:
 
 def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any], *, out_of_orderness_ms: int,
                      lateness_ms: int, max_future_ms: int = 86_400_000, keys: tuple[str, ...] = ("tenant_id", "page"),
-                     now_ms: int | None = None) -> Expected:
+                     now_ms: int | None = None, decode: Callable[[bytes], dict[str, Any] | None] | None = None
+                     ) -> Expected:
     """The example job's outcome for ``(partition, payload)`` pairs, each partition in offset order.
 
     A valid record is late when its event time is at or behind the largest event time read
@@ -93,6 +94,9 @@ def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any
     that largest time, valid or not (as towards the source's watermark); an event time outside
     [0001-01-01, now + max_future] makes a record invalid; a group key holding NUL cannot be
     stored by PostgreSQL.
+
+    ``decode`` (for binary formats) turns a payload into its record, or None when it cannot be
+    decoded: such a record is dead and has no event time.
     """
     import time
 
@@ -103,14 +107,15 @@ def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any
     for partition, payload in records:
         at = (partition, offsets[partition])
         offsets[partition] += 1
-        ts = _event_ms(payload)
+        decoded = decode(payload) if decode is not None else None
+        ts = _event_ms(payload) if decode is None else (decoded or {}).get("ts")
         if ts is not None and MIN_EVENT_MS <= ts <= now_ms + max_future_ms:
             largest[partition] = max(largest.get(partition, ts), ts)
-        if not is_valid(payload, schema):
+        if (decoded is None) if decode is not None else not is_valid(payload, schema):
             out.dead[payload] += 1
             out.dead_at.add(at)
             continue
-        record = json.loads(payload)
+        record = decoded if decoded is not None else json.loads(payload)
         ts = record["ts"]
         if ts < MIN_EVENT_MS or ts > now_ms + max_future_ms:
             out.dead[payload] += 1

@@ -7,6 +7,7 @@ input, the fault while the job runs, more input, then the job runs to its stop o
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -79,8 +80,10 @@ def sha(payload: bytes) -> str:
 
 
 def assert_exact(broker: Broker, pg: Postgres, name: str, placed: list[tuple[int, bytes]],
-                 expected: Expected | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Views, dead letters and late records equal the reference; returns (dead letters, late)."""
+                 expected: Expected | None = None, binary: bool = False
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Views, dead letters and late records equal the reference; returns (dead letters, late).
+    ``binary``: the source's format is binary, so payloads come back in base64."""
     expected = expected or expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     refused = expected.dead + expected.unstorable
     dead = drop_replays(read_all(broker.bootstrap, f"{name}.dlq", sum(refused.values()), partitions=1))
@@ -94,7 +97,7 @@ def assert_exact(broker: Broker, pg: Postgres, name: str, placed: list[tuple[int
     utf8 = Counter({sha(p): n for p, n in refused.items() if _is_utf8(p)})  # the rest are decoded lossily
     assert Counter(d["payload_sha256"] for d in dead) & utf8 == utf8
     assert {(d["source_partition"], d["source_offset"]) for d in late} == expected.late_at
-    assert Counter(d["payload"].encode() for d in late) == expected.late
+    assert Counter(base64.b64decode(d["payload"]) if binary else d["payload"].encode() for d in late) == expected.late
     got = view_rows(pg, f"{name}_1m")
     want = expected.views()
     assert got.keys() == want.keys()

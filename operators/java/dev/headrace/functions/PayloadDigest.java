@@ -26,6 +26,23 @@ public final class PayloadDigest extends ScalarFunction {
     private static final long serialVersionUID = 1L;
     private static final char[] HEX = "0123456789abcdef".toCharArray();
 
+    /**
+     * A binary format's payload ({@code base64} true): the raw bytes in base64, the first
+     * {@code max_bytes * 3 / 4} of them when cut, so that the text stays within {@code max_bytes}.
+     */
+    public RowData eval(@DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload,
+                        Integer maxBytes, Boolean base64) {
+        if (payload == null || base64 == null || !base64) {
+            return eval(payload, maxBytes);
+        }
+        byte[] bytes = payload.toBytes();
+        int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes) / 4 * 3;
+        boolean cut = bytes.length > limit;
+        String text = java.util.Base64.getEncoder().encodeToString(cut ? Arrays.copyOf(bytes, limit) : bytes);
+        return GenericRowData.of(StringData.fromString(text), (long) bytes.length,
+                StringData.fromString(sha256(bytes)), cut);
+    }
+
     public RowData eval(@DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload,
                         Integer maxBytes) {
         if (payload == null) {

@@ -1,0 +1,186 @@
+"""The ``avro`` format: records in Avro's binary encoding, plain or in the Confluent wire format.
+
+``source.format: {avro: schemas/click.avsc}`` reads records written with that schema;
+``{avro: schemas/click.avsc, wire: confluent}`` reads records framed by Confluent's serializers
+(the magic byte 0, a 4-byte schema id, then the data), each decoded with the writer schema its id
+names in the schema registry and resolved against the job's schema (the reader's) by Avro's
+rules: fields matched by name or alias, writer fields the job lacks skipped, reader fields the
+writer lacks taken from their defaults, ints promoted to longs and doubles, enum symbols mapped.
+
+Records are decoded in the JVM by ``hr_decode`` (``operators/java/.../DecodeBinary.java``); no
+record crosses into Python. The job addresses the record's top-level fields as it would a JSON
+record's properties:
+
+==============================================  =====================================
+Avro type                                       field type
+==============================================  =====================================
+``string``, ``enum`` (its symbol), ``uuid``      string
+``bytes``, ``fixed``                            string (base64)
+``int``, ``long``, ``date`` (days)              integer
+``timestamp-millis``, ``timestamp-micros``      integer (epoch ms; micros are floored)
+``float``, ``double``, ``decimal``              number
+``boolean``                                     boolean
+``["null", T]``                                 T, not required
+records, arrays, maps, other unions             decoded and checked, not addressable
+==============================================  =====================================
+
+>>> schema = avro_record_schema({"type": "record", "name": "Click", "fields": [
+...     {"name": "page", "type": "string"}, {"name": "ms", "type": ["null", "long"], "default": None}]},
+...     Path("click.avsc"))
+>>> schema.field_type("ms"), sorted(schema.required)
+(<FieldType.INTEGER: 'integer'>, ['page'])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headrace.connectors.sqltext import literal
+from headrace.operators import jvm
+from headrace.schemas.errors import SpecError
+from headrace.schemas.types import FieldType
+
+DECODE_FUNCTION = "hr_decode"
+
+_PRIMITIVE = {"string": FieldType.STRING, "bytes": FieldType.STRING, "int": FieldType.INTEGER,
+              "long": FieldType.INTEGER, "float": FieldType.NUMBER, "double": FieldType.NUMBER,
+              "boolean": FieldType.BOOLEAN}
+
+
+class AvroSchemaError(ValueError):
+    """An .avsc file that is not a valid Avro record schema."""
+
+
+@dataclass(frozen=True)
+class AvroRecordSchema:
+    """An Avro record schema as a source schema: the facts the planner needs, and the JSON form
+    the JVM decoder compiles."""
+
+    path: Path
+    document: dict[str, Any]
+    types: dict[str, FieldType | None] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    format: str = "avro"
+
+    def field_type(self, name: str) -> FieldType | None:
+        return self.types.get(name)
+
+    @property
+    def properties(self) -> list[str]:
+        return list(self.types)
+
+
+def _field_type(avro_type: Any, named: dict[str, Any]) -> tuple[FieldType | None, bool]:
+    """``(field type, nullable)`` of an Avro field type; None where it is not a scalar."""
+    if isinstance(avro_type, list):
+        others = [t for t in avro_type if t != "null"]
+        if len(others) == 1:
+            return _field_type(others[0], named)[0], len(others) < len(avro_type)
+        return None, "null" in avro_type
+    if isinstance(avro_type, str):
+        if avro_type in _PRIMITIVE:
+            return _PRIMITIVE[avro_type], False
+        if avro_type in named:
+            return _field_type(named[avro_type], named)
+        return None, False
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if avro_type.get("logicalType") == "decimal":
+            return FieldType.NUMBER, False
+        if kind == "enum":
+            return FieldType.STRING, False
+        if kind == "fixed":
+            return FieldType.STRING, False
+        if isinstance(kind, str) and kind in _PRIMITIVE:
+            return _PRIMITIVE[kind], False
+        return None, False
+    return None, False
+
+
+def _named_types(document: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(document, dict):
+        if document.get("type") in ("record", "enum", "fixed") and "name" in document:
+            out[document["name"]] = document
+            if "namespace" in document:
+                out[f"{document['namespace']}.{document['name']}"] = document
+        for value in document.values():
+            _named_types(value, out)
+    elif isinstance(document, list):
+        for value in document:
+            _named_types(value, out)
+    return out
+
+
+def avro_record_schema(document: Any, path: Path) -> AvroRecordSchema:
+    """Check ``document`` with fastavro and derive the field types of its top-level record."""
+    try:
+        import fastavro
+    except ImportError:
+        raise AvroSchemaError(f"{path}: reading Avro schemas needs fastavro; pip install 'headrace[avro]'") from None
+    try:
+        fastavro.parse_schema(document, _write_hint=False)
+    except Exception as exc:  # fastavro raises SchemaParseException, ValueError, TypeError, KeyError
+        raise AvroSchemaError(f"{path}: not a valid Avro schema: {exc}") from None
+    if not isinstance(document, dict) or document.get("type") != "record":
+        raise AvroSchemaError(f"{path}: a source's Avro schema must be a record")
+    named = _named_types(document, {})
+    types: dict[str, FieldType | None] = {}
+    required = set()
+    for f in document.get("fields", []):
+        kind, nullable = _field_type(f["type"], named)
+        types[f["name"]] = kind
+        if not nullable:
+            required.add(f["name"])
+    return AvroRecordSchema(path=path, document=document, types=types, required=frozenset(required))
+
+
+def load_avro_schema(path: Path) -> AvroRecordSchema:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AvroSchemaError(f"schema file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise AvroSchemaError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    return avro_record_schema(document, path)
+
+
+@dataclass(frozen=True)
+class AvroDecoding:
+    """How the decoding step reads this source: the schema, the framing, the writer schemas."""
+
+    schema: AvroRecordSchema
+    wire: str = "plain"
+    subject: str = ""
+    #: schema id -> writer schema (the registry's versions of the subject; wire: confluent)
+    writers: dict[int, Any] = field(default_factory=dict)
+    max_record_bytes: int | None = None
+
+    def explain(self) -> str:
+        framing = f", Confluent wire format (subject '{self.subject}')" if self.wire == "confluent" else ""
+        return f"decode Avro ({self.schema.path.name}{framing}) in the JVM"
+
+    def call(self, fields: tuple[tuple[str, FieldType], ...], event_time: str, max_future_ms: int,
+             max_future_text: str) -> str:
+        spec: dict[str, Any] = {"format": "avro", "wire": self.wire, "reader": self.schema.document,
+                                "writers": {str(i): w for i, w in sorted(self.writers.items())},
+                                "subject": self.subject, "event_time": event_time, "max_future_ms": max_future_ms,
+                                "max_future": max_future_text, "fields": [[n, t.value] for n, t in fields]}
+        if self.max_record_bytes is not None:
+            spec["max_bytes"] = self.max_record_bytes
+        text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+        return f"{DECODE_FUNCTION}(`_payload`, {literal(text)})"
+
+    @staticmethod
+    def function_ddl() -> str:
+        return (f"CREATE TEMPORARY SYSTEM FUNCTION {DECODE_FUNCTION} AS {literal(jvm.DECODE_CLASS)} "
+                "LANGUAGE JAVA")
+
+
+def check_event_time(schema: AvroRecordSchema, name: str, where: str) -> None:
+    """The event-time field must be an integer every record has (epoch ms)."""
+    if schema.field_type(name) is not FieldType.INTEGER or name not in schema.required:
+        raise SpecError(f"event-time field '{name}' must be a non-null long (epoch ms) of {schema.path.name}",
+                        where=where, hint='give it "type": {"type": "long", "logicalType": "timestamp-millis"}')

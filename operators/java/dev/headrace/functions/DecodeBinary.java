@@ -1,0 +1,245 @@
+package dev.headrace.functions;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.table.api.DataTypes;
+import org.apache.flink.table.catalog.DataTypeFactory;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.functions.ScalarFunction;
+import org.apache.flink.table.types.DataType;
+import org.apache.flink.table.types.inference.StaticArgument;
+import org.apache.flink.table.types.inference.TypeInference;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * {@code hr_decode(payload, spec)}: the decoding step for binary formats (Avro now), in the JVM.
+ *
+ * <p>The result row is that of {@code hr_validate} ({@link RecordCheck}): {@code (err_path,
+ * err_msg, event_ms, field...)}, so the SQL around it is the same for every format. The spec is a
+ * literal: {@code {"format": "avro", "wire": "plain"|"confluent", "reader": <schema>,
+ * "writers": {"<id>": <schema>}, "subject": "...", "event_time": "ts", "max_future_ms": ...,
+ * "max_future": "1d", "fields": [["tenant_id", "string"], ...], "max_bytes": N}}.
+ *
+ * <p>With {@code wire: confluent} each record is the magic byte 0, a 4-byte big-endian schema id
+ * and the data written with that schema; the writer schemas the registry had when the job was
+ * compiled come in the spec, each resolved against the reader schema once. A record naming
+ * another id is a dead letter that says so. With {@code plain} the data was written with the
+ * reader schema itself.
+ *
+ * <p>Like hr_validate, the planner calls it more than once per record (the watermark, the
+ * projection); the last answer is kept with its payload and the repeat calls compare bytes.
+ */
+public final class DecodeBinary extends ScalarFunction {
+    private static final long serialVersionUID = 1L;
+    private static final ConcurrentHashMap<String, Decoding> DECODINGS = new ConcurrentHashMap<>();
+    private static Json.Memo<RowData> last = Json.Memo.empty();
+
+    private transient String specText;
+    private transient Decoding decoding;
+    private transient Json.Memo<RowData> mine;
+
+    public RowData eval(StringData payload, String spec) {
+        if (spec != specText) {
+            decoding = DECODINGS.computeIfAbsent(spec, Decoding::parse);
+            specText = spec;
+            mine = Json.Memo.empty();
+        }
+        if (payload == null) {
+            return decoding.fail("/", "empty record");
+        }
+        Json.Slice bytes = new Json.Slice().of(payload);
+        if (mine.answers(decoding, bytes)) {
+            return mine.value;
+        }
+        Json.Memo<RowData> shared = last;
+        if (shared.answers(decoding, bytes)) {
+            mine = shared;
+            return shared.value;
+        }
+        mine = new Json.Memo<>(decoding, bytes, decoding.decode(bytes));
+        last = mine;
+        return mine.value;
+    }
+
+    @Override
+    public TypeInference getTypeInference(DataTypeFactory typeFactory) {
+        return TypeInference.newBuilder()
+                .staticArguments(
+                        StaticArgument.scalar("payload", DataTypes.STRING().bridgedTo(StringData.class), false),
+                        StaticArgument.scalar("spec", DataTypes.STRING(), false))
+                .outputTypeStrategy(context -> {
+                    if (!context.isArgumentLiteral(1)) {
+                        throw context.newValidationError("hr_decode: the format spec must be a literal");
+                    }
+                    String spec = context.getArgumentValue(1, String.class)
+                            .orElseThrow(() -> context.newValidationError("hr_decode: empty format spec"));
+                    return Optional.of(Decoding.parse(spec).rowType());
+                })
+                .build();
+    }
+
+    @Override
+    public boolean isDeterministic() {
+        return true;
+    }
+
+    /** One spec, compiled: immutable and shared by every task of the JVM. */
+    static final class Decoding {
+        private static final int MAX_MESSAGE = 2000;
+        private final boolean confluent;
+        private final AvroDecoder plain; // wire: plain
+        private final Map<Integer, AvroDecoder> byId; // wire: confluent
+        private final String subject;
+        private final String[] names;
+        private final char[] kinds;
+        private final int eventSlot; // the event-time field's slot (it is always decoded)
+        private final String eventTime;
+        private final long maxFutureMs;
+        private final String maxFutureText;
+        private final long maxBytes;
+        private final int outputs; // fields in the row (the event-time slot may be extra)
+
+        private Decoding(JsonNode root) {
+            List<String> wanted = new ArrayList<>();
+            StringBuilder kindText = new StringBuilder();
+            for (JsonNode f : root.get("fields")) {
+                wanted.add(f.get(0).asText());
+                kindText.append(f.get(1).asText().charAt(0)); // string, integer, number, boolean
+            }
+            outputs = wanted.size();
+            eventTime = root.get("event_time").asText();
+            int slot = wanted.indexOf(eventTime);
+            if (slot < 0) {
+                wanted.add(eventTime);
+                kindText.append('i');
+                slot = wanted.size() - 1;
+            }
+            eventSlot = slot;
+            names = wanted.toArray(new String[0]);
+            kinds = kindText.toString().toCharArray();
+            maxFutureMs = root.has("max_future_ms") ? root.get("max_future_ms").asLong() : Long.MAX_VALUE;
+            maxFutureText = root.has("max_future") ? root.get("max_future").asText() : "unbounded";
+            maxBytes = root.has("max_bytes") ? root.get("max_bytes").asLong() : Long.MAX_VALUE;
+            confluent = "confluent".equals(root.path("wire").asText("plain"));
+            subject = root.path("subject").asText("");
+            AvroSchema reader = AvroSchema.parse(root.get("reader"));
+            if (reader.kind != AvroSchema.Kind.RECORD) {
+                throw new IllegalArgumentException("hr_decode: the reader schema must be a record");
+            }
+            plain = new AvroDecoder(reader, reader, names, kinds);
+            byId = new HashMap<>();
+            JsonNode writers = root.path("writers");
+            for (Iterator<Map.Entry<String, JsonNode>> it = writers.fields(); it.hasNext(); ) {
+                Map.Entry<String, JsonNode> e = it.next();
+                byId.put(Integer.parseInt(e.getKey()), new AvroDecoder(AvroSchema.parse(e.getValue()), reader,
+                        names, kinds));
+            }
+        }
+
+        static Decoding parse(String spec) {
+            try {
+                return new Decoding(RecordCheck.MAPPER.readTree(spec));
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+
+        DataType rowType() {
+            List<DataTypes.Field> fields = new ArrayList<>();
+            fields.add(DataTypes.FIELD("err_path", DataTypes.STRING()));
+            fields.add(DataTypes.FIELD("err_msg", DataTypes.STRING()));
+            fields.add(DataTypes.FIELD("event_ms", DataTypes.BIGINT()));
+            for (int i = 0; i < outputs; i++) {
+                DataType type;
+                switch (kinds[i]) {
+                    case 's': type = DataTypes.STRING(); break;
+                    case 'i': type = DataTypes.BIGINT(); break;
+                    case 'n': type = DataTypes.DOUBLE(); break;
+                    default: type = DataTypes.BOOLEAN();
+                }
+                fields.add(DataTypes.FIELD(names[i], type));
+            }
+            return DataTypes.ROW(fields).bridgedTo(RowData.class);
+        }
+
+        RowData fail(String path, String message) {
+            GenericRowData row = new GenericRowData(3 + outputs);
+            row.setField(0, StringData.fromString(path));
+            row.setField(1, StringData.fromString(message.length() > MAX_MESSAGE
+                    ? message.substring(0, MAX_MESSAGE) : message));
+            return row;
+        }
+
+        /** Never throws: a record it cannot decode is a dead letter saying why. */
+        RowData decode(Json.Slice bytes) {
+            try {
+                return decodeOrThrow(bytes);
+            } catch (DecodeError e) {
+                return fail(e.pointer(), e.getMessage());
+            } catch (RuntimeException e) {
+                return fail("/", "cannot decode the record: " + e);
+            }
+        }
+
+        private RowData decodeOrThrow(Json.Slice bytes) throws DecodeError {
+            int from = bytes.offset;
+            int end = bytes.offset + bytes.length;
+            if (bytes.length == 0) {
+                throw new DecodeError("empty record");
+            }
+            if (bytes.length > maxBytes) {
+                throw new DecodeError("record of " + bytes.length + " bytes is over the limit of " + maxBytes
+                        + " (source.format.max_record_bytes)");
+            }
+            AvroDecoder decoder = plain;
+            if (confluent) {
+                if (bytes.length < 5) {
+                    throw new DecodeError("record of " + bytes.length + " byte(s) is too short for the Confluent "
+                            + "wire format (a magic byte 0x00 and a 4-byte schema id come first)");
+                }
+                if (bytes.data[from] != 0) {
+                    throw new DecodeError("wrong magic byte 0x" + String.format("%02x", bytes.data[from] & 0xFF)
+                            + ": not the Confluent wire format (0x00, then a 4-byte schema id)");
+                }
+                int id = (bytes.data[from + 1] & 0xFF) << 24 | (bytes.data[from + 2] & 0xFF) << 16
+                        | (bytes.data[from + 3] & 0xFF) << 8 | (bytes.data[from + 4] & 0xFF);
+                decoder = byId.get(id);
+                if (decoder == null) {
+                    throw new DecodeError("unknown schema id " + id + " (subject '" + subject + "' has ids "
+                            + new java.util.TreeSet<>(byId.keySet()) + ")");
+                }
+                if (decoder.problem != null) {
+                    throw new DecodeError("schema id " + id + " cannot be read with the job's schema: "
+                            + decoder.problem);
+                }
+                from += 5;
+            }
+            Object[] values = new Object[names.length];
+            decoder.decode(bytes.data, from, end, values);
+            GenericRowData row = new GenericRowData(3 + outputs);
+            Long millis = (Long) values[eventSlot];
+            if (millis == null) {
+                throw new DecodeError("the record has no event time").at(eventTime);
+            }
+            String why = EventTimes.outOfRange(millis, maxFutureMs, maxFutureText, System.currentTimeMillis());
+            if (why != null) {
+                return fail(SchemaNode.pointer("", eventTime), why);
+            }
+            row.setField(2, millis);
+            for (int i = 0; i < outputs; i++) {
+                row.setField(3 + i, values[i]);
+            }
+            return row;
+        }
+    }
+}

@@ -1,0 +1,330 @@
+"""Headrace's schema registry: subjects with versions, schema ids and compatibility modes, in the
+shape of the Confluent Schema Registry (``connectors/serving/registry_api.py`` serves it over
+the same REST API, so Confluent's serializers and any registry client can use it).
+
+The store is SQLite (one file; the embedded default). A schema is stored once, under one id,
+however many subjects register it; a subject's versions count from 1. Registering a schema the
+subject already has returns its id and version again. A new version must be compatible with the
+subject's earlier ones in the subject's mode (or the global one, BACKWARD by default):
+
+==================  ==========================================================================
+BACKWARD            readers of the new version can read records written with the last one
+BACKWARD_TRANSITIVE the same, for every earlier version
+FORWARD             readers of the last version can read records written with the new one
+FORWARD_TRANSITIVE  the same, for every earlier version
+FULL                both, with the last version
+FULL_TRANSITIVE     both, with every earlier version
+NONE                no check
+==================  ==========================================================================
+
+Avro compatibility follows the Avro specification's schema resolution (``operators/avro.py``'s
+decoder applies the same rules). Other schema types can be stored under NONE only, so far.
+
+>>> registry = SchemaRegistry(":memory:")
+>>> v1 = '{"type": "record", "name": "Click", "fields": [{"name": "page", "type": "string"}]}'
+>>> registry.register("clicks-value", v1).id
+1
+>>> v2 = v1.replace(']}', ', {"name": "plan", "type": "string"}]}')
+>>> try:
+...     registry.register("clicks-value", v2)
+... except Incompatible as refused:
+...     print(refused)
+clicks-value v2: field 'plan' added without a default — breaks BACKWARD (readers of v2 cannot read v1 records)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE")
+TYPES = ("AVRO", "PROTOBUF", "JSON")
+DEFAULT_MODE = "BACKWARD"
+
+
+class RegistryError(ValueError):
+    """A request the registry refuses; ``code`` is the Confluent error code, ``status`` the HTTP one."""
+
+    def __init__(self, message: str, code: int, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class Incompatible(RegistryError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 409, 409)
+
+
+@dataclass(frozen=True)
+class Registered:
+    subject: str
+    version: int
+    id: int
+    schema: str
+    schema_type: str
+
+
+def canonical(schema: str, schema_type: str) -> str:
+    """The stored form: JSON schemas compact, keys in their order; Protobuf text as given."""
+    if schema_type == "PROTOBUF":
+        return schema.strip()
+    try:
+        return json.dumps(json.loads(schema), separators=(",", ":"))
+    except ValueError as exc:
+        raise RegistryError(f"invalid {schema_type} schema: {exc}", 42201, 422) from None
+
+
+class SchemaRegistry:
+    """The registry's state, in SQLite (``path``, or ``:memory:``). Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.executescript("""
+            PRAGMA journal_mode = WAL;
+            CREATE TABLE IF NOT EXISTS schemas (id INTEGER PRIMARY KEY, schema_type TEXT NOT NULL,
+                                                schema TEXT NOT NULL, UNIQUE (schema_type, schema));
+            CREATE TABLE IF NOT EXISTS versions (subject TEXT NOT NULL, version INTEGER NOT NULL,
+                                                 schema_id INTEGER NOT NULL REFERENCES schemas (id),
+                                                 PRIMARY KEY (subject, version));
+            CREATE TABLE IF NOT EXISTS config (subject TEXT PRIMARY KEY, compatibility TEXT NOT NULL);
+        """)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def subjects(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT subject FROM versions ORDER BY subject")]
+
+    def versions(self, subject: str) -> list[int]:
+        found = [r[0] for r in self._db.execute(
+            "SELECT version FROM versions WHERE subject = ? ORDER BY version", (subject,))]
+        if not found:
+            raise RegistryError(f"Subject '{subject}' not found.", 40401, 404)
+        return found
+
+    def version(self, subject: str, version: int | str) -> Registered:
+        versions = self.versions(subject)
+        number = versions[-1] if version in ("latest", -1) else int(version)
+        row = self._db.execute(
+            "SELECT v.version, s.id, s.schema, s.schema_type FROM versions v JOIN schemas s ON s.id = v.schema_id "
+            "WHERE v.subject = ? AND v.version = ?", (subject, number)).fetchone()
+        if row is None:
+            raise RegistryError(f"Version {version} not found.", 40402, 404)
+        return Registered(subject, row[0], row[1], row[2], row[3])
+
+    def by_id(self, schema_id: int) -> tuple[str, str]:
+        row = self._db.execute("SELECT schema, schema_type FROM schemas WHERE id = ?", (schema_id,)).fetchone()
+        if row is None:
+            raise RegistryError(f"Schema {schema_id} not found", 40403, 404)
+        return row[0], row[1]
+
+    def lookup(self, subject: str, schema: str, schema_type: str = "AVRO") -> Registered:
+        """The version of ``subject`` holding ``schema``."""
+        text = canonical(schema, schema_type)
+        row = self._db.execute(
+            "SELECT v.version, s.id FROM versions v JOIN schemas s ON s.id = v.schema_id "
+            "WHERE v.subject = ? AND s.schema = ? AND s.schema_type = ?", (subject, text, schema_type)).fetchone()
+        if row is None:
+            self.versions(subject)  # 40401 when the subject does not exist
+            raise RegistryError("Schema not found", 40403, 404)
+        return Registered(subject, row[0], row[1], text, schema_type)
+
+    def compatibility(self, subject: str | None = None) -> str:
+        row = self._db.execute("SELECT compatibility FROM config WHERE subject = ?", (subject or "",)).fetchone()
+        if row is not None:
+            return str(row[0])
+        if subject:
+            return self.compatibility(None)
+        return DEFAULT_MODE
+
+    def subject_mode(self, subject: str) -> str | None:
+        row = self._db.execute("SELECT compatibility FROM config WHERE subject = ?", (subject,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def set_compatibility(self, mode: str, subject: str | None = None) -> str:
+        mode = mode.upper()
+        if mode not in MODES:
+            raise RegistryError(f"Invalid compatibility level {mode}; one of {', '.join(MODES)}", 42203, 422)
+        with self._lock:
+            self._db.execute("INSERT INTO config (subject, compatibility) VALUES (?, ?) ON CONFLICT (subject) "
+                             "DO UPDATE SET compatibility = excluded.compatibility", (subject or "", mode))
+        return mode
+
+    def register(self, subject: str, schema: str, schema_type: str = "AVRO") -> Registered:
+        schema_type = (schema_type or "AVRO").upper()
+        if schema_type not in TYPES:
+            raise RegistryError(f"unknown schema type {schema_type}", 42201, 422)
+        text = canonical(schema, schema_type)
+        with self._lock:
+            try:
+                return self.lookup(subject, text, schema_type)
+            except RegistryError:
+                pass
+            existing = [self.version(subject, v) for v in self._known_versions(subject)]
+            problems = self.problems(subject, text, schema_type, existing, len(existing) + 1)
+            if problems:
+                raise Incompatible(problems[0])
+            row = self._db.execute("SELECT id FROM schemas WHERE schema = ? AND schema_type = ?",
+                                   (text, schema_type)).fetchone()
+            if row is not None:
+                schema_id = int(row[0])
+            else:
+                inserted = self._db.execute("INSERT INTO schemas (schema_type, schema) VALUES (?, ?)",
+                                            (schema_type, text)).lastrowid
+                assert inserted is not None
+                schema_id = inserted
+            version = len(existing) + 1 if not existing else existing[-1].version + 1
+            self._db.execute("INSERT INTO versions (subject, version, schema_id) VALUES (?, ?, ?)",
+                             (subject, version, schema_id))
+            return Registered(subject, version, schema_id, text, schema_type)
+
+    def _known_versions(self, subject: str) -> list[int]:
+        return [r[0] for r in self._db.execute(
+            "SELECT version FROM versions WHERE subject = ? ORDER BY version", (subject,))]
+
+    def problems(self, subject: str, text: str, schema_type: str, existing: list[Registered],
+                 new_version: int, mode: str | None = None) -> list[str]:
+        """One line per breaking change of ``text`` against ``existing`` in the subject's mode."""
+        mode = mode or self.compatibility(subject)
+        if mode == "NONE" or not existing:
+            return []
+        if schema_type != "AVRO" or any(e.schema_type != "AVRO" for e in existing):
+            return [f"{subject} v{new_version}: compatibility checks of {schema_type} schemas are not built yet; "
+                    f"set the subject's mode to NONE (PUT /config/{subject}) to store it"]
+        against = existing if mode.endswith("_TRANSITIVE") else existing[-1:]
+        base = mode.removesuffix("_TRANSITIVE")
+        new = json.loads(text)
+        out: list[str] = []
+        for old in reversed(against):
+            previous = json.loads(old.schema)
+            if base in ("BACKWARD", "FULL"):
+                out += [f"{subject} v{new_version}: {why} — breaks {mode} (readers of v{new_version} cannot read "
+                        f"v{old.version} records)" for why in avro_resolution_problems(previous, new)]
+            if base in ("FORWARD", "FULL"):
+                out += [f"{subject} v{new_version}: {why} — breaks {mode} (readers of v{old.version} cannot read "
+                        f"v{new_version} records)"
+                        for why in avro_resolution_problems(new, previous, reader_is_old=True)]
+        return out
+
+
+# -- Avro schema resolution (the specification's rules), as reasons ------------------------------
+
+_PROMOTIONS = {"int": {"long", "float", "double"}, "long": {"float", "double"}, "float": {"double"},
+               "string": {"bytes"}, "bytes": {"string"}}
+
+
+def _named(document: Any, out: dict[str, Any], namespace: str = "") -> dict[str, Any]:
+    if isinstance(document, dict):
+        kind = document.get("type")
+        if kind in ("record", "error", "enum", "fixed") and "name" in document:
+            space = document.get("namespace", namespace)
+            name = document["name"]
+            full = name if "." in name or not space else f"{space}.{name}"
+            out[full] = document
+            out.setdefault(name, document)
+            namespace = full.rsplit(".", 1)[0] if "." in full else ""
+        for value in document.values():
+            _named(value, out, namespace)
+    elif isinstance(document, list):
+        for value in document:
+            _named(value, out, namespace)
+    return out
+
+
+def _kind(schema: Any, named: dict[str, Any]) -> tuple[str, Any]:
+    if isinstance(schema, list):
+        return "union", schema
+    if isinstance(schema, str):
+        if schema in named:
+            return _kind(named[schema], named)
+        return schema, schema
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if isinstance(kind, (dict, list)):
+            return _kind(kind, named)
+        if kind in named and kind not in ("record", "enum", "fixed", "array", "map", "error"):
+            return _kind(named[kind], named)
+        return ("record" if kind == "error" else str(kind)), schema
+    return "unknown", schema
+
+
+def avro_resolution_problems(writer: Any, reader: Any, reader_is_old: bool = False) -> list[str]:
+    """Why records written with ``writer`` cannot be read with ``reader`` (empty: they can)."""
+    wn, rn = _named(writer, {}), _named(reader, {})
+    out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+
+    def name_of(s: Any) -> str:
+        return str(s.get("name", "")).rsplit(".", 1)[-1] if isinstance(s, dict) else str(s)
+
+    def matches(w: Any, r: Any) -> bool:
+        wk, ws = _kind(w, wn)
+        rk, rs = _kind(r, rn)
+        if wk == rk:
+            if wk in ("record", "enum", "fixed"):
+                return name_of(ws) == name_of(rs) or name_of(ws) in [str(a).rsplit(".", 1)[-1]
+                                                                    for a in rs.get("aliases", [])]
+            return True
+        return rk in _PROMOTIONS.get(wk, set())
+
+    def walk(w: Any, r: Any, path: str) -> None:
+        wk, ws = _kind(w, wn)
+        rk, rs = _kind(r, rn)
+        where = f" at {path}" if path else ""
+        if wk == "union":
+            for branch in ws:
+                targets = rs if rk == "union" else [r]
+                fit = next((t for t in targets if matches(branch, t)), None)
+                if fit is None:
+                    out.append(f"type {_kind(branch, wn)[0]}{where} can no longer be read (not in the reader's "
+                               f"{'union' if rk == 'union' else rk})")
+                else:
+                    walk(branch, fit, path)
+            return
+        if rk == "union":
+            fit = next((t for t in rs if matches(w, t)), None)
+            if fit is None:
+                out.append(f"type {wk}{where} is not among the reader's union branches")
+            else:
+                walk(w, fit, path)
+            return
+        if not matches(w, r):
+            out.append(f"type{where} changed from {wk} to {rk}" if wk != rk else
+                       f"{wk}{where} renamed from '{name_of(ws)}' to '{name_of(rs)}'")
+            return
+        if wk == "record":
+            key = (json.dumps(ws, sort_keys=True)[:200], json.dumps(rs, sort_keys=True)[:200])
+            if key in seen:
+                return
+            seen.add(key)
+            wfields = {f["name"]: f for f in ws.get("fields", [])}
+            for rf in rs.get("fields", []):
+                names = [rf["name"], *rf.get("aliases", [])]
+                wf = next((wfields[n] for n in names if n in wfields), None)
+                field_path = f"{path}.{rf['name']}" if path else rf["name"]
+                if wf is None:
+                    if "default" not in rf:
+                        out.append(f"field '{field_path}' removed, and it has no default" if reader_is_old
+                                   else f"field '{field_path}' added without a default")
+                else:
+                    walk(wf["type"], rf["type"], field_path)
+        elif wk == "enum":
+            missing = [s for s in ws.get("symbols", []) if s not in rs.get("symbols", [])]
+            if missing and "default" not in rs:
+                out.append(f"enum{where} symbols {missing} " + ("added" if reader_is_old else "removed")
+                           + " and the reader's enum has no default")
+        elif wk == "fixed" and ws.get("size") != rs.get("size"):
+            out.append(f"fixed{where} size changed from {ws.get('size')} to {rs.get('size')}")
+        elif wk in ("array", "map"):
+            part = "items" if wk == "array" else "values"
+            walk(ws[part], rs[part], f"{path}[]" if path else "[]")
+
+    walk(writer, reader, "")
+    return out

@@ -1,0 +1,184 @@
+"""Avro in the Confluent wire format, end to end with clients nobody here wrote: Confluent's
+``SchemaRegistryClient`` and ``AvroSerializer`` register two versions of the click schema in
+``headrace registry serve`` and write the records; the example job, reading them with
+``schemas/click.avsc`` (v2), fills PostgreSQL exactly as a plain-Python reference (fastavro)
+says, and every record it cannot decode is a dead letter with the reason."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.clirun import CliRun
+from tests.integration.test_failures import assert_exact, fault_job, final_offsets, run_args
+from tests.jobfiles import ROOT
+from tests.kafkautil import produce_placed
+from tests.reference import expected_outcome
+from tests.services import Broker, Postgres, _wait_port, free_port
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 2
+V2 = json.loads((ROOT / "schemas" / "click.avsc").read_text())
+V1 = {**V2, "fields": [f for f in V2["fields"] if f["name"] not in ("bytes", "email")]}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    store = tmp_path_factory.mktemp("registry") / "registry.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port", str(port),
+                             "--store", str(store)], cwd=ROOT)
+    try:
+        _wait_port(port, proc, "headrace registry serve")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def serializer(url: str, schema: dict[str, Any]) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+
+    return AvroSerializer(SchemaRegistryClient({"url": url}), json.dumps(schema))
+
+
+def reference_decoder(url: str, reader: dict[str, Any]) -> Any:
+    """Payload -> record (None if undecodable) with fastavro and the registry's schemas by id."""
+    import fastavro
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    client = SchemaRegistryClient({"url": url})
+    parsed_reader = fastavro.parse_schema(reader)
+    writers: dict[int, Any] = {}
+
+    def decode(payload: bytes) -> dict[str, Any] | None:
+        if len(payload) < 5 or payload[0] != 0:
+            return None
+        schema_id = int.from_bytes(payload[1:5], "big")
+        if schema_id not in writers:
+            try:
+                writers[schema_id] = fastavro.parse_schema(json.loads(client.get_schema(schema_id).schema_str))
+            except Exception:
+                return None
+        body = io.BytesIO(payload[5:])
+        try:
+            record = fastavro.schemaless_reader(body, writers[schema_id], parsed_reader)
+        except Exception:
+            return None
+        if body.tell() != len(payload) - 5:
+            return None
+        # fastavro gives timestamp-millis as a datetime: the job reads it as epoch ms
+        if isinstance(record["ts"], datetime):
+            record["ts"] = (record["ts"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        return record
+
+    return decode
+
+
+def avro_job(tmp_path: Path, name: str) -> Path:
+    job = fault_job(tmp_path, name)
+    job.write_text(job.read_text().replace(
+        f"format: {{json: {ROOT / 'schemas' / 'click.schema.json'}}}",
+        f"format: {{avro: {ROOT / 'schemas' / 'click.avsc'}, wire: confluent, max_record_bytes: 100000}}"))
+    assert "wire: confluent" in job.read_text()
+    return job
+
+
+def test_confluent_avro_records_of_two_schema_versions_fill_the_view_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
+    from headrace.jobs.sample import SampleEvent, click_events
+
+    from tests.integration.test_failures import SCHEMA
+    from tests.reference import is_valid
+
+    broker.create_topic(unique, partitions=PARTITIONS)
+    topic_ctx = _context(unique)
+    v1, v2 = serializer(registry, V1), serializer(registry, V2)
+    events: list[SampleEvent] = []
+    for i, e in enumerate(click_events(6_000, seed=81)):
+        if not is_valid(e.payload, SCHEMA):
+            continue
+        record = json.loads(e.payload)
+        if i < 3_000:  # written by the old producer: no bytes, no email
+            payload = v1({k: v for k, v in record.items() if k not in ("bytes", "email")}, topic_ctx)
+        else:
+            payload = v2({"bytes": None, "email": None, **record}, topic_ctx)
+        events.append(SampleEvent(key=e.key, payload=payload, timestamp_ms=e.timestamp_ms, kind=e.kind))
+    good = events[10].payload
+    bad = [
+        b"\x01" + good[1:],                                 # wrong magic byte
+        b"\x00\x00\x00\x03\xe7" + good[5:],                 # schema id 999: not in the registry
+        good[:-3],                                          # truncated
+        good + b"\x00",                                     # over-long
+        b'{"tenant_id": "t1"}',                             # JSON on an Avro topic
+        b"\x00",                                            # too short for the framing
+        good[:5] + b"\xff" * 12,                            # a varint longer than 10 bytes
+        b"\x00" + good[1:5] + bytes([len(good) + 40]) + good[6:],   # a string longer than the record
+        b"\x00" * 200_000,                                  # over max_record_bytes
+    ]
+    for i, b in enumerate(bad):
+        events.insert(500 + 700 * i, SampleEvent(key=b"tenant-1", payload=b, timestamp_ms=events[0].timestamp_ms,
+                                                 kind="invalid"))
+    job = avro_job(tmp_path, unique)
+    profiles_file.write_text(profiles_file.read_text().replace("    state:", f"    registry: {{url: '{registry}'}}\n"
+                                                                          "    state:"))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
+    assert run.finish() == 0, run.output[-3000:]
+
+    decode = reference_decoder(registry, V2)
+    expected = expected_outcome(placed, {}, out_of_orderness_ms=5_000, lateness_ms=30_000, decode=decode)
+    assert len(expected.dead) == len(bad) and len(expected.on_time) > 5_000
+    dead, _ = assert_exact(broker, pg, unique, placed, expected, binary=True)
+    reasons = sorted(d["error"] for d in dead)
+    for expected_reason in ("wrong magic byte 0x01", "unknown schema id 999", "the record ends early",
+                            "byte(s) after the end of the record", "wrong magic byte 0x7b", "too short for the "
+                            "Confluent wire format", "bad varint", "over the limit of 100000"):
+        assert any(expected_reason in r for r in reasons), (expected_reason, reasons)
+    assert all(d["step"] == "validate" for d in dead)
+    by_sha = {d["payload_sha256"]: d for d in dead}
+    import hashlib
+
+    truncated = by_sha[hashlib.sha256(bad[2]).hexdigest()]
+    assert base64.b64decode(truncated["payload"]) == bad[2] and not truncated["payload_truncated"]
+    assert by_sha[hashlib.sha256(bad[-1]).hexdigest()]["payload_truncated"]
+
+
+def _context(topic: str) -> Any:
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    return SerializationContext(topic, MessageField.VALUE)
+
+
+def test_registry_refuses_an_incompatible_version_with_the_change_named(registry: str) -> None:
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    client = SchemaRegistryClient({"url": registry})
+    subject = "compat-test-value"
+    first = client.register_schema(subject, Schema(json.dumps(V1), "AVRO"))
+    assert client.register_schema(subject, Schema(json.dumps(V2), "AVRO")) != first  # defaults: BACKWARD holds
+    assert client.register_schema(subject, Schema(json.dumps(V1), "AVRO")) == first  # already known: same id
+    required = {**V2, "fields": [*V2["fields"], {"name": "plan", "type": "string"}]}
+    with pytest.raises(SchemaRegistryError) as refused:
+        client.register_schema(subject, Schema(json.dumps(required), "AVRO"))
+    assert refused.value.http_status_code == 409
+    assert "field 'plan' added without a default — breaks BACKWARD" in refused.value.error_message
+    assert not client.test_compatibility(subject, Schema(json.dumps(required), "AVRO"))
+    client.set_compatibility(subject, "NONE")
+    assert client.test_compatibility(subject, Schema(json.dumps(required), "AVRO"))
+    assert client.get_compatibility(subject) == "NONE"
+    latest = client.get_latest_version(subject)
+    assert latest.version == 2 and json.loads(latest.schema.schema_str) == V2
+    assert [f["name"] for f in json.loads(client.get_schema(first).schema_str)["fields"]] == [
+        f["name"] for f in V1["fields"]]
