@@ -95,7 +95,7 @@ class Wiring:
             error = f"{MASK_ERROR_FUNCTION}({error}, `_payload`, {spec})"
             payload = f"{MASK_PAYLOAD_FUNCTION}(`_payload`, {spec})"
         # a binary format's payload is carried in base64 (its bytes are not text)
-        binary = ", TRUE" if self.plan.validate.decoding is not None else ""
+        binary = ", TRUE" if self.plan.validate.binary_payloads else ""
         digest = f"{PAYLOAD_FUNCTION}({payload}, {deadletter.PAYLOAD_MAX_BYTES}{binary})"
         record_id = "CONCAT(`_topic`, '/', CAST(`_partition` AS STRING), '/', CAST(`_offset` AS STRING))"
         return f"""SELECT {record_id} AS `id`, `_topic` AS `source_topic`, `_partition` AS `source_partition`,

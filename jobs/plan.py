@@ -21,7 +21,7 @@ from headrace.jobs.loader import LoadedJob
 from headrace.jobs.registry import SINKS, STEPS
 from headrace.jobs.spec import JobSpec, kind_of, options_of
 from headrace.operators.aggregate import AggregateNode
-from headrace.operators.avro import AvroSchemaError, load_avro_schema
+from headrace.operators.avro import load_avro_schema
 from headrace.operators.validate import ValidateNode
 from headrace.schemas.errors import SpecError
 from headrace.schemas.jsonschema import SchemaFileError, load_record_schema
@@ -105,7 +105,7 @@ def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...
                         hint=f"looked in {', '.join(str(c.parent) for c in candidates)}")
     try:
         return load_avro_schema(found) if kind == "avro" else load_record_schema(found)
-    except (SchemaFileError, AvroSchemaError) as exc:
+    except SchemaFileError as exc:
         raise SpecError(str(exc), where=where, hint="fix the schema file") from None
 
 

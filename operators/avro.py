@@ -41,6 +41,8 @@ from typing import Any
 from headrace.connectors.sqltext import literal
 from headrace.operators import jvm
 from headrace.schemas.errors import SpecError
+from headrace.schemas.jsonschema import SchemaFileError, read_schema_document
+from headrace.schemas.registry import avro_named_types
 from headrace.schemas.types import FieldType
 
 DECODE_FUNCTION = "hr_decode"
@@ -50,7 +52,7 @@ _PRIMITIVE = {"string": FieldType.STRING, "bytes": FieldType.STRING, "int": Fiel
               "boolean": FieldType.BOOLEAN}
 
 
-class AvroSchemaError(ValueError):
+class AvroSchemaError(SchemaFileError):
     """An .avsc file that is not a valid Avro record schema."""
 
 
@@ -63,7 +65,6 @@ class AvroRecordSchema:
     document: dict[str, Any]
     types: dict[str, FieldType | None] = field(default_factory=dict)
     required: frozenset[str] = frozenset()
-    format: str = "avro"
 
     def field_type(self, name: str) -> FieldType | None:
         return self.types.get(name)
@@ -100,20 +101,6 @@ def _field_type(avro_type: Any, named: dict[str, Any]) -> tuple[FieldType | None
     return None, False
 
 
-def _named_types(document: Any, out: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(document, dict):
-        if document.get("type") in ("record", "enum", "fixed") and "name" in document:
-            out[document["name"]] = document
-            if "namespace" in document:
-                out[f"{document['namespace']}.{document['name']}"] = document
-        for value in document.values():
-            _named_types(value, out)
-    elif isinstance(document, list):
-        for value in document:
-            _named_types(value, out)
-    return out
-
-
 def avro_record_schema(document: Any, path: Path) -> AvroRecordSchema:
     """Check ``document`` with fastavro and derive the field types of its top-level record."""
     try:
@@ -126,7 +113,7 @@ def avro_record_schema(document: Any, path: Path) -> AvroRecordSchema:
         raise AvroSchemaError(f"{path}: not a valid Avro schema: {exc}") from None
     if not isinstance(document, dict) or document.get("type") != "record":
         raise AvroSchemaError(f"{path}: a source's Avro schema must be a record")
-    named = _named_types(document, {})
+    named = avro_named_types(document)
     types: dict[str, FieldType | None] = {}
     required = set()
     for f in document.get("fields", []):
@@ -138,13 +125,7 @@ def avro_record_schema(document: Any, path: Path) -> AvroRecordSchema:
 
 
 def load_avro_schema(path: Path) -> AvroRecordSchema:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AvroSchemaError(f"schema file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise AvroSchemaError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    return avro_record_schema(document, path)
+    return avro_record_schema(read_schema_document(path), path)
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,11 @@ class ValidateNode(StepNode):
     def step_id(self) -> str:
         return self.id
 
+    @property
+    def binary_payloads(self) -> bool:
+        """Whether the source's records are bytes, not text (dead letters carry them in base64)."""
+        return self.decoding is not None
+
     def explain(self) -> str:
         if self.decoding is not None:
             return f"{self.decoding.explain()}; undecodable records → dead letter"

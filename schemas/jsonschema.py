@@ -45,14 +45,19 @@ class RecordSchema:
         return list(self.document.get("properties", {}))
 
 
-def load_record_schema(path: Path) -> RecordSchema:
-    """Read and check a JSON Schema file (draft 2020-12 unless it names another ``$schema``)."""
+def read_schema_document(path: Path) -> Any:
+    """A schema file's JSON (JSON Schema, Avro), or a SchemaFileError naming the file and line."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SchemaFileError(f"schema file {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise SchemaFileError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def load_record_schema(path: Path) -> RecordSchema:
+    """Read and check a JSON Schema file (draft 2020-12 unless it names another ``$schema``)."""
+    document = read_schema_document(path)
     if not isinstance(document, dict):
         raise SchemaFileError(f"{path}: a record schema must be a JSON object")
     validator = jsonschema.validators.validator_for(document, default=jsonschema.Draft202012Validator)

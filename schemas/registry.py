@@ -117,6 +117,13 @@ class SchemaRegistry:
             raise RegistryError(f"Version {version} not found.", 40402, 404)
         return Registered(subject, row[0], row[1], row[2], row[3])
 
+    def history(self, subject: str) -> list[Registered]:
+        """Every version of ``subject``, oldest first (empty for a subject not registered yet)."""
+        rows = self._db.execute(
+            "SELECT v.version, s.id, s.schema, s.schema_type FROM versions v JOIN schemas s ON s.id = v.schema_id "
+            "WHERE v.subject = ? ORDER BY v.version", (subject,)).fetchall()
+        return [Registered(subject, r[0], r[1], r[2], r[3]) for r in rows]
+
     def by_id(self, schema_id: int) -> tuple[str, str]:
         row = self._db.execute("SELECT schema, schema_type FROM schemas WHERE id = ?", (schema_id,)).fetchone()
         if row is None:
@@ -167,7 +174,7 @@ class SchemaRegistry:
                 return self.lookup(subject, text, schema_type)
             except RegistryError:
                 pass
-            existing = [self.version(subject, v) for v in self._known_versions(subject)]
+            existing = self.history(subject)
             problems = self.problems(subject, text, schema_type, existing, len(existing) + 1)
             if problems:
                 raise Incompatible(problems[0])
@@ -180,14 +187,10 @@ class SchemaRegistry:
                                             (schema_type, text)).lastrowid
                 assert inserted is not None
                 schema_id = inserted
-            version = len(existing) + 1 if not existing else existing[-1].version + 1
+            version = existing[-1].version + 1 if existing else 1
             self._db.execute("INSERT INTO versions (subject, version, schema_id) VALUES (?, ?, ?)",
                              (subject, version, schema_id))
             return Registered(subject, version, schema_id, text, schema_type)
-
-    def _known_versions(self, subject: str) -> list[int]:
-        return [r[0] for r in self._db.execute(
-            "SELECT version FROM versions WHERE subject = ? ORDER BY version", (subject,))]
 
     def problems(self, subject: str, text: str, schema_type: str, existing: list[Registered],
                  new_version: int, mode: str | None = None) -> list[str]:
@@ -218,6 +221,11 @@ class SchemaRegistry:
 
 _PROMOTIONS = {"int": {"long", "float", "double"}, "long": {"float", "double"}, "float": {"double"},
                "string": {"bytes"}, "bytes": {"string"}}
+
+
+def avro_named_types(document: Any) -> dict[str, Any]:
+    """Every named type (record, enum, fixed) of an Avro schema, by full and by short name."""
+    return _named(document, {})
 
 
 def _named(document: Any, out: dict[str, Any], namespace: str = "") -> dict[str, Any]:
@@ -257,7 +265,7 @@ def _kind(schema: Any, named: dict[str, Any]) -> tuple[str, Any]:
 
 def avro_resolution_problems(writer: Any, reader: Any, reader_is_old: bool = False) -> list[str]:
     """Why records written with ``writer`` cannot be read with ``reader`` (empty: they can)."""
-    wn, rn = _named(writer, {}), _named(reader, {})
+    wn, rn = avro_named_types(writer), avro_named_types(reader)
     out: list[str] = []
     seen: set[tuple[str, str]] = set()
 

@@ -155,3 +155,37 @@ def drop_replays(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(r.get("id"))
             kept.append(r)
     return kept
+
+
+def _plain_timestamps(schema: Any) -> Any:
+    """An Avro schema with its timestamp logical types dropped: fastavro then gives epoch numbers
+    (as the job reads them) instead of datetimes, which cannot hold years past 9999."""
+    if isinstance(schema, dict):
+        if schema.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
+            return schema["type"]
+        return {k: _plain_timestamps(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_plain_timestamps(v) for v in schema]
+    return schema
+
+
+def confluent_avro(payload: bytes, writer_of: Callable[[int], Any], reader: Any) -> dict[str, Any] | None:
+    """fastavro's reading of a Confluent-framed Avro record (the magic byte 0, a 4-byte schema
+    id, the data) with the writer schema ``writer_of(id)`` names (None: unknown) as ``reader``;
+    None where it cannot decode the record to its last byte."""
+    import io
+
+    import fastavro
+
+    if len(payload) < 5 or payload[0] != 0:
+        return None
+    writer = writer_of(int.from_bytes(payload[1:5], "big"))
+    if writer is None:
+        return None
+    body = io.BytesIO(payload[5:])
+    try:
+        record = fastavro.schemaless_reader(body, fastavro.parse_schema(_plain_timestamps(writer)),
+                                            fastavro.parse_schema(_plain_timestamps(reader)))
+    except Exception:
+        return None
+    return record if body.tell() == len(payload) - 5 and isinstance(record, dict) else None

@@ -119,14 +119,8 @@ def create_app(registry: SchemaRegistry) -> FastAPI:
     @app.post("/compatibility/subjects/{subject}/versions/{version}")
     async def compatible(subject: str, version: str, request: Request, verbose: bool = False) -> JSONResponse:
         schema, kind = schema_of(await body_of(request))
-        try:
-            known = registry.versions(subject)
-        except RegistryError:
-            known = []
-        if version == "latest" or not known:
-            against = [registry.version(subject, v) for v in known]
-        else:
-            against = [registry.version(subject, v) for v in known if v <= int(version)]
+        up_to = _version(version)
+        against = [r for r in registry.history(subject) if up_to == "latest" or r.version <= int(up_to)]
         problems = registry.problems(subject, canonical(schema, kind), kind, against,
                                      (against[-1].version + 1) if against else 1)
         body: dict[str, Any] = {"is_compatible": not problems}

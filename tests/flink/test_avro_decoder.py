@@ -21,6 +21,8 @@ from headrace.schemas.types import FieldType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.reference import confluent_avro
+
 pytestmark = pytest.mark.flink
 
 WRITER: dict[str, Any] = {
@@ -75,27 +77,9 @@ def mutate(data: bytes, how: int, at: int, value: int) -> bytes:
     return data[:at] + bytes([value]) * 3 + data[at:]  # bytes inserted
 
 
-def _plain_ts(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with ``ts`` a plain long: fastavro turns timestamp-millis into a datetime, which
-    cannot hold years past 9999 (the JVM reads any long)."""
-    return {**schema, "fields": [f if f["name"] != "ts" else {"name": "ts", "type": "long"} for f in schema["fields"]]}
-
-
 def reference(payload: bytes) -> dict[str, Any] | None:
     """fastavro's reading with the same schemas, or None where it cannot decode the record whole."""
-    import fastavro
-
-    if len(payload) < 5 or payload[0] != 0 or int.from_bytes(payload[1:5], "big") != WRITER_ID:
-        return None
-    body = io.BytesIO(payload[5:])
-    try:
-        record = fastavro.schemaless_reader(body, fastavro.parse_schema(_plain_ts(WRITER)),
-                                            fastavro.parse_schema(_plain_ts(READER)))
-    except Exception:
-        return None
-    if body.tell() != len(payload) - 5:
-        return None
-    return record
+    return confluent_avro(payload, lambda schema_id: WRITER if schema_id == WRITER_ID else None, READER)
 
 
 def decode_in_jvm(payloads: list[bytes]) -> list[tuple[Any, ...]]:

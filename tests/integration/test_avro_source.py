@@ -7,12 +7,10 @@ says, and every record it cannot decode is a dead letter with the reason."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from tests.integration.clirun import CliRun
 from tests.integration.test_failures import assert_exact, fault_job, final_offsets, run_args
 from tests.jobfiles import ROOT
 from tests.kafkautil import produce_placed
-from tests.reference import expected_outcome
+from tests.reference import confluent_avro, expected_outcome
 from tests.services import Broker, Postgres, _wait_port, free_port
 
 pytestmark = pytest.mark.integration
@@ -54,35 +52,20 @@ def serializer(url: str, schema: dict[str, Any]) -> Any:
 
 def reference_decoder(url: str, reader: dict[str, Any]) -> Any:
     """Payload -> record (None if undecodable) with fastavro and the registry's schemas by id."""
-    import fastavro
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     client = SchemaRegistryClient({"url": url})
-    parsed_reader = fastavro.parse_schema(reader)
     writers: dict[int, Any] = {}
 
-    def decode(payload: bytes) -> dict[str, Any] | None:
-        if len(payload) < 5 or payload[0] != 0:
-            return None
-        schema_id = int.from_bytes(payload[1:5], "big")
+    def writer_of(schema_id: int) -> Any:
         if schema_id not in writers:
             try:
-                writers[schema_id] = fastavro.parse_schema(json.loads(client.get_schema(schema_id).schema_str))
+                writers[schema_id] = json.loads(client.get_schema(schema_id).schema_str)
             except Exception:
-                return None
-        body = io.BytesIO(payload[5:])
-        try:
-            record = fastavro.schemaless_reader(body, writers[schema_id], parsed_reader)
-        except Exception:
-            return None
-        if body.tell() != len(payload) - 5:
-            return None
-        # fastavro gives timestamp-millis as a datetime: the job reads it as epoch ms
-        if isinstance(record["ts"], datetime):
-            record["ts"] = (record["ts"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-        return record
+                writers[schema_id] = None
+        return writers[schema_id]
 
-    return decode
+    return lambda payload: confluent_avro(payload, writer_of, reader)
 
 
 def avro_job(tmp_path: Path, name: str) -> Path:

@@ -5,9 +5,6 @@ import org.apache.flink.table.data.StringData;
 
 import java.math.BigDecimal;
 import java.math.BigInteger;
-import java.nio.ByteBuffer;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -31,14 +28,22 @@ final class AvroDecoder {
         int pos;
         final int end;
 
-        Cursor(byte[] data, int pos, int end) {
+        final int base; // where the record starts in data: offsets in messages count from it
+
+        Cursor(byte[] data, int pos, int end, int base) {
             this.data = data;
             this.pos = pos;
             this.end = end;
+            this.base = base;
+        }
+
+        /** A position as an offset in the record. */
+        int at(int position) {
+            return position - base;
         }
 
         private DecodeError truncated(int needed) {
-            return new DecodeError("the record ends early: " + needed + " more byte(s) needed at offset " + pos);
+            return new DecodeError("the record ends early: " + needed + " more byte(s) needed at offset " + at(pos));
         }
 
         long readLong() throws DecodeError {
@@ -51,7 +56,7 @@ final class AvroDecoder {
                 }
                 int b = data[pos++] & 0xFF;
                 if (shift == 63 && (b & 0x7E) != 0) {
-                    throw new DecodeError("bad varint at offset " + start + ": more than 64 bits");
+                    throw new DecodeError("bad varint at offset " + at(start) + ": more than 64 bits");
                 }
                 raw |= (long) (b & 0x7F) << shift;
                 if ((b & 0x80) == 0) {
@@ -59,7 +64,7 @@ final class AvroDecoder {
                 }
                 shift += 7;
                 if (shift > 63) {
-                    throw new DecodeError("bad varint at offset " + start + ": longer than 10 bytes");
+                    throw new DecodeError("bad varint at offset " + at(start) + ": longer than 10 bytes");
                 }
             }
             return (raw >>> 1) ^ -(raw & 1);
@@ -69,7 +74,7 @@ final class AvroDecoder {
             int start = pos;
             long value = readLong();
             if (value < Integer.MIN_VALUE || value > Integer.MAX_VALUE || pos - start > 5) {
-                throw new DecodeError("bad varint at offset " + start + ": " + value + " is not a 32-bit int");
+                throw new DecodeError("bad varint at offset " + at(start) + ": " + value + " is not a 32-bit int");
             }
             return (int) value;
         }
@@ -78,10 +83,10 @@ final class AvroDecoder {
             int start = pos;
             long n = readLong();
             if (n < 0) {
-                throw new DecodeError("negative " + what + " length " + n + " at offset " + start);
+                throw new DecodeError("negative " + what + " length " + n + " at offset " + at(start));
             }
             if (n > end - pos) {
-                throw new DecodeError("the record ends early: " + what + " of " + n + " bytes at offset " + start
+                throw new DecodeError("the record ends early: " + what + " of " + n + " bytes at offset " + at(start)
                         + " but only " + (end - pos) + " left");
             }
             return (int) n;
@@ -117,7 +122,6 @@ final class AvroDecoder {
     private final Step[] writerFields; // the top-level record, in the writer's field order
     private final int[] slots; // for each writer field: the output slot, or -1
     private final Object[] defaults; // per output slot: the reader's default when the writer lacks it
-    private final boolean[] fromWriter; // per output slot: the writer has the field
     private final String[] writerNames;
     private final int slotCount;
 
@@ -128,7 +132,6 @@ final class AvroDecoder {
     AvroDecoder(AvroSchema writer, AvroSchema reader, String[] wanted, char[] kinds) {
         slotCount = wanted.length;
         defaults = new Object[slotCount];
-        fromWriter = new boolean[slotCount];
         String why = null;
         Step[] steps = new Step[0];
         int[] slotOf = new int[0];
@@ -141,45 +144,22 @@ final class AvroDecoder {
                 throw new IllegalArgumentException("the writer's record '" + writer.fullName
                         + "' is not the reader's '" + reader.fullName + "'");
             }
-            Map<String, AvroSchema.Field> readerFields = reader.fieldsByName();
             Map<String, Integer> slotByName = new HashMap<>();
             for (int i = 0; i < wanted.length; i++) {
                 slotByName.put(wanted[i], i);
             }
-            steps = new Step[writer.fields.size()];
-            slotOf = new int[writer.fields.size()];
-            names = new String[writer.fields.size()];
-            Resolver resolver = new Resolver();
-            for (int i = 0; i < writer.fields.size(); i++) {
-                AvroSchema.Field wf = writer.fields.get(i);
-                AvroSchema.Field rf = readerField(readerFields, reader, wf);
-                names[i] = wf.name;
-                if (rf == null) {
-                    steps[i] = resolver.resolve(wf.type, wf.type);
-                    slotOf[i] = -1;
-                } else {
-                    steps[i] = resolver.resolve(wf.type, rf.type);
-                    Integer slot = slotByName.get(rf.name);
-                    slotOf[i] = slot == null ? -1 : slot;
-                    if (slot != null) {
-                        fromWriter[slot] = true;
-                    }
-                }
+            Resolver.Fields fields = new Resolver().fields(writer, reader, "");
+            steps = fields.steps;
+            names = fields.names;
+            slotOf = new int[steps.length];
+            for (int i = 0; i < steps.length; i++) {
+                AvroSchema.Field target = fields.targets[i];
+                slotOf[i] = target == null ? -1 : slotByName.getOrDefault(target.name, -1);
             }
-            for (AvroSchema.Field rf : reader.fields) {
-                boolean present = false;
-                for (AvroSchema.Field wf : writer.fields) {
-                    present |= wf.name.equals(rf.name) || rf.aliases.contains(wf.name);
-                }
-                if (!present) {
-                    if (rf.defaultValue == null) {
-                        throw new IllegalArgumentException("the reader's field '" + rf.name
-                                + "' has no default and the writer's schema does not have it");
-                    }
-                    Integer slot = slotByName.get(rf.name);
-                    if (slot != null) {
-                        defaults[slot] = fromDefault(rf.type, rf.defaultValue, kinds[slot]);
-                    }
+            for (AvroSchema.Field rf : fields.defaulted) {
+                Integer slot = slotByName.get(rf.name);
+                if (slot != null) {
+                    defaults[slot] = fromDefault(rf.type, rf.defaultValue, kinds[slot]);
                 }
             }
         } catch (IllegalArgumentException e) {
@@ -211,14 +191,14 @@ final class AvroDecoder {
     }
 
     /**
-     * Decode {@code data[from, end)} into {@code out[0, slots)}, typed for the output; the
-     * Bad's path names the field.
+     * Decode {@code data[from, end)} into {@code out[0, slots)}, typed for the output; a
+     * DecodeError's path names the field.
      */
-    void decode(byte[] data, int from, int end, Object[] out) throws DecodeError {
+    void decode(byte[] data, int base, int from, int end, Object[] out) throws DecodeError {
         if (problem != null) {
             throw new DecodeError(problem);
         }
-        Cursor c = new Cursor(data, from, end);
+        Cursor c = new Cursor(data, from, end, base);
         System.arraycopy(defaults, 0, out, 0, slotCount);
         for (int i = 0; i < writerFields.length; i++) {
             int slot = slots[i];
@@ -302,6 +282,47 @@ final class AvroDecoder {
             }
         }
 
+        /** A record's writer fields: their steps, names and reader fields (null: skipped). */
+        static final class Fields {
+            final Step[] steps;
+            final String[] names;
+            final AvroSchema.Field[] targets;
+            final List<AvroSchema.Field> defaulted = new ArrayList<>(); // reader fields the writer lacks
+
+            Fields(int n) {
+                steps = new Step[n];
+                names = new String[n];
+                targets = new AvroSchema.Field[n];
+            }
+        }
+
+        /** Resolve {@code w}'s fields against {@code r}'s; {@code prefix} names the record in errors. */
+        Fields fields(AvroSchema w, AvroSchema r, String prefix) {
+            Map<String, AvroSchema.Field> byName = r.fieldsByName();
+            Fields out = new Fields(w.fields.size());
+            List<AvroSchema.Field> matched = new ArrayList<>();
+            for (int i = 0; i < out.steps.length; i++) {
+                AvroSchema.Field wf = w.fields.get(i);
+                AvroSchema.Field rf = readerField(byName, r, wf);
+                out.names[i] = wf.name;
+                out.targets[i] = rf;
+                out.steps[i] = resolve(wf.type, rf == null ? wf.type : rf.type);
+                if (rf != null) {
+                    matched.add(rf);
+                }
+            }
+            for (AvroSchema.Field rf : r.fields) {
+                if (!matched.contains(rf)) {
+                    if (rf.defaultValue == null) {
+                        throw new IllegalArgumentException("the reader's field '" + prefix + rf.name
+                                + "' has no default and the writer's schema does not have it");
+                    }
+                    out.defaulted.add(rf);
+                }
+            }
+            return out;
+        }
+
         private Step record(AvroSchema w, AvroSchema r) {
             String key = w.fullName + "->" + r.fullName;
             Step[] holder = records.get(key);
@@ -310,25 +331,8 @@ final class AvroDecoder {
             }
             holder = new Step[1];
             records.put(key, holder);
-            Map<String, AvroSchema.Field> readerFields = r.fieldsByName();
-            List<Step> steps = new ArrayList<>();
-            List<String> names = new ArrayList<>();
-            for (AvroSchema.Field wf : w.fields) {
-                AvroSchema.Field rf = readerField(readerFields, r, wf);
-                steps.add(rf == null ? resolve(wf.type, wf.type) : resolve(wf.type, rf.type));
-                names.add(wf.name);
-            }
-            for (AvroSchema.Field rf : r.fields) {
-                boolean present = false;
-                for (AvroSchema.Field wf : w.fields) {
-                    present |= wf.name.equals(rf.name) || rf.aliases.contains(wf.name);
-                }
-                if (!present && rf.defaultValue == null) {
-                    throw new IllegalArgumentException("the reader's field '" + r.shortName() + "." + rf.name
-                            + "' has no default and the writer's schema does not have it");
-                }
-            }
-            holder[0] = new Record(steps.toArray(new Step[0]), names.toArray(new String[0]));
+            Fields fields = fields(w, r, r.shortName() + ".");
+            holder[0] = new Record(fields.steps, fields.names);
             return holder[0];
         }
 
@@ -401,7 +405,7 @@ final class AvroDecoder {
             c.need(1);
             int b = c.data[c.pos++];
             if (b != 0 && b != 1) {
-                throw new DecodeError("boolean byte 0x" + Integer.toHexString(b & 0xFF) + " at offset " + (c.pos - 1)
+                throw new DecodeError("boolean byte 0x" + Integer.toHexString(b & 0xFF) + " at offset " + c.at(c.pos - 1)
                         + " (only 0x00 and 0x01 are booleans)");
             }
             return b == 1;
@@ -473,23 +477,47 @@ final class AvroDecoder {
             int n = c.readLength("string");
             int start = c.pos;
             c.pos += n;
-            checkUtf8(c.data, start, n);
+            checkUtf8(c, start, n);
             return keep ? StringData.fromBytes(java.util.Arrays.copyOfRange(c.data, start, start + n)) : null;
         }
     };
 
-    static void checkUtf8(byte[] data, int start, int n) throws DecodeError {
-        for (int i = start; i < start + n; i++) {
-            if (data[i] < 0) { // not ASCII: let the JDK's strict decoder judge the rest
-                try {
-                    StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-                            .onUnmappableCharacter(CodingErrorAction.REPORT)
-                            .decode(ByteBuffer.wrap(data, i, start + n - i));
-                } catch (CharacterCodingException e) {
-                    throw new DecodeError("string is not valid UTF-8 (at offset " + i + " or after)");
-                }
-                return;
+    /** Strict UTF-8 (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF). */
+    static void checkUtf8(Cursor c, int start, int n) throws DecodeError {
+        byte[] d = c.data;
+        int end = start + n;
+        int i = start;
+        while (i < end) {
+            int b = d[i] & 0xFF;
+            if (b < 0x80) {
+                i++;
+                continue;
             }
+            int more;
+            int lo = 0x80;
+            int hi = 0xBF;
+            if (b >= 0xC2 && b <= 0xDF) {
+                more = 1;
+            } else if (b >= 0xE0 && b <= 0xEF) {
+                more = 2;
+                lo = b == 0xE0 ? 0xA0 : 0x80;
+                hi = b == 0xED ? 0x9F : 0xBF;
+            } else if (b >= 0xF0 && b <= 0xF4) {
+                more = 3;
+                lo = b == 0xF0 ? 0x90 : 0x80;
+                hi = b == 0xF4 ? 0x8F : 0xBF;
+            } else {
+                throw new DecodeError("string is not valid UTF-8 (byte 0x" + Integer.toHexString(b)
+                        + " at offset " + c.at(i) + ")");
+            }
+            for (int k = 1; k <= more; k++) {
+                int next = i + k < end ? d[i + k] & 0xFF : -1;
+                if (next < (k == 1 ? lo : 0x80) || next > (k == 1 ? hi : 0xBF)) {
+                    throw new DecodeError("string is not valid UTF-8 (byte 0x" + Integer.toHexString(b)
+                            + " at offset " + c.at(i) + " starts a broken sequence)");
+                }
+            }
+            i += more + 1;
         }
     }
 
@@ -554,7 +582,7 @@ final class AvroDecoder {
             int start = c.pos;
             int i = c.readInt();
             if (i < 0 || i >= symbols.length) {
-                throw new DecodeError("enum index " + i + " at offset " + start + " is out of range (" + symbols.length
+                throw new DecodeError("enum index " + i + " at offset " + c.at(start) + " is out of range (" + symbols.length
                         + " symbols)");
             }
             if (missing[i] != null) {
@@ -576,7 +604,7 @@ final class AvroDecoder {
             int start = c.pos;
             long i = c.readLong();
             if (i < 0 || i >= branches.length) {
-                throw new DecodeError("union branch " + i + " at offset " + start + " is out of range (" + branches.length
+                throw new DecodeError("union branch " + i + " at offset " + c.at(start) + " is out of range (" + branches.length
                         + " branches)");
             }
             return branches[(int) i].read(c, keep);
@@ -610,20 +638,23 @@ final class AvroDecoder {
                 // every item but a null takes a byte at least: a count beyond the bytes left is a lie
                 // (and a loop of 2^62 nulls would hold the task)
                 if (count > c.end - c.pos && (map || !itemCanBeEmpty() || count > MAX_EMPTY_ITEMS)) {
-                    throw new DecodeError("the record ends early: a block of " + count + " items at offset " + start);
+                    throw new DecodeError("the record ends early: a block of " + count + " items at offset " + c.at(start));
                 }
                 for (long k = 0; k < count; k++, index++) {
-                    String key = null;
+                    int keyStart = -1;
+                    int keyLength = 0;
                     try {
                         if (map) {
-                            int n = c.readLength("map key");
-                            checkUtf8(c.data, c.pos, n);
-                            key = new String(c.data, c.pos, n, StandardCharsets.UTF_8);
-                            c.pos += n;
+                            keyLength = c.readLength("map key");
+                            checkUtf8(c, c.pos, keyLength);
+                            keyStart = c.pos;
+                            c.pos += keyLength;
                         }
                         item.read(c, false);
                     } catch (DecodeError bad) {
-                        throw bad.at(key != null ? key : String.valueOf(index));
+                        // the key is made a String only for the error's path
+                        throw bad.at(keyStart < 0 ? String.valueOf(index)
+                                : new String(c.data, keyStart, keyLength, StandardCharsets.UTF_8));
                     }
                 }
             }

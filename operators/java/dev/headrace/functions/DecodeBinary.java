@@ -1,15 +1,10 @@
 package dev.headrace.functions;
 
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
-import org.apache.flink.table.api.DataTypes;
-import org.apache.flink.table.catalog.DataTypeFactory;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
-import org.apache.flink.table.functions.ScalarFunction;
 import org.apache.flink.table.types.DataType;
-import org.apache.flink.table.types.inference.StaticArgument;
-import org.apache.flink.table.types.inference.TypeInference;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -18,79 +13,45 @@ import java.util.HashMap;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * {@code hr_decode(payload, spec)}: the decoding step for binary formats (Avro now), in the JVM.
  *
- * <p>The result row is that of {@code hr_validate} ({@link RecordCheck}): {@code (err_path,
- * err_msg, event_ms, field...)}, so the SQL around it is the same for every format. The spec is a
- * literal: {@code {"format": "avro", "wire": "plain"|"confluent", "reader": <schema>,
- * "writers": {"<id>": <schema>}, "subject": "...", "event_time": "ts", "max_future_ms": ...,
- * "max_future": "1d", "fields": [["tenant_id", "string"], ...], "max_bytes": N}}.
+ * <p>The result row is that of {@code hr_validate} ({@link RecordCheck#rowType}), so the SQL
+ * around it is the same for every format. The spec is a literal: {@code {"format": "avro",
+ * "wire": "plain"|"confluent", "reader": <schema>, "writers": {"<id>": <schema>}, "subject": "...",
+ * "event_time": "ts", "max_future_ms": ..., "max_future": "1d", "fields": [["tenant_id",
+ * "string"], ...], "max_bytes": N}}.
  *
  * <p>With {@code wire: confluent} each record is the magic byte 0, a 4-byte big-endian schema id
  * and the data written with that schema; the writer schemas the registry had when the job was
  * compiled come in the spec, each resolved against the reader schema once. A record naming
  * another id is a dead letter that says so. With {@code plain} the data was written with the
  * reader schema itself.
- *
- * <p>Like hr_validate, the planner calls it more than once per record (the watermark, the
- * projection); the last answer is kept with its payload and the repeat calls compare bytes.
  */
-public final class DecodeBinary extends ScalarFunction {
+public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
     private static final long serialVersionUID = 1L;
     private static final ConcurrentHashMap<String, Decoding> DECODINGS = new ConcurrentHashMap<>();
-    private static Json.Memo<RowData> last = Json.Memo.empty();
 
-    private transient String specText;
-    private transient Decoding decoding;
-    private transient Json.Memo<RowData> mine;
-
-    public RowData eval(StringData payload, String spec) {
-        if (spec != specText) {
-            decoding = DECODINGS.computeIfAbsent(spec, Decoding::parse);
-            specText = spec;
-            mine = Json.Memo.empty();
-        }
-        if (payload == null) {
-            return decoding.fail("/", "empty record");
-        }
-        Json.Slice bytes = new Json.Slice().of(payload);
-        if (mine.answers(decoding, bytes)) {
-            return mine.value;
-        }
-        Json.Memo<RowData> shared = last;
-        if (shared.answers(decoding, bytes)) {
-            mine = shared;
-            return shared.value;
-        }
-        mine = new Json.Memo<>(decoding, bytes, decoding.decode(bytes));
-        last = mine;
-        return mine.value;
+    @Override
+    String functionName() {
+        return "hr_decode";
     }
 
     @Override
-    public TypeInference getTypeInference(DataTypeFactory typeFactory) {
-        return TypeInference.newBuilder()
-                .staticArguments(
-                        StaticArgument.scalar("payload", DataTypes.STRING().bridgedTo(StringData.class), false),
-                        StaticArgument.scalar("spec", DataTypes.STRING(), false))
-                .outputTypeStrategy(context -> {
-                    if (!context.isArgumentLiteral(1)) {
-                        throw context.newValidationError("hr_decode: the format spec must be a literal");
-                    }
-                    String spec = context.getArgumentValue(1, String.class)
-                            .orElseThrow(() -> context.newValidationError("hr_decode: empty format spec"));
-                    return Optional.of(Decoding.parse(spec).rowType());
-                })
-                .build();
+    Decoding compiled(String spec) {
+        return DECODINGS.computeIfAbsent(spec, Decoding::parse);
     }
 
     @Override
-    public boolean isDeterministic() {
-        return true;
+    DataType rowType(Decoding decoding) {
+        return RecordCheck.rowType(decoding.names, decoding.kinds, decoding.outputs);
+    }
+
+    @Override
+    RowData answer(Decoding decoding, Json.Slice bytes) {
+        return decoding.decode(bytes);
     }
 
     /** One spec, compiled: immutable and shared by every task of the JVM. */
@@ -100,14 +61,14 @@ public final class DecodeBinary extends ScalarFunction {
         private final AvroDecoder plain; // wire: plain
         private final Map<Integer, AvroDecoder> byId; // wire: confluent
         private final String subject;
-        private final String[] names;
-        private final char[] kinds;
+        final String[] names;
+        final char[] kinds;
         private final int eventSlot; // the event-time field's slot (it is always decoded)
         private final String eventTime;
         private final long maxFutureMs;
         private final String maxFutureText;
         private final long maxBytes;
-        private final int outputs; // fields in the row (the event-time slot may be extra)
+        final int outputs; // fields in the row (the event-time slot may be extra)
 
         private Decoding(JsonNode root) {
             List<String> wanted = new ArrayList<>();
@@ -154,24 +115,6 @@ public final class DecodeBinary extends ScalarFunction {
             }
         }
 
-        DataType rowType() {
-            List<DataTypes.Field> fields = new ArrayList<>();
-            fields.add(DataTypes.FIELD("err_path", DataTypes.STRING()));
-            fields.add(DataTypes.FIELD("err_msg", DataTypes.STRING()));
-            fields.add(DataTypes.FIELD("event_ms", DataTypes.BIGINT()));
-            for (int i = 0; i < outputs; i++) {
-                DataType type;
-                switch (kinds[i]) {
-                    case 's': type = DataTypes.STRING(); break;
-                    case 'i': type = DataTypes.BIGINT(); break;
-                    case 'n': type = DataTypes.DOUBLE(); break;
-                    default: type = DataTypes.BOOLEAN();
-                }
-                fields.add(DataTypes.FIELD(names[i], type));
-            }
-            return DataTypes.ROW(fields).bridgedTo(RowData.class);
-        }
-
         RowData fail(String path, String message) {
             GenericRowData row = new GenericRowData(3 + outputs);
             row.setField(0, StringData.fromString(path));
@@ -182,6 +125,9 @@ public final class DecodeBinary extends ScalarFunction {
 
         /** Never throws: a record it cannot decode is a dead letter saying why. */
         RowData decode(Json.Slice bytes) {
+            if (bytes == null) {
+                return fail("/", "empty record");
+            }
             try {
                 return decodeOrThrow(bytes);
             } catch (DecodeError e) {
@@ -225,7 +171,7 @@ public final class DecodeBinary extends ScalarFunction {
                 from += 5;
             }
             Object[] values = new Object[names.length];
-            decoder.decode(bytes.data, from, end, values);
+            decoder.decode(bytes.data, bytes.offset, from, end, values);
             GenericRowData row = new GenericRowData(3 + outputs);
             Long millis = (Long) values[eventSlot];
             if (millis == null) {

@@ -144,11 +144,19 @@ final class RecordCheck {
     }
 
     DataType rowType() {
+        return rowType(names, kinds, names.length);
+    }
+
+    /**
+     * The decoding step's row for every format: {@code (err_path, err_msg, event_ms, field...)},
+     * the first {@code count} of {@code names} typed by {@code kinds} (s, i, n, b).
+     */
+    static DataType rowType(String[] names, char[] kinds, int count) {
         List<DataTypes.Field> fields = new ArrayList<>();
         fields.add(DataTypes.FIELD("err_path", DataTypes.STRING()));
         fields.add(DataTypes.FIELD("err_msg", DataTypes.STRING()));
         fields.add(DataTypes.FIELD("event_ms", DataTypes.BIGINT()));
-        for (int i = 0; i < names.length; i++) {
+        for (int i = 0; i < count; i++) {
             DataType type;
             switch (kinds[i]) {
                 case 's': type = DataTypes.STRING(); break;
