@@ -7,20 +7,24 @@ says, and every record it cannot decode is a dead letter with the reason."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from headrace.jobs.checkpoints import CheckpointStore
+from headrace.jobs.sample import SampleEvent, click_events
 
 from tests.integration.clirun import CliRun
-from tests.integration.test_failures import assert_exact, fault_job, final_offsets, run_args
+from tests.integration.test_failures import SCHEMA, assert_exact, fault_job, final_offsets, row_count, run_args
 from tests.jobfiles import ROOT
 from tests.kafkautil import produce_placed
-from tests.reference import confluent_avro, expected_outcome
+from tests.reference import Expected, confluent_avro, expected_outcome, is_valid
 from tests.services import Broker, Postgres, _wait_port, free_port
 
 pytestmark = pytest.mark.integration
@@ -77,27 +81,41 @@ def avro_job(tmp_path: Path, name: str) -> Path:
     return job
 
 
-def test_confluent_avro_records_of_two_schema_versions_fill_the_view_exactly(
-        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
-    from headrace.jobs.sample import SampleEvent, click_events
-
-    from tests.integration.test_failures import SCHEMA
-    from tests.reference import is_valid
-
-    broker.create_topic(unique, partitions=PARTITIONS)
-    topic_ctx = _context(unique)
+def avro_events(registry: str, topic: str, count: int, seed: int) -> list[SampleEvent]:
+    """The sample clicks (the valid and the late ones) as Confluent Avro: the first half written
+    by an old producer with v1 (no bytes, no email), the rest with v2."""
+    context = _context(topic)
     v1, v2 = serializer(registry, V1), serializer(registry, V2)
     events: list[SampleEvent] = []
-    for i, e in enumerate(click_events(6_000, seed=81)):
+    for i, e in enumerate(click_events(count, seed=seed)):
         if not is_valid(e.payload, SCHEMA):
             continue
         record = json.loads(e.payload)
-        if i < 3_000:  # written by the old producer: no bytes, no email
-            payload = v1({k: v for k, v in record.items() if k not in ("bytes", "email")}, topic_ctx)
+        if i < count // 2:
+            payload = v1({k: v for k, v in record.items() if k not in ("bytes", "email")}, context)
         else:
-            payload = v2({"bytes": None, "email": None, **record}, topic_ctx)
+            payload = v2({"bytes": None, "email": None, **record}, context)
         events.append(SampleEvent(key=e.key, payload=payload, timestamp_ms=e.timestamp_ms, kind=e.kind))
+    return events
+
+
+def with_registry(profiles_file: Path, url: str) -> None:
+    profiles_file.write_text(profiles_file.read_text().replace("    state:", f"    registry: {{url: '{url}'}}\n"
+                                                                          "    state:"))
+
+
+def expected_for(registry: str, placed: list[tuple[int, bytes]]) -> Expected:
+    return expected_outcome(placed, {}, out_of_orderness_ms=5_000, lateness_ms=30_000,
+                            decode=reference_decoder(registry, V2))
+
+
+def test_confluent_avro_records_of_two_schema_versions_fill_the_view_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = avro_events(registry, unique, 6_000, seed=81)
     good = events[10].payload
+    future = serializer(registry, V2)({**json.loads(click_events(1, seed=1).__next__().payload), "bytes": None,
+                                       "email": None, "ts": 4_102_444_800_000}, _context(unique))
     bad = [
         b"\x01" + good[1:],                                 # wrong magic byte
         b"\x00\x00\x00\x03\xe7" + good[5:],                 # schema id 999: not in the registry
@@ -107,34 +125,69 @@ def test_confluent_avro_records_of_two_schema_versions_fill_the_view_exactly(
         b"\x00",                                            # too short for the framing
         good[:5] + b"\xff" * 12,                            # a varint longer than 10 bytes
         b"\x00" + good[1:5] + bytes([len(good) + 40]) + good[6:],   # a string longer than the record
+        future,                                             # well formed, dated 2100
         b"\x00" * 200_000,                                  # over max_record_bytes
     ]
     for i, b in enumerate(bad):
         events.insert(500 + 700 * i, SampleEvent(key=b"tenant-1", payload=b, timestamp_ms=events[0].timestamp_ms,
                                                  kind="invalid"))
     job = avro_job(tmp_path, unique)
-    profiles_file.write_text(profiles_file.read_text().replace("    state:", f"    registry: {{url: '{registry}'}}\n"
-                                                                          "    state:"))
+    with_registry(profiles_file, registry)
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
     assert run.finish() == 0, run.output[-3000:]
 
-    decode = reference_decoder(registry, V2)
-    expected = expected_outcome(placed, {}, out_of_orderness_ms=5_000, lateness_ms=30_000, decode=decode)
+    expected = expected_for(registry, placed)
     assert len(expected.dead) == len(bad) and len(expected.on_time) > 5_000
     dead, _ = assert_exact(broker, pg, unique, placed, expected, binary=True)
     reasons = sorted(d["error"] for d in dead)
     for expected_reason in ("wrong magic byte 0x01", "unknown schema id 999", "the record ends early",
                             "byte(s) after the end of the record", "wrong magic byte 0x7b", "too short for the "
-                            "Confluent wire format", "bad varint", "over the limit of 100000"):
+                            "Confluent wire format", "bad varint", "over the limit of 100000",
+                            "2100-01-01T00:00:00Z (4102444800000 ms) is more than max_future (1d)"):
         assert any(expected_reason in r for r in reasons), (expected_reason, reasons)
     assert all(d["step"] == "validate" for d in dead)
     by_sha = {d["payload_sha256"]: d for d in dead}
-    import hashlib
-
     truncated = by_sha[hashlib.sha256(bad[2]).hexdigest()]
     assert base64.b64decode(truncated["payload"]) == bad[2] and not truncated["payload_truncated"]
     assert by_sha[hashlib.sha256(bad[-1]).hexdigest()]["payload_truncated"]
+    assert by_sha[hashlib.sha256(future).hexdigest()]["error_path"] == "/ts"
+
+
+def test_kill_9_of_an_avro_job_and_the_same_command_resumes_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = avro_events(registry, unique, 36_000, seed=82)
+    phases = [events[:12_000], events[12_000:24_000], events[24_000:]]
+    job = avro_job(tmp_path, unique)
+    with_registry(profiles_file, registry)
+    args = run_args(job, profiles_file, final_offsets(*phases))
+    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
+
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    first = CliRun(*args)
+    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{unique}_1m") > 0, 120,
+                   "a completed checkpoint and view rows")
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    time.sleep(0.7)
+    first.kill()
+    placed += produce_placed(broker.bootstrap, unique, phases[2], PARTITIONS)
+    again = CliRun(*args)
+    assert again.finish() == 0, again.output[-3000:]
+    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    assert_exact(broker, pg, unique, placed, expected_for(registry, placed), binary=True)
+
+
+def test_an_unreachable_registry_is_one_line(tmp_path: Path, profiles_file: Path, unique: str) -> None:
+    job = avro_job(tmp_path, unique)
+    with_registry(profiles_file, f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    run = CliRun(*run_args(job, profiles_file, {0: 1, 1: 1}))
+    code = run.finish(60)
+    errors = [line for line in run.lines if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, run.output[-3000:]
+    assert errors[0].startswith("error: cannot reach the schema registry at http://127.0.0.1:"), errors
+    assert "Traceback" not in run.output and time.monotonic() - started < 30
 
 
 def _context(topic: str) -> Any:
