@@ -50,16 +50,16 @@ def _get(profile: Any, path: str, timeout_s: float = 10.0) -> Any:
                            hint="start it ('headrace registry serve') or fix 'registry.url' in the profile") from None
 
 
-def subject_schemas(profile: Any, subject: str) -> dict[int, Any]:
-    """``{schema id: schema (parsed JSON)}`` of every version of ``subject``."""
+def subject_schemas(profile: Any, subject: str, schema_type: str) -> dict[int, str]:
+    """``{schema id: schema text}`` of every version of ``subject``, each of ``schema_type``."""
     quoted = urllib.parse.quote(subject, safe="")
     versions = _get(profile, f"/subjects/{quoted}/versions")
-    schemas: dict[int, Any] = {}
+    schemas: dict[int, str] = {}
     for version in versions:
         entry = _get(profile, f"/subjects/{quoted}/versions/{int(version)}")
         kind = entry.get("schemaType", "AVRO")
-        if kind != "AVRO":
-            raise ServiceError(f"subject '{subject}' version {version} is a {kind} schema, not Avro",
-                               hint="point source.format.subject at the subject of this topic's Avro schemas")
-        schemas[int(entry["id"])] = json.loads(entry["schema"])
+        if kind != schema_type:
+            raise ServiceError(f"subject '{subject}' version {version} is a {kind} schema, not {schema_type}",
+                               hint="point source.format.subject at the subject of this topic's schemas")
+        schemas[int(entry["id"])] = str(entry["schema"])
     return schemas

@@ -46,34 +46,40 @@ class KafkaTopic(SpecModel):
 
 class RecordFormat(SpecModel):
     """How records are encoded: ``json`` names a JSON Schema file, ``avro`` an Avro schema
-    (``.avsc``), both relative to the project. ``wire: confluent``: each record starts with the
-    magic byte 0 and a 4-byte schema id (Confluent's serializers); the writer schemas come from
-    the profile's schema registry, under ``subject`` (default ``<topic>-value``).
-    ``max_record_bytes``: a longer record is a dead letter."""
+    (``.avsc``), ``protobuf`` a ``.proto`` file with the ``message`` the records are; all relative
+    to the project. ``wire: confluent``: each record starts with the magic byte 0 and a 4-byte
+    schema id (Confluent's serializers); the writer schemas come from the profile's schema
+    registry, under ``subject`` (default ``<topic>-value``). ``max_record_bytes``: a longer record
+    is a dead letter."""
 
     json_schema: str | None = Field(default=None, alias="json")
     avro: str | None = None
+    protobuf: str | None = None
+    message: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     wire: Literal["plain", "confluent"] = "plain"
     subject: str | None = Field(default=None, min_length=1, max_length=255)
     max_record_bytes: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_format(self) -> RecordFormat:
-        given = [name for name, value in (("json", self.json_schema), ("avro", self.avro)) if value is not None]
+        given = [name for name, value in (("json", self.json_schema), ("avro", self.avro),
+                                          ("protobuf", self.protobuf)) if value is not None]
         if len(given) != 1:
-            raise ValueError("name exactly one format: json: <schema file> or avro: <.avsc file>"
-                             + (f" (got {' and '.join(given)})" if given else ""))
+            raise ValueError("name exactly one format: json: <schema file>, avro: <.avsc file> or protobuf: "
+                             "<.proto file>" + (f" (got {' and '.join(given)})" if given else ""))
         if self.json_schema is not None and (self.wire != "plain" or self.max_record_bytes is not None):
-            raise ValueError("wire and max_record_bytes are for binary formats (avro) so far")
+            raise ValueError("wire and max_record_bytes are for binary formats (avro, protobuf) so far")
+        if (self.protobuf is None) != (self.message is None):
+            raise ValueError("protobuf: needs message: <the message's full name>, and message: goes with protobuf:")
         return self
 
     @property
     def kind(self) -> str:
-        return "json" if self.json_schema is not None else "avro"
+        return "json" if self.json_schema is not None else "avro" if self.avro is not None else "protobuf"
 
     @property
     def schema_file(self) -> str:
-        return self.json_schema or self.avro or ""
+        return self.json_schema or self.avro or self.protobuf or ""
 
 
 class EventTime(SpecModel):

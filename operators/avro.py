@@ -34,18 +34,14 @@ records, arrays, maps, other unions             decoded and checked, not address
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from headrace.connectors.sqltext import literal
-from headrace.operators import jvm
-from headrace.schemas.errors import SpecError
+from headrace.operators.binary import BinaryDecoding, BinarySchema
 from headrace.schemas.jsonschema import SchemaFileError, read_schema_document
 from headrace.schemas.registry import avro_named_types
 from headrace.schemas.types import FieldType
-
-DECODE_FUNCTION = "hr_decode"
 
 _PRIMITIVE = {"string": FieldType.STRING, "bytes": FieldType.STRING, "int": FieldType.INTEGER,
               "long": FieldType.INTEGER, "float": FieldType.NUMBER, "double": FieldType.NUMBER,
@@ -57,21 +53,14 @@ class AvroSchemaError(SchemaFileError):
 
 
 @dataclass(frozen=True)
-class AvroRecordSchema:
-    """An Avro record schema as a source schema: the facts the planner needs, and the JSON form
-    the JVM decoder compiles."""
+class AvroRecordSchema(BinarySchema):
+    """An Avro record schema as a source schema; ``document`` is the JSON form the JVM compiles."""
 
-    path: Path
-    document: dict[str, Any]
-    types: dict[str, FieldType | None] = field(default_factory=dict)
-    required: frozenset[str] = frozenset()
+    event_time_hint: ClassVar[str] = 'give it "type": {"type": "long", "logicalType": "timestamp-millis"}'
 
-    def field_type(self, name: str) -> FieldType | None:
-        return self.types.get(name)
-
-    @property
-    def properties(self) -> list[str]:
-        return list(self.types)
+    def decoding(self, fmt: Any, topic: str) -> AvroDecoding:
+        return AvroDecoding(schema=self, wire=fmt.wire, subject=fmt.subject or f"{topic}-value",
+                            max_record_bytes=fmt.max_record_bytes, name="Avro")
 
 
 def _field_type(avro_type: Any, named: dict[str, Any]) -> tuple[FieldType | None, bool]:
@@ -129,39 +118,14 @@ def load_avro_schema(path: Path) -> AvroRecordSchema:
 
 
 @dataclass(frozen=True)
-class AvroDecoding:
-    """How the decoding step reads this source: the schema, the framing, the writer schemas."""
+class AvroDecoding(BinaryDecoding):
+    """Avro: the reader schema, and each writer schema by id (resolved against it in the JVM)."""
 
-    schema: AvroRecordSchema
-    wire: str = "plain"
-    subject: str = ""
-    #: schema id -> writer schema (the registry's versions of the subject; wire: confluent)
-    writers: dict[int, Any] = field(default_factory=dict)
-    max_record_bytes: int | None = None
+    def format_spec(self) -> dict[str, Any]:
+        return {"format": "avro", "reader": self.schema.document,
+                "writers": {str(i): w for i, w in sorted(self.writers.items())}}
 
-    def explain(self) -> str:
-        framing = f", Confluent wire format (subject '{self.subject}')" if self.wire == "confluent" else ""
-        return f"decode Avro ({self.schema.path.name}{framing}) in the JVM"
+    def subject_writers(self, profile: Any) -> dict[int, Any]:
+        from headrace.connectors.registry import subject_schemas
 
-    def call(self, fields: tuple[tuple[str, FieldType], ...], event_time: str, max_future_ms: int,
-             max_future_text: str) -> str:
-        spec: dict[str, Any] = {"format": "avro", "wire": self.wire, "reader": self.schema.document,
-                                "writers": {str(i): w for i, w in sorted(self.writers.items())},
-                                "subject": self.subject, "event_time": event_time, "max_future_ms": max_future_ms,
-                                "max_future": max_future_text, "fields": [[n, t.value] for n, t in fields]}
-        if self.max_record_bytes is not None:
-            spec["max_bytes"] = self.max_record_bytes
-        text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
-        return f"{DECODE_FUNCTION}(`_payload`, {literal(text)})"
-
-    @staticmethod
-    def function_ddl() -> str:
-        return (f"CREATE TEMPORARY SYSTEM FUNCTION {DECODE_FUNCTION} AS {literal(jvm.DECODE_CLASS)} "
-                "LANGUAGE JAVA")
-
-
-def check_event_time(schema: AvroRecordSchema, name: str, where: str) -> None:
-    """The event-time field must be an integer every record has (epoch ms)."""
-    if schema.field_type(name) is not FieldType.INTEGER or name not in schema.required:
-        raise SpecError(f"event-time field '{name}' must be a non-null long (epoch ms) of {schema.path.name}",
-                        where=where, hint='give it "type": {"type": "long", "logicalType": "timestamp-millis"}')
+        return {i: json.loads(text) for i, text in subject_schemas(profile, self.subject, "AVRO").items()}

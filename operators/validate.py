@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ import jsonschema_rs
 import orjson
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
-from headrace.operators.avro import DECODE_FUNCTION, AvroDecoding, AvroRecordSchema, check_event_time
+from headrace.operators.binary import DECODE_FUNCTION, BinaryDecoding, BinarySchema
 from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import SpecError
 from headrace.schemas.jsonschema import RecordSchema, jvm_unsupported
@@ -230,7 +230,7 @@ class ValidateNode(StepNode):
     """The decoding step: reads the source's raw records once, checks them, extracts the fields
     every later node reads, and judges lateness per partition (``_max_seen``)."""
 
-    schema: Any  # RecordSchema (json) or AvroRecordSchema
+    schema: Any  # RecordSchema (json) or a BinarySchema (avro, protobuf)
     #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
     engine: str = "jvm"
     engine_note: str = ""
@@ -239,8 +239,8 @@ class ValidateNode(StepNode):
     fields: tuple[tuple[str, FieldType], ...] = ()  # set by the compiler: what later nodes read
     #: a binary format's decoding (None for JSON); its writer schemas are read from the profile's
     #: registry once per compilation (``decoding_for``)
-    decoding: AvroDecoding | None = None
-    _writers: dict[str, AvroDecoding] = field(default_factory=dict)
+    decoding: BinaryDecoding | None = None
+    _writers: dict[str, BinaryDecoding] = field(default_factory=dict)
 
     @property
     def step_id(self) -> str:
@@ -262,17 +262,13 @@ class ValidateNode(StepNode):
         return ((node.kind.startswith("python-") or node.kind == "calc")
                 and (node.calls(VALIDATE_FUNCTION) or node.calls(DECODE_FUNCTION)) or node.kind == "over-aggregate")
 
-    def decoding_for(self, wiring: Wiring) -> AvroDecoding:
-        """The decoding with the writer schemas the profile's registry has now (Confluent wire)."""
+    def decoding_for(self, wiring: Wiring) -> BinaryDecoding:
+        """The decoding with the writers the profile's registry has now (Confluent wire), read once
+        per profile: the watermark's call and the checked view's must carry the same literal."""
         assert self.decoding is not None
-        if self.decoding.wire != "confluent":
-            return self.decoding
         name = getattr(wiring.profile, "name", "")
         if name not in self._writers:
-            from headrace.connectors.registry import subject_schemas
-
-            writers = subject_schemas(wiring.profile, self.decoding.subject)
-            self._writers[name] = replace(self.decoding, writers=writers)
+            self._writers[name] = self.decoding.with_writers(wiring.profile)
         return self._writers[name]
 
     def call(self, fields: Sequence[tuple[str, FieldType]], wiring: Wiring | None = None) -> str:
@@ -377,7 +373,7 @@ class Validate(StepKind):
         opts: ValidateOptions = options
         schema = ctx.schema(opts.schema_file, "schema")
         et = ctx.event_time_field
-        if isinstance(schema, AvroRecordSchema):
+        if isinstance(schema, BinarySchema):
             return self._plan_binary(opts, ctx, schema, node_id, uid)
         stream = Stream(fields=tuple((n, t) for n in schema.properties if (t := schema.field_type(n)) is not None),
                         required=frozenset(schema.required), described_as=schema.path.name)
@@ -391,23 +387,21 @@ class Validate(StepKind):
                             engine_note=note, event_time_field=et, max_future_ms=ctx.max_future_ms)
 
 
-    def _plan_binary(self, opts: ValidateOptions, ctx: PlanContext, schema: AvroRecordSchema, node_id: str,
+    def _plan_binary(self, opts: ValidateOptions, ctx: PlanContext, schema: BinarySchema, node_id: str,
                      uid: str) -> ValidateNode:
+        decoding = schema.decoding(ctx.source_format, ctx.source_topic)
         if opts.schema_file is not None:
-            raise SpecError("validate: 'schema' is for JSON sources; an Avro source is read with its own schema",
-                            where=ctx.where("schema"), hint="remove 'schema', or change source.format")
+            raise SpecError(f"validate: 'schema' is for JSON sources; a {decoding.name} source is read with its "
+                            "own schema", where=ctx.where("schema"), hint="remove 'schema', or change source.format")
         if opts.engine == "python":
-            raise SpecError("validate: an Avro source is decoded in the JVM; 'engine: python' is for JSON",
+            raise SpecError(f"validate: a {decoding.name} source is decoded in the JVM; 'engine: python' is for JSON",
                             where=ctx.where("engine"), hint="remove 'engine'")
         et = ctx.event_time_field
-        check_event_time(schema, et, ctx.event_time_where)
-        fmt = ctx.source_format
-        decoding = AvroDecoding(schema=schema, wire=fmt.wire, subject=fmt.subject or f"{ctx.source_topic}-value",
-                                max_record_bytes=fmt.max_record_bytes)
+        schema.check_event_time(et, ctx.event_time_where)
         stream = Stream(fields=tuple((n, t) for n in schema.properties if (t := schema.field_type(n)) is not None),
                         required=schema.required, described_as=schema.path.name)
         return ValidateNode(id=node_id, kind=self.name, uid=uid, output=stream, schema=schema, engine="jvm",
-                            engine_note="Avro, decoded in the JVM", event_time_field=et,
+                            engine_note=f"{decoding.name}, decoded in the JVM", event_time_field=et,
                             max_future_ms=ctx.max_future_ms, decoding=decoding)
 
 

@@ -54,6 +54,26 @@ def victoria() -> Iterator[VictoriaMetrics]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``headrace registry serve`` on a free port, as a user starts it; its URL."""
+    import subprocess
+    import sys
+
+    from tests.services import _wait_port, free_port
+
+    port = free_port()
+    store = tmp_path_factory.mktemp("registry") / "registry.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port", str(port),
+                             "--store", str(store)], cwd=ROOT)
+    try:
+        _wait_port(port, proc, "headrace registry serve")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.fixture()
 def unique() -> str:
     """A name no other test uses (topics, tables, groups)."""

@@ -41,15 +41,10 @@ def proto_file() -> Path:
 
 def build_stubs(out: Path) -> Path:
     """Generate ``headrace_views_pb2.py`` and ``headrace_views_pb2_grpc.py`` into ``out``."""
-    from grpc_tools import protoc
+    from headrace.schemas.protoc import run_protoc
 
-    proto = proto_file()
     out.mkdir(parents=True, exist_ok=True)
-    include = Path(str(importlib.resources.files("grpc_tools") / "_proto"))
-    status = protoc.main(["protoc", f"-I{proto.parent}", f"-I{include}", f"--python_out={out}",
-                          f"--grpc_python_out={out}", str(proto)])
-    if status != 0:
-        raise RuntimeError(f"grpcio-tools could not compile {proto} (exit {status})")
+    run_protoc(proto_file(), f"--python_out={out}", f"--grpc_python_out={out}")
     return out
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +22,12 @@ from tests.integration.test_failures import SCHEMA, assert_exact, fault_job, fin
 from tests.jobfiles import ROOT
 from tests.kafkautil import produce_placed
 from tests.reference import Expected, confluent_avro, expected_outcome, is_valid
-from tests.services import Broker, Postgres, _wait_port, free_port
+from tests.services import Broker, Postgres, free_port
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 2
 V2 = json.loads((ROOT / "schemas" / "click.avsc").read_text())
 V1 = {**V2, "fields": [f for f in V2["fields"] if f["name"] not in ("bytes", "email")]}
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    store = tmp_path_factory.mktemp("registry") / "registry.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port", str(port),
-                             "--store", str(store)], cwd=ROOT)
-    try:
-        _wait_port(port, proc, "headrace registry serve")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def serializer(url: str, schema: dict[str, Any]) -> Any:

@@ -264,11 +264,11 @@ final class AvroDecoder {
                     if (r.kind == AvroSchema.Kind.STRING) {
                         return STRING;
                     }
-                    return "decimal".equals(r.logical) ? new Decimal(-1, r.scale) : BYTES;
+                    return "decimal".equals(r.logical) ? new Decimal(-1, r.scale, r.precision) : BYTES;
                 case STRING:
                     return r.kind == AvroSchema.Kind.BYTES ? BYTES : STRING;
                 case FIXED:
-                    return "decimal".equals(r.logical) ? new Decimal(w.size, r.scale) : new Fixed(w.size);
+                    return "decimal".equals(r.logical) ? new Decimal(w.size, r.scale, r.precision) : new Fixed(w.size);
                 case ENUM:
                     return enumStep(w, r);
                 case ARRAY:
@@ -477,14 +477,13 @@ final class AvroDecoder {
             int n = c.readLength("string");
             int start = c.pos;
             c.pos += n;
-            checkUtf8(c, start, n);
+            checkUtf8(c.data, start, n, c.base);
             return keep ? StringData.fromBytes(java.util.Arrays.copyOfRange(c.data, start, start + n)) : null;
         }
     };
 
     /** Strict UTF-8 (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF). */
-    static void checkUtf8(Cursor c, int start, int n) throws DecodeError {
-        byte[] d = c.data;
+    static void checkUtf8(byte[] d, int start, int n, int base) throws DecodeError {
         int end = start + n;
         int i = start;
         while (i < end) {
@@ -508,13 +507,13 @@ final class AvroDecoder {
                 hi = b == 0xF4 ? 0x8F : 0xBF;
             } else {
                 throw new DecodeError("string is not valid UTF-8 (byte 0x" + Integer.toHexString(b)
-                        + " at offset " + c.at(i) + ")");
+                        + " at offset " + (i - base) + ")");
             }
             for (int k = 1; k <= more; k++) {
                 int next = i + k < end ? d[i + k] & 0xFF : -1;
                 if (next < (k == 1 ? lo : 0x80) || next > (k == 1 ? hi : 0xBF)) {
                     throw new DecodeError("string is not valid UTF-8 (byte 0x" + Integer.toHexString(b)
-                            + " at offset " + c.at(i) + " starts a broken sequence)");
+                            + " at offset " + (i - base) + " starts a broken sequence)");
                 }
             }
             i += more + 1;
@@ -545,10 +544,12 @@ final class AvroDecoder {
     private static final class Decimal extends Step {
         private final int size; // -1: bytes
         private final int scale;
+        private final int precision; // the most digits a value may have (0: not given)
 
-        Decimal(int size, int scale) {
+        Decimal(int size, int scale, int precision) {
             this.size = size;
             this.scale = scale;
+            this.precision = precision;
         }
 
         @Override
@@ -557,14 +558,16 @@ final class AvroDecoder {
             c.need(n);
             int start = c.pos;
             c.pos += n;
-            if (!keep) {
-                return null;
-            }
             if (n == 0) {
-                return 0.0;
+                return keep ? 0.0 : null;
             }
-            return new BigDecimal(new BigInteger(java.util.Arrays.copyOfRange(c.data, start, start + n)), scale)
-                    .doubleValue();
+            BigInteger unscaled = new BigInteger(java.util.Arrays.copyOfRange(c.data, start, start + n));
+            // checked whether or not the job reads the field: validity must not depend on what is read
+            if (precision > 0 && unscaled.abs().toString().length() > precision) {
+                throw new DecodeError("decimal " + new BigDecimal(unscaled, scale).toPlainString() + " has more than "
+                        + precision + " digits (its precision)");
+            }
+            return keep ? new BigDecimal(unscaled, scale).doubleValue() : null;
         }
     }
 
@@ -646,7 +649,7 @@ final class AvroDecoder {
                     try {
                         if (map) {
                             keyLength = c.readLength("map key");
-                            checkUtf8(c, c.pos, keyLength);
+                            checkUtf8(c.data, c.pos, keyLength, c.base);
                             keyStart = c.pos;
                             c.pos += keyLength;
                         }

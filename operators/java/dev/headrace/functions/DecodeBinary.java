@@ -58,8 +58,7 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
     static final class Decoding {
         private static final int MAX_MESSAGE = 2000;
         private final boolean confluent;
-        private final AvroDecoder plain; // wire: plain
-        private final Map<Integer, AvroDecoder> byId; // wire: confluent
+        private final Body body;
         private final String subject;
         final String[] names;
         final char[] kinds;
@@ -93,18 +92,8 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
             maxBytes = root.has("max_bytes") ? root.get("max_bytes").asLong() : Long.MAX_VALUE;
             confluent = "confluent".equals(root.path("wire").asText("plain"));
             subject = root.path("subject").asText("");
-            AvroSchema reader = AvroSchema.parse(root.get("reader"));
-            if (reader.kind != AvroSchema.Kind.RECORD) {
-                throw new IllegalArgumentException("hr_decode: the reader schema must be a record");
-            }
-            plain = new AvroDecoder(reader, reader, names, kinds);
-            byId = new HashMap<>();
-            JsonNode writers = root.path("writers");
-            for (Iterator<Map.Entry<String, JsonNode>> it = writers.fields(); it.hasNext(); ) {
-                Map.Entry<String, JsonNode> e = it.next();
-                byId.put(Integer.parseInt(e.getKey()), new AvroDecoder(AvroSchema.parse(e.getValue()), reader,
-                        names, kinds));
-            }
+            body = "protobuf".equals(root.path("format").asText("avro"))
+                    ? new ProtoDecoder.Messages(root, names, kinds) : new AvroBody(root, names, kinds);
         }
 
         static Decoding parse(String spec) {
@@ -147,7 +136,7 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
                 throw new DecodeError("record of " + bytes.length + " bytes is over the limit of " + maxBytes
                         + " (source.format.max_record_bytes)");
             }
-            AvroDecoder decoder = plain;
+            Integer id = null;
             if (confluent) {
                 if (bytes.length < 5) {
                     throw new DecodeError("record of " + bytes.length + " byte(s) is too short for the Confluent "
@@ -157,21 +146,16 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
                     throw new DecodeError("wrong magic byte 0x" + String.format("%02x", bytes.data[from] & 0xFF)
                             + ": not the Confluent wire format (0x00, then a 4-byte schema id)");
                 }
-                int id = (bytes.data[from + 1] & 0xFF) << 24 | (bytes.data[from + 2] & 0xFF) << 16
+                id = (bytes.data[from + 1] & 0xFF) << 24 | (bytes.data[from + 2] & 0xFF) << 16
                         | (bytes.data[from + 3] & 0xFF) << 8 | (bytes.data[from + 4] & 0xFF);
-                decoder = byId.get(id);
-                if (decoder == null) {
+                if (!body.knows(id)) {
                     throw new DecodeError("unknown schema id " + id + " (subject '" + subject + "' has ids "
-                            + new java.util.TreeSet<>(byId.keySet()) + ")");
-                }
-                if (decoder.problem != null) {
-                    throw new DecodeError("schema id " + id + " cannot be read with the job's schema: "
-                            + decoder.problem);
+                            + body.ids() + ")");
                 }
                 from += 5;
             }
             Object[] values = new Object[names.length];
-            decoder.decode(bytes.data, bytes.offset, from, end, values);
+            body.decode(id, bytes.data, bytes.offset, from, end, values);
             GenericRowData row = new GenericRowData(3 + outputs);
             Long millis = (Long) values[eventSlot];
             if (millis == null) {
@@ -186,6 +170,56 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
                 row.setField(3 + i, values[i]);
             }
             return row;
+        }
+    }
+
+    /** A binary format's part: the data after the framing, decoded into the output slots. */
+    interface Body {
+        /** Whether records may name schema {@code id} (the writers the registry had). */
+        boolean knows(int id);
+
+        /** The known ids, for the unknown-id message. */
+        java.util.SortedSet<Integer> ids();
+
+        /** Decode {@code data[from, end)} ({@code id}: the framing's schema id, or null when plain). */
+        void decode(Integer id, byte[] data, int base, int from, int end, Object[] out) throws DecodeError;
+    }
+
+    /** Avro: each writer schema resolved against the reader's once. */
+    static final class AvroBody implements Body {
+        private final AvroDecoder plain;
+        private final Map<Integer, AvroDecoder> byId = new HashMap<>();
+
+        AvroBody(JsonNode root, String[] names, char[] kinds) {
+            AvroSchema reader = AvroSchema.parse(root.get("reader"));
+            if (reader.kind != AvroSchema.Kind.RECORD) {
+                throw new IllegalArgumentException("hr_decode: the reader schema must be a record");
+            }
+            plain = new AvroDecoder(reader, reader, names, kinds);
+            for (Iterator<Map.Entry<String, JsonNode>> it = root.path("writers").fields(); it.hasNext(); ) {
+                Map.Entry<String, JsonNode> e = it.next();
+                byId.put(Integer.parseInt(e.getKey()), new AvroDecoder(AvroSchema.parse(e.getValue()), reader,
+                        names, kinds));
+            }
+        }
+
+        @Override
+        public boolean knows(int id) {
+            return byId.containsKey(id);
+        }
+
+        @Override
+        public java.util.SortedSet<Integer> ids() {
+            return new java.util.TreeSet<>(byId.keySet());
+        }
+
+        @Override
+        public void decode(Integer id, byte[] data, int base, int from, int end, Object[] out) throws DecodeError {
+            AvroDecoder decoder = id == null ? plain : byId.get(id);
+            if (decoder.problem != null) {
+                throw new DecodeError("schema id " + id + " cannot be read with the job's schema: " + decoder.problem);
+            }
+            decoder.decode(data, base, from, end, out);
         }
     }
 }

@@ -1,0 +1,188 @@
+"""The ``protobuf`` format: records of one Protobuf message, plain or in the Confluent wire format.
+
+``source.format: {protobuf: schemas/click.proto, message: headrace.examples.Click}`` reads
+records that are that message's binary encoding; with ``wire: confluent`` each record starts with
+the magic byte 0, a 4-byte schema id and the message indexes (which message of the writer's
+file), as Confluent's ``ProtobufSerializer`` writes them. The ``.proto`` is compiled by
+grpcio-tools' protoc (``schemas/protoc.py``); the JVM decoder (``ProtoDecoder.java``) reads each
+record with the job's message, by field number, as Protobuf itself does: fields the job does not
+know are skipped, absent ones take their defaults. For each writer schema id of the subject,
+Headrace finds the job's message in the writer's file once, at compile time, so a record whose
+indexes name another message is a dead letter that says so.
+
+==============================================================  ====================================
+Protobuf field                                                  field type
+==============================================================  ====================================
+``string``, an enum (its value's name; an unknown number as text)  string
+``bytes``                                                       string (base64)
+``int32``, ``int64``, ``uint32``, ``uint64``, ``sint*``, ``*fixed*``  integer
+``google.protobuf.Timestamp``                                   integer (epoch ms), null when unset
+``float``, ``double``                                           number
+``bool``                                                        boolean
+repeated, map and other message fields                          decoded and checked, not addressable
+==============================================================  ====================================
+
+A proto3 field without presence always has a value (its default when absent) and is required;
+``optional`` fields, ``oneof`` members and Timestamps are null when absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from headrace.operators.binary import BinaryDecoding, BinarySchema
+from headrace.schemas.jsonschema import SchemaFileError
+from headrace.schemas.types import FieldType
+
+TIMESTAMP = "google.protobuf.Timestamp"
+
+# FieldDescriptorProto.Type
+_TYPES = {1: FieldType.NUMBER, 2: FieldType.NUMBER, 3: FieldType.INTEGER, 4: FieldType.INTEGER,
+          5: FieldType.INTEGER, 6: FieldType.INTEGER, 7: FieldType.INTEGER, 8: FieldType.BOOLEAN,
+          9: FieldType.STRING, 12: FieldType.STRING, 13: FieldType.INTEGER, 14: FieldType.STRING,
+          15: FieldType.INTEGER, 16: FieldType.INTEGER, 17: FieldType.INTEGER, 18: FieldType.INTEGER}
+_MESSAGE, _REPEATED = 11, 3
+
+
+class ProtoSchemaError(SchemaFileError):
+    """A .proto file protoc refuses, or a message it does not define."""
+
+
+@dataclass(frozen=True)
+class ProtoRecordSchema(BinarySchema):
+    """A Protobuf message as a source schema; ``document`` holds the descriptors the JVM reads."""
+
+    message: str = ""
+
+    event_time_hint: ClassVar[str] = "make it an int64 of epoch milliseconds or a google.protobuf.Timestamp"
+
+    def decoding(self, fmt: Any, topic: str) -> ProtoDecoding:
+        return ProtoDecoding(schema=self, wire=fmt.wire, subject=fmt.subject or f"{topic}-value",
+                             max_record_bytes=fmt.max_record_bytes, name="Protobuf")
+
+
+def _walk(messages: list[Any], prefix: str, out: dict[str, Any], enums: dict[str, dict[str, str]],
+          syntax: str) -> None:
+    for m in messages:
+        name = f"{prefix}.{m.name}" if prefix else m.name
+        rows = []
+        for f in m.field:
+            presence = (f.proto3_optional or f.HasField("oneof_index") or f.type == _MESSAGE
+                        or (syntax != "proto3" and f.label != 2))
+            rows.append([f.number, f.name, f.type, f.label == _REPEATED, f.type_name.lstrip("."), presence])
+        out[name] = rows
+        for e in m.enum_type:
+            enums[f"{name}.{e.name}"] = {str(v.number): v.name for v in e.value}
+        _walk(list(m.nested_type), name, out, enums, syntax)
+
+
+def descriptors(files: list[Any]) -> dict[str, Any]:
+    """``{"messages": {full name: [[number, name, type, repeated, type name, nullable]]}, "enums":
+    {full name: {number: name}}}`` of every message and enum in ``files`` (FileDescriptorProtos)."""
+    messages: dict[str, Any] = {}
+    enums: dict[str, dict[str, str]] = {}
+    for file in files:
+        for e in file.enum_type:
+            enums[f"{file.package}.{e.name}" if file.package else e.name] = {str(v.number): v.name for v in e.value}
+        _walk(list(file.message_type), file.package, messages, enums, file.syntax or "proto2")
+    return {"messages": messages, "enums": enums}
+
+
+def message_indexes(file: Any, full_name: str) -> list[int] | None:
+    """Confluent's message indexes of ``full_name`` in ``file`` (a FileDescriptorProto), or None."""
+    def find(messages: list[Any], prefix: str) -> list[int] | None:
+        for i, m in enumerate(messages):
+            name = f"{prefix}.{m.name}" if prefix else m.name
+            if name == full_name:
+                return [i]
+            inner = find(list(m.nested_type), name)
+            if inner is not None:
+                return [i, *inner]
+        return None
+
+    return find(list(file.message_type), file.package)
+
+
+def load_proto_schema(path: Path, message: str) -> ProtoRecordSchema:
+    """Compile ``path`` with protoc and take ``message`` (its full name, or its name if unique)."""
+    from google.protobuf import descriptor_pb2
+    from headrace.schemas.protoc import ProtocError, descriptor_set
+
+    if not path.is_file():
+        raise ProtoSchemaError(f"schema file {path} does not exist")
+    try:
+        files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(path)).file)
+    except ProtocError as exc:
+        raise ProtoSchemaError(f"protoc refused {path.name}: {exc}") from None
+    tables = descriptors(files)
+    own = descriptors([files[-1]])["messages"]  # the file itself comes last, after its imports
+    found = message if message in own else next((n for n in own if n.rsplit(".", 1)[-1] == message), None)
+    if found is None:
+        names = {n.rsplit(".", 1)[-1]: n for n in own}
+        close = [names.get(c, c) for c in difflib.get_close_matches(message, [*own, *names], n=1)]
+        raise ProtoSchemaError(f"{path.name} defines no message '{message}'"
+                               + (f"; did you mean '{close[0]}'?" if close else f" (it has {', '.join(own)})"))
+    types: dict[str, FieldType | None] = {}
+    required: set[str] = set()
+    timestamps: set[str] = set()
+    for _number, name, kind, repeated, type_name, nullable in tables["messages"][found]:
+        if repeated:
+            types[name] = None
+        elif kind == _MESSAGE:
+            types[name] = FieldType.INTEGER if type_name == TIMESTAMP else None
+            if type_name == TIMESTAMP:
+                timestamps.add(name)
+        else:
+            types[name] = _TYPES.get(kind)
+            if not nullable:
+                required.add(name)
+    return ProtoRecordSchema(path=path, document={"message": found, **tables}, types=types,
+                             required=frozenset(required), timestamps=frozenset(timestamps), message=found)
+
+
+def writer_file(text: str) -> Any:
+    """A registered Protobuf schema as a FileDescriptorProto: Confluent's Python serializer registers
+    the serialized descriptor in base64, its Java one the .proto text."""
+    from google.protobuf import descriptor_pb2
+    from headrace.schemas.protoc import descriptor_set
+
+    try:
+        return descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError, Exception):  # not base64, or not a descriptor: .proto text
+        pass
+    with tempfile.TemporaryDirectory(prefix="headrace-writer-") as tmp:
+        proto = Path(tmp) / "writer.proto"
+        proto.write_text(text, encoding="utf-8")
+        return descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(proto)).file[-1]
+
+
+@dataclass(frozen=True)
+class ProtoDecoding(BinaryDecoding):
+    """Protobuf: the job's descriptors, and for each writer id the indexes of the job's message."""
+
+    def format_spec(self) -> dict[str, Any]:
+        return {"format": "protobuf", **self.schema.document,
+                "writers": {str(i): w for i, w in sorted(self.writers.items())}}
+
+    def subject_writers(self, profile: Any) -> dict[int, Any]:
+        from headrace.connectors.registry import subject_schemas
+        from headrace.schemas.protoc import ProtocError
+
+        message = self.schema.document["message"]
+        out: dict[int, Any] = {}
+        for schema_id, text in subject_schemas(profile, self.subject, "PROTOBUF").items():
+            try:
+                file = writer_file(text)
+            except ProtocError as exc:
+                out[schema_id] = f"protoc refused the registered schema: {exc}"
+                continue
+            indexes = message_indexes(file, message)
+            out[schema_id] = indexes if indexes is not None else (
+                f"it defines {', '.join(descriptors([file])['messages']) or 'no message'}, not {message}")
+        return out
