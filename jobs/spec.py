@@ -67,8 +67,8 @@ class RecordFormat(SpecModel):
         if len(given) != 1:
             raise ValueError("name exactly one format: json: <schema file>, avro: <.avsc file> or protobuf: "
                              "<.proto file>" + (f" (got {' and '.join(given)})" if given else ""))
-        if self.json_schema is not None and (self.wire != "plain" or self.max_record_bytes is not None):
-            raise ValueError("wire and max_record_bytes are for binary formats (avro, protobuf) so far")
+        if self.json_schema is not None and self.max_record_bytes is not None:
+            raise ValueError("max_record_bytes is for binary formats (avro, protobuf) so far")
         if (self.protobuf is None) != (self.message is None):
             raise ValueError("protobuf: needs message: <the message's full name>, and message: goes with protobuf:")
         return self

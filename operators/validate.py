@@ -241,6 +241,9 @@ class ValidateNode(StepNode):
     #: registry once per compilation (``decoding_for``)
     decoding: BinaryDecoding | None = None
     _writers: dict[str, BinaryDecoding] = field(default_factory=dict)
+    #: JSON in the Confluent wire format: the subject, and its schema ids per profile (read once)
+    subject: str | None = None
+    _ids: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def step_id(self) -> str:
@@ -249,13 +252,15 @@ class ValidateNode(StepNode):
     @property
     def binary_payloads(self) -> bool:
         """Whether the source's records are bytes, not text (dead letters carry them in base64)."""
-        return self.decoding is not None
+        return self.decoding is not None or self.subject is not None  # a framing's id is not text
 
     def explain(self) -> str:
         if self.decoding is not None:
             return f"{self.decoding.explain()}; undecodable records → dead letter"
         engine = "in the JVM" if self.engine == "jvm" else f"in Python, jsonschema-rs ({self.engine_note})"
-        return f"decode + check each record against {self.schema.path.name} {engine}; failures → dead letter"
+        framing = f" (Confluent wire format, subject '{self.subject}')" if self.subject is not None else ""
+        return (f"decode + check each record against {self.schema.path.name}{framing} {engine}; "
+                "failures → dead letter")
 
     def owns(self, node: ExecNode) -> bool:
         # the operator calling the validator, and the late judgement's per-partition maximum
@@ -271,15 +276,29 @@ class ValidateNode(StepNode):
             self._writers[name] = self.decoding.with_writers(wiring.profile)
         return self._writers[name]
 
+    def json_ids(self, wiring: Wiring) -> list[int]:
+        """The schema ids of the subject (JSON in the Confluent wire format), read once per profile."""
+        assert self.subject is not None
+        name = getattr(wiring.profile, "name", "")
+        if name not in self._ids:
+            from headrace.connectors.registry import subject_schemas
+
+            self._ids[name] = sorted(subject_schemas(wiring.profile, self.subject, "JSON"))
+        return self._ids[name]
+
     def call(self, fields: Sequence[tuple[str, FieldType]], wiring: Wiring | None = None) -> str:
         """The JVM decoder's call; its literal is the schema and the fields to extract, in order."""
         if self.decoding is not None:
             assert wiring is not None
             return self.decoding_for(wiring).call(tuple(fields), self.event_time_field, self.max_future_ms,
                                                   format_duration_ms(self.max_future_ms))
-        spec = {"schema": self.schema.document, "event_time": self.event_time_field,
-                "max_future_ms": self.max_future_ms, "max_future": format_duration_ms(self.max_future_ms),
-                "fields": [[n, t.value] for n, t in fields]}
+        spec: dict[str, Any] = {"schema": self.schema.document, "event_time": self.event_time_field,
+                                "max_future_ms": self.max_future_ms,
+                                "max_future": format_duration_ms(self.max_future_ms),
+                                "fields": [[n, t.value] for n, t in fields]}
+        if self.subject is not None:
+            assert wiring is not None
+            spec.update(wire="confluent", subject=self.subject, ids=self.json_ids(wiring))
         text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
         return f"{VALIDATE_FUNCTION}(`_payload`, {literal(text)})"
 
@@ -382,8 +401,16 @@ class Validate(StepKind):
             raise SpecError(f"event-time field '{et}' must be an integer (epoch milliseconds)",
                             where=ctx.event_time_where, hint="give it \"type\": \"integer\" in the schema")
         engine, note = _choose_engine(ctx, schema, opts.engine)
+        fmt = ctx.source_format
+        subject = None
+        if fmt is not None and fmt.wire == "confluent":
+            if engine == "python":
+                raise SpecError("the Python engine reads plain JSON, not the Confluent wire format",
+                                where=ctx.where("engine") if opts.engine == "python" else ctx.event_time_where,
+                                hint=f"keep the schema in the JVM subset (engine: auto or jvm); {note}")
+            subject = fmt.subject or f"{ctx.source_topic}-value"
         return ValidateNode(id=node_id, kind=self.name, uid=uid, output=stream, schema=schema, engine=engine,
-                            requirements=Requirements(python=engine == "python"),
+                            requirements=Requirements(python=engine == "python"), subject=subject,
                             engine_note=note, event_time_field=et, max_future_ms=ctx.max_future_ms)
 
 

@@ -84,8 +84,8 @@ class Expected:
 
 def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any], *, out_of_orderness_ms: int,
                      lateness_ms: int, max_future_ms: int = 86_400_000, keys: tuple[str, ...] = ("tenant_id", "page"),
-                     now_ms: int | None = None, decode: Callable[[bytes], dict[str, Any] | None] | None = None
-                     ) -> Expected:
+                     now_ms: int | None = None, decode: Callable[[bytes], dict[str, Any] | None] | None = None,
+                     event_time: Callable[[bytes], int | None] | None = None) -> Expected:
     """The example job's outcome for ``(partition, payload)`` pairs, each partition in offset order.
 
     A valid record is late when its event time is at or behind the largest event time read
@@ -96,7 +96,8 @@ def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any
     stored by PostgreSQL.
 
     ``decode`` (for binary formats) turns a payload into its record, or None when it cannot be
-    decoded: such a record is dead and has no event time.
+    decoded: such a record is dead and has no event time, unless ``event_time`` gives one (JSON in
+    a framing, whose invalid records still have the event time the source's watermark follows).
     """
     import time
 
@@ -108,7 +109,10 @@ def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any
         at = (partition, offsets[partition])
         offsets[partition] += 1
         decoded = decode(payload) if decode is not None else None
-        ts = _event_ms(payload) if decode is None else (decoded or {}).get("ts")
+        if event_time is not None:
+            ts = event_time(payload)
+        else:
+            ts = json_event_ms(payload) if decode is None else (decoded or {}).get("ts")
         if ts is not None and MIN_EVENT_MS <= ts <= now_ms + max_future_ms:
             largest[partition] = max(largest.get(partition, ts), ts)
         if (decoded is None) if decode is not None else not is_valid(payload, schema):
@@ -132,7 +136,7 @@ def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any
     return out
 
 
-def _event_ms(payload: bytes, field_name: str = "ts") -> int | None:
+def json_event_ms(payload: bytes, field_name: str = "ts") -> int | None:
     """The integer (or integral number) at the top-level event-time field, if the record has one."""
     try:
         record = json.loads(payload)

@@ -138,21 +138,11 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
             }
             Integer id = null;
             if (confluent) {
-                if (bytes.length < 5) {
-                    throw new DecodeError("record of " + bytes.length + " byte(s) is too short for the Confluent "
-                            + "wire format (a magic byte 0x00 and a 4-byte schema id come first)");
-                }
-                if (bytes.data[from] != 0) {
-                    throw new DecodeError("wrong magic byte 0x" + String.format("%02x", bytes.data[from] & 0xFF)
-                            + ": not the Confluent wire format (0x00, then a 4-byte schema id)");
-                }
-                id = (bytes.data[from + 1] & 0xFF) << 24 | (bytes.data[from + 2] & 0xFF) << 16
-                        | (bytes.data[from + 3] & 0xFF) << 8 | (bytes.data[from + 4] & 0xFF);
+                id = Framing.schemaId(bytes.data, from, bytes.length);
                 if (!body.knows(id)) {
-                    throw new DecodeError("unknown schema id " + id + " (subject '" + subject + "' has ids "
-                            + body.ids() + ")");
+                    throw Framing.unknown(id, subject, body.ids());
                 }
-                from += 5;
+                from += Framing.HEADER;
             }
             Object[] values = new Object[names.length];
             body.decode(id, bytes.data, bytes.offset, from, end, values);

@@ -138,9 +138,17 @@ final class RecordCheck {
             }
         }
         JsonNode maxFuture = root.get("max_future_ms");
-        return new RecordCheck(schema, root.get("event_time").asText(),
+        RecordCheck check = new RecordCheck(schema, root.get("event_time").asText(),
                 maxFuture == null ? Long.MAX_VALUE : maxFuture.asLong(),
                 root.has("max_future") ? root.get("max_future").asText() : "unbounded", names, kinds);
+        if ("confluent".equals(root.path("wire").asText("plain"))) {
+            check.framedIds = new HashSet<>();
+            for (JsonNode id : root.path("ids")) {
+                check.framedIds.add(id.asInt());
+            }
+            check.subject = root.path("subject").asText("");
+        }
+        return check;
     }
 
     DataType rowType() {
@@ -190,9 +198,28 @@ final class RecordCheck {
         return Json.exactLong(value.doubleValue());
     }
 
+    // wire: confluent (the magic byte and a schema id before the JSON): the subject's ids, else null
+    private Set<Integer> framedIds;
+    private String subject = "";
+
     /** Never throws: a record the check cannot handle is a dead letter saying why. */
     RowData check(Json.Slice bytes) {
         GenericRowData row;
+        if (framedIds != null && bytes != null && bytes.length > 0) {
+            try {
+                int id = Framing.schemaId(bytes.data, bytes.offset, bytes.length);
+                if (!framedIds.contains(id)) {
+                    throw Framing.unknown(id, subject, framedIds);
+                }
+            } catch (DecodeError e) {
+                return fail(new GenericRowData(3 + names.length), e.pointer(), e.getMessage());
+            }
+            Json.Slice json = new Json.Slice();
+            json.data = bytes.data;
+            json.offset = bytes.offset + Framing.HEADER;
+            json.length = bytes.length - Framing.HEADER;
+            bytes = json;
+        }
         try {
             row = checkOrThrow(bytes);
         } catch (RuntimeException e) {
