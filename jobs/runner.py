@@ -274,7 +274,10 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     jar_paths = preflight(compiled, say)
     port = rest_port or int(compiled.config.get("rest.port") or free_port())
     extra = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "rest.port": str(port),
-             "metrics.fetcher.update-interval": "1000"}  # the progress line reads metrics (default 10 s)
+             "metrics.fetcher.update-interval": "1000",  # the progress line reads metrics (default 10 s)
+             # how long the REST API caches a job's state and exception history (default 3 s): failures
+             # 1 s apart, ending the job, were otherwise seen only after the mini-cluster had gone
+             "web.refresh-interval": "500"}
     if restore is not None:
         extra["execution.state-recovery.path"] = restore.path.resolve().as_uri()
     t_env = table_environment(compiled, jar_paths, extra)

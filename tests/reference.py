@@ -6,6 +6,7 @@ aggregates with ordinary dicts, so agreement between the two is evidence, not an
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -173,6 +174,13 @@ def _plain_timestamps(schema: Any) -> Any:
     return schema
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(schema: str) -> Any:
+    import fastavro
+
+    return fastavro.parse_schema(_plain_timestamps(json.loads(schema)))
+
+
 def confluent_avro(payload: bytes, writer_of: Callable[[int], Any], reader: Any) -> dict[str, Any] | None:
     """fastavro's reading of a Confluent-framed Avro record (the magic byte 0, a 4-byte schema
     id, the data) with the writer schema ``writer_of(id)`` names (None: unknown) as ``reader``;
@@ -188,8 +196,7 @@ def confluent_avro(payload: bytes, writer_of: Callable[[int], Any], reader: Any)
         return None
     body = io.BytesIO(payload[5:])
     try:
-        record = fastavro.schemaless_reader(body, fastavro.parse_schema(_plain_timestamps(writer)),
-                                            fastavro.parse_schema(_plain_timestamps(reader)))
+        record = fastavro.schemaless_reader(body, _parsed(json.dumps(writer)), _parsed(json.dumps(reader)))
     except Exception:
         return None
     return record if body.tell() == len(payload) - 5 and isinstance(record, dict) else None
