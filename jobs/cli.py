@@ -101,8 +101,9 @@ def explain_tree(plan: Any) -> Tree:
                 f"checkpoint every {d(spec.checkpoint.interval)}")
     source = tree.add(escape(
         f"source: kafka topic '{spec.source.kafka.topic}' (group '{spec.source.kafka.group or spec.job}'), "
-        f"json {plan.schema.path.name}; event time '{et.field}', watermark -{d(et.max_out_of_orderness)} "
-        f"per partition" + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""))
+        f"{spec.source.format.kind} {plan.schema.path.name}; event time '{et.field}', "
+        f"watermark -{d(et.max_out_of_orderness)} per partition"
+        + (f", idle after {d(et.idle_timeout)}" if et.idle_timeout else ""))
         + uid(plan.source_uid))
     branches: dict[str | None, Any] = {None: source}
     for node in plan.steps:

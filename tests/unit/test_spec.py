@@ -172,3 +172,49 @@ def test_jvm_subset_check_walks_nested_schemas_and_patterns() -> None:
     assert jvm_unsupported({"properties": {"a": {"pattern": "\\p{L}+"}}}) is not None
     assert jvm_unsupported({"$schema": "http://json-schema.org/draft-07/schema#"}) is not None
     assert jvm_unsupported({"additionalProperties": False, "properties": {"a": True}}) is None
+
+
+# -- binary formats -----------------------------------------------------------------------------
+
+FORMAT = "format: {json: schemas/click.schema.json}"
+
+
+def test_protobuf_needs_its_message_at_the_format_line() -> None:
+    message = error_for(FORMAT, "format: {protobuf: schemas/click.proto}")
+    assert message.startswith(f"{EXAMPLE}:{line_of(FORMAT)}:") and "needs message:" in message
+
+
+def test_two_formats_are_refused() -> None:
+    message = error_for(FORMAT, "format: {json: schemas/click.schema.json, avro: schemas/click.avsc}")
+    assert "name exactly one format" in message and "(got json and avro)" in message
+
+
+def test_a_message_the_proto_does_not_define_gets_a_suggestion() -> None:
+    message = error_for(FORMAT, "format: {protobuf: schemas/click.proto, message: Clik}", plan=True)
+    assert "defines no message 'Clik'; did you mean 'headrace.examples.Click'?" in message
+    assert f":{line_of(FORMAT)}:" in message
+
+
+def test_a_proto_that_protoc_refuses_is_one_line(tmp_path: Path) -> None:
+    proto = tmp_path / "bad.proto"
+    proto.write_text('syntax = "proto3";\nmessage Click {\n  strin name = 1;\n}\n')
+    message = error_for(FORMAT, f"format: {{protobuf: {proto}, message: Click}}", plan=True)
+    assert "protoc refused bad.proto: bad.proto:3:3:" in message and "\n" not in message.strip()
+
+
+def test_binary_formats_plan_their_fields_and_event_time() -> None:
+    avro = build_plan(parse_job(EXAMPLE, TEXT.replace(FORMAT, "format: {avro: schemas/click.avsc, wire: confluent}")))
+    assert avro.validate.decoding is not None and avro.validate.decoding.subject == "clicks-value"
+    proto = build_plan(parse_job(EXAMPLE, TEXT.replace(FORMAT, "format: {protobuf: schemas/click.proto, "
+                                                                "message: headrace.examples.Click}")))
+    assert dict(proto.validate.output.fields)["sent_at"].value == "integer"
+    assert "tags" not in dict(proto.validate.output.fields)  # repeated: not addressable
+
+
+def test_a_timestamp_field_can_be_the_event_time_of_a_protobuf_source() -> None:
+    text = TEXT.replace(FORMAT, "format: {protobuf: schemas/click.proto, message: headrace.examples.Click}")
+    plan = build_plan(parse_job(EXAMPLE, text.replace("event_time: {field: ts", "event_time: {field: sent_at")))
+    assert plan.validate.event_time_field == "sent_at"
+    with pytest.raises(SpecError) as refused:
+        build_plan(parse_job(EXAMPLE, text.replace("event_time: {field: ts", "event_time: {field: email")))
+    assert "event-time field 'email' must be a non-null epoch-milliseconds integer" in str(refused.value)
