@@ -24,3 +24,8 @@ def example_job_on(tmp_path: Path, engine: str) -> Path:
                     .replace("validate: {}", f"validate: {{engine: {engine}}}")
                     .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
     return path
+
+
+def with_registry(profiles: Path, url: str) -> None:
+    """Name the schema registry at ``url`` in a test profiles file."""
+    profiles.write_text(profiles.read_text().replace("    state:", f"    registry: {{url: '{url}'}}\n    state:"))

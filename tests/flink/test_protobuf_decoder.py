@@ -9,14 +9,11 @@ the record broken, so a broken message Python accepts may rightly be a dead lett
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from headrace.operators.protobuf import ProtoDecoding, load_proto_schema
-from headrace.schemas.protoc import run_protoc
 from headrace.schemas.types import FieldType
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,17 +27,6 @@ WRITER_ID = 3
 FIELDS = [("tenant_id", FieldType.STRING), ("ts", FieldType.INTEGER), ("latency_ms", FieldType.INTEGER),
           ("bytes", FieldType.INTEGER), ("email", FieldType.STRING), ("sent_at", FieldType.INTEGER),
           ("device", FieldType.STRING), ("campaign", FieldType.STRING)]
-
-
-@pytest.fixture(scope="module")
-def click_pb2(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    out = tmp_path_factory.mktemp("pb2")
-    run_protoc(PROTO, f"--python_out={out}")
-    sys.path.insert(0, str(out))
-    try:
-        return importlib.import_module("click_pb2")
-    finally:
-        sys.path.remove(str(out))
 
 
 def frame(body: bytes) -> bytes:

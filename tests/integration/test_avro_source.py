@@ -19,7 +19,7 @@ from headrace.jobs.sample import SampleEvent, click_events
 
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import SCHEMA, assert_exact, fault_job, final_offsets, row_count, run_args
-from tests.jobfiles import ROOT
+from tests.jobfiles import ROOT, with_registry
 from tests.kafkautil import produce_placed
 from tests.reference import Expected, confluent_avro, expected_outcome, is_valid
 from tests.services import Broker, Postgres, free_port
@@ -80,11 +80,6 @@ def avro_events(registry: str, topic: str, count: int, seed: int) -> list[Sample
             payload = v2({"bytes": None, "email": None, **record}, context)
         events.append(SampleEvent(key=e.key, payload=payload, timestamp_ms=e.timestamp_ms, kind=e.kind))
     return events
-
-
-def with_registry(profiles_file: Path, url: str) -> None:
-    profiles_file.write_text(profiles_file.read_text().replace("    state:", f"    registry: {{url: '{url}'}}\n"
-                                                                          "    state:"))
 
 
 def expected_for(registry: str, placed: list[tuple[int, bytes]]) -> Expected:

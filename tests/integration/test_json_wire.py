@@ -15,7 +15,7 @@ from headrace.jobs.sample import SampleEvent, click_events
 
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import SCHEMA, assert_exact, fault_job, final_offsets, run_args
-from tests.jobfiles import ROOT
+from tests.jobfiles import ROOT, with_registry
 from tests.kafkautil import produce_placed
 from tests.reference import expected_outcome, is_valid, json_event_ms
 from tests.services import Broker, Postgres
@@ -58,8 +58,7 @@ def test_confluent_json_records_fill_the_view_exactly(
         f"format: {{json: {ROOT / 'schemas' / 'click.schema.json'}}}",
         f"format: {{json: {ROOT / 'schemas' / 'click.schema.json'}, wire: confluent}}"))
     assert "wire: confluent" in job.read_text()
-    profiles_file.write_text(profiles_file.read_text().replace("    state:", f"    registry: {{url: '{registry}'}}\n"
-                                                                          "    state:"))
+    with_registry(profiles_file, registry)
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
     assert run.finish() == 0, run.output[-3000:]

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from headrace.jobs.sample import SampleEvent, click_events
-from headrace.schemas.protoc import descriptor_set, run_protoc
+from headrace.schemas.protoc import descriptor_set
 
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import SCHEMA, assert_exact, fault_job, final_offsets, run_args
-from tests.jobfiles import ROOT
+from tests.jobfiles import ROOT, with_registry
 from tests.kafkautil import produce_placed
 from tests.reference import expected_outcome, is_valid
 from tests.services import Broker, Postgres
@@ -33,17 +31,6 @@ V1_PROTO = """syntax = "proto3";
 package headrace.examples;
 message Click { string tenant_id = 1; string user_id = 2; string page = 3; int64 ts = 4; int64 latency_ms = 5; }
 """
-
-
-@pytest.fixture(scope="module")
-def click_pb2(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    out = tmp_path_factory.mktemp("pb2")
-    run_protoc(PROTO, f"--python_out={out}")
-    sys.path.insert(0, str(out))
-    try:
-        return importlib.import_module("click_pb2")
-    finally:
-        sys.path.remove(str(out))
 
 
 def _varint(n: int) -> bytes:
@@ -123,8 +110,7 @@ def test_confluent_protobuf_records_fill_the_view_exactly(
         f"format: {{protobuf: {PROTO}, message: headrace.examples.Click, wire: confluent, "
         "max_record_bytes: 100000}"))
     assert "protobuf:" in job.read_text()
-    profiles_file.write_text(profiles_file.read_text().replace("    state:", f"    registry: {{url: '{registry}'}}\n"
-                                                                          "    state:"))
+    with_registry(profiles_file, registry)
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
     assert run.finish() == 0, run.output[-3000:]

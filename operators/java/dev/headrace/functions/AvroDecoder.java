@@ -23,23 +23,9 @@ import java.util.Map;
  */
 final class AvroDecoder {
     /** Where decoding is in the record's bytes. */
-    static final class Cursor {
-        final byte[] data;
-        int pos;
-        final int end;
-
-        final int base; // where the record starts in data: offsets in messages count from it
-
+    static final class Cursor extends ByteCursor {
         Cursor(byte[] data, int pos, int end, int base) {
-            this.data = data;
-            this.pos = pos;
-            this.end = end;
-            this.base = base;
-        }
-
-        /** A position as an offset in the record. */
-        int at(int position) {
-            return position - base;
+            super(data, pos, end, base);
         }
 
         private DecodeError truncated(int needed) {
@@ -477,48 +463,10 @@ final class AvroDecoder {
             int n = c.readLength("string");
             int start = c.pos;
             c.pos += n;
-            checkUtf8(c.data, start, n, c.base);
+            c.utf8(start, n);
             return keep ? StringData.fromBytes(java.util.Arrays.copyOfRange(c.data, start, start + n)) : null;
         }
     };
-
-    /** Strict UTF-8 (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF). */
-    static void checkUtf8(byte[] d, int start, int n, int base) throws DecodeError {
-        int end = start + n;
-        int i = start;
-        while (i < end) {
-            int b = d[i] & 0xFF;
-            if (b < 0x80) {
-                i++;
-                continue;
-            }
-            int more;
-            int lo = 0x80;
-            int hi = 0xBF;
-            if (b >= 0xC2 && b <= 0xDF) {
-                more = 1;
-            } else if (b >= 0xE0 && b <= 0xEF) {
-                more = 2;
-                lo = b == 0xE0 ? 0xA0 : 0x80;
-                hi = b == 0xED ? 0x9F : 0xBF;
-            } else if (b >= 0xF0 && b <= 0xF4) {
-                more = 3;
-                lo = b == 0xF0 ? 0x90 : 0x80;
-                hi = b == 0xF4 ? 0x8F : 0xBF;
-            } else {
-                throw new DecodeError("string is not valid UTF-8 (byte 0x" + Integer.toHexString(b)
-                        + " at offset " + (i - base) + ")");
-            }
-            for (int k = 1; k <= more; k++) {
-                int next = i + k < end ? d[i + k] & 0xFF : -1;
-                if (next < (k == 1 ? lo : 0x80) || next > (k == 1 ? hi : 0xBF)) {
-                    throw new DecodeError("string is not valid UTF-8 (byte 0x" + Integer.toHexString(b)
-                            + " at offset " + (i - base) + " starts a broken sequence)");
-                }
-            }
-            i += more + 1;
-        }
-    }
 
     private static String base64(byte[] data, int start, int n) {
         return java.util.Base64.getEncoder().encodeToString(java.util.Arrays.copyOfRange(data, start, start + n));
@@ -649,7 +597,7 @@ final class AvroDecoder {
                     try {
                         if (map) {
                             keyLength = c.readLength("map key");
-                            checkUtf8(c.data, c.pos, keyLength, c.base);
+                            c.utf8(c.pos, keyLength);
                             keyStart = c.pos;
                             c.pos += keyLength;
                         }

@@ -327,7 +327,7 @@ final class ProtoDecoder {
                 int start = c.pos;
                 c.pos += n;
                 if (f.type == STRING) {
-                    AvroDecoder.checkUtf8(c.data, start, n, c.base);
+                    c.utf8(start, n);
                     return keep ? StringData.fromBytes(Arrays.copyOfRange(c.data, start, start + n)) : null;
                 }
                 return keep ? StringData.fromString(Base64.getEncoder().encodeToString(
@@ -338,22 +338,10 @@ final class ProtoDecoder {
         }
     }
 
-    /** Where decoding is; offsets in messages count from the record's first byte. */
-    static final class Cursor {
-        final byte[] data;
-        int pos;
-        final int end;
-        final int base;
-
+    /** Where decoding is, with Protobuf's wire-format reads. */
+    static final class Cursor extends ByteCursor {
         Cursor(byte[] data, int pos, int end, int base) {
-            this.data = data;
-            this.pos = pos;
-            this.end = end;
-            this.base = base;
-        }
-
-        int at(int position) {
-            return position - base;
+            super(data, pos, end, base);
         }
 
         long varint(int limit) throws DecodeError {
