@@ -203,7 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.stop_at_offsets:
         say("running until interrupted (Ctrl-C cancels the job; running it again resumes where it stopped)")
     try:
-        watch(result, compiled, summary, say, stop_at=_offsets(args.stop_at_offsets))
+        watch(result, compiled, summary, say, stop_at=_offsets(args.stop_at_offsets),
+              restored=restore is not None)
     except KeyboardInterrupt:
         say("cancelling the job (its last checkpoint is kept: run the same command to resume) …")
         client = result.get_job_client()

@@ -111,6 +111,17 @@ class JobWatch:
                                  cause=root_cause(str(entry.get("stacktrace") or entry.get("exceptionName")))))
         return sorted(fresh, key=lambda r: r.at)
 
+    def has_restarted(self) -> bool:
+        """Whether the job has been RESTARTING since it was submitted (its exact timestamps say;
+        a regional failover leaves no such state, but does leave an entry in the exception history)."""
+        try:
+            job = self.client.get(f"/jobs/{self.job_id}")
+            history = self.client.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=1")
+        except ServiceError:
+            return False
+        stamps = job.get("timestamps") or {}
+        return bool(stamps.get("RESTARTING")) or bool((history.get("exceptionHistory") or {}).get("entries"))
+
     def last_checkpoint(self) -> tuple[int, datetime] | None:
         """Number and completion time of the latest completed checkpoint."""
         try:

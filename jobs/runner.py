@@ -326,7 +326,7 @@ def check_services(compiled: CompiledJob) -> list[str]:
 
 
 def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, every_s: float = 10.0,
-          stop_at: dict[int, int] | None = None) -> None:
+          stop_at: dict[int, int] | None = None, restored: bool = False) -> None:
     """Block until the job ends. Says each restart (with its cause) at once, and every ``every_s``
     a progress line: view rows, the last checkpoint, and any service that stopped answering.
 
@@ -336,6 +336,11 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     fetched the last record before every stop offset and two more checkpoints have completed
     (the fetched records are emitted within milliseconds), the job is stopped as a bounded job
     finishes (``stop --drain``: the watermark goes to the end of time, windows fire, sinks flush).
+
+    A source that was not restored (``restored`` false and the job never restarted) finishes by
+    itself, and is left to: the drain is a synchronous savepoint, which the source's task declines
+    while it closes, and Flink fails the job over on that refusal. Such a job is drained only if it
+    is still running 20 more checkpoints after its input was read.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -363,7 +368,7 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                     fetched = job.read_offsets()
                     if fetched and all(fetched.get(p, -1) >= o - 1 for p, o in stop_at.items() if o > 0):
                         read_all_at = number
-                elif number >= read_all_at + 2:
+                elif number >= read_all_at + (2 if restored or job.has_restarted() else 20):
                     say("  … every partition has been read to its stop offset: finishing the job")
                     savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)
                     try:
