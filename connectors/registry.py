@@ -14,6 +14,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from headrace.schemas.errors import ServiceError
@@ -21,13 +22,15 @@ from headrace.schemas.errors import ServiceError
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
-def _get(profile: Any, path: str, timeout_s: float = 10.0) -> Any:
+def _get(profile: Any, path: str, timeout_s: float = 10.0, body: Any = None) -> Any:
     registry = getattr(profile, "registry", None)
     if registry is None:
         raise ServiceError(f"profile '{profile.name}' names no schema registry, which a source in the Confluent "
                            "wire format needs", hint="add 'registry: {url: http://127.0.0.1:8085}' to the profile")
     url = registry.url.rstrip("/") + path
-    request = urllib.request.Request(url, headers={"Accept": CONTENT_TYPE})
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                     headers={"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE})
     if registry.username is not None:
         secret = registry.password.get_secret_value() if registry.password is not None else ""
         token = base64.b64encode(f"{registry.username}:{secret}".encode()).decode()
@@ -37,8 +40,8 @@ def _get(profile: Any, path: str, timeout_s: float = 10.0) -> Any:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
-            body = json.loads(exc.read())
-            message = body.get("message", "")
+            answer = json.loads(exc.read())
+            message = answer.get("message", "")
         except ValueError:
             message = exc.reason
         raise ServiceError(f"schema registry at {registry.url} answered {exc.code} for {path}: {message}",
@@ -63,3 +66,50 @@ def subject_schemas(profile: Any, subject: str, schema_type: str) -> dict[int, s
                                hint="point source.format.subject at the subject of this topic's schemas")
         schemas[int(entry["id"])] = str(entry["schema"])
     return schemas
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a subject, as the registry holds it."""
+
+    subject: str
+    version: int
+    id: int
+    schema: str
+    schema_type: str
+
+
+def subjects(profile: Any) -> list[str]:
+    return [str(s) for s in _get(profile, "/subjects")]
+
+
+def versions(profile: Any, subject: str) -> list[Version]:
+    """Every version of ``subject``, oldest first (empty when the subject does not exist)."""
+    quoted = urllib.parse.quote(subject, safe="")
+    try:
+        numbers = _get(profile, f"/subjects/{quoted}/versions")
+    except ServiceError as exc:
+        if " answered 404 " in str(exc):
+            return []
+        raise
+    out = []
+    for number in sorted(int(n) for n in numbers):
+        entry = _get(profile, f"/subjects/{quoted}/versions/{number}")
+        out.append(Version(subject, number, int(entry["id"]), str(entry["schema"]),
+                           str(entry.get("schemaType", "AVRO"))))
+    return out
+
+
+def mode(profile: Any, subject: str) -> str:
+    """The subject's compatibility mode (the global one when it has none of its own)."""
+    quoted = urllib.parse.quote(subject, safe="")
+    return str(_get(profile, f"/config/{quoted}?defaultToGlobal=true")["compatibilityLevel"])
+
+
+def register(profile: Any, subject: str, schema: str, schema_type: str) -> int:
+    """Register ``schema`` under ``subject``; its id (the registry refuses an incompatible one)."""
+    quoted = urllib.parse.quote(subject, safe="")
+    body: dict[str, Any] = {"schema": schema}
+    if schema_type != "AVRO":
+        body["schemaType"] = schema_type
+    return int(_get(profile, f"/subjects/{quoted}/versions", body=body)["id"])

@@ -9,7 +9,8 @@
     headrace serve                   the views over REST, GraphQL, gRPC and a web page, authenticated
     headrace grpc-stubs --out DIR    Python client code for the gRPC service
     headrace jars [--maven-repo URL] fetch and verify the connector jars, build the JVM functions
-    headrace schema                  JSON Schema of the job spec, for editors
+    headrace schema [spec]           JSON Schema of the job spec, for editors
+    headrace schema check|publish|diff TARGET, list, show SUBJECT: schemas as registry subjects
 
 Errors a user can cause print one line (what, where, how to fix) and exit 2; a failing Flink
 job prints its root cause and exits 1; ``--verbose`` adds the Python and Java traces.
@@ -62,6 +63,14 @@ def _profile(args: argparse.Namespace) -> Any:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     plan = _plan(args)
+    if args.profile:
+        from headrace.jobs.schema_cmds import check_job_reads_subject
+
+        unreadable = check_job_reads_subject(plan, _profile(args))
+        for line in unreadable:
+            out.print(f"error: {line}", markup=False)
+        if unreadable:
+            return 1
     out.print(f"ok: job '{plan.name}' — source '{plan.spec.source.kafka.topic}', "
               f"{len(plan.spec.steps)} steps, {len(plan.sinks)} sink(s); schema {plan.schema.path.name}")
     return 0
@@ -606,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("validate", help="check a job spec")
     p.add_argument("job")
+    p.add_argument("--profile", help="also check that the job reads every version its registry holds of its subject")
+    p.add_argument("--profiles", help="profiles file (default: $HEADRACE_PROFILES or jobs/profiles.yaml)")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("explain", help="print the plan of a job")
     p.add_argument("job")
@@ -704,8 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jars", help="fetch and verify the connector jars, build the JVM functions")
     p.add_argument("--maven-repo", help="take the jars from this Maven repository instead of PyPI")
     p.set_defaults(func=cmd_jars)
-    p = sub.add_parser("schema", help="print the job spec's JSON Schema")
-    p.set_defaults(func=cmd_schema)
+    from headrace.jobs.schema_cmds import add_parsers
+
+    add_parsers(sub, with_profile, cmd_schema)
     return parser
 
 

@@ -28,10 +28,7 @@ A proto3 field without presence always has a value (its default when absent) and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -147,19 +144,10 @@ def load_proto_schema(path: Path, message: str) -> ProtoRecordSchema:
 
 
 def writer_file(text: str) -> Any:
-    """A registered Protobuf schema as a FileDescriptorProto: Confluent's Python serializer registers
-    the serialized descriptor in base64, its Java one the .proto text."""
-    from google.protobuf import descriptor_pb2
-    from headrace.schemas.protoc import descriptor_set
+    """A registered Protobuf schema as a FileDescriptorProto (base64 descriptor or .proto text)."""
+    from headrace.schemas.compatibility import proto_file
 
-    try:
-        return descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError, Exception):  # not base64, or not a descriptor: .proto text
-        pass
-    with tempfile.TemporaryDirectory(prefix="headrace-writer-") as tmp:
-        proto = Path(tmp) / "writer.proto"
-        proto.write_text(text, encoding="utf-8")
-        return descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(proto)).file[-1]
+    return proto_file(text)
 
 
 @dataclass(frozen=True)

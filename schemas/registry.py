@@ -18,7 +18,8 @@ NONE                no check
 ==================  ==========================================================================
 
 Avro compatibility follows the Avro specification's schema resolution (``operators/avro.py``'s
-decoder applies the same rules). Other schema types can be stored under NONE only, so far.
+decoder applies the same rules); JSON Schema and Protobuf follow ``compatibility.py``. A subject
+keeps one schema type: another type is refused unless the mode is NONE.
 
 >>> registry = SchemaRegistry(":memory:")
 >>> v1 = '{"type": "record", "name": "Click", "fields": [{"name": "page", "type": "string"}]}'
@@ -37,6 +38,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,26 +197,62 @@ class SchemaRegistry:
     def problems(self, subject: str, text: str, schema_type: str, existing: list[Registered],
                  new_version: int, mode: str | None = None) -> list[str]:
         """One line per breaking change of ``text`` against ``existing`` in the subject's mode."""
-        mode = mode or self.compatibility(subject)
-        if mode == "NONE" or not existing:
-            return []
-        if schema_type != "AVRO" or any(e.schema_type != "AVRO" for e in existing):
-            return [f"{subject} v{new_version}: compatibility checks of {schema_type} schemas are not built yet; "
-                    f"set the subject's mode to NONE (PUT /config/{subject}) to store it"]
-        against = existing if mode.endswith("_TRANSITIVE") else existing[-1:]
-        base = mode.removesuffix("_TRANSITIVE")
-        new = json.loads(text)
-        out: list[str] = []
-        for old in reversed(against):
-            previous = json.loads(old.schema)
-            if base in ("BACKWARD", "FULL"):
-                out += [f"{subject} v{new_version}: {why} — breaks {mode} (readers of v{new_version} cannot read "
-                        f"v{old.version} records)" for why in avro_resolution_problems(previous, new)]
-            if base in ("FORWARD", "FULL"):
-                out += [f"{subject} v{new_version}: {why} — breaks {mode} (readers of v{old.version} cannot read "
-                        f"v{new_version} records)"
-                        for why in avro_resolution_problems(new, previous, reader_is_old=True)]
-        return out
+        try:
+            return compatibility_problems(subject, text, schema_type, existing, new_version,
+                                          mode or self.compatibility(subject))
+        except ValueError as exc:
+            raise RegistryError(f"Invalid schema: {exc}", 42201, 422) from None
+
+
+def compatibility_problems(label: str, text: str, schema_type: str, existing: list[Registered],
+                           new_version: int, mode: str) -> list[str]:
+    """One line per breaking change of ``text`` (to be version ``new_version``) against the
+    versions ``existing`` in ``mode``, each line starting ``<label> v<new_version>:``. Raises
+    ``ValueError`` when ``text`` is not a schema of its type."""
+    if mode == "NONE" or not existing:
+        return []
+    changed = [e for e in existing if e.schema_type != schema_type]
+    if changed:
+        return [f"{label} v{new_version}: schema type changed from {changed[-1].schema_type} to {schema_type} "
+                f"— breaks {mode} (set the subject's mode to NONE to store it)"]
+    against = existing if mode.endswith("_TRANSITIVE") else existing[-1:]
+    base = mode.removesuffix("_TRANSITIVE")
+    reasons = REASONS[schema_type]
+    new = parse(text, schema_type)
+    out: list[str] = []
+    for old in reversed(against):
+        previous = parse(old.schema, schema_type)
+        if base in ("BACKWARD", "FULL"):
+            out += [f"{label} v{new_version}: {why} — breaks {mode} (readers of v{new_version} cannot read "
+                    f"v{old.version} records)" for why in reasons(previous, new, False)]
+        if base in ("FORWARD", "FULL"):
+            said = {line.split(": ", 1)[1].split(" — ")[0] for line in out}
+            out += [f"{label} v{new_version}: {why} — breaks {mode} (readers of v{old.version} cannot read "
+                    f"v{new_version} records)" for why in reasons(new, previous, True) if why not in said]
+    return out
+
+
+def parse(text: str, schema_type: str) -> Any:
+    """A schema's text as its reasons function takes it: JSON for Avro and JSON Schema, a
+    FileDescriptorProto for Protobuf. ``ValueError`` when it is not one."""
+    if schema_type == "PROTOBUF":
+        from headrace.schemas.compatibility import proto_file
+        from headrace.schemas.protoc import ProtocError
+
+        try:
+            return proto_file(text)
+        except ProtocError as exc:
+            raise ValueError(f"protoc refused it: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+
+
+def _reasons() -> dict[str, Callable[[Any, Any, bool], list[str]]]:
+    from headrace.schemas.compatibility import json_schema_problems, protobuf_problems
+
+    return {"AVRO": avro_resolution_problems, "JSON": json_schema_problems, "PROTOBUF": protobuf_problems}
 
 
 # -- Avro schema resolution (the specification's rules), as reasons ------------------------------
@@ -336,3 +374,7 @@ def avro_resolution_problems(writer: Any, reader: Any, reader_is_old: bool = Fal
 
     walk(writer, reader, "")
     return out
+
+
+#: schema type -> (writer, reader, reader_is_old) -> why the reader cannot read the writer's records
+REASONS = _reasons()
