@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.connectors.serving.settings import ServeSettings
-from headrace.jobs.spec import SpecModel
+from headrace.jobs.spec import Duration, SpecModel
 from headrace.jobs.yamlsrc import KeyPath, SourceMap, load_yaml
 from headrace.schemas.errors import SpecError
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -99,6 +99,13 @@ class RegistryConnection(SpecModel):
     url: str = Field(pattern=r"^https?://")
     username: str | None = None
     password: SecretStr | None = None
+    #: how often a running job asks for the subject's new versions (an unknown id asks at once)
+    refresh: Duration = 300_000
+
+    def runtime(self) -> dict[str, Any]:
+        """What the JVM decoders get in their spec: never the password (see ``runner.registry_secret``)."""
+        return {"url": self.url, "refresh_ms": self.refresh,
+                **({"username": self.username} if self.username else {})}
 
 
 class ClusterConnection(SpecModel):

@@ -61,6 +61,18 @@ def jvm_in_utc() -> None:
         os.environ["JVM_ARGS"] = f"{args} {UTC_JVM}".strip()
 
 
+def registry_secret(profile: Any) -> None:
+    """The registry's password for the JVM decoders' run-time lookups, as a system property of
+    this JVM (the local mini-cluster's TaskManager): never in the SQL, whose literals Flink shows
+    in operator names. A session cluster's TaskManagers read ``HEADRACE_REGISTRY_PASSWORD``."""
+    registry = getattr(profile, "registry", None)
+    if registry is None or registry.password is None:
+        return
+    from pyflink.java_gateway import get_gateway
+
+    get_gateway().jvm.java.lang.System.setProperty("headrace.registry.password", registry.password.get_secret_value())
+
+
 def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[str, str] | None = None) -> Any:
     """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
     jvm_in_utc()
@@ -79,6 +91,7 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
     # before the table environment exists: its planner resolves connectors and functions with
     # this loader; add_jars appends, so `flink run -py`'s own flink-python jar stays on the list
     env.add_jars(*(p.resolve().as_uri() for p in jar_paths))
+    registry_secret(compiled.profile)
     t_env = StreamTableEnvironment.create(env)
     config = t_env.get_config()
     for key, value in settings.items():

@@ -67,6 +67,8 @@ class BinaryDecoding(ABC):
     writers: dict[int, Any] = field(default_factory=dict)
     max_record_bytes: int | None = None
     name: str = ""  # "Avro", "Protobuf"
+    #: the registry as the running job asks it (new versions, unknown ids): url, user, refresh_ms
+    registry: dict[str, Any] | None = None
 
     def explain(self) -> str:
         framing = f", Confluent wire format (subject '{self.subject}')" if self.wire == "confluent" else ""
@@ -84,7 +86,9 @@ class BinaryDecoding(ABC):
         """This decoding with the registry's writers (Confluent wire), read once per compilation."""
         if self.wire != "confluent":
             return self
-        return replace(self, writers=self.subject_writers(profile))
+        connection = getattr(profile, "registry", None)
+        return replace(self, writers=self.subject_writers(profile),
+                       registry=connection.runtime() if connection is not None else None)
 
     def call(self, fields: tuple[tuple[str, FieldType], ...], event_time: str, max_future_ms: int,
              max_future_text: str) -> str:
@@ -93,6 +97,8 @@ class BinaryDecoding(ABC):
                                 "max_future": max_future_text, "fields": [[n, t.value] for n, t in fields]}
         if self.max_record_bytes is not None:
             spec["max_bytes"] = self.max_record_bytes
+        if self.registry is not None:
+            spec["registry"] = self.registry
         text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
         return f"{DECODE_FUNCTION}(`_payload`, {literal(text)})"
 

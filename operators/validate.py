@@ -299,6 +299,9 @@ class ValidateNode(StepNode):
         if self.subject is not None:
             assert wiring is not None
             spec.update(wire="confluent", subject=self.subject, ids=self.json_ids(wiring))
+            connection = getattr(wiring.profile, "registry", None)
+            if connection is not None:
+                spec["registry"] = connection.runtime()
         text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
         return f"{VALIDATE_FUNCTION}(`_payload`, {literal(text)})"
 

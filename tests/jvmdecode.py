@@ -10,16 +10,18 @@ from headrace.operators import jvm
 from headrace.schemas.types import FieldType
 
 
-def decode_in_jvm(call: str, fields: list[tuple[str, FieldType]], payloads: list[bytes]) -> list[tuple[Any, ...]]:
+def decode_in_jvm(call: str, fields: list[tuple[str, FieldType]], payloads: list[bytes],
+                  function: str = jvm.DECODE_CLASS) -> list[tuple[Any, ...]]:
     """``(err_path, err_msg, event_ms, *fields)`` per payload, for the ``hr_decode(...)`` ``call``
-    (a decoding's ``call()``: its literal is reused)."""
+    (a decoding's ``call()``: its literal is reused); ``function``: the class behind ``hr_decode``
+    (``jvm.VALIDATE_CLASS`` runs the JSON validator with the call's spec)."""
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
     spec = call[call.index("'"):-1]
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("pipeline.jars", jvm.build().resolve().as_uri())
     t_env.get_config().set("parallelism.default", "1")
-    t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION hr_decode AS {literal(jvm.DECODE_CLASS)} LANGUAGE JAVA")
+    t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION hr_decode AS {literal(function)} LANGUAGE JAVA")
     # base64 in, FROM_BASE64 gives the bytes as a STRING unchanged, as the Kafka source's raw format
     # does (CAST(BYTES AS STRING) would decode them as UTF-8 and replace what is not)
     rows = t_env.from_elements([(i, base64.b64encode(p).decode()) for i, p in enumerate(payloads)], DataTypes.ROW(

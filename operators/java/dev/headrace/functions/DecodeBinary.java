@@ -9,7 +9,6 @@ import org.apache.flink.table.types.DataType;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
@@ -67,6 +66,7 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
         private final long maxFutureMs;
         private final String maxFutureText;
         private final long maxBytes;
+        private final RegistryLookup lookup; // wire: confluent with a registry: run-time refresh and lookups
         final int outputs; // fields in the row (the event-time slot may be extra)
 
         private Decoding(JsonNode root) {
@@ -94,6 +94,7 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
             subject = root.path("subject").asText("");
             body = "protobuf".equals(root.path("format").asText("avro"))
                     ? new ProtoDecoder.Messages(root, names, kinds) : new AvroBody(root, names, kinds);
+            lookup = confluent ? RegistryLookup.of(root) : null;
         }
 
         static Decoding parse(String spec) {
@@ -139,8 +140,14 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
             Integer id = null;
             if (confluent) {
                 id = Framing.schemaId(bytes.data, from, bytes.length);
-                if (!body.knows(id)) {
-                    throw Framing.unknown(id, subject, body.ids());
+                if (lookup != null) {
+                    long now = System.currentTimeMillis();
+                    lookup.maybeRefresh(body, now);
+                    if (!body.knows(id) && !lookup.lookUp(id, body, now)) {
+                        throw Framing.unknown(id, subject, body.ids(), lookup.note(id));
+                    }
+                } else if (!body.knows(id)) {
+                    throw Framing.unknown(id, subject, body.ids(), "");
                 }
                 from += Framing.HEADER;
             }
@@ -164,7 +171,7 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
     }
 
     /** A binary format's part: the data after the framing, decoded into the output slots. */
-    interface Body {
+    interface Body extends RegistryLookup.Writers {
         /** Whether records may name schema {@code id} (the writers the registry had). */
         boolean knows(int id);
 
@@ -178,10 +185,16 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
     /** Avro: each writer schema resolved against the reader's once. */
     static final class AvroBody implements Body {
         private final AvroDecoder plain;
-        private final Map<Integer, AvroDecoder> byId = new HashMap<>();
+        private final Map<Integer, AvroDecoder> byId = new ConcurrentHashMap<>();
+        private final Map<Integer, String> refused = new ConcurrentHashMap<>();
+        private final AvroSchema reader;
+        private final String[] names;
+        private final char[] kinds;
 
         AvroBody(JsonNode root, String[] names, char[] kinds) {
-            AvroSchema reader = AvroSchema.parse(root.get("reader"));
+            this.names = names;
+            this.kinds = kinds;
+            reader = AvroSchema.parse(root.get("reader"));
             if (reader.kind != AvroSchema.Kind.RECORD) {
                 throw new IllegalArgumentException("hr_decode: the reader schema must be a record");
             }
@@ -195,16 +208,35 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
 
         @Override
         public boolean knows(int id) {
-            return byId.containsKey(id);
+            return byId.containsKey(id) || refused.containsKey(id);
+        }
+
+        @Override
+        public void add(int id, String schemaType, String schema) {
+            if (!"AVRO".equals(schemaType)) {
+                refused.put(id, "it is a " + schemaType + " schema, not Avro");
+                return;
+            }
+            try {
+                byId.put(id, new AvroDecoder(AvroSchema.parse(RecordCheck.MAPPER.readTree(schema)), reader, names,
+                        kinds));
+            } catch (IOException | RuntimeException e) {
+                refused.put(id, "its schema cannot be parsed: " + e.getMessage());
+            }
         }
 
         @Override
         public java.util.SortedSet<Integer> ids() {
-            return new java.util.TreeSet<>(byId.keySet());
+            java.util.SortedSet<Integer> ids = new java.util.TreeSet<>(byId.keySet());
+            ids.addAll(refused.keySet());
+            return ids;
         }
 
         @Override
         public void decode(Integer id, byte[] data, int base, int from, int end, Object[] out) throws DecodeError {
+            if (id != null && refused.containsKey(id)) {
+                throw new DecodeError("schema id " + id + " cannot be read with the job's schema: " + refused.get(id));
+            }
             AvroDecoder decoder = id == null ? plain : byId.get(id);
             if (decoder.problem != null) {
                 throw new DecodeError("schema id " + id + " cannot be read with the job's schema: " + decoder.problem);

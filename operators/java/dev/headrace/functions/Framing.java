@@ -27,8 +27,8 @@ final class Framing {
                 | (data[from + 4] & 0xFF);
     }
 
-    static DecodeError unknown(int id, String subject, Collection<Integer> known) {
+    static DecodeError unknown(int id, String subject, Collection<Integer> known, String note) {
         return new DecodeError("unknown schema id " + id + " (subject '" + subject + "' has ids "
-                + new TreeSet<>(known) + ")");
+                + new TreeSet<>(known) + note + ")");
     }
 }

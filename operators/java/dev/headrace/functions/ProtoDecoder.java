@@ -9,6 +9,7 @@ import java.util.HashMap;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.SortedSet;
 import java.util.TreeSet;
 
@@ -83,8 +84,8 @@ final class ProtoDecoder {
         private final Message root;
         private final Field[] kept; // fields with an output slot
         private final Object[] defaults;
-        private final Map<Integer, int[]> indexesById = new HashMap<>(); // null value: no such message
-        private final Map<Integer, String> missing = new HashMap<>();
+        private final Map<Integer, int[]> indexesById = new ConcurrentHashMap<>();
+        private final Map<Integer, String> missing = new ConcurrentHashMap<>(); // ids with no such message
 
         Messages(JsonNode spec, String[] names, char[] kinds) {
             Map<String, Message> messages = new HashMap<>();
@@ -140,7 +141,6 @@ final class ProtoDecoder {
                     }
                     indexesById.put(id, indexes);
                 } else {
-                    indexesById.put(id, null);
                     missing.put(id, path.asText("it does not define " + root.name));
                 }
             }
@@ -148,12 +148,28 @@ final class ProtoDecoder {
 
         @Override
         public boolean knows(int id) {
-            return indexesById.containsKey(id);
+            return indexesById.containsKey(id) || missing.containsKey(id);
+        }
+
+        @Override
+        public void add(int id, String schemaType, String schema) {
+            if (!"PROTOBUF".equals(schemaType)) {
+                missing.put(id, "it is a " + schemaType + " schema, not Protobuf");
+                return;
+            }
+            int[] indexes = ProtoNames.indexes(schema, root.name);
+            if (indexes == null) {
+                missing.put(id, "it does not define " + root.name);
+            } else {
+                indexesById.put(id, indexes);
+            }
         }
 
         @Override
         public SortedSet<Integer> ids() {
-            return new TreeSet<>(indexesById.keySet());
+            SortedSet<Integer> ids = new TreeSet<>(indexesById.keySet());
+            ids.addAll(missing.keySet());
+            return ids;
         }
 
         @Override

@@ -142,11 +142,12 @@ final class RecordCheck {
                 maxFuture == null ? Long.MAX_VALUE : maxFuture.asLong(),
                 root.has("max_future") ? root.get("max_future").asText() : "unbounded", names, kinds);
         if ("confluent".equals(root.path("wire").asText("plain"))) {
-            check.framedIds = new HashSet<>();
+            check.framedIds = java.util.concurrent.ConcurrentHashMap.newKeySet();
             for (JsonNode id : root.path("ids")) {
                 check.framedIds.add(id.asInt());
             }
             check.subject = root.path("subject").asText("");
+            check.lookup = RegistryLookup.of(root);
         }
         return check;
     }
@@ -201,6 +202,20 @@ final class RecordCheck {
     // wire: confluent (the magic byte and a schema id before the JSON): the subject's ids, else null
     private Set<Integer> framedIds;
     private String subject = "";
+    private RegistryLookup lookup;
+    private final RegistryLookup.Writers jsonWriters = new RegistryLookup.Writers() {
+        @Override
+        public boolean knows(int id) {
+            return framedIds.contains(id);
+        }
+
+        @Override
+        public void add(int id, String schemaType, String schema) {
+            if ("JSON".equals(schemaType)) {
+                framedIds.add(id);
+            }
+        }
+    };
 
     /** Never throws: a record the check cannot handle is a dead letter saying why. */
     RowData check(Json.Slice bytes) {
@@ -208,8 +223,14 @@ final class RecordCheck {
         if (framedIds != null && bytes != null && bytes.length > 0) {
             try {
                 int id = Framing.schemaId(bytes.data, bytes.offset, bytes.length);
-                if (!framedIds.contains(id)) {
-                    throw Framing.unknown(id, subject, framedIds);
+                if (lookup != null) {
+                    long now = System.currentTimeMillis();
+                    lookup.maybeRefresh(jsonWriters, now);
+                    if (!framedIds.contains(id) && !lookup.lookUp(id, jsonWriters, now)) {
+                        throw Framing.unknown(id, subject, framedIds, lookup.note(id));
+                    }
+                } else if (!framedIds.contains(id)) {
+                    throw Framing.unknown(id, subject, framedIds, "");
                 }
             } catch (DecodeError e) {
                 return fail(new GenericRowData(3 + names.length), e.pointer(), e.getMessage());
