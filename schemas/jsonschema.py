@@ -78,38 +78,90 @@ JVM_CHECKED = frozenset({
     "type", "enum", "const", "properties", "required", "additionalProperties",
     "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
     "exclusiveMaximum", "multipleOf", "items", "minItems", "maxItems", "uniqueItems",
-    "minProperties", "maxProperties"})
+    "minProperties", "maxProperties", "$ref", "$defs", "allOf", "anyOf", "oneOf", "not",
+    "if", "then", "else", "patternProperties", "prefixItems", "contains", "minContains",
+    "maxContains", "dependentRequired", "dependentSchemas", "propertyNames"})
+#: keywords whose value is one subschema, a list of them, or a map of names to them
+_ONE = ("additionalProperties", "items", "not", "if", "then", "else", "contains", "propertyNames")
+_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
+_MAP = ("properties", "patternProperties", "$defs", "dependentSchemas")
 JVM_ANNOTATIONS = frozenset({
     "$schema", "$id", "$comment", "title", "description", "default", "examples",
-    "deprecated", "readOnly", "writeOnly", "format", "contentMediaType", "contentEncoding"})
+    "deprecated", "readOnly", "writeOnly", "format", "contentMediaType", "contentEncoding",
+    "contentSchema", "$anchor"})
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 
-def jvm_unsupported(document: Any, where: str = "#") -> str | None:
+def jvm_unsupported(document: Any, where: str = "#", root: Any = None) -> str | None:
     """Why the JVM validator cannot check ``document`` (None when it can).
 
-    Outside the subset (``$ref``, ``anyOf``, ``if``, ``patternProperties`` …, or another draft)
-    Headrace checks records with the Python validator (jsonschema-rs), which knows all of 2020-12.
+    Outside the subset (``$dynamicRef``, ``unevaluatedProperties``, a ``$ref`` that is not a JSON
+    Pointer into the document, a nested ``$id``, another draft …) Headrace checks records with the
+    Python validator (jsonschema-rs), which knows all of 2020-12.
     """
     if isinstance(document, bool):
         return None
     if not isinstance(document, dict):
         return f"{where} is not a schema object"
-    if where == "#":
+    if root is None:
+        root = document
         dialect = str(document.get("$schema", DRAFT_2020_12)).rstrip("#")
         if dialect != DRAFT_2020_12:
             return f"it declares $schema {dialect!r}, not draft 2020-12"
+    elif "$id" in document:
+        return f"it sets a nested '$id' (at {where})"
     for key, value in document.items():
         if key not in JVM_CHECKED and key not in JVM_ANNOTATIONS:
             return f"it uses '{key}' (at {where})"
         if key == "pattern" and not _java_regex_safe(value):
             return f"its pattern {value!r} (at {where}) may mean something else in Java"
-    for name, sub in (document.get("properties") or {}).items():
-        if (reason := jvm_unsupported(sub, f"{where}/properties/{name}")) is not None:
+        if key == "$ref" and (reason := _local_ref_problem(value, root, where)) is not None:
             return reason
-    for key in ("additionalProperties", "items"):
-        if key in document and (reason := jvm_unsupported(document[key], f"{where}/{key}")) is not None:
+    for key in _ONE:
+        if key in document and (reason := jvm_unsupported(document[key], f"{where}/{key}", root)) is not None:
             return reason
+    for key in _LIST:
+        value = document.get(key)
+        if key in document and (not isinstance(value, list) or not value):
+            return f"'{key}' at {where} is not a non-empty list of schemas"
+        for i, sub in enumerate(value or []):
+            if (reason := jvm_unsupported(sub, f"{where}/{key}/{i}", root)) is not None:
+                return reason
+    for key in _MAP:
+        for name, sub in (document.get(key) or {}).items():
+            if key == "patternProperties" and not _java_regex_safe(name):
+                return f"its pattern {name!r} (at {where}/patternProperties) may mean something else in Java"
+            if (reason := jvm_unsupported(sub, f"{where}/{key}/{name}", root)) is not None:
+                return reason
+    return None
+
+
+def _local_ref_problem(ref: Any, root: Any, where: str) -> str | None:
+    """Why a ``$ref`` is outside the JVM subset: not ``#`` or a JSON Pointer ``#/…``, or pointing nowhere."""
+    from urllib.parse import unquote
+
+    if not isinstance(ref, str) or not ref.startswith("#") or (len(ref) > 1 and ref[1] != "/"):
+        return f"its $ref {ref!r} (at {where}) is not a JSON Pointer into the document"
+    target = root
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in unquote(ref[1:]).split("/")[1:]]
+    i = 0
+    while i < len(parts):  # only through keywords holding schemas, which jvm_unsupported walks too
+        key = parts[i]
+        if not isinstance(target, dict) or key not in target or key not in (*_ONE, *_LIST, *_MAP):
+            return f"its $ref {ref!r} (at {where}) does not point at a schema of the document"
+        target = target[key]
+        if key in _LIST or key in _MAP:
+            if i + 1 == len(parts):
+                return f"its $ref {ref!r} (at {where}) does not point at a schema of the document"
+            name = parts[i + 1]
+            if isinstance(target, list) and name.isdigit() and int(name) < len(target):
+                target = target[int(name)]
+            elif isinstance(target, dict) and name in target:
+                target = target[name]
+            else:
+                return f"its $ref {ref!r} (at {where}) does not point at a schema of the document"
+            i += 1
+        i += 1
     return None
 
 

@@ -136,3 +136,61 @@ def test_jvm_validator_reads_event_time_from_invalid_records_too() -> None:
     got = _jvm_results(['{"id": "x", "ts": 42, "kind": "zzz"}', '{"ts": 4.0}', '{"ts": "4"}', "junk"], spec)
     assert [row[1] is not None for row in got] == [True] * 4
     assert [row[2] for row in got] == [42, 4, None, None]
+
+
+# a record schema as people write them: shared definitions, combinators, conditionals
+COMBINED: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "id": {"type": "string", "pattern": "^[a-z]+$"},
+        "money": {"type": "object", "required": ["amount"], "properties": {
+            "amount": {"type": "number", "minimum": 0}, "currency": {"enum": ["EUR", "USD"]}}},
+        "tree": {"type": "object", "properties": {"name": {"$ref": "#/$defs/id"},
+                                                  "children": {"type": "array", "items": {"$ref": "#/$defs/tree"}}}},
+    },
+    "required": ["id", "ts"],
+    "properties": {
+        "id": {"$ref": "#/$defs/id"},
+        "ts": {"type": "integer", "minimum": 0},
+        "kind": {"enum": ["order", "refund", "view"]},
+        "price": {"$ref": "#/$defs/money"},
+        "where": {"oneOf": [{"type": "string"}, {"type": "object", "required": ["lat", "lon"]}]},
+        "tags": {"type": "array", "prefixItems": [{"const": "v1"}], "items": {"type": "string"},
+                 "contains": {"pattern": "^x"}, "maxContains": 2},
+        "tree": {"$ref": "#/$defs/tree"},
+        "note": {"not": {"type": "null"}},
+    },
+    "patternProperties": {"^x-": {"type": "string"}},
+    "propertyNames": {"maxLength": 8},
+    "dependentRequired": {"price": ["kind"]},
+    "allOf": [{"if": {"properties": {"kind": {"const": "refund"}}, "required": ["kind"]},
+               "then": {"required": ["price"]}, "else": {"not": {"required": ["reason"]}}}],
+    "anyOf": [{"required": ["kind"]}, {"required": ["tags"]}],
+}
+BASE = '"id": "ab", "ts": 5'
+COMBINED_PAYLOADS = [
+    "{" + BASE + ', "kind": "view"}', "{" + BASE + "}", "{" + BASE + ', "tags": ["v1", "xa"]}',
+    "{" + BASE + ', "tags": ["v2", "xa"]}', "{" + BASE + ', "tags": ["v1", "a"]}',
+    "{" + BASE + ', "tags": ["v1", "xa", "xb", "xc"]}', "{" + BASE + ', "tags": ["v1", "xa", 3]}',
+    '{"id": "AB", "ts": 5, "kind": "view"}', "{" + BASE + ', "kind": "refund"}',
+    "{" + BASE + ', "kind": "refund", "price": {"amount": 3}}', "{" + BASE + ', "price": {"amount": 3}}',
+    "{" + BASE + ', "kind": "order", "price": {"amount": -1}}', "{" + BASE + ', "kind": "order", "price": {}}',
+    "{" + BASE + ', "kind": "order", "price": {"amount": 1, "currency": "GBP"}}',
+    "{" + BASE + ', "kind": "view", "reason": "r"}', "{" + BASE + ', "kind": "refund", "price": {"amount": 1}, '
+                                                     '"reason": "r"}',
+    "{" + BASE + ', "kind": "view", "where": "home"}', "{" + BASE + ', "kind": "view", "where": {"lat": 1}}',
+    "{" + BASE + ', "kind": "view", "where": {"lat": 1, "lon": 2}}', "{" + BASE + ', "kind": "view", "where": 5}',
+    "{" + BASE + ', "kind": "view", "x-a": "s"}', "{" + BASE + ', "kind": "view", "x-a": 1}',
+    "{" + BASE + ', "kind": "view", "longer-name": 1}', "{" + BASE + ', "kind": "view", "note": null}',
+    "{" + BASE + ', "kind": "view", "tree": {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}}',
+    "{" + BASE + ', "kind": "view", "tree": {"name": "a", "children": [{"name": "b", "children": [{"name": "C"}]}]}}',
+    "{" + BASE + ', "kind": "view", "tree": {"children": [{"children": [{"children": 1}]}]}}',
+]
+
+
+def test_jvm_and_python_validators_agree_on_refs_and_combinators() -> None:
+    _agree(COMBINED, [("id", FieldType.STRING), ("kind", FieldType.STRING)], "ts", COMBINED_PAYLOADS)
+    got = _jvm_results(COMBINED_PAYLOADS, json.dumps({"schema": COMBINED, "event_time": "ts", "fields": []}))
+    valid = sum(row[1] is None for row in got)
+    assert 5 <= valid <= len(got) - 15, [row[1] for row in got]  # both verdicts, for many reasons

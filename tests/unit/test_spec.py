@@ -147,28 +147,38 @@ def test_validate_runs_in_the_jvm_when_the_schema_is_in_its_subset() -> None:
 
 
 def test_schema_outside_the_jvm_subset_falls_back_to_python(tmp_path: Path) -> None:
-    plan = build_plan(parse_job(_with_schema(tmp_path, {"anyOf": [{"required": ["bytes"]}, {"required": ["email"]}]})))
+    plan = build_plan(parse_job(_with_schema(tmp_path, {"unevaluatedProperties": False})))
     assert plan.validate.engine == "python"
-    assert "uses 'anyOf' (at #)" in plan.validate.engine_note
+    assert "uses 'unevaluatedProperties' (at #)" in plan.validate.engine_note
+    either = {"anyOf": [{"required": ["bytes"]}, {"required": ["email"]}]}
+    combined = build_plan(parse_job(_with_schema(tmp_path, either)))
+    assert combined.validate.engine == "jvm"
     pinned = build_plan(parse_job(_with_schema(tmp_path, {}, "{engine: python}")))
     assert pinned.validate.engine == "python"
 
 
 def test_engine_jvm_with_a_schema_outside_its_subset_is_refused_at_its_line(tmp_path: Path) -> None:
-    job = _with_schema(tmp_path, {"$defs": {"x": {"type": "string"}}}, "{engine: jvm}")
+    job = _with_schema(tmp_path, {"$defs": {"x": {"$dynamicRef": "#x"}}}, "{engine: jvm}")
     with pytest.raises(SpecError) as info:
         build_plan(parse_job(job))
     message = str(info.value)
     line = next(i for i, text in enumerate(job.read_text().splitlines(), 1) if "engine: jvm" in text)
-    assert message.startswith(f"{job}:{line}: engine 'jvm' cannot check click.json: it uses '$defs'")
+    assert message.startswith(f"{job}:{line}: engine 'jvm' cannot check click.json: it uses '$dynamicRef'")
     assert "use engine: auto (or python)" in message
 
 
 def test_jvm_subset_check_walks_nested_schemas_and_patterns() -> None:
     from headrace.schemas.jsonschema import jvm_unsupported
 
-    assert jvm_unsupported({"type": "object", "properties": {"a": {"items": {"not": {}}}}}) == (
-        "it uses 'not' (at #/properties/a/items)")
+    assert jvm_unsupported({"type": "object", "properties": {"a": {"items": {"unevaluatedItems": {}}}}}) == (
+        "it uses 'unevaluatedItems' (at #/properties/a/items)")
+    assert jvm_unsupported({"allOf": [{"if": {"$ref": "#/$defs/x"}}], "$defs": {"x": {"not": {}}}}) is None
+    assert jvm_unsupported({"$ref": "other.json#/a"}) == (
+        "its $ref 'other.json#/a' (at #) is not a JSON Pointer into the document")
+    assert jvm_unsupported({"$ref": "#/enum/0", "enum": [{}]}) == (
+        "its $ref '#/enum/0' (at #) does not point at a schema of the document")
+    assert jvm_unsupported({"patternProperties": {"\\p{L}": {}}}) is not None
+    assert jvm_unsupported({"properties": {"a": {"$id": "http://x/a"}}}) == "it sets a nested '$id' (at #/properties/a)"
     assert jvm_unsupported({"properties": {"a": {"pattern": "\\p{L}+"}}}) is not None
     assert jvm_unsupported({"$schema": "http://json-schema.org/draft-07/schema#"}) is not None
     assert jvm_unsupported({"additionalProperties": False, "properties": {"a": True}}) is None

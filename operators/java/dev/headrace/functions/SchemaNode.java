@@ -4,6 +4,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 
 import java.math.BigDecimal;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -13,11 +14,14 @@ import java.util.regex.Pattern;
 /**
  * One compiled JSON Schema (draft 2020-12) node, for the keyword subset Headrace checks in the JVM.
  *
- * <p>The subset (type, enum, const, properties, required, additionalProperties, string length and
- * pattern, numeric bounds, multipleOf, items, array and object sizes, uniqueItems) covers flat and
- * nested record schemas. A schema using anything else ({@code $ref}, {@code anyOf}, ...) is checked
- * by the Python validator instead: {@code schemas/jsonschema.py} makes that choice with the same
- * keyword lists, and {@link #compile} refuses unknown keywords so the two cannot drift silently.
+ * <p>The subset: type, enum, const, properties, required, additionalProperties, string length and
+ * pattern, numeric bounds, multipleOf, items, array and object sizes, uniqueItems; local
+ * {@code $ref} (a JSON Pointer into the document, recursion included) and {@code $defs};
+ * allOf, anyOf, oneOf, not, if/then/else; patternProperties, propertyNames, dependentRequired,
+ * dependentSchemas; prefixItems, contains, minContains, maxContains. A schema using anything else
+ * ({@code $dynamicRef}, {@code unevaluated*}, a remote {@code $ref}, a nested {@code $id} ...) is
+ * checked by the Python validator instead: {@code schemas/jsonschema.py} makes that choice with the
+ * same keyword lists, and {@link #compile} refuses unknown keywords so the two cannot drift silently.
  *
  * <p>{@link #validate} returns the first error as a JSON Pointer and a message, or null.
  */
@@ -27,10 +31,13 @@ final class SchemaNode {
             "type", "enum", "const", "properties", "required", "additionalProperties",
             "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
             "exclusiveMaximum", "multipleOf", "items", "minItems", "maxItems", "uniqueItems",
-            "minProperties", "maxProperties");
+            "minProperties", "maxProperties", "$ref", "$defs", "allOf", "anyOf", "oneOf", "not",
+            "if", "then", "else", "patternProperties", "prefixItems", "contains", "minContains",
+            "maxContains", "dependentRequired", "dependentSchemas", "propertyNames");
     static final Set<String> ANNOTATIONS = Set.of(
             "$schema", "$id", "$comment", "title", "description", "default", "examples",
-            "deprecated", "readOnly", "writeOnly", "format", "contentMediaType", "contentEncoding");
+            "deprecated", "readOnly", "writeOnly", "format", "contentMediaType", "contentEncoding",
+            "contentSchema", "$anchor");
 
     private static final int T_NULL = 1, T_BOOLEAN = 2, T_OBJECT = 4, T_ARRAY = 8, T_NUMBER = 16,
             T_INTEGER = 32, T_STRING = 64;
@@ -64,6 +71,21 @@ final class SchemaNode {
     private int minItems = -1, maxItems = -1;
     private boolean uniqueItems;
     private int minProperties = -1, maxProperties = -1;
+    private SchemaNode ref;
+    private String refText;
+    private SchemaNode[] allOf, anyOf, oneOf;
+    private SchemaNode not, ifSchema, thenSchema, elseSchema;
+    private Pattern[] patterns;
+    private String[] patternTexts;
+    private SchemaNode[] patternNodes;
+    private SchemaNode propertyNames;
+    private Map<String, String[]> dependentRequired;
+    private Map<String, SchemaNode> dependentSchemas;
+    private SchemaNode[] prefixItems;
+    private SchemaNode contains;
+    private int minContains = 1, maxContains = -1;
+    private boolean applicators; // keywords the streaming check of a record does not do
+    private static final int MAX_DEPTH = 1000;
 
     /** A numeric bound, compared as a long when both sides are integral. */
     private static final class Bound {
@@ -89,13 +111,89 @@ final class SchemaNode {
     }
 
     static SchemaNode compile(JsonNode schema, String where) {
-        SchemaNode node = new SchemaNode();
+        Compiler compiler = new Compiler(schema);
+        SchemaNode root = new SchemaNode();
+        compiler.byPointer.put("", root);
+        root.fill(compiler, schema, where);
+        return root;
+    }
+
+    /** One document's compilation: its root, for local {@code $ref}s, and the nodes they name. */
+    private static final class Compiler {
+        final JsonNode root;
+        final Map<String, SchemaNode> byPointer = new HashMap<>();
+
+        Compiler(JsonNode root) {
+            this.root = root;
+        }
+
+        SchemaNode node(JsonNode schema, String where) {
+            SchemaNode node = new SchemaNode();
+            node.fill(this, schema, where);
+            return node;
+        }
+
+        SchemaNode[] nodes(JsonNode list, String where) {
+            if (!list.isArray() || list.isEmpty()) {
+                throw new IllegalArgumentException(where + " is not a non-empty array of schemas");
+            }
+            SchemaNode[] out = new SchemaNode[list.size()];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = node(list.get(i), where + "/" + i);
+            }
+            return out;
+        }
+
+        SchemaNode ref(String ref, String where) {
+            if (!ref.startsWith("#") || (ref.length() > 1 && ref.charAt(1) != '/')) {
+                throw new IllegalArgumentException("$ref '" + ref + "' at " + where
+                        + " is not a JSON Pointer into the document (#/...)");
+            }
+            String pointer = percentDecoded(ref.substring(1));
+            SchemaNode known = byPointer.get(pointer);
+            if (known != null) {
+                return known;
+            }
+            JsonNode target = root.at(pointer);
+            if (target.isMissingNode()) {
+                throw new IllegalArgumentException("$ref '" + ref + "' at " + where + " points nowhere");
+            }
+            SchemaNode node = new SchemaNode();
+            byPointer.put(pointer, node); // before filling it: a recursive schema finds itself
+            node.fill(this, target, "#" + pointer);
+            return node;
+        }
+
+        private static String percentDecoded(String text) {
+            if (text.indexOf('%') < 0) {
+                return text;
+            }
+            java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+            for (int i = 0; i < text.length(); i++) {
+                char c = text.charAt(i);
+                if (c == '%' && i + 2 < text.length()) {
+                    out.write(Integer.parseInt(text.substring(i + 1, i + 3), 16));
+                    i += 2;
+                } else {
+                    byte[] b = String.valueOf(c).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+                    out.write(b, 0, b.length);
+                }
+            }
+            return out.toString(java.nio.charset.StandardCharsets.UTF_8);
+        }
+    }
+
+    private void fill(Compiler compiler, JsonNode schema, String where) {
+        SchemaNode node = this;
         if (schema.isBoolean()) {
             node.constant = schema.booleanValue();
-            return node;
+            return;
         }
         if (!schema.isObject()) {
             throw new IllegalArgumentException("schema at " + where + " is not an object or a boolean");
+        }
+        if (schema.has("$id") && !"#".equals(where)) {
+            throw new IllegalArgumentException("'$id' at " + where + " (a nested base URI) is not in the JVM subset");
         }
         for (Map.Entry<String, JsonNode> entry : schema.properties()) {
             String key = entry.getKey();
@@ -114,7 +212,7 @@ final class SchemaNode {
                 case "properties":
                     node.properties = new LinkedHashMap<>();
                     for (Map.Entry<String, JsonNode> p : value.properties()) {
-                        node.properties.put(p.getKey(), compile(p.getValue(), where + "/properties/" + p.getKey()));
+                        node.properties.put(p.getKey(), compiler.node(p.getValue(), where + "/properties/" + p.getKey()));
                     }
                     break;
                 case "required":
@@ -124,7 +222,7 @@ final class SchemaNode {
                     }
                     break;
                 case "additionalProperties":
-                    node.additional = compile(value, where + "/additionalProperties");
+                    node.additional = compiler.node(value, where + "/additionalProperties");
                     break;
                 case "minLength":
                     node.minLength = value.intValue();
@@ -152,7 +250,7 @@ final class SchemaNode {
                     node.multipleOf = value.decimalValue();
                     break;
                 case "items":
-                    node.items = compile(value, where + "/items");
+                    node.items = compiler.node(value, where + "/items");
                     break;
                 case "minItems":
                     node.minItems = value.intValue();
@@ -169,6 +267,95 @@ final class SchemaNode {
                 case "maxProperties":
                     node.maxProperties = value.intValue();
                     break;
+                case "$ref":
+                    node.refText = value.asText();
+                    node.ref = compiler.ref(node.refText, where);
+                    node.applicators = true;
+                    break;
+                case "$defs":
+                    for (Map.Entry<String, JsonNode> d : value.properties()) {
+                        compiler.node(d.getValue(), where + "/$defs/" + d.getKey()); // refused here, not when used
+                    }
+                    break;
+                case "allOf":
+                    node.allOf = compiler.nodes(value, where + "/allOf");
+                    node.applicators = true;
+                    break;
+                case "anyOf":
+                    node.anyOf = compiler.nodes(value, where + "/anyOf");
+                    node.applicators = true;
+                    break;
+                case "oneOf":
+                    node.oneOf = compiler.nodes(value, where + "/oneOf");
+                    node.applicators = true;
+                    break;
+                case "not":
+                    node.not = compiler.node(value, where + "/not");
+                    node.applicators = true;
+                    break;
+                case "if":
+                    node.ifSchema = compiler.node(value, where + "/if");
+                    if (schema.has("then")) {
+                        node.thenSchema = compiler.node(schema.get("then"), where + "/then");
+                    }
+                    if (schema.has("else")) {
+                        node.elseSchema = compiler.node(schema.get("else"), where + "/else");
+                    }
+                    node.applicators = true;
+                    break;
+                case "then":
+                case "else":
+                    break; // with "if" (above); alone they do nothing
+                case "patternProperties": {
+                    int n = value.size();
+                    node.patterns = new Pattern[n];
+                    node.patternTexts = new String[n];
+                    node.patternNodes = new SchemaNode[n];
+                    int i = 0;
+                    for (Map.Entry<String, JsonNode> p : value.properties()) {
+                        node.patternTexts[i] = p.getKey();
+                        node.patterns[i] = Pattern.compile(ecmaEnd(p.getKey()));
+                        node.patternNodes[i] = compiler.node(p.getValue(), where + "/patternProperties/" + p.getKey());
+                        i++;
+                    }
+                    node.applicators = true;
+                    break;
+                }
+                case "propertyNames":
+                    node.propertyNames = compiler.node(value, where + "/propertyNames");
+                    node.applicators = true;
+                    break;
+                case "dependentRequired":
+                    node.dependentRequired = new LinkedHashMap<>();
+                    for (Map.Entry<String, JsonNode> d : value.properties()) {
+                        String[] names = new String[d.getValue().size()];
+                        for (int i = 0; i < names.length; i++) {
+                            names[i] = d.getValue().get(i).asText();
+                        }
+                        node.dependentRequired.put(d.getKey(), names);
+                    }
+                    node.applicators = true;
+                    break;
+                case "dependentSchemas":
+                    node.dependentSchemas = new LinkedHashMap<>();
+                    for (Map.Entry<String, JsonNode> d : value.properties()) {
+                        node.dependentSchemas.put(d.getKey(), compiler.node(d.getValue(),
+                                where + "/dependentSchemas/" + d.getKey()));
+                    }
+                    node.applicators = true;
+                    break;
+                case "prefixItems":
+                    node.prefixItems = compiler.nodes(value, where + "/prefixItems");
+                    break;
+                case "contains":
+                    node.contains = compiler.node(value, where + "/contains");
+                    break;
+                case "minContains":
+                    node.minContains = value.intValue();
+                    break;
+                case "maxContains":
+                    node.maxContains = value.intValue();
+                    break;
                 default:
                     if (!ANNOTATIONS.contains(key)) {
                         throw new IllegalArgumentException(
@@ -176,7 +363,6 @@ final class SchemaNode {
                     }
             }
         }
-        return node;
     }
 
     /**
@@ -273,7 +459,7 @@ final class SchemaNode {
      * no keyword that needs the whole object as a value (enum, const, a boolean schema, sizes).
      */
     boolean streamableObject() {
-        return constant == null && enumValues == null && constValue == null && minProperties < 0
+        return constant == null && !applicators && enumValues == null && constValue == null && minProperties < 0
                 && maxProperties < 0 && (types == 0 || (types & T_OBJECT) != 0) && properties != null
                 && properties.size() <= 64;
     }
@@ -296,6 +482,114 @@ final class SchemaNode {
 
     /** The first error in {@code v} (at JSON Pointer {@code path}, "" for the root), or null. */
     Failure validate(JsonNode v, String path) {
+        return validate(v, path, 0);
+    }
+
+    private Failure validate(JsonNode v, String path, int depth) {
+        if (depth > MAX_DEPTH) {
+            return new Failure(at(path), "the schema's $ref recursion is deeper than " + MAX_DEPTH);
+        }
+        Failure own = validateOwn(v, path, depth);
+        if (own != null || !applicators) {
+            return own;
+        }
+        return validateApplicators(v, path, depth);
+    }
+
+    private Failure validateApplicators(JsonNode v, String path, int depth) {
+        if (ref != null) {
+            Failure f = ref.validate(v, path, depth + 1);
+            if (f != null) {
+                return f;
+            }
+        }
+        if (allOf != null) {
+            for (SchemaNode sub : allOf) {
+                Failure f = sub.validate(v, path, depth + 1);
+                if (f != null) {
+                    return f;
+                }
+            }
+        }
+        if (anyOf != null) {
+            boolean any = false;
+            for (SchemaNode sub : anyOf) {
+                if (sub.validate(v, path, depth + 1) == null) {
+                    any = true;
+                    break;
+                }
+            }
+            if (!any) {
+                return new Failure(at(path), shown(v) + " is not valid under any of the given schemas");
+            }
+        }
+        if (oneOf != null) {
+            int valid = 0;
+            for (SchemaNode sub : oneOf) {
+                if (sub.validate(v, path, depth + 1) == null && ++valid > 1) {
+                    return new Failure(at(path), shown(v) + " is valid under more than one of the given schemas");
+                }
+            }
+            if (valid == 0) {
+                return new Failure(at(path), shown(v) + " is not valid under any of the given schemas");
+            }
+        }
+        if (not != null && not.validate(v, path, depth + 1) == null) {
+            return new Failure(at(path), shown(v) + " should not be valid under the 'not' schema");
+        }
+        if (ifSchema != null) {
+            SchemaNode branch = ifSchema.validate(v, path, depth + 1) == null ? thenSchema : elseSchema;
+            if (branch != null) {
+                Failure f = branch.validate(v, path, depth + 1);
+                if (f != null) {
+                    return f;
+                }
+            }
+        }
+        if (v.isObject()) {
+            return validateObjectApplicators(v, path, depth);
+        }
+        return null;
+    }
+
+    private Failure validateObjectApplicators(JsonNode v, String path, int depth) {
+        if (dependentRequired != null) {
+            for (Map.Entry<String, String[]> d : dependentRequired.entrySet()) {
+                if (v.has(d.getKey())) {
+                    for (String name : d.getValue()) {
+                        if (!v.has(name)) {
+                            return new Failure(at(path), "\"" + name + "\" is a dependency of \"" + d.getKey() + "\"");
+                        }
+                    }
+                }
+            }
+        }
+        if (dependentSchemas != null) {
+            for (Map.Entry<String, SchemaNode> d : dependentSchemas.entrySet()) {
+                if (v.has(d.getKey())) {
+                    Failure f = d.getValue().validate(v, path, depth + 1);
+                    if (f != null) {
+                        return f;
+                    }
+                }
+            }
+        }
+        if (propertyNames != null) {
+            for (Map.Entry<String, JsonNode> field : v.properties()) {
+                Failure f = propertyNames.validate(
+                        org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.TextNode.valueOf(
+                                field.getKey()), path, depth + 1);
+                if (f != null) {
+                    return new Failure(at(path), "property name " + shown(
+                            org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.TextNode.valueOf(
+                                    field.getKey())) + " is invalid: " + f.message);
+                }
+            }
+        }
+        return null;
+    }
+
+    private Failure validateOwn(JsonNode v, String path, int depth) {
         if (constant != null) {
             return constant ? null : new Failure(at(path), "False schema does not allow " + shown(v));
         }
@@ -324,10 +618,10 @@ final class SchemaNode {
             return validateNumber(v, path);
         }
         if (v.isObject()) {
-            return validateObject(v, path);
+            return validateObject(v, path, depth);
         }
         if (v.isArray()) {
-            return validateArray(v, path);
+            return validateArray(v, path, depth);
         }
         return null;
     }
@@ -376,7 +670,7 @@ final class SchemaNode {
         return null;
     }
 
-    private Failure validateObject(JsonNode v, String path) {
+    private Failure validateObject(JsonNode v, String path, int depth) {
         if (required != null) {
             for (String name : required) {
                 if (!v.has(name)) {
@@ -393,22 +687,37 @@ final class SchemaNode {
             return new Failure(at(path), shown(v) + " has more than " + maxProperties
                     + (maxProperties == 1 ? " property" : " properties"));
         }
-        if (properties == null && additional == null) {
+        if (properties == null && additional == null && patterns == null) {
             return null;
         }
         for (Map.Entry<String, JsonNode> field : v.properties()) {
-            SchemaNode sub = properties == null ? null : properties.get(field.getKey());
-            if (sub == null) {
-                if (additional == null) {
-                    continue;
+            String name = field.getKey();
+            SchemaNode sub = properties == null ? null : properties.get(name);
+            boolean matched = sub != null;
+            if (sub != null) {
+                Failure failure = sub.validate(field.getValue(), pointer(path, name), depth + 1);
+                if (failure != null) {
+                    return failure;
                 }
-                if (Boolean.FALSE.equals(additional.constant)) {
-                    return new Failure(at(path), "Additional properties are not allowed ('"
-                            + field.getKey() + "' was unexpected)");
-                }
-                sub = additional;
             }
-            Failure failure = sub.validate(field.getValue(), pointer(path, field.getKey()));
+            if (patterns != null) {
+                for (int i = 0; i < patterns.length; i++) {
+                    if (patterns[i].matcher(name).find()) {
+                        matched = true;
+                        Failure failure = patternNodes[i].validate(field.getValue(), pointer(path, name), depth + 1);
+                        if (failure != null) {
+                            return failure;
+                        }
+                    }
+                }
+            }
+            if (matched || additional == null) {
+                continue;
+            }
+            if (Boolean.FALSE.equals(additional.constant)) {
+                return new Failure(at(path), "Additional properties are not allowed ('" + name + "' was unexpected)");
+            }
+            Failure failure = additional.validate(field.getValue(), pointer(path, name), depth + 1);
             if (failure != null) {
                 return failure;
             }
@@ -416,7 +725,7 @@ final class SchemaNode {
         return null;
     }
 
-    private Failure validateArray(JsonNode v, String path) {
+    private Failure validateArray(JsonNode v, String path, int depth) {
         int size = v.size();
         if (minItems >= 0 && size < minItems) {
             return new Failure(at(path), shown(v) + " has less than " + minItems + (minItems == 1 ? " item" : " items"));
@@ -433,12 +742,36 @@ final class SchemaNode {
                 }
             }
         }
+        int prefix = prefixItems == null ? 0 : Math.min(prefixItems.length, size);
+        for (int i = 0; i < prefix; i++) {
+            Failure failure = prefixItems[i].validate(v.get(i), path + "/" + i, depth + 1);
+            if (failure != null) {
+                return failure;
+            }
+        }
         if (items != null) {
-            for (int i = 0; i < size; i++) {
-                Failure failure = items.validate(v.get(i), path + "/" + i);
+            for (int i = prefixItems == null ? 0 : prefixItems.length; i < size; i++) {
+                Failure failure = items.validate(v.get(i), path + "/" + i, depth + 1);
                 if (failure != null) {
                     return failure;
                 }
+            }
+        }
+        if (contains != null) {
+            int matching = 0;
+            for (int i = 0; i < size; i++) {
+                if (contains.validate(v.get(i), path + "/" + i, depth + 1) == null) {
+                    matching++;
+                }
+            }
+            if (matching < minContains) {
+                return new Failure(at(path), shown(v) + (minContains == 1
+                        ? " does not contain items matching the given schema"
+                        : " contains fewer than " + minContains + " items matching the given schema"));
+            }
+            if (maxContains >= 0 && matching > maxContains) {
+                return new Failure(at(path), shown(v) + " contains more than " + maxContains
+                        + " items matching the given schema");
             }
         }
         return null;
