@@ -27,38 +27,111 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
     return {**json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}")),
             "parallelism.default": "2", "rest.port": str(s["rest_port"]), "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1", "execution.checkpointing.interval": "10 s",
+            "web.refresh-interval": "200",
             "table.local-time-zone": "UTC", "state.backend.type": "rocksdb",
             "execution.checkpointing.incremental": "true", "execution.checkpointing.dir": checkpoints}
 
 
-def run_framework(s: dict[str, Any], engine: str = "auto") -> None:
+class Clock:
+    """Flink's own clock for the job this process runs. While it runs, its REST API is asked for
+    the job's ``timestamps`` and its vertices' ``start-time`` (exact values, however stale the
+    cached answer); when it ends, the JobMaster's net runtime (INITIALIZING → FINISHED) gives the
+    end. ``report`` prints them on one ``BENCH_CLOCK {json}`` line for the harness."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port, self.seen = port, {}  # type: ignore[var-annotated]
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import time
+        import urllib.request
+
+        def get(path: str) -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
+                return json.loads(response.read())
+
+        while True:
+            try:
+                for job in get("/jobs/overview")["jobs"]:
+                    detail = get(f"/jobs/{job['jid']}")
+                    starts = [v.get("start-time", -1) for v in detail["vertices"]]
+                    self.seen = {"timestamps": detail["timestamps"], "vertex_starts": starts}
+                    if detail["timestamps"].get("RUNNING") and all(t > 0 for t in starts):
+                        return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+
+    def report(self, net_runtime_ms: int) -> None:
+        print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms,
+                                           "cpu_s": tree_cpu_seconds(os.getpid())}), flush=True)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and every live descendant, with the children they
+    have reaped: this process, its JVM (alive until this process exits) and the Python workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:  # utime, stime, cutime, cstime: fields 14-17 of stat (11-14 here)
+            total += sum(int(x) for x in fields[11:15]) / tick
+        todo.extend(children.get(current, []))
+    return total
+
+
+#: the example job of each source format
+EXAMPLES = {"json": "page_activity.yaml", "avro": "page_activity_avro.yaml", "protobuf": "page_activity_proto.yaml"}
+
+
+def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json") -> None:
+    import re
+
     from headrace.jobs.compiler import compile_job
     from headrace.jobs.loader import parse_job
     from headrace.jobs.plan import build_plan
     from headrace.jobs.profiles import load_profile
     from headrace.jobs.runner import submit_local
 
-    text = (ROOT / "jobs" / "page_activity.yaml").read_text()
-    text = (text.replace("topic: clicks,", f"topic: {s['topic']},")
-            .replace("group: page-activity", f"group: {s['group']}")
-            .replace("page_activity_1m", s["table"]).replace("clicks.dlq", f"{s['topic']}.dlq")
-            .replace("clicks.late", f"{s['topic']}.late")
-            .replace("window: {tumbling: 1m}", f"window: {{tumbling: {s['window_s']}s}}")
+    text = (ROOT / "jobs" / EXAMPLES[fmt]).read_text()
+    text = re.sub(r"topic: [\w-]+, group: [\w-]+", f"topic: {s['topic']}, group: {s['group']}", text)
+    text = re.sub(r"page_activity\w*_1m", s["table"], text)
+    text = re.sub(r"clicks[\w-]*\.(dlq|late)", lambda m: f"{s['topic']}.{m.group(1)}", text)
+    text = (text.replace("window: {tumbling: 1m}", f"window: {{tumbling: {s['window_s']}s}}")
             .replace("max_out_of_orderness: 5s", f"max_out_of_orderness: {s['ooo_s']}s")
-            .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json"))
+            .replace("schemas/", f"{ROOT}/schemas/")
             .replace("validate: {}", f"validate: {{engine: {engine}}}"))
-    job = Path(s["workdir"]) / f"framework-{engine}.yaml"
+    job = Path(s["workdir"]) / f"framework-{engine}-{fmt}.yaml"
     job.write_text(text)
     profiles = Path(s["workdir"]) / "profiles.yaml"
     flink = ", ".join(f"{k}: '{v}'" for k, v in common_config(s).items() if k != "table.local-time-zone")
     profiles.write_text(f"profiles:\n  bench:\n    kafka: {{bootstrap_servers: '{s['bootstrap']}'}}\n"
                         f"    postgres: {{port: {s['pg_port']}, database: postgres, user: postgres}}\n"
                         f"    state: {{checkpoints: {Path(s['workdir']) / 'checkpoints'}}}\n"
+                        + (f"    registry: {{url: '{s['registry']}'}}\n" if s.get("registry") else "")
+                        +
                         f"    flink: {{{flink}}}\n")
     offsets = {int(k): v for k, v in s["offsets"].items()}
     compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets)
+    clock = Clock(s["rest_port"])
     result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
     result.wait()
+    clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
 
 
 def _jars() -> list[str]:
@@ -90,7 +163,10 @@ def run_sql(s: dict[str, Any]) -> None:
     *ddl, insert = [st.strip() for st in body.split(";\n") if st.strip()]
     for statement in ddl:
         t_env.execute_sql(statement)
-    t_env.execute_sql(insert).wait()
+    clock = Clock(s["rest_port"])
+    result = t_env.execute_sql(insert)
+    result.wait()
+    clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
 
 
 def stopping_offsets(bootstrap: str, topic: str, group: str, offsets: dict[str, int]) -> Any:
@@ -223,10 +299,13 @@ def run_datastream(s: dict[str, Any]) -> None:
     statements.add_insert_sql("INSERT INTO sink SELECT f0, f1, CAST(TO_TIMESTAMP_LTZ(f2, 3) AS TIMESTAMP(3)), "
                               "CAST(TO_TIMESTAMP_LTZ(f3, 3) AS TIMESTAMP(3)), f4, f5, f6, f7, f8 FROM windows")
     statements.attach_as_datastream()
-    env.execute("page-activity-datastream")
+    clock = Clock(s["rest_port"])
+    clock.report(env.execute("page-activity-datastream").get_net_runtime())
 
 
 if __name__ == "__main__":
     kind, settings = sys.argv[1], json.loads(sys.argv[2])
     {"framework": run_framework, "framework-python": lambda s: run_framework(s, engine="python"),
+     "framework-avro": lambda s: run_framework(s, fmt="avro"),
+     "framework-proto": lambda s: run_framework(s, fmt="protobuf"),
      "sql": run_sql, "datastream": run_datastream}[kind](settings)

@@ -1,18 +1,24 @@
 """Benchmark: the example job through Headrace vs (a) hand-written Flink SQL vs (b) hand-written PyFlink.
 
     .venv/bin/python -m tests.bench.run [--events 1000000] [--repeat 3] [--rate 2000] [--seconds 30]
-                                        [--only framework,framework-python,sql,datastream]
+        [--only framework,framework-python,framework-avro,framework-proto,sql,datastream]
 
 Throughput: ``--events`` click events (out of order, ~1% invalid, a few late) are pre-loaded into a
 tansu broker (2 partitions); each job reads them to the known end offsets at parallelism 2 with
-checkpoints every 10 s, writing the per-minute view to PostgreSQL. events/s = events / (time the job
-is RUNNING on the mini-cluster until it FINISHED, from Flink's REST API), so JVM start and job
-submission are excluded; Python worker start-up is included. Each job runs ``--repeat`` times,
-interleaved with the others so that a slow spell of the machine hits them all alike; the table
-shows the median and the ratios of medians (runs on a shared 2-core VM vary by ±20%).
+checkpoints every 10 s, writing the per-minute view to PostgreSQL. events/s = events / the time
+from the job's RUNNING (the later of its RUNNING timestamp and its last vertex's start time) to its
+FINISHED, both on Flink's own clock (the JobMaster's net runtime gives the end; see
+``jobs.Clock``), so JVM start, submission and the mini-cluster's shutdown are excluded; Python worker
+start-up is included. CPU-s per million events counts every process of the job (JVM and Python
+workers, start-up included). Each job runs ``--repeat`` times, interleaved with the others so that a
+slow spell of the machine hits them all alike; the table shows the median and the ratios of medians.
 
 ``framework`` validates in the JVM (the default for the example's schema); ``framework-python``
 is the same spec with ``validate: {engine: python}``, the path for schemas outside the JVM subset.
+``framework-avro`` and ``framework-proto`` are jobs/page_activity_avro.yaml and
+page_activity_proto.yaml over the same events written by Confluent's Avro and Protobuf serializers
+(schemas in ``headrace registry serve``); a record that is not a valid click is written as one
+naming an unknown schema id, so each topic has the JSON topic's dead-letter share.
 
 Latency: each job then reads a fresh topic while events are produced live at ``--rate`` per second
 for ``--seconds`` with event time = wall clock, in 5 s tumbling windows (1 s out-of-orderness).
@@ -32,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +54,11 @@ from tests.services import Broker, Postgres, free_port
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "framework-python": "Headrace, validate: {engine: python}",
+         "framework-avro": "Headrace, Avro (Confluent wire format)",
+         "framework-proto": "Headrace, Protobuf (Confluent wire format)",
          "sql": "(a) hand-written Flink SQL", "datastream": "(b) hand-written PyFlink DataStream"}
+#: the topic each kind reads: the same events, as JSON or in a binary format
+TOPICS = {"framework-avro": "bench-avro", "framework-proto": "bench-proto"}
 
 
 def _get(port: int, path: str) -> Any:
@@ -55,8 +66,36 @@ def _get(port: int, path: str) -> Any:
         return json.loads(response.read())
 
 
-def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> tuple[float, float, int]:
-    """Run one job to completion; returns (t_running, t_finished, exit code)."""
+@dataclass
+class Run:
+    """One job's run: seconds from RUNNING (its last vertex started) to FINISHED on Flink's own
+    clock, the CPU seconds of all its processes, the exit code."""
+
+    seconds: float
+    cpu_s: float
+    code: int
+
+
+def flink_seconds(output: list[str]) -> float:
+    """Running time from the job process's ``BENCH_CLOCK`` line: FINISHED (INITIALIZING + the
+    JobMaster's net runtime) minus the later of RUNNING and the last vertex's start."""
+    line = next((x for x in reversed(output) if x.startswith("BENCH_CLOCK ")), None)
+    if line is None:
+        return math.nan
+    clock = json.loads(line.split(" ", 1)[1])
+    stamps = clock.get("timestamps") or {}
+    start = max([stamps.get("RUNNING", 0), *clock.get("vertex_starts", [])])
+    begun = stamps.get("INITIALIZING") or stamps.get("CREATED")
+    if not begun or not start:
+        return math.nan
+    return (begun + clock["net_runtime_ms"] - start) / 1000
+
+
+def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> Run:
+    """Run one job to completion, in its own process."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-m", "tests.bench.jobs", kind, json.dumps(settings)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
@@ -75,11 +114,15 @@ def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> tupl
     if on_running is not None and proc.poll() is None:
         on_running()
     proc.wait()
-    t_finished = time.monotonic()
     reader.join(5)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         console.print("".join(output[-40:]), markup=False)
-    return t_running, t_finished, proc.returncode
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    clock = next((x for x in reversed(output) if x.startswith("BENCH_CLOCK ")), None)
+    if clock is not None:  # the job's process tree, JVM and Python workers included
+        cpu = float(json.loads(clock.split(" ", 1)[1]).get("cpu_s", cpu))
+    return Run(flink_seconds(output), cpu, proc.returncode)
 
 
 def create_view_table(pg: Postgres, table: str) -> None:
@@ -119,6 +162,63 @@ def preload(broker: Broker, topic: str, events: int) -> dict[int, int]:
             while True:
                 try:
                     producer.produce(topic, e.payload, key=e.key, timestamp=e.timestamp_ms, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            if i % 20_000 == 0:
+                producer.poll(0)
+                progress.update(task, completed=i)
+        producer.flush(120)
+    return ends
+
+
+def preload_binary(broker: Broker, topic: str, events: int, registry: str) -> dict[int, int]:
+    """The events of ``preload``, each record as Confluent's serializers write it (Avro or
+    Protobuf, by the topic's name); a record that is not a valid click (~1%) becomes the bytes of a
+    record that names an unknown schema id, so the dead-letter path carries the same share."""
+    import jsonschema_rs
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    root = Path(__file__).resolve().parents[2]
+    client = SchemaRegistryClient({"url": registry})
+    context = SerializationContext(topic, MessageField.VALUE)
+    check = jsonschema_rs.validator_for(json.loads((root / "schemas" / "click.schema.json").read_text()))
+    if topic == "bench-avro":
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+
+        avro = AvroSerializer(client, (root / "schemas" / "click.avsc").read_text())
+        encode = lambda r: avro({**r, "bytes": r.get("bytes"), "email": r.get("email")}, context)  # noqa: E731
+    else:
+        from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+
+        from tests.bench.decode import click_pb2
+
+        pb2 = click_pb2()
+        proto = ProtobufSerializer(pb2.Click, client, {"use.deprecated.format": False})
+        encode = lambda r: proto(pb2.Click(**r), context)  # noqa: E731
+    broker.create_topic(topic, partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
+                         "queue.buffering.max.messages": 2_000_000, "partitioner": "murmur2_random"})
+    ends = {0: 0, 1: 0}
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is None:
+            ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"pre-loading {events:,} events into '{topic}'", total=events)
+        for i, e in enumerate(click_events(events, seed=1)):
+            try:
+                record = json.loads(e.payload)
+                value = encode(record) if isinstance(record, dict) and check.is_valid(record) else None
+            except (ValueError, TypeError):
+                value = None
+            if value is None:
+                value = b"\x00\x7f\xff\xff\xff" + e.payload[:100]  # an id no registry has
+            while True:
+                try:
+                    producer.produce(topic, value, key=e.key, timestamp=e.timestamp_ms, on_delivery=delivered)
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -181,7 +281,7 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     poller = threading.Thread(target=poll_pg, daemon=True)
     poller.start()
     producer_thread = threading.Thread(target=produce_live, daemon=True)
-    _, _, code = run_job(kind, settings, on_running=producer_thread.start)
+    code = run_job(kind, settings, on_running=producer_thread.start).code
     if producer_thread.ident is not None:
         producer_thread.join()
     time.sleep(1.0)
@@ -204,55 +304,76 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=2000, help="events/s in the latency run")
     parser.add_argument("--seconds", type=int, default=30, help="length of the latency run")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per job (median shown)")
-    parser.add_argument("--only", default="framework,framework-python,sql,datastream")
+    parser.add_argument("--only", default="framework,framework-python,framework-avro,framework-proto,sql,datastream")
     args = parser.parse_args()
     kinds = [k for k in args.only.split(",") if k]
     results: dict[str, dict[str, Any]] = {k: {} for k in kinds}
     broker, pg = Broker.start(), Postgres.start()
     workdir = Path(tempfile.mkdtemp(prefix="headrace-bench-"))
+    registry_port = free_port()
+    registry = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port",
+                                 str(registry_port), "--store", str(workdir / "registry.sqlite")])
     try:
-        ends = preload(broker, "bench", args.events)
+        from tests.services import _wait_port
+
+        _wait_port(registry_port, registry, "headrace registry serve")  # type: ignore[arg-type]
+        url = f"http://127.0.0.1:{registry_port}"
+        ends_of = {"bench": preload(broker, "bench", args.events)}
+        for kind in kinds:
+            if kind in TOPICS:
+                ends_of[TOPICS[kind]] = preload_binary(broker, TOPICS[kind], args.events, url)
+        ends = ends_of["bench"]
         console.print(f"pre-loaded {sum(ends.values()):,} events (partitions: {ends})")
-        base = {"bootstrap": broker.bootstrap, "pg_port": pg.port, "workdir": str(workdir)}
+        base = {"bootstrap": broker.bootstrap, "pg_port": pg.port, "workdir": str(workdir), "registry": url}
         runs: dict[str, list[float]] = {k: [] for k in kinds}
+        cpu: dict[str, list[float]] = {k: [] for k in kinds}
         for attempt in range(1, args.repeat + 1):
             for kind in kinds:
                 table = f"tp_{kind.replace('-', '_')}_{attempt}"
-                settings = {**base, "topic": "bench", "table": table, "group": f"{kind}-tp{attempt}",
-                            "offsets": ends, "window_s": 60, "ooo_s": 5, "rest_port": free_port()}
+                topic = TOPICS.get(kind, "bench")
+                settings = {**base, "topic": topic, "table": table, "group": f"{kind}-tp{attempt}",
+                            "offsets": ends_of[topic], "window_s": 60, "ooo_s": 5, "rest_port": free_port()}
                 if not kind.startswith("framework"):
                     create_view_table(pg, table)
                 console.print(f"throughput {attempt}/{args.repeat}: {KINDS[kind]} …")
-                t_run, t_end, code = run_job(kind, settings)
+                run = run_job(kind, settings)
+                code, seconds = run.code, run.seconds
                 rows, aggregated = view_totals(pg, table) if code == 0 else (0, 0)
-                seconds = t_end - t_run
                 runs[kind].append(args.events / seconds if code == 0 else math.nan)
+                cpu[kind].append(run.cpu_s / args.events * 1e6 if code == 0 else math.nan)
                 results[kind].update(events_per_s=statistics.median(runs[kind]), runs=runs[kind],
+                                     cpu_per_m=statistics.median(cpu[kind]), cpu_runs=cpu[kind],
                                      rows=rows, aggregated=aggregated, exit=code)
-                console.print(f"  {runs[kind][-1]:,.0f} events/s ({seconds:.1f}s running; {rows:,} rows, "
-                              f"{aggregated:,} events aggregated)")
+                console.print(f"  {runs[kind][-1]:,.0f} events/s ({seconds:.1f}s running on Flink's clock, "
+                              f"{run.cpu_s:.0f} CPU-s; {rows:,} rows, {aggregated:,} events aggregated)")
         for kind in kinds:
+            if kind in TOPICS or args.seconds <= 0:  # the live producer writes JSON
+                results[kind].update(p50=math.nan, p99=math.nan, close_p50=math.nan, close_p99=math.nan)
+                continue
             console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
             results[kind].update(latency_run(kind, broker, pg, base, args.rate, args.seconds))
     finally:
+        registry.terminate()
         pg.stop()
         broker.stop()
 
     table = Table(title=f"page-activity: {args.events:,} events, parallelism 2, checkpoints every 10 s; "
                         f"events/s is the median of {args.repeat} runs",
                   title_justify="left")
-    for col in ("job", "events/s", "runs", "× (a) SQL", "× (b) DataStream", "rows", "event→row p50", "p99",
-                "window close→row p50", "p99"):
+    for col in ("job", "events/s", "runs", "CPU-s per M events", "× (a) SQL", "× (b) DataStream",
+                "× Headrace JSON", "rows", "event→row p50", "p99", "window close→row p50", "p99"):
         table.add_column(col, justify="left" if col == "job" else "right")
     ref_sql = results.get("sql", {}).get("events_per_s", math.nan)
     ref_ds = results.get("datastream", {}).get("events_per_s", math.nan)
+    ref_json = results.get("framework", {}).get("events_per_s", math.nan)
+    seconds = lambda x: "–" if math.isnan(x) else f"{x:.2f}s"  # noqa: E731
     for kind in kinds:
         r = results[kind]
         eps = r.get("events_per_s", math.nan)
         table.add_row(KINDS[kind], f"{eps:,.0f}", " ".join(f"{x / 1000:.0f}k" for x in r.get("runs", [])),
-                      f"{eps / ref_sql:.2f}", f"{eps / ref_ds:.2f}",
-                      f"{r.get('rows', 0):,}",
-                      f"{r['p50']:.2f}s", f"{r['p99']:.2f}s", f"{r['close_p50']:.2f}s", f"{r['close_p99']:.2f}s")
+                      f"{r.get('cpu_per_m', math.nan):.0f}", f"{eps / ref_sql:.2f}", f"{eps / ref_ds:.2f}",
+                      f"{eps / ref_json:.2f}", f"{r.get('rows', 0):,}",
+                      seconds(r["p50"]), seconds(r["p99"]), seconds(r["close_p50"]), seconds(r["close_p99"]))
     console.print(table)
     out = Path(".headrace/bench/results.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,34 @@ def test_confluent_avro_records_of_two_schema_versions_fill_the_view_exactly(
     assert by_sha[hashlib.sha256(future).hexdigest()]["error_path"] == "/ts"
 
 
+def test_a_version_registered_while_the_job_runs_is_looked_up_and_read(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
+    """The job (reader v2) is compiled knowing v1 and v2; once it runs, a producer registers v3
+    (a field added with a default, which BACKWARD admits) and writes with it: the decoder looks
+    the new id up in the registry and reads those records too, exactly."""
+    v3 = {**V2, "fields": [*V2["fields"], {"name": "plan", "type": "string", "default": "free"}]}
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = avro_events(registry, unique, 3_000, seed=83)
+    later = [e for e in click_events(2_000, seed=84) if is_valid(e.payload, SCHEMA)]
+    job = avro_job(tmp_path, unique)
+    with_registry(profiles_file, registry)
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(events, later)))
+    run.wait_for(lambda: run.line_matching("running on the local mini-cluster") is not None, 120, "the job to start")
+    write_v3 = serializer(registry, v3)  # registers v3 with the first record it writes
+    newer = [SampleEvent(key=e.key, payload=write_v3({"bytes": None, "email": None, **json.loads(e.payload),
+                                                      "plan": "pro"}, _context(unique)),
+                         timestamp_ms=e.timestamp_ms, kind=e.kind) for e in later]
+    placed += produce_placed(broker.bootstrap, unique, newer, PARTITIONS)
+    assert run.finish() == 0, run.output[-3000:]
+
+    dead, _ = assert_exact(broker, pg, unique, placed, expected_for(registry, placed), binary=True)
+    assert not any("unknown schema id" in d["error"] for d in dead)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    assert len(SchemaRegistryClient({"url": registry}).get_versions(f"{unique}-value")) == 3
+
+
 def test_kill_9_of_an_avro_job_and_the_same_command_resumes_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
     broker.create_topic(unique, partitions=PARTITIONS)
