@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from headrace.schemas.errors import HeadraceError
+from headrace.schemas.errors import HeadraceError, ServiceError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -487,7 +487,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_registry(args: argparse.Namespace) -> int:
     from headrace.connectors.serving.registry_api import serve
 
-    store = Path(args.store)
+    profile = _profile(args) if args.profile else None
+    if profile is not None and profile.postgres is not None and not args.store:
+        # a service profile: the registry lives in its PostgreSQL, shared by every server of it
+        import psycopg
+
+        try:
+            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 5}):
+                pass
+        except psycopg.OperationalError as exc:
+            raise ServiceError(f"the registry's store, PostgreSQL at {profile.postgres.host}:{profile.postgres.port}, "
+                               f"does not answer: {str(exc).strip().splitlines()[0]}",
+                               hint="start it, or fix 'postgres' in the profile") from None
+        err.print(f"schema registry on http://{args.host}:{args.port} (store: PostgreSQL "
+                  f"{profile.postgres.host}:{profile.postgres.port}/{profile.postgres.database}, "
+                  f"profile '{profile.name}')", markup=False)
+        serve("", args.host, args.port, postgres=profile.postgres.conninfo())
+        return 0
+    store = Path(args.store or ".headrace/registry.sqlite")
     store.parent.mkdir(parents=True, exist_ok=True)
     err.print(f"schema registry on http://{args.host}:{args.port} (store {store})", markup=False)
     serve(str(store), args.host, args.port)
@@ -710,7 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["serve"])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8085)
-    p.add_argument("--store", default=".headrace/registry.sqlite", help="the registry's SQLite file")
+    p.add_argument("--store", help="an SQLite file (default: the profile's PostgreSQL under a service profile, "
+                                    "else .headrace/registry.sqlite)")
+    p.add_argument("--profile", help="keep the registry in this profile's PostgreSQL")
+    p.add_argument("--profiles", help="profiles file (default: $HEADRACE_PROFILES or jobs/profiles.yaml)")
     p.set_defaults(func=cmd_registry)
     p = sub.add_parser("jars", help="fetch and verify the connector jars, build the JVM functions")
     p.add_argument("--maven-repo", help="take the jars from this Maven repository instead of PyPI")

@@ -2,9 +2,10 @@
 shape of the Confluent Schema Registry (``connectors/serving/registry_api.py`` serves it over
 the same REST API, so Confluent's serializers and any registry client can use it).
 
-The store is SQLite (one file; the embedded default). A schema is stored once, under one id,
-however many subjects register it; a subject's versions count from 1. Registering a schema the
-subject already has returns its id and version again. A new version must be compatible with the
+The store is SQLite (one file; the embedded default) or, under a service profile, the profile's
+PostgreSQL (tables ``hr_registry_*``, shared by every server of that environment). A schema is
+stored once, under one id, however many subjects register it; a subject's versions count from 1.
+Registering a schema the subject already has returns its id and version again. A new version must be compatible with the
 subject's earlier ones in the subject's mode (or the global one, BACKWARD by default):
 
 ==================  ==========================================================================
@@ -36,9 +37,11 @@ clicks-value v2: field 'plan' added without a default — breaks BACKWARD (reade
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,13 +84,12 @@ def canonical(schema: str, schema_type: str) -> str:
         raise RegistryError(f"invalid {schema_type} schema: {exc}", 42201, 422) from None
 
 
-class SchemaRegistry:
-    """The registry's state, in SQLite (``path``, or ``:memory:``). Thread-safe."""
+class _Sqlite:
+    """The embedded store: one SQLite file (or ``:memory:``)."""
 
     def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        self._db.executescript("""
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.executescript("""
             PRAGMA journal_mode = WAL;
             CREATE TABLE IF NOT EXISTS schemas (id INTEGER PRIMARY KEY, schema_type TEXT NOT NULL,
                                                 schema TEXT NOT NULL, UNIQUE (schema_type, schema));
@@ -97,14 +99,116 @@ class SchemaRegistry:
             CREATE TABLE IF NOT EXISTS config (subject TEXT PRIMARY KEY, compatibility TEXT NOT NULL);
         """)
 
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.db.execute(sql, params)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+
+class _Postgres:
+    """The store under a service profile: tables ``hr_registry_*`` in the profile's PostgreSQL,
+    so that every ``headrace registry serve`` of an environment shares one registry. A write
+    holds an advisory lock for its transaction (ids and versions are assigned one at a time);
+    a connection that broke (the database restarted) is opened again on the next call."""
+
+    LOCK = 7_260_012
+
+    def __init__(self, conninfo: dict[str, Any]) -> None:
+        self.conninfo = conninfo
+        self.db = self._connect()
+        for statement in (
+                "CREATE TABLE IF NOT EXISTS hr_registry_schemas (id BIGSERIAL PRIMARY KEY, schema_type TEXT "
+                "NOT NULL, schema TEXT NOT NULL, UNIQUE (schema_type, schema))",
+                "CREATE TABLE IF NOT EXISTS hr_registry_versions (subject TEXT NOT NULL, version INTEGER NOT NULL, "
+                "schema_id BIGINT NOT NULL REFERENCES hr_registry_schemas (id), PRIMARY KEY (subject, version))",
+                "CREATE TABLE IF NOT EXISTS hr_registry_config (subject TEXT PRIMARY KEY, compatibility TEXT "
+                "NOT NULL)"):
+            with self.db.transaction():
+                self.db.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
+                self.db.execute(statement)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(**{"connect_timeout": 5, **self.conninfo, "autocommit": True})
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        for table in ("schemas", "versions", "config"):
+            sql = re.sub(rf"\b(FROM|JOIN|INTO|UPDATE) {table}\b", rf"\1 hr_registry_{table}", sql)
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        import psycopg
+
+        try:
+            try:
+                return self.db.execute(self._sql(sql), params)
+            except psycopg.OperationalError:
+                if not self.db.closed and not self.db.broken:
+                    raise
+                self.db = self._connect()  # the database restarted: once more, on a new connection
+                return self.db.execute(self._sql(sql), params)
+        except psycopg.OperationalError as exc:
+            raise self.down(exc) from None
+
+    @staticmethod
+    def down(exc: Exception) -> RegistryError:
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        return RegistryError(f"the registry's store (PostgreSQL) does not answer: {first}", 50001, 500)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            if self.db.closed or self.db.broken:
+                self.db = self._connect()
+            transaction = self.db.transaction()
+            transaction.__enter__()
+            self.db.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
+        except psycopg.OperationalError as exc:
+            raise self.down(exc) from None
+        try:
+            yield
+        except BaseException as exc:
+            transaction.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            transaction.__exit__(None, None, None)
+        except psycopg.OperationalError as exc:
+            raise self.down(exc) from None
+
+
+class SchemaRegistry:
+    """The registry's state: in SQLite (``path``, or ``:memory:``), or in PostgreSQL (``postgres``:
+    psycopg connection settings). Thread-safe."""
+
+    def __init__(self, path: str | Path = ":memory:", postgres: dict[str, Any] | None = None) -> None:
+        self._store: _Sqlite | _Postgres = _Postgres(postgres) if postgres is not None else _Sqlite(path)
+        self._lock = threading.Lock()
+        self.where = "PostgreSQL" if postgres is not None else str(path)
+
+    @property
+    def _db(self) -> Any:
+        return self._store
+
     # -- reads --------------------------------------------------------------------------------
 
     def subjects(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT DISTINCT subject FROM versions ORDER BY subject")]
+        return [r[0] for r in self._db.execute("SELECT DISTINCT subject FROM versions ORDER BY subject").fetchall()]
 
     def versions(self, subject: str) -> list[int]:
         found = [r[0] for r in self._db.execute(
-            "SELECT version FROM versions WHERE subject = ? ORDER BY version", (subject,))]
+            "SELECT version FROM versions WHERE subject = ? ORDER BY version", (subject,)).fetchall()]
         if not found:
             raise RegistryError(f"Subject '{subject}' not found.", 40401, 404)
         return found
@@ -161,7 +265,7 @@ class SchemaRegistry:
         mode = mode.upper()
         if mode not in MODES:
             raise RegistryError(f"Invalid compatibility level {mode}; one of {', '.join(MODES)}", 42203, 422)
-        with self._lock:
+        with self._lock, self._store.writing():
             self._db.execute("INSERT INTO config (subject, compatibility) VALUES (?, ?) ON CONFLICT (subject) "
                              "DO UPDATE SET compatibility = excluded.compatibility", (subject or "", mode))
         return mode
@@ -171,7 +275,7 @@ class SchemaRegistry:
         if schema_type not in TYPES:
             raise RegistryError(f"unknown schema type {schema_type}", 42201, 422)
         text = canonical(schema, schema_type)
-        with self._lock:
+        with self._lock, self._store.writing():
             try:
                 return self.lookup(subject, text, schema_type)
             except RegistryError:
@@ -185,10 +289,8 @@ class SchemaRegistry:
             if row is not None:
                 schema_id = int(row[0])
             else:
-                inserted = self._db.execute("INSERT INTO schemas (schema_type, schema) VALUES (?, ?)",
-                                            (schema_type, text)).lastrowid
-                assert inserted is not None
-                schema_id = inserted
+                schema_id = int(self._db.execute("INSERT INTO schemas (schema_type, schema) VALUES (?, ?) RETURNING id",
+                                                 (schema_type, text)).fetchone()[0])
             version = existing[-1].version + 1 if existing else 1
             self._db.execute("INSERT INTO versions (subject, version, schema_id) VALUES (?, ?, ?)",
                              (subject, version, schema_id))

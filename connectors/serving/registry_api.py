@@ -143,7 +143,9 @@ def _version(text: str) -> int | str:
     return number
 
 
-def serve(store: str, host: str = "127.0.0.1", port: int = 8085) -> None:
+def serve(store: str, host: str = "127.0.0.1", port: int = 8085, postgres: dict[str, Any] | None = None) -> None:
+    """Serve the registry in SQLite file ``store``, or in PostgreSQL (``postgres``: connection settings)."""
     import uvicorn
 
-    uvicorn.run(create_app(SchemaRegistry(store)), host=host, port=port, log_level="warning", access_log=False)
+    registry = SchemaRegistry(store, postgres=postgres)
+    uvicorn.run(create_app(registry), host=host, port=port, log_level="warning", access_log=False)

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from headrace.schemas.protoc import descriptor_set
@@ -169,3 +170,58 @@ def test_user_errors_are_one_line(tmp_path: Path, registry: str) -> None:
     bad = headrace("schema", "check", str(garbage), "--subject", "x", "--against", str(garbage))
     assert bad.returncode == 2 and "not a schema (invalid AVRO schema" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_registry_keeps_its_versions_in_the_profiles_postgresql(
+        tmp_path: Path, pg: Any, profiles_file: Path, unique: str) -> None:
+    """Under a service profile two servers share one registry in PostgreSQL: what one registers the
+    other serves, a restarted server still has it, and a database outage is a clear 500, then over."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    from tests.services import _wait_port, free_port
+
+    def start() -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port", str(port),
+                                 "--profile", "test", "--profiles", str(profiles_file)], cwd=ROOT)
+        _wait_port(port, proc, "headrace registry serve --profile test")
+        return proc, f"http://127.0.0.1:{port}"
+
+    subject = f"{unique}-value"
+    first, a = start()
+    second, b = start()
+    try:
+        v1 = {**AVSC, "fields": AVSC["fields"][:5]}
+        id1 = SchemaRegistryClient({"url": a}).register_schema(subject, Schema(json.dumps(v1), "AVRO"))
+        id2 = SchemaRegistryClient({"url": b}).register_schema(subject, Schema(json.dumps(AVSC), "AVRO"))
+        assert id2 != id1 and SchemaRegistryClient({"url": a}).get_latest_version(subject).schema_id == id2
+        refused = headrace("schema", "publish", str(tmp_path / "x.avsc"), "--subject", subject, "--registry", a)
+        assert refused.returncode == 2  # no such file: one line
+        breaking = tmp_path / "breaking.avsc"
+        breaking.write_text(json.dumps({**AVSC, "fields": [*AVSC["fields"], {"name": "plan", "type": "string"}]}))
+        with pytest.raises(Exception, match="added without a default"):
+            SchemaRegistryClient({"url": b}).register_schema(subject, Schema(breaking.read_text(), "AVRO"))
+        pg.shut_down()
+        try:
+            import urllib.error
+            import urllib.request
+
+            with pytest.raises(urllib.error.HTTPError) as outage:
+                urllib.request.urlopen(f"{a}/subjects/{subject}/versions", timeout=10)
+            body = json.loads(outage.value.read())
+            assert outage.value.code == 500 and body["error_code"] == 50001
+            assert body["message"].startswith("the registry's store (PostgreSQL) does not answer")
+        finally:
+            pg.start_again()
+        assert SchemaRegistryClient({"url": a}).get_versions(subject) == [1, 2]  # reconnected
+    finally:
+        first.terminate()
+        first.wait(10)
+    third, c = start()
+    try:
+        assert SchemaRegistryClient({"url": c}).get_schema(id1).schema_str == json.dumps(v1, separators=(",", ":"))
+    finally:
+        second.terminate()
+        third.terminate()
+        second.wait(10)
+        third.wait(10)
