@@ -24,17 +24,31 @@ SQLITE_TYPES = {FieldType.STRING: "TEXT", FieldType.INTEGER: "INTEGER", FieldTyp
                 FieldType.BOOLEAN: "INTEGER"}
 
 
-def topic_file(data_dir: Path, topic: str) -> Path:
-    return data_dir / f"{topic}.jsonl"
+def topic_file(data_dir: Path, topic: str, binary: bool = False) -> Path:
+    """A topic's file: JSON lines, or for binary records (Avro, Protobuf, the Confluent wire
+    format) one record per line in base64 (``<topic>.b64``)."""
+    return data_dir / f"{topic}.{'b64' if binary else 'jsonl'}"
 
 
 def file_source_ddl(table: str, *, path: Path, topic: str, event_time_millis: str,
-                    out_of_orderness: str) -> str:
-    """A bounded table over one JSON-lines file, shaped like the Kafka source table.
+                    out_of_orderness: str, binary: bool = False) -> str:
+    """A bounded table over one JSON-lines (or base64-lines) file, shaped like the Kafka source table.
 
     ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL.
+    A base64 line becomes `_payload` through ``FROM_BASE64``, which keeps the bytes as they are
+    (as the Kafka source's raw format does).
     """
     options = {"connector": "filesystem", "path": str(path.resolve()), "format": "raw"}
+    if binary:
+        decoded = "FROM_BASE64(`_line`)"
+        event_time_millis = event_time_millis.replace("`_payload`", decoded)
+        return f"""CREATE TEMPORARY TABLE {ident(table)} (
+  `_line` STRING,
+  `_payload` AS {decoded},
+  `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),
+  `_event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_time_millis}, CAST(0 AS BIGINT)), 3),
+  WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
+) {with_options(options)}"""
     return f"""CREATE TEMPORARY TABLE {ident(table)} (
   `_payload` STRING,
   `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),

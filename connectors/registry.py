@@ -53,8 +53,34 @@ def _get(profile: Any, path: str, timeout_s: float = 10.0, body: Any = None) -> 
                            hint="start it ('headrace registry serve') or fix 'registry.url' in the profile") from None
 
 
+def local_registry(profile: Any) -> Any:
+    """The embedded profile's registry (``<data_dir>/registry.sqlite``, no server) when the profile
+    names no other; None for a profile that has one, or a service profile without."""
+    if getattr(profile, "registry", None) is not None or getattr(profile, "embedded", None) is None:
+        return None
+    from pathlib import Path
+
+    from headrace.schemas.registry import SchemaRegistry
+
+    data_dir = Path(profile.embedded.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SchemaRegistry(data_dir / "registry.sqlite")
+
+
 def subject_schemas(profile: Any, subject: str, schema_type: str) -> dict[int, str]:
     """``{schema id: schema text}`` of every version of ``subject``, each of ``schema_type``."""
+    local = local_registry(profile)
+    if local is not None:
+        found = local.history(subject)
+        if not found:
+            raise ServiceError(f"the embedded registry ({local.where}) has no subject '{subject}'",
+                               hint="run 'headrace generate --job JOB' (it registers the job's schema) "
+                                    "or 'headrace schema publish JOB'")
+        wrong = next((v for v in found if v.schema_type != schema_type), None)
+        if wrong is not None:
+            raise ServiceError(f"subject '{subject}' version {wrong.version} is a {wrong.schema_type} schema, "
+                               f"not {schema_type}", hint="point source.format.subject at the subject of this topic")
+        return {v.id: v.schema for v in found}
     quoted = urllib.parse.quote(subject, safe="")
     versions = _get(profile, f"/subjects/{quoted}/versions")
     schemas: dict[int, str] = {}
@@ -80,11 +106,17 @@ class Version:
 
 
 def subjects(profile: Any) -> list[str]:
+    local = local_registry(profile)
+    if local is not None:
+        return list(local.subjects())
     return [str(s) for s in _get(profile, "/subjects")]
 
 
 def versions(profile: Any, subject: str) -> list[Version]:
     """Every version of ``subject``, oldest first (empty when the subject does not exist)."""
+    local = local_registry(profile)
+    if local is not None:
+        return [Version(r.subject, r.version, r.id, r.schema, r.schema_type) for r in local.history(subject)]
     quoted = urllib.parse.quote(subject, safe="")
     try:
         numbers = _get(profile, f"/subjects/{quoted}/versions")
@@ -102,12 +134,23 @@ def versions(profile: Any, subject: str) -> list[Version]:
 
 def mode(profile: Any, subject: str) -> str:
     """The subject's compatibility mode (the global one when it has none of its own)."""
+    local = local_registry(profile)
+    if local is not None:
+        return str(local.compatibility(subject))
     quoted = urllib.parse.quote(subject, safe="")
     return str(_get(profile, f"/config/{quoted}?defaultToGlobal=true")["compatibilityLevel"])
 
 
 def register(profile: Any, subject: str, schema: str, schema_type: str) -> int:
     """Register ``schema`` under ``subject``; its id (the registry refuses an incompatible one)."""
+    local = local_registry(profile)
+    if local is not None:
+        from headrace.schemas.registry import RegistryError
+
+        try:
+            return int(local.register(subject, schema, schema_type).id)
+        except RegistryError as exc:
+            raise ServiceError(f"the embedded registry refused it: {exc}", hint="see 'headrace schema check'") from None
     quoted = urllib.parse.quote(subject, safe="")
     body: dict[str, Any] = {"schema": schema}
     if schema_type != "AVRO":

@@ -159,11 +159,39 @@ def cmd_jars(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from headrace.jobs.sample import click_events, write_jsonl
+    from headrace.jobs.sample import click_events, encoder_for, write_encoded, write_jsonl
 
-    path = Path(args.out)
-    n = write_jsonl(path, click_events(args.events, seed=args.seed))
-    out.print(f"wrote {n:,} sample click events to {path}")
+    if args.job is None:
+        path = Path(args.out or ".headrace/local/clicks.jsonl")
+        n = write_jsonl(path, click_events(args.events, seed=args.seed))
+        out.print(f"wrote {n:,} sample click events to {path}")
+        return 0
+    # the job's topic under the embedded profile, in the job's format; its schema registered
+    from headrace.connectors import embedded
+    from headrace.connectors.registry import register
+
+    args.job = str(args.job)
+    plan = _plan(args)
+    profile = _profile(args)
+    if profile.embedded is None:
+        raise HeadraceError(f"profile '{profile.name}' is not embedded: generate writes the embedded topic files",
+                            hint="use the local profile, or produce to the broker yourself")
+    fmt, topic = plan.spec.source.format, plan.spec.source.kafka.topic
+    schema_id = None
+    if fmt.wire == "confluent":
+        kind = {"json": "JSON", "avro": "AVRO", "protobuf": "PROTOBUF"}[fmt.kind]
+        subject = fmt.subject or f"{topic}-value"
+        schema_id = register(profile, subject, plan.schema.path.read_text(encoding="utf-8"), kind)
+        out.print(f"registered {plan.schema.path.name} as subject '{subject}' (id {schema_id}) "
+                  "in the embedded registry")
+    path = Path(args.out) if args.out else embedded.topic_file(Path(profile.embedded.data_dir), topic, fmt.binary)
+    events = click_events(args.events, seed=args.seed)
+    if fmt.binary:
+        n = write_encoded(path, events, encoder_for(plan, schema_id))
+    else:
+        n = write_jsonl(path, events)
+    out.print(f"wrote {n:,} sample click events ({fmt.kind}{', Confluent wire format' if schema_id else ''}) "
+              f"to {path}")
     return 0
 
 
@@ -649,10 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="forget the job's checkpoints and read the topic from its earliest offsets")
     with_profile(p)
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("generate", help="write sample click events as JSON lines")
+    p = sub.add_parser("generate", help="write sample click events (JSON lines, or a job's topic in its format)")
     p.add_argument("--events", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--out", default=".headrace/local/clicks.jsonl")
+    p.add_argument("--out", help="the file (default: .headrace/local/clicks.jsonl, or the job's topic file)")
+    p.add_argument("--job", help="write the job's topic under the embedded profile, in its source format "
+                                 "(Avro, Protobuf, the Confluent wire format: the schema is registered too)")
+    with_profile(p)
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("query", help="print a view's rows (filtered), locally or from a running serve")
     p.add_argument("view")

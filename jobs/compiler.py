@@ -255,9 +255,11 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     wired = wire(plan, wiring)
     if profile.embedded is not None:
         data_dir = Path(profile.embedded.data_dir)
+        binary = spec.source.format.binary
         source = embedded.file_source_ddl(
-            "hr_source", path=embedded.topic_file(data_dir, spec.source.kafka.topic),
-            topic=spec.source.kafka.topic, event_time_millis=event_time_millis, out_of_orderness=ooo)
+            "hr_source", path=embedded.topic_file(data_dir, spec.source.kafka.topic, binary),
+            topic=spec.source.kafka.topic, event_time_millis=event_time_millis, out_of_orderness=ooo,
+            binary=binary)
         dl = [(name, _ts(ident(name)) if name == "failed_at" else ident(name)) for name, _ in deadletter.COLUMNS]
         parts = [f"SELECT 'late' AS `_kind`, {_json_object(dl)} AS `_body` FROM ({_union(wired.late)})"]
         parts += [f"SELECT 'dead_letter', {_json_object(dl)} FROM {v}" for v in wired.dead_letters]

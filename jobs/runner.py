@@ -105,12 +105,29 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
         # One query feeds three outputs; the planner would call validate once per output.
         # A round trip through a (JVM) DataStream makes the validated stream a single producer;
         # the event time rides along as the record timestamp, watermarks pass through.
-        checked = t_env.to_data_stream(t_env.sql_query(compiled.checked_select))
+        query = t_env.sql_query(compiled.checked_select)
+        binary = plan.spec.source.format.binary
+        if binary:
+            # a DataStream row holds a Java String, which would replace a binary payload's bytes
+            # that are not UTF-8: the payload crosses in base64 and is decoded on the other side
+            names = query.get_schema().get_field_names()
+            query = t_env.sql_query("SELECT " + ", ".join(
+                "TO_BASE64(`_payload`) AS `_payload`" if n == "_payload" else f"`{n}`" for n in names)
+                + f" FROM ({compiled.checked_select})")
+        checked = t_env.to_data_stream(query)
         schema = (Schema.new_builder()
                   .column_by_metadata("_event_time", DataTypes.TIMESTAMP_LTZ(3), "rowtime")
                   .column_by_expression("_proctime", "PROCTIME()")
                   .watermark("_event_time", "SOURCE_WATERMARK()").build())
-        t_env.create_temporary_view(CHECKED_VIEW, t_env.from_data_stream(checked, schema))
+        table = t_env.from_data_stream(checked, schema)
+        if binary:
+            t_env.create_temporary_view("hr_checked_base64", table)
+            names = table.get_schema().get_field_names()
+            t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS SELECT " + ", ".join(
+                "FROM_BASE64(`_payload`) AS `_payload`" if n == "_payload" else f"`{n}`" for n in names)
+                + " FROM `hr_checked_base64`")
+        else:
+            t_env.create_temporary_view(CHECKED_VIEW, table)
     else:
         t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS\n{compiled.checked_select}")
     for statement in compiled.views:
@@ -147,10 +164,13 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
     for node in plan.steps:
         node.prepare(profile)
     data_dir = Path(profile.embedded.data_dir)
-    source_file = embedded.topic_file(data_dir, plan.spec.source.kafka.topic)
+    binary = plan.spec.source.format.binary
+    source_file = embedded.topic_file(data_dir, plan.spec.source.kafka.topic, binary)
     if not source_file.exists():
+        hint = (f"write base64 lines there, e.g. 'headrace generate --job {plan.path}'" if binary
+                else f"write JSON lines there, e.g. 'headrace generate --out {source_file}'")
         raise HeadraceError(f"no input for topic '{plan.spec.source.kafka.topic}': {source_file} does not exist",
-                            hint=f"write JSON lines there, e.g. 'headrace generate --out {source_file}'")
+                            hint=hint)
     with source_file.open("rb") as handle:
         records_in = sum(1 for _ in handle)
     summary = RunSummary(job=plan.name, records_in=records_in, views=[v.name for v in compiled.view_tables])

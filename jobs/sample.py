@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,5 +77,79 @@ def write_jsonl(path: Path, events: Iterator[SampleEvent]) -> int:
     with path.open("wb") as out:
         for event in events:
             out.write(event.payload + b"\n")
+            n += 1
+    return n
+
+
+def _zigzag_varint(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encoder_for(plan: object, schema_id: int | None) -> Callable[[dict[str, object]], bytes]:
+    """Record -> the bytes a producer of the job's source format writes (with the Confluent framing
+    and ``schema_id`` when the source's wire is ``confluent``); raises ValueError or TypeError for a
+    record the format cannot hold (a missing or mistyped field)."""
+    fmt = plan.spec.source.format  # type: ignore[attr-defined]
+    path = Path(plan.schema.path)  # type: ignore[attr-defined]
+    header = b"" if fmt.wire != "confluent" or schema_id is None else b"\x00" + schema_id.to_bytes(4, "big")
+    if fmt.kind == "json":
+        return lambda record: header + json.dumps(record).encode()
+    if fmt.kind == "avro":
+        import io
+
+        import fastavro
+
+        parsed = fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
+
+        def avro(record: dict[str, object]) -> bytes:
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, parsed, record)
+            return header + out.getvalue()
+
+        return avro
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from headrace.operators.protobuf import message_indexes
+    from headrace.schemas.protoc import descriptor_set
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(path)).file
+    pool = descriptor_pool.DescriptorPool()
+    for file in files:
+        pool.Add(file)
+    name = plan.schema.message  # type: ignore[attr-defined]
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    indexes = message_indexes(files[-1], name) or [0]
+    framing = header + (b"\x00" if indexes == [0] else b"".join(_zigzag_varint(i) for i in [len(indexes), *indexes]))
+    if not header:
+        framing = b""
+    fields = {f.name for f in cls.DESCRIPTOR.fields}
+
+    def protobuf(record: dict[str, object]) -> bytes:
+        return framing + cls(**{k: v for k, v in record.items() if k in fields}).SerializeToString()
+
+    return protobuf
+
+
+def write_encoded(path: Path, events: Iterator[SampleEvent], encode: Callable[[dict[str, object]], bytes]) -> int:
+    """The events as base64 lines (the embedded profile's binary topics), each encoded; an event
+    that is not JSON or that the format cannot hold is written as a record with a wrong magic
+    byte, so that the job dead-letters it."""
+    import base64
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("wb") as out:
+        for event in events:
+            try:
+                record = json.loads(event.payload)
+                payload = encode(record) if isinstance(record, dict) else b"\x07" + event.payload
+            except (ValueError, TypeError, AttributeError):
+                payload = b"\x07" + event.payload
+            out.write(base64.b64encode(payload) + b"\n")
             n += 1
     return n

@@ -175,7 +175,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     profile = connection(args)
-    table = Table(title=f"subjects of {profile.registry.url}")
+    where = profile.registry.url if getattr(profile, "registry", None) else "the embedded registry"
+    table = Table(title=f"subjects of {where}")
     for column in ("subject", "versions", "latest id", "type", "mode"):
         table.add_column(column)
     for subject in client.subjects(profile):

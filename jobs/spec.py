@@ -81,6 +81,11 @@ class RecordFormat(SpecModel):
     def schema_file(self) -> str:
         return self.json_schema or self.avro or self.protobuf or ""
 
+    @property
+    def binary(self) -> bool:
+        """Whether records are bytes rather than text (Avro, Protobuf, or any Confluent framing)."""
+        return self.kind != "json" or self.wire == "confluent"
+
 
 class EventTime(SpecModel):
     """Where event time comes from and how watermarks follow it (per source partition).

@@ -81,3 +81,64 @@ def test_example_job_matches_reference(tmp_path: Path, parallelism: int, engine:
 
     aggregated = sum(v[0] for v in got.values())
     assert summary.records_in == EVENTS == aggregated + len(dead) + len(late)
+
+
+@pytest.mark.parametrize("job", ["page_activity_avro.yaml", "page_activity_proto.yaml"])
+def test_binary_example_jobs_run_under_the_embedded_profile(tmp_path: Path, job: str, click_pb2: object) -> None:
+    """``headrace generate --job`` writes the job's topic in its format (registering the schema in
+    the embedded registry) and the job, run on the embedded profile, aggregates exactly what an
+    independent decoder (fastavro; the protobuf runtime) reads of those records."""
+    import base64
+    import subprocess
+    import sys
+
+    from tests.reference import confluent_avro
+
+    data_dir = tmp_path / "local"
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {data_dir}}}\n"
+                        "    flink: {pipeline.auto-watermark-interval: 10 ms}\n")
+    spec = tmp_path / job
+    spec.write_text((ROOT / "jobs" / job).read_text().replace("schemas/", f"{ROOT}/schemas/"))
+    made = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "generate", "--job", str(spec), "--events",
+                           str(EVENTS), "--profiles", str(profiles)], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    plan = build_plan(parse_job(spec))
+    topic = plan.spec.source.kafka.topic
+    lines = topic_file(data_dir, topic, binary=True).read_bytes().splitlines()
+    assert len(lines) == EVENTS
+    summary = run_embedded(compile_job(plan, load_profile("local", profiles)), say=lambda _: None)
+    store = EmbeddedStore(data_dir)
+    columns, rows = store.rows(plan.sinks[0].view.name)
+    dead = list(store.records(f"{topic}.dlq"))
+    late = list(store.records(f"{topic}.late"))
+    store.close()
+
+    def decode(payload: bytes) -> dict[str, object] | None:
+        if job.endswith("avro.yaml"):
+            reader = json.loads((ROOT / "schemas" / "click.avsc").read_text())
+            return confluent_avro(payload, lambda _: reader, reader)
+        if payload[:1] != b"\x00" or payload[5:6] != b"\x00":
+            return None
+        message = click_pb2.Click.FromString(payload[6:])  # type: ignore[attr-defined]
+        return {"tenant_id": message.tenant_id, "page": message.page, "ts": message.ts,
+                "latency_ms": message.latency_ms, "bytes": message.bytes if message.HasField("bytes") else None}
+
+    payloads = [base64.b64decode(line) for line in lines]
+    decoded = [decode(p) for p in payloads]
+    assert len(dead) == sum(d is None for d in decoded) > 0
+    late_payloads = Counter(base64.b64decode(d["payload"]) for d in late)
+    # a late record's payload is the record's bytes (it once crossed a DataStream as a Java String)
+    assert late and not late_payloads - Counter(payloads)
+    on_time = [d for p, d in zip(payloads, decoded, strict=True) if d is not None and not late_payloads[p]]
+    expected = tumbling_page_activity(on_time, 60_000)
+    got = {(r[0], r[1], r[2], r[3]): r[4:9] for r in (tuple(row) for row in rows)}
+    assert columns[:9] == ["tenant_id", "page", "window_start", "window_end", "events", "total_bytes", "avg_ms",
+                           "min_ms", "max_ms"]
+    expected_text = {(t, p, ws.strftime("%Y-%m-%d %H:%M:%S.000"), we.strftime("%Y-%m-%d %H:%M:%S.000")): v
+                     for (t, p, ws, we), v in expected.items()}
+    assert got.keys() == expected_text.keys()
+    for key, (n, total, avg, lo, hi) in expected_text.items():
+        assert got[key][0] == n and got[key][1] == total and got[key][3:] == (lo, hi), key
+        assert got[key][2] == pytest.approx(avg, rel=1e-12), key
+    assert summary.records_in == EVENTS == len(on_time) + len(dead) + len(late)
