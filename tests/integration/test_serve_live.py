@@ -182,6 +182,9 @@ def test_graphql_refuses_deep_or_huge_queries_bad_tokens_and_other_tenants(live:
     assert 'headrace_serve_requests_total{status="401",view="graphql"}' in metrics
 
 
+PROBE_PAGE = "/probe"
+
+
 async def _subscribe(url: str, bearer: str, query: str, received: list[dict[str, Any]], ready: threading.Event,
                      count: int) -> None:
     import websockets
@@ -190,29 +193,39 @@ async def _subscribe(url: str, bearer: str, query: str, received: list[dict[str,
         await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {bearer}"}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-        await asyncio.sleep(1.0)  # the subscription is registered before anything is written
-        ready.set()
         while len(received) < count:
-            message = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
             assert message["type"] == "next", message
+            row = next(iter(message["payload"]["data"].values()))
+            if row.get("page") == PROBE_PAGE:  # the feed delivers: the rows under test may be written
+                ready.set()
+                continue
             received.append(message["payload"]["data"])
 
 
-def subscribed(url: str, query: str, count: int) -> tuple[threading.Thread, list[dict[str, Any]]]:
-    """A subscriber (t1's token) in a thread, registered; it collects ``count`` rows, then ends."""
+def subscribed(url: str, query: str, count: int, table: str, pg: Postgres,
+               new: datetime) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """A subscriber (t1's token) in a thread; it collects ``count`` rows, then ends. Returns once
+    the feed has delivered it a probe row (t1's page /probe, written every 0.3 s until then), so
+    that nothing written afterwards can fall before the subscription's baseline."""
     received: list[dict[str, Any]] = []
     ready = threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(_subscribe(url, token(), query, received, ready, count)))
     thread.start()
-    assert ready.wait(15)
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        for attempt in range(100):
+            upsert(conn, table, ("t1", PROBE_PAGE), new, attempt + 1)
+            if ready.wait(0.3):
+                break
+    assert ready.is_set(), "the subscription never delivered the probe row"
     return thread, received
 
 
 def test_subscriptions_push_upserted_rows_of_the_tokens_tenant_only(live: dict[str, Any], pg: Postgres) -> None:
     url, table = live["url"], live["table"]
     query = f"subscription {{ {table} {{ tenant_id page window_start events }} }}"
-    thread, received = subscribed(url, query, 3)
     new = START + timedelta(minutes=WINDOWS + 5)
+    thread, received = subscribed(url, query, 3, table, pg, new)
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         upsert(conn, table, ("t2", "/a"), new, 50)  # another tenant: never delivered
         upsert(conn, table, ("t1", "/a"), new, 7)
@@ -354,9 +367,9 @@ def test_graphql_arguments_fuzzed_change_no_sql_and_leak_no_rows(live: dict[str,
 
 def test_a_subscription_survives_a_postgresql_restart(live: dict[str, Any], pg: Postgres) -> None:
     url, table = live["url"], live["table"]
-    query = f'subscription {{ {table}(where: {{page: ["/b"]}}) {{ page window_start events }} }}'
-    thread, received = subscribed(url, query, 2)
+    query = f'subscription {{ {table}(where: {{page: ["/b", "{PROBE_PAGE}"]}}) {{ page window_start events }} }}'
     new = START + timedelta(minutes=WINDOWS + 30)
+    thread, received = subscribed(url, query, 2, table, pg, new)
     pg.shut_down()
     try:
         time.sleep(3)  # the feed finds the store away and keeps trying
