@@ -179,7 +179,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fmt, topic = plan.spec.source.format, plan.spec.source.kafka.topic
     schema_id = None
     if fmt.wire == "confluent":
-        kind = {"json": "JSON", "avro": "AVRO", "protobuf": "PROTOBUF"}[fmt.kind]
+        kind = fmt.format.schema_type
         subject = fmt.subject or f"{topic}-value"
         schema_id = register(profile, subject, plan.schema.path.read_text(encoding="utf-8"), kind)
         out.print(f"registered {plan.schema.path.name} as subject '{subject}' (id {schema_id}) "

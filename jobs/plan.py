@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from headrace.jobs.loader import LoadedJob
-from headrace.jobs.registry import SINKS, STEPS
+from headrace.jobs.registry import FORMATS, SINKS, STEPS
 from headrace.jobs.spec import JobSpec, kind_of, options_of
 from headrace.operators.aggregate import AggregateNode
-from headrace.operators.avro import load_avro_schema
-from headrace.operators.protobuf import load_proto_schema
 from headrace.operators.validate import ValidateNode
 from headrace.schemas.errors import SpecError
-from headrace.schemas.jsonschema import SchemaFileError, load_record_schema
+from headrace.schemas.jsonschema import SchemaFileError
 from headrace.schemas.kinds import SinkNode, StepNode, Stream
 from headrace.schemas.types import FieldType
 
@@ -96,9 +94,9 @@ def project_folder(job_path: Path) -> Path:
 
 
 def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...], kind: str = "json",
-                   message: str | None = None) -> Any:
+                   options: dict[str, Any] | None = None) -> Any:
     """Find a schema file relative to the job's folder, the project root or the working dir, and
-    load it as ``kind``: a JSON Schema, an Avro schema, or a .proto and its ``message``."""
+    load it as the format ``kind`` does (``options``: that format's own keys)."""
     candidates = [base / relative for base in _project_root(job.path)]
     found = next((c for c in candidates if c.is_file()), None)
     where = job.source_map.where(key_path)
@@ -106,11 +104,7 @@ def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...
         raise SpecError(f"schema file '{relative}' not found", where=where,
                         hint=f"looked in {', '.join(str(c.parent) for c in candidates)}")
     try:
-        if kind == "avro":
-            return load_avro_schema(found)
-        if kind == "protobuf":
-            return load_proto_schema(found, message or "")
-        return load_record_schema(found)
+        return FORMATS[kind].load(found, options or {})
     except SchemaFileError as exc:
         raise SpecError(str(exc), where=where, hint="fix the schema file") from None
 
@@ -223,7 +217,7 @@ def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
     spec = job.spec
     et = spec.source.event_time
     fmt = spec.source.format
-    source_schema = resolve_schema(job, fmt.schema_file, ("source", "format", fmt.kind), fmt.kind, fmt.message)
+    source_schema = resolve_schema(job, fmt.schema_file, ("source", "format", fmt.kind), fmt.kind, fmt.options)
 
     def context(base: tuple[str | int, ...]) -> _Context:
         return _Context(job, base, source_schema, spec.job, project_folder(job.path), et.field,

@@ -81,58 +81,15 @@ def write_jsonl(path: Path, events: Iterator[SampleEvent]) -> int:
     return n
 
 
-def _zigzag_varint(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def encoder_for(plan: object, schema_id: int | None) -> Callable[[dict[str, object]], bytes]:
     """Record -> the bytes a producer of the job's source format writes (with the Confluent framing
     and ``schema_id`` when the source's wire is ``confluent``); raises ValueError or TypeError for a
     record the format cannot hold (a missing or mistyped field)."""
     fmt = plan.spec.source.format  # type: ignore[attr-defined]
-    path = Path(plan.schema.path)  # type: ignore[attr-defined]
-    header = b"" if fmt.wire != "confluent" or schema_id is None else b"\x00" + schema_id.to_bytes(4, "big")
-    if fmt.kind == "json":
-        return lambda record: header + json.dumps(record).encode()
-    if fmt.kind == "avro":
-        import io
-
-        import fastavro
-
-        parsed = fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
-
-        def avro(record: dict[str, object]) -> bytes:
-            out = io.BytesIO()
-            fastavro.schemaless_writer(out, parsed, record)
-            return header + out.getvalue()
-
-        return avro
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    from headrace.operators.protobuf import message_indexes
-    from headrace.schemas.protoc import descriptor_set
-
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(path)).file
-    pool = descriptor_pool.DescriptorPool()
-    for file in files:
-        pool.Add(file)
-    name = plan.schema.message  # type: ignore[attr-defined]
-    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-    indexes = message_indexes(files[-1], name) or [0]
-    framing = header + (b"\x00" if indexes == [0] else b"".join(_zigzag_varint(i) for i in [len(indexes), *indexes]))
-    if not header:
-        framing = b""
-    fields = {f.name for f in cls.DESCRIPTOR.fields}
-
-    def protobuf(record: dict[str, object]) -> bytes:
-        return framing + cls(**{k: v for k, v in record.items() if k in fields}).SerializeToString()
-
-    return protobuf
+    schema = plan.schema  # type: ignore[attr-defined]
+    encode = fmt.format.encoder(schema)
+    header = fmt.format.framing(schema, schema_id) if fmt.wire == "confluent" and schema_id is not None else b""
+    return lambda record: header + encode(record)
 
 
 def write_encoded(path: Path, events: Iterator[SampleEvent], encode: Callable[[dict[str, object]], bytes]) -> int:

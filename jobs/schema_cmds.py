@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from headrace.connectors import registry as client
+from headrace.jobs.registry import FORMATS
 from headrace.schemas.compatibility import field_changes, fields_of
 from headrace.schemas.errors import SpecError
 from headrace.schemas.registry import MODES, Registered, canonical, compatibility_problems, parse
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)
-TYPES = {".avsc": "AVRO", ".proto": "PROTOBUF", ".json": "JSON"}
+TYPES = {suffix: kind.schema_type for kind in FORMATS.values() for suffix in kind.suffixes}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def target_of(args: argparse.Namespace) -> Target:
 
         plan = build_plan(parse_job(path))
         fmt = plan.spec.source.format
-        kind = {"json": "JSON", "avro": "AVRO", "protobuf": "PROTOBUF"}[fmt.kind]
+        kind = fmt.format.schema_type
         return Target(plan.schema.path, args.subject or fmt.subject or f"{plan.spec.source.kafka.topic}-value", kind)
     found = TYPES.get(path.suffix)
     if found is None:
@@ -211,7 +212,7 @@ def check_job_reads_subject(plan: Any, profile: Any) -> list[str]:
     fmt = plan.spec.source.format
     if fmt.wire != "confluent":
         return []
-    kind = {"json": "JSON", "avro": "AVRO", "protobuf": "PROTOBUF"}[fmt.kind]
+    kind = fmt.format.schema_type
     subject = fmt.subject or f"{plan.spec.source.kafka.topic}-value"
     reader = parse(plan.schema.path.read_text(encoding="utf-8"), kind)
     lines = []

@@ -25,9 +25,10 @@ Example (``jobs/page_activity.yaml``)::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from headrace.jobs.registry import SINKS, STEPS
+from headrace.jobs.registry import FORMATS, SINKS, STEPS
+from headrace.schemas.kinds import FormatKind
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepId, TopicName
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model, model_validator
 
@@ -44,47 +45,70 @@ class KafkaTopic(SpecModel):
     group: str | None = None
 
 
-class RecordFormat(SpecModel):
-    """How records are encoded: ``json`` names a JSON Schema file, ``avro`` an Avro schema
-    (``.avsc``), ``protobuf`` a ``.proto`` file with the ``message`` the records are; all relative
-    to the project. ``wire: confluent``: each record starts with the magic byte 0 and a 4-byte
-    schema id (Confluent's serializers); the writer schemas come from the profile's schema
-    registry, under ``subject`` (default ``<topic>-value``). ``max_record_bytes``: a longer record
-    is a dead letter."""
+class _RecordFormat(SpecModel):
+    """How records are encoded: one key names the format and its schema file (``json: <JSON
+    Schema>``, ``avro: <.avsc>``, ``protobuf: <.proto>`` with its ``message``; the formats of
+    ``jobs/registry.py``), relative to the project. ``wire: confluent``: each record starts with the
+    magic byte 0 and a 4-byte schema id (Confluent's serializers); the writer schemas come from the
+    profile's schema registry, under ``subject`` (default ``<topic>-value``). ``max_record_bytes``
+    (binary formats): a longer record is a dead letter."""
 
-    json_schema: str | None = Field(default=None, alias="json")
-    avro: str | None = None
-    protobuf: str | None = None
-    message: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     wire: Literal["plain", "confluent"] = "plain"
     subject: str | None = Field(default=None, min_length=1, max_length=255)
     max_record_bytes: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _one_format(self) -> RecordFormat:
-        given = [name for name, value in (("json", self.json_schema), ("avro", self.avro),
-                                          ("protobuf", self.protobuf)) if value is not None]
+    def _one_format(self) -> _RecordFormat:
+        given = [name for name in FORMATS if getattr(self, _file_field(name)) is not None]
         if len(given) != 1:
-            raise ValueError("name exactly one format: json: <schema file>, avro: <.avsc file> or protobuf: "
-                             "<.proto file>" + (f" (got {' and '.join(given)})" if given else ""))
-        if self.json_schema is not None and self.max_record_bytes is not None:
-            raise ValueError("max_record_bytes is for binary formats (avro, protobuf) so far")
-        if (self.protobuf is None) != (self.message is None):
-            raise ValueError("protobuf: needs message: <the message's full name>, and message: goes with protobuf:")
+            names = [f"{n}: <{k.file_hint}>" for n, k in FORMATS.items()]
+            raise ValueError("name exactly one format: " + ", ".join(names[:-1]) + f" or {names[-1]}"
+                             + (f" (got {' and '.join(given)})" if given else ""))
+        kind = FORMATS[given[0]]
+        if not kind.binary and self.max_record_bytes is not None:
+            binary = ", ".join(n for n, k in FORMATS.items() if k.binary)
+            raise ValueError(f"max_record_bytes is for binary formats ({binary}) so far")
+        for name, other in FORMATS.items():
+            for key, (_, _, hint) in other.keys.items():
+                present = getattr(self, key) is not None
+                if present != (name == kind.name):
+                    raise ValueError(f"{name}: needs {key}: <{hint}>, and {key}: goes with {name}:")
         return self
 
     @property
     def kind(self) -> str:
-        return "json" if self.json_schema is not None else "avro" if self.avro is not None else "protobuf"
+        return next(name for name in FORMATS if getattr(self, _file_field(name)) is not None)
+
+    @property
+    def format(self) -> FormatKind:
+        return FORMATS[self.kind]
 
     @property
     def schema_file(self) -> str:
-        return self.json_schema or self.avro or self.protobuf or ""
+        return str(getattr(self, _file_field(self.kind)))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The chosen format's own keys (``message`` for Protobuf)."""
+        return {key: getattr(self, key) for key in self.format.keys}
 
     @property
     def binary(self) -> bool:
-        """Whether records are bytes rather than text (Avro, Protobuf, or any Confluent framing)."""
-        return self.kind != "json" or self.wire == "confluent"
+        """Whether records are bytes rather than text (a binary format, or any Confluent framing)."""
+        return self.format.binary or self.wire == "confluent"
+
+
+def _file_field(name: str) -> str:
+    return f"{name}_file"  # 'json' would shadow BaseModel.json; the YAML key is the alias
+
+
+if TYPE_CHECKING:
+    RecordFormat = _RecordFormat
+else:  # one key per registered format, and each format's own keys
+    RecordFormat = create_model(
+        "RecordFormat", __base__=_RecordFormat, __doc__=_RecordFormat.__doc__,
+        **{_file_field(name): (str | None, Field(default=None, alias=name)) for name in FORMATS},
+        **{key: (typ, field) for kind in FORMATS.values() for key, (typ, field, _) in kind.keys.items()})
 
 
 class EventTime(SpecModel):

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from headrace.operators.binary import BinaryDecoding, BinarySchema
 from headrace.schemas.jsonschema import SchemaFileError, read_schema_document
+from headrace.schemas.kinds import FormatKind
 from headrace.schemas.registry import avro_named_types
 from headrace.schemas.types import FieldType
 
@@ -129,3 +130,26 @@ class AvroDecoding(BinaryDecoding):
         from headrace.connectors.registry import subject_schemas
 
         return {i: json.loads(text) for i, text in subject_schemas(profile, self.subject, "AVRO").items()}
+
+
+class AvroFormat(FormatKind):
+    """``format: {avro: schemas/x.avsc}``: Avro records, decoded in the JVM (``hr_decode``)."""
+
+    name, schema_type, suffixes, file_hint = "avro", "AVRO", (".avsc",), ".avsc file"
+
+    def load(self, path: Path, options: dict[str, Any]) -> AvroRecordSchema:
+        return load_avro_schema(path)
+
+    def encoder(self, schema: Any) -> Any:
+        import io
+
+        import fastavro
+
+        parsed = fastavro.parse_schema(schema.document)
+
+        def encode(record: dict[str, Any]) -> bytes:
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, parsed, record)
+            return out.getvalue()
+
+        return encode

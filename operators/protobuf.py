@@ -35,7 +35,9 @@ from typing import Any, ClassVar
 
 from headrace.operators.binary import BinaryDecoding, BinarySchema
 from headrace.schemas.jsonschema import SchemaFileError
+from headrace.schemas.kinds import FormatKind
 from headrace.schemas.types import FieldType
+from pydantic import Field
 
 TIMESTAMP = "google.protobuf.Timestamp"
 
@@ -174,3 +176,46 @@ class ProtoDecoding(BinaryDecoding):
             out[schema_id] = indexes if indexes is not None else (
                 f"it defines {', '.join(descriptors([file])['messages']) or 'no message'}, not {message}")
         return out
+
+
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class ProtobufFormat(FormatKind):
+    """``format: {protobuf: schemas/x.proto, message: pkg.Msg}``: Protobuf messages, decoded in
+    the JVM (``hr_decode``) by field number."""
+
+    name, schema_type, suffixes, file_hint = "protobuf", "PROTOBUF", (".proto",), ".proto file"
+    keys = {"message": (str | None, Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$"),
+                        "the message's full name")}
+
+    def load(self, path: Path, options: dict[str, Any]) -> ProtoRecordSchema:
+        return load_proto_schema(path, options.get("message") or "")
+
+    def _classes(self, schema: Any) -> tuple[Any, Any]:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from headrace.schemas.protoc import descriptor_set
+
+        files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(schema.path)).file
+        pool = descriptor_pool.DescriptorPool()
+        for file in files:
+            pool.Add(file)
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(schema.message)), files[-1]
+
+    def encoder(self, schema: Any) -> Any:
+        cls, _ = self._classes(schema)
+        fields = {f.name for f in cls.DESCRIPTOR.fields}
+        return lambda record: cls(**{k: v for k, v in record.items() if k in fields}).SerializeToString()
+
+    def framing(self, schema: Any, schema_id: int) -> bytes:
+        _, file = self._classes(schema)
+        indexes = message_indexes(file, schema.message) or [0]
+        return super().framing(schema, schema_id) + (
+            b"\x00" if indexes == [0] else b"".join(_zigzag(i) for i in [len(indexes), *indexes]))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from headrace.schemas.kinds import FormatKind
 from headrace.schemas.types import FieldType
 
 
@@ -174,3 +175,16 @@ def _java_regex_safe(pattern: Any) -> bool:
     if not isinstance(pattern, str):
         return False
     return not any(token in pattern for token in ("\\p", "\\P", "(?<", "(?>", "++", "*+", "?+", "\\u{", "\\c"))
+
+
+class JsonFormat(FormatKind):
+    """``format: {json: schemas/x.schema.json}``: records are JSON, checked against a JSON Schema
+    (draft 2020-12) by the validate step (``operators/validate.py``), in the JVM or in Python."""
+
+    name, schema_type, suffixes, binary = "json", "JSON", (".json",), False
+
+    def load(self, path: Path, options: dict[str, Any]) -> RecordSchema:
+        return load_record_schema(path)
+
+    def encoder(self, schema: Any) -> Any:
+        return lambda record: json.dumps(record).encode()

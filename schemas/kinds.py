@@ -282,3 +282,37 @@ class SinkKind(ABC):
     def named_view(upstream: Stream, name: str) -> ViewDef:
         assert upstream.view is not None
         return replace(upstream.view, name=name)
+
+
+class FormatKind(ABC):
+    """A source format: the key ``source.format`` names it by (``avro: schemas/x.avsc``), the
+    other keys it takes, its schema file's loader, the registry's name for its schemas, and how a
+    producer would write a record (``headrace generate``). One module holds it; ``jobs/registry.py``
+    lists it. Its schema object (what ``load`` returns) carries the rest: field types, and for a
+    binary format ``decoding()`` (the JVM decoder's spec).
+    """
+
+    name: ClassVar[str]
+    #: the schema type of the Confluent registry's API (``JSON``, ``AVRO``, ``PROTOBUF``)
+    schema_type: ClassVar[str]
+    #: schema files it reads (``headrace schema`` picks the format of a bare file by these)
+    suffixes: ClassVar[tuple[str, ...]]
+    #: what ``name: <...>`` names, for messages
+    file_hint: ClassVar[str] = "schema file"
+    #: records are bytes, not text (so dead letters carry them in base64)
+    binary: ClassVar[bool] = True
+    #: other keys of ``source.format`` it takes: name -> (pydantic field type, Field(...), hint)
+    keys: ClassVar[dict[str, tuple[Any, Any, str]]] = {}
+
+    @abstractmethod
+    def load(self, path: Path, options: dict[str, Any]) -> Any:
+        """The schema in ``path`` (``options``: this kind's keys); ``SchemaFileError`` if wrong."""
+
+    @abstractmethod
+    def encoder(self, schema: Any) -> Any:
+        """``record dict -> bytes`` as a producer writes it (no framing); raises ``ValueError`` or
+        ``TypeError`` for a record the format cannot hold."""
+
+    def framing(self, schema: Any, schema_id: int) -> bytes:
+        """The Confluent wire format's header for ``schema_id`` (Protobuf adds message indexes)."""
+        return b"\x00" + schema_id.to_bytes(4, "big")
