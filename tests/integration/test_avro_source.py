@@ -160,6 +160,49 @@ def test_a_version_registered_while_the_job_runs_is_looked_up_and_read(
     assert len(SchemaRegistryClient({"url": registry}).get_versions(f"{unique}-value")) == 3
 
 
+def test_postgres_down_15_s_and_the_registry_gone_during_an_avro_run_is_exact(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    """Once the job runs, its registry is stopped for good and PostgreSQL for 15 s: the decoders
+    need the registry only for ids they do not know (these records all name known ones), the
+    sink rides the outage out, and the view is exact."""
+    import subprocess
+    import sys
+
+    from tests.services import _wait_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port", str(port),
+                               "--store", str(tmp_path / "registry.sqlite")], cwd=ROOT)
+    try:
+        _wait_port(port, server, "headrace registry serve")  # type: ignore[arg-type]
+        registry = f"http://127.0.0.1:{port}"
+        broker.create_topic(unique, partitions=PARTITIONS)
+        events = avro_events(registry, unique, 12_000, seed=85)
+        half = len(events) // 2
+        job = avro_job(tmp_path, unique)
+        with_registry(profiles_file, registry)
+        placed = produce_placed(broker.bootstrap, unique, events[:half], PARTITIONS)
+        run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
+        run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
+        decode = reference_decoder(registry, V2)
+        for e in events:  # the reference learns the writer schemas while the registry is there
+            decode(e.payload)
+    finally:
+        server.terminate()
+        server.wait(10)
+    pg.shut_down()
+    try:
+        placed += produce_placed(broker.bootstrap, unique, events[half:], PARTITIONS)
+        run.wait_for(lambda: run.line_matching("not answering") is not None, 30, "a progress line naming PostgreSQL")
+        time.sleep(13)
+    finally:
+        pg.start_again()
+    assert run.finish() == 0, run.output[-3000:]
+    assert any("! restart" in line for line in run.lines), run.output[-3000:]
+    expected = expected_outcome(placed, {}, out_of_orderness_ms=5_000, lateness_ms=30_000, decode=decode)
+    assert_exact(broker, pg, unique, placed, expected, binary=True)
+
+
 def test_kill_9_of_an_avro_job_and_the_same_command_resumes_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
     broker.create_topic(unique, partitions=PARTITIONS)
