@@ -23,17 +23,9 @@ from headrace.connectors.sqltext import ident, literal
 from headrace.jobs.plan import Plan
 from headrace.jobs.profiles import Profile
 from headrace.operators import jvm
-from headrace.operators.mask import (
-    MASK_ERROR_FUNCTION,
-    MASK_PAYLOAD_FUNCTION,
-    MaskNode,
-    dead_letter_functions,
-    mask_key_env,
-    payload_spec,
-)
 from headrace.operators.validate import COUNT_FUNCTION
 from headrace.schemas.durations import sql_interval
-from headrace.schemas.kinds import NodeSql
+from headrace.schemas.kinds import NodeSql, StepNode
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 
@@ -86,14 +78,11 @@ class Wiring:
     def dead_letter_select(self, step: str, path: str, error: str) -> str:
         """The dead-letter columns (``connectors/deadletter.py``) over a view with the source columns.
 
-        In a job that masks fields, every payload and error text is masked on its way out, whether
-        the record was refused before the mask step or after it."""
+        A step that ``rewrites_outputs`` (the mask step) changes every payload and error text on its
+        way out, whether the record was refused before that step or after it."""
         payload = "`_payload`"
-        masks = [node for node in self.plan.steps if isinstance(node, MaskNode)]
-        if masks:
-            spec = literal(payload_spec(masks, self.plan.spec.dead_letter.payload, mask_key_env(self.profile)))
-            error = f"{MASK_ERROR_FUNCTION}({error}, `_payload`, {spec})"
-            payload = f"{MASK_PAYLOAD_FUNCTION}(`_payload`, {spec})"
+        for steps in rewriting_kinds(self.plan).values():
+            payload, error = steps[0].rewrite_outputs(steps, payload, error, self, self.plan.spec.dead_letter.payload)
         # a binary format's payload is carried in base64 (its bytes are not text)
         binary = ", TRUE" if self.plan.validate.binary_payloads else ""
         digest = f"{PAYLOAD_FUNCTION}({payload}, {deadletter.PAYLOAD_MAX_BYTES}{binary})"
@@ -182,13 +171,22 @@ def durable_state(job: str, profile: Profile) -> dict[str, str]:
             "execution.checkpointing.savepoint-dir": profile.state.uri(profile.state.savepoints)}
 
 
+def rewriting_kinds(plan: Plan) -> dict[str, list[StepNode]]:
+    """The steps that change every output's payload and error (``rewrites_outputs``), by kind."""
+    kinds: dict[str, list[StepNode]] = {}
+    for node in plan.steps:
+        if node.rewrites_outputs:
+            kinds.setdefault(node.kind, []).append(node)
+    return kinds
+
+
 def function_ddl(plan: Plan) -> tuple[str, ...]:
     """The JVM functions the SQL calls (Python functions are registered by their nodes)."""
     shared = (f"CREATE TEMPORARY SYSTEM FUNCTION {PAYLOAD_FUNCTION} AS {literal(jvm.PAYLOAD_CLASS)} LANGUAGE JAVA",
               f"CREATE TEMPORARY SYSTEM FUNCTION {COUNT_FUNCTION} AS {literal(jvm.COUNT_CLASS)} LANGUAGE JAVA")
     own = tuple(ddl for node in (*plan.steps, *plan.sinks) for ddl in node.functions())
-    if any(isinstance(node, MaskNode) for node in plan.steps):
-        own += dead_letter_functions()
+    for steps in rewriting_kinds(plan).values():
+        own += steps[0].output_functions()
     return own + shared
 
 

@@ -144,23 +144,16 @@ def explain_sql(compiled: CompiledJob) -> str:
     return "\n\n".join(parts)
 
 
-def check_mask_key(compiled: CompiledJob) -> None:
-    """A job that masks fields runs here only with its key in this process's environment."""
-    from headrace.operators.mask import MaskNode
-
-    if any(isinstance(node, MaskNode) for node in compiled.plan.steps):
-        name = compiled.profile.mask.key_env
-        value = os.environ.get(name)
-        if value is None or len(value) < 16:
-            raise HeadraceError(f"the mask step needs its key in environment variable {name} "
-                                f"({'not set' if value is None else 'shorter than 16 characters'})",
-                                hint=f"export {name}=<a secret of 16+ characters> (keep it out of job specs)")
+def check_environment(compiled: CompiledJob) -> None:
+    """What the job's steps need of this process's environment (the mask step: its key)."""
+    for node in compiled.plan.steps:
+        node.check_environment(compiled.profile)
 
 
 def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
     plan, profile = compiled.plan, compiled.profile
     assert profile.embedded is not None and compiled.collect_query is not None
-    check_mask_key(compiled)
+    check_environment(compiled)
     for node in plan.steps:
         node.prepare(profile)
     data_dir = Path(profile.embedded.data_dir)
@@ -303,7 +296,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     ``restore``: a retained checkpoint to resume from. The mini-cluster serves Flink's REST API on
     127.0.0.1:``rest_port`` (a free port by default), for the progress line.
     """
-    check_mask_key(compiled)
+    check_environment(compiled)
     jar_paths = preflight(compiled, say)
     port = rest_port or int(compiled.config.get("rest.port") or free_port())
     extra = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "rest.port": str(port),

@@ -25,12 +25,13 @@ hash (the default), kept, or left out.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
-from headrace.schemas.errors import SpecError
+from headrace.schemas.errors import HeadraceError, SpecError
 from headrace.schemas.kinds import SYSTEM_COLUMNS, ExecNode, NodeSql, PlanContext, StepKind, StepNode, Stream, Wiring
 from headrace.schemas.options import Identifier, SpecModel, StepOptions
 from headrace.schemas.types import FieldType
@@ -92,6 +93,27 @@ class MaskNode(StepNode):
         output = wiring.view(self.id, "masked")
         return NodeSql(views=(f"CREATE TEMPORARY VIEW {output} AS\nSELECT {', '.join(columns)}\nFROM {input_view}",),
                        output=output)
+
+    rewrites_outputs: ClassVar[bool] = True
+
+    def rewrite_outputs(self, same_kind: list[StepNode], payload: str, error: str, wiring: Wiring,
+                        unparseable: str) -> tuple[str, str]:
+        """Every mask step's fields, masked in every dead-letter and late payload and error text."""
+        masks = [node for node in same_kind if isinstance(node, MaskNode)]
+        spec = literal(payload_spec(masks, unparseable, mask_key_env(wiring.profile)))
+        return f"{MASK_PAYLOAD_FUNCTION}({payload}, {spec})", f"{MASK_ERROR_FUNCTION}({error}, {payload}, {spec})"
+
+    def output_functions(self) -> tuple[str, ...]:
+        return dead_letter_functions()
+
+    def check_environment(self, profile: Any) -> None:
+        """A job that masks fields runs here only with its key in this process's environment."""
+        name = mask_key_env(profile)
+        value = os.environ.get(name)
+        if value is None or len(value) < 16:
+            raise HeadraceError(f"the mask step needs its key in environment variable {name} "
+                                f"({'not set' if value is None else 'shorter than 16 characters'})",
+                                hint=f"export {name}=<a secret of 16+ characters> (keep it out of job specs)")
 
 
 def mask_key_env(profile: Any) -> str:

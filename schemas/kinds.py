@@ -181,6 +181,9 @@ class Node(ABC):
     def prepare(self, profile: Any) -> None:  # noqa: B027 (most nodes need nothing)
         """Preflight: make its store ready (create tables) or check it answers, else a ServiceError."""
 
+    def check_environment(self, profile: Any) -> None:  # noqa: B027 (most nodes need nothing)
+        """Before a local run: what it needs of this process's environment (a key), else a HeadraceError."""
+
 
 @dataclass(kw_only=True)
 class StepNode(Node):
@@ -207,6 +210,21 @@ class StepNode(Node):
     def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
         """Record fields whose values reach its sinks as they are (checked against each store)."""
         return {}
+
+    #: it changes what every output of the job carries (the mask step masks dead-letter and late
+    #: payloads and errors, whether a record was refused before it or after it)
+    rewrites_outputs: ClassVar[bool] = False
+
+    def rewrite_outputs(self, same_kind: list[StepNode], payload: str, error: str, wiring: Wiring,
+                        unparseable: str) -> tuple[str, str]:
+        """``(payload, error)`` SQL of every dead-letter and late record, changed by this kind's
+        steps of the job (``same_kind``; called once, on the first). ``unparseable``: the job's
+        ``dead_letter.payload`` setting."""
+        return payload, error
+
+    def output_functions(self) -> tuple[str, ...]:
+        """The JVM functions ``rewrite_outputs`` calls."""
+        return ()
 
 
 @dataclass(kw_only=True)
