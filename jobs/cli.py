@@ -232,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"aggregated, {summary.late_by_step[a.id]:,} late" for a in plan.aggregates)
             out.print(f"{summary.records_in:,} records in, {summary.dead_lettered:,} dead-lettered "
                       f"({plan.dead_letter_topic}) → {per_step} ({plan.late_topic}); {summary.seconds:.1f}s")
-        print_lookups(plan, started)
+        print_reports(plan, started)
         return 0
     store, restore = _resume_point(profile, plan.name, args.fresh, say)
     compiled = compile_job(plan, profile, bounded_offsets=_offsets(args.stop_at_offsets), from_earliest=args.fresh)
@@ -253,41 +253,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     say("job finished")
     for view in summary.views:
         print_view(profile, view, args.limit)
-    print_lookups(plan, started)
+    print_reports(plan, started)
     return 0
 
 
-def print_lookups(plan: Any, since: float) -> None:
-    """What each enrich step's lookups did in this run: records answered per cache level, misses,
-    and batch latency (from the workers' files in .headrace/stats)."""
-    from headrace.operators.enrich import STATS_DIR, EnrichNode
-    from headrace.operators.lookup import LookupStats
-
-    steps = [s for s in plan.steps if isinstance(s, EnrichNode)]
-    if not steps:
-        return
-    table = Table(title="lookups", title_justify="left")
-    for column in ("step", "records", "L1 (worker)", "L2 (redis)", "L3 (store)", "misses", "L2 errors",
-                   "batch p50 / p99"):
-        table.add_column(column, justify="left" if column == "step" else "right")
-    for step in steps:
-        files = [f for f in STATS_DIR.glob(f"{plan.name}.{step.id}.*.json") if f.stat().st_mtime >= since]
-        if not files:
-            table.add_row(step.id, "0", "", "", "", "", "", "")
-            continue
-        total = LookupStats()
-        for f in files:
-            total = total.merged(LookupStats.from_json(f.read_text()))
-        latencies = sorted(total.batch_ms)
-
-        def share(hits: int, n: int = max(total.keys, 1)) -> str:
-            return f"{hits:,} ({hits / n:.1%})"
-
-        p50 = latencies[len(latencies) // 2] if latencies else 0.0
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
-        table.add_row(step.id, f"{total.keys:,}", share(total.l1_hits), share(total.l2_hits), share(total.l3_hits),
-                      share(total.misses), f"{total.l2_errors:,}", f"{p50:.1f} / {p99:.1f} ms")
-    out.print(table)
+def print_reports(plan: Any, since: float) -> None:
+    """What the job's steps and sinks have to say of this run (the enrich steps: their lookups)."""
+    kinds: dict[str, list[Any]] = {}
+    for node in (*plan.steps, *plan.sinks):
+        kinds.setdefault(node.kind, []).append(node)
+    for nodes in kinds.values():
+        report = nodes[0].run_report(nodes, plan.name, since)
+        if report is not None:
+            out.print(report)
 
 
 def _resume_point(profile: Any, job: str, fresh: bool, say: Any) -> tuple[Any, Any]:

@@ -357,6 +357,32 @@ class EnrichNode(StepNode):
             dead = (missed,)
         return NodeSql(views=tuple(views), output=output, dead_letters=dead)
 
+    def run_report(self, same_kind: list[Any], job: str, since: float) -> Any:
+        """The lookups of each enrich step in this run: records answered per cache level, misses,
+        and batch latency (from the workers' files in .headrace/stats)."""
+        from headrace.operators.lookup import LookupStats
+        from rich.table import Table
+
+        table = Table(title="lookups", title_justify="left")
+        for column in ("step", "records", "L1 (worker)", "L2 (redis)", "L3 (store)", "misses", "L2 errors",
+                       "batch p50 / p99"):
+            table.add_column(column, justify="left" if column == "step" else "right")
+        for step in same_kind:
+            files = [f for f in STATS_DIR.glob(f"{job}.{step.id}.*.json") if f.stat().st_mtime >= since]
+            if not files:
+                table.add_row(step.id, "0", "", "", "", "", "", "")
+                continue
+            total = LookupStats()
+            for f in files:
+                total = total.merged(LookupStats.from_json(f.read_text()))
+            latencies = sorted(total.batch_ms)
+            n = max(total.keys, 1)
+            p50 = latencies[len(latencies) // 2] if latencies else 0.0
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
+            table.add_row(step.id, f"{total.keys:,}", *(f"{hits:,} ({hits / n:.1%})" for hits in (
+                total.l1_hits, total.l2_hits, total.l3_hits, total.misses)),
+                f"{total.l2_errors:,}", f"{p50:.1f} / {p99:.1f} ms")
+        return table
 
 class Enrich(StepKind):
     name = "enrich"
