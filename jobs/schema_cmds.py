@@ -104,49 +104,64 @@ def _canonical(text: str, schema_type: str, label: str) -> str:
         raise SpecError(f"{label}: not a schema ({exc})", hint="fix the schema file") from None
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Verdict:
+    """A schema file against its subject: the version it is already (``same``), or the version it
+    would become and its breaking changes in ``mode``."""
+
+    target: Target
+    mode: str
+    history: list[Registered]
+    same: Registered | None
+    version: int
+    problems: list[str]
+
+
+def judged(args: argparse.Namespace) -> Verdict:
     target = target_of(args)
     history, mode = _history(args, target)
     text = _canonical(target.text, target.schema_type, target.label)
-    same = next((v for v in history if v.schema == text and v.schema_type == target.schema_type), None)
-    if same is not None and not args.against:
-        out.print(f"ok: {target.label} is {target.subject} v{same.version} (id {same.id}), unchanged")
-        return 0
+    same = None if args.against else next(
+        (v for v in history if v.schema == text and v.schema_type == target.schema_type), None)
     version = (history[-1].version + 1) if history else 1
-    try:
-        problems = compatibility_problems(target.label, text, target.schema_type, history, version, mode)
-    except ValueError as exc:
-        raise SpecError(f"{target.label}: {exc}", hint="fix the schema file") from None
-    for line in problems:
+    problems: list[str] = []
+    if same is None:
+        try:
+            problems = compatibility_problems(target.label, text, target.schema_type, history, version, mode)
+        except ValueError as exc:
+            raise SpecError(f"{target.label}: {exc}", hint="fix the schema file") from None
+    return Verdict(target, mode, history, same, version, problems)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    v = judged(args)
+    target = v.target
+    if v.same is not None:
+        out.print(f"ok: {target.label} is {target.subject} v{v.same.version} (id {v.same.id}), unchanged")
+        return 0
+    for line in v.problems:
         out.print(line)
-    if problems:
+    if v.problems:
         return 1
-    against = f"{args.against}" if args.against else f"{target.subject} v1-v{version - 1}" if history else "nothing"
-    out.print(f"ok: {target.label} can be v{version} of {target.subject} ({mode}, compared with {against})")
+    against = args.against or (f"{target.subject} v1-v{v.version - 1}" if v.history else "nothing")
+    out.print(f"ok: {target.label} can be v{v.version} of {target.subject} ({v.mode}, compared with {against})")
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    target = target_of(args)
     args.against = None
-    history, mode = _history(args, target)
-    text = _canonical(target.text, target.schema_type, target.label)
-    same = next((v for v in history if v.schema == text), None)
-    if same is not None:
-        out.print(f"{target.label} is already {target.subject} v{same.version} (id {same.id})")
+    v = judged(args)
+    target = v.target
+    if v.same is not None:
+        out.print(f"{target.label} is already {target.subject} v{v.same.version} (id {v.same.id})")
         return 0
-    version = (history[-1].version + 1) if history else 1
-    try:
-        problems = compatibility_problems(target.label, text, target.schema_type, history, version, mode)
-    except ValueError as exc:
-        raise SpecError(f"{target.label}: {exc}", hint="fix the schema file") from None
-    if problems:
-        for line in problems:
+    if v.problems:
+        for line in v.problems:
             out.print(line)
-        out.print(f"not published: {len(problems)} breaking change(s) for {mode}")
+        out.print(f"not published: {len(v.problems)} breaking change(s) for {v.mode}")
         return 1
     schema_id = client.register(connection(args), target.subject, target.text, target.schema_type)
-    out.print(f"published {target.label} as {target.subject} v{version} (id {schema_id}, {mode})")
+    out.print(f"published {target.label} as {target.subject} v{v.version} (id {schema_id}, {v.mode})")
     return 0
 
 

@@ -146,7 +146,9 @@ def view_totals(pg: Postgres, table: str) -> tuple[int, int]:
     return int(rows), int(events)
 
 
-def preload(broker: Broker, topic: str, events: int) -> dict[int, int]:
+def preload(broker: Broker, topic: str, events: int, encode: Any = None) -> dict[int, int]:
+    """The sample click events into ``topic`` (2 partitions), each payload through ``encode``
+    (default: as it is, JSON); returns each partition's end offset."""
     broker.create_topic(topic, partitions=2)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
                          "queue.buffering.max.messages": 2_000_000, "partitioner": "murmur2_random"})
@@ -159,9 +161,10 @@ def preload(broker: Broker, topic: str, events: int) -> dict[int, int]:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"pre-loading {events:,} events into '{topic}'", total=events)
         for i, e in enumerate(click_events(events, seed=1)):
+            value = e.payload if encode is None else encode(e.payload)
             while True:
                 try:
-                    producer.produce(topic, e.payload, key=e.key, timestamp=e.timestamp_ms, on_delivery=delivered)
+                    producer.produce(topic, value, key=e.key, timestamp=e.timestamp_ms, on_delivery=delivered)
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -172,10 +175,10 @@ def preload(broker: Broker, topic: str, events: int) -> dict[int, int]:
     return ends
 
 
-def preload_binary(broker: Broker, topic: str, events: int, registry: str) -> dict[int, int]:
-    """The events of ``preload``, each record as Confluent's serializers write it (Avro or
-    Protobuf, by the topic's name); a record that is not a valid click (~1%) becomes the bytes of a
-    record that names an unknown schema id, so the dead-letter path carries the same share."""
+def binary_encoder(topic: str, registry: str) -> Any:
+    """JSON payload -> the record Confluent's Avro or Protobuf serializer (by the topic's name)
+    writes; a payload that is not a valid click (~1%) becomes a record naming an unknown schema
+    id, so that the dead-letter path carries the JSON topic's share."""
     import jsonschema_rs
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.serialization import MessageField, SerializationContext
@@ -188,7 +191,7 @@ def preload_binary(broker: Broker, topic: str, events: int, registry: str) -> di
         from confluent_kafka.schema_registry.avro import AvroSerializer
 
         avro = AvroSerializer(client, (root / "schemas" / "click.avsc").read_text())
-        encode = lambda r: avro({**r, "bytes": r.get("bytes"), "email": r.get("email")}, context)  # noqa: E731
+        write = lambda r: avro({**r, "bytes": r.get("bytes"), "email": r.get("email")}, context)  # noqa: E731
     else:
         from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 
@@ -196,37 +199,18 @@ def preload_binary(broker: Broker, topic: str, events: int, registry: str) -> di
 
         pb2 = click_pb2()
         proto = ProtobufSerializer(pb2.Click, client, {"use.deprecated.format": False})
-        encode = lambda r: proto(pb2.Click(**r), context)  # noqa: E731
-    broker.create_topic(topic, partitions=2)
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 2_000_000, "partitioner": "murmur2_random"})
-    ends = {0: 0, 1: 0}
+        write = lambda r: proto(pb2.Click(**r), context)  # noqa: E731
 
-    def delivered(err: Any, msg: Any) -> None:
-        if err is None:
-            ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+    def encode(payload: bytes) -> bytes:
+        try:
+            record = json.loads(payload)
+            if isinstance(record, dict) and check.is_valid(record):
+                return bytes(write(record))
+        except (ValueError, TypeError):
+            pass
+        return b"\x00\x7f\xff\xff\xff" + payload[:100]  # an id no registry has
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"pre-loading {events:,} events into '{topic}'", total=events)
-        for i, e in enumerate(click_events(events, seed=1)):
-            try:
-                record = json.loads(e.payload)
-                value = encode(record) if isinstance(record, dict) and check.is_valid(record) else None
-            except (ValueError, TypeError):
-                value = None
-            if value is None:
-                value = b"\x00\x7f\xff\xff\xff" + e.payload[:100]  # an id no registry has
-            while True:
-                try:
-                    producer.produce(topic, value, key=e.key, timestamp=e.timestamp_ms, on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            if i % 20_000 == 0:
-                producer.poll(0)
-                progress.update(task, completed=i)
-        producer.flush(120)
-    return ends
+    return encode
 
 
 def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
@@ -321,7 +305,7 @@ def main() -> int:
         ends_of = {"bench": preload(broker, "bench", args.events)}
         for kind in kinds:
             if kind in TOPICS:
-                ends_of[TOPICS[kind]] = preload_binary(broker, TOPICS[kind], args.events, url)
+                ends_of[TOPICS[kind]] = preload(broker, TOPICS[kind], args.events, binary_encoder(TOPICS[kind], url))
         ends = ends_of["bench"]
         console.print(f"pre-loaded {sum(ends.values()):,} events (partitions: {ends})")
         base = {"bootstrap": broker.bootstrap, "pg_port": pg.port, "workdir": str(workdir), "registry": url}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from headrace.connectors.embedded import EmbeddedStore, topic_file
@@ -28,6 +29,25 @@ pytestmark = pytest.mark.flink
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
 EVENTS = 12_000
+
+
+def assert_view_equals(columns: list[str], rows: list[Any], on_time: list[dict[str, Any]]
+                       ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """The embedded view's rows equal the reference's per-minute windows of ``on_time``; returns
+    them by key."""
+    expected = tumbling_page_activity(on_time, 60_000)
+    got = {}
+    for row in rows:
+        r = dict(zip(columns, row, strict=True))
+        key = (r["tenant_id"], r["page"], r["window_start"], r["window_end"])
+        got[key] = (r["events"], r["total_bytes"], r["avg_ms"], r["min_ms"], r["max_ms"])
+    expected_text = {(t, p, ws.strftime("%Y-%m-%d %H:%M:%S.000"), we.strftime("%Y-%m-%d %H:%M:%S.000")): v
+                     for (t, p, ws, we), v in expected.items()}
+    assert got.keys() == expected_text.keys()
+    for key, (n, total, avg, lo, hi) in expected_text.items():
+        assert got[key][0] == n and got[key][1] == total and got[key][3:] == (lo, hi), key
+        assert got[key][2] == pytest.approx(avg, rel=1e-12), key
+    return got
 
 
 @pytest.mark.parametrize(("parallelism", "engine"), [(1, "jvm"), (2, "jvm"), (2, "python"), (1, "python")])
@@ -66,18 +86,7 @@ def test_example_job_matches_reference(tmp_path: Path, parallelism: int, engine:
 
     on_time = [json.loads(e.payload) for e in events
                if is_valid(e.payload, SCHEMA) and not late_payloads[e.payload]]
-    expected = tumbling_page_activity(on_time, 60_000)
-    got = {}
-    for row in rows:
-        r = dict(zip(columns, row, strict=True))
-        key = (r["tenant_id"], r["page"], r["window_start"], r["window_end"])
-        got[key] = (r["events"], r["total_bytes"], r["avg_ms"], r["min_ms"], r["max_ms"])
-    expected_text = {(t, p, ws.strftime("%Y-%m-%d %H:%M:%S.000"), we.strftime("%Y-%m-%d %H:%M:%S.000")): v
-                     for (t, p, ws, we), v in expected.items()}
-    assert got.keys() == expected_text.keys()
-    for key, (n, total, avg, lo, hi) in expected_text.items():
-        assert got[key][0] == n and got[key][1] == total and got[key][3:] == (lo, hi), key
-        assert got[key][2] == pytest.approx(avg, rel=1e-12), key
+    got = assert_view_equals(columns, rows, on_time)
 
     aggregated = sum(v[0] for v in got.values())
     assert summary.records_in == EVENTS == aggregated + len(dead) + len(late)
@@ -131,14 +140,5 @@ def test_binary_example_jobs_run_under_the_embedded_profile(tmp_path: Path, job:
     # a late record's payload is the record's bytes (it once crossed a DataStream as a Java String)
     assert late and not late_payloads - Counter(payloads)
     on_time = [d for p, d in zip(payloads, decoded, strict=True) if d is not None and not late_payloads[p]]
-    expected = tumbling_page_activity(on_time, 60_000)
-    got = {(r[0], r[1], r[2], r[3]): r[4:9] for r in (tuple(row) for row in rows)}
-    assert columns[:9] == ["tenant_id", "page", "window_start", "window_end", "events", "total_bytes", "avg_ms",
-                           "min_ms", "max_ms"]
-    expected_text = {(t, p, ws.strftime("%Y-%m-%d %H:%M:%S.000"), we.strftime("%Y-%m-%d %H:%M:%S.000")): v
-                     for (t, p, ws, we), v in expected.items()}
-    assert got.keys() == expected_text.keys()
-    for key, (n, total, avg, lo, hi) in expected_text.items():
-        assert got[key][0] == n and got[key][1] == total and got[key][3:] == (lo, hi), key
-        assert got[key][2] == pytest.approx(avg, rel=1e-12), key
+    assert_view_equals(columns, rows, on_time)
     assert summary.records_in == EVENTS == len(on_time) + len(dead) + len(late)
