@@ -156,3 +156,35 @@ def register(profile: Any, subject: str, schema: str, schema_type: str) -> int:
     if schema_type != "AVRO":
         body["schemaType"] = schema_type
     return int(_get(profile, f"/subjects/{quoted}/versions", body=body)["id"])
+
+
+def subject_writers(profile: Any, subject: str, schema_type: str) -> dict[int, tuple[str, dict[str, str]]]:
+    """``{schema id: (schema text, {reference name: its text})}`` of every version of ``subject``,
+    each of ``schema_type``, with the schemas its references name, transitively (Avro: named
+    types it takes from other subjects; Protobuf: the files it imports)."""
+    local = local_registry(profile)
+    if local is not None:
+        subject_schemas(profile, subject, schema_type)  # says what is missing or of another type
+        return {v.id: (v.schema, local.resolved(v.references)) for v in local.history(subject)}
+    texts = subject_schemas(profile, subject, schema_type)
+    quoted = urllib.parse.quote(subject, safe="")
+    out: dict[int, tuple[str, dict[str, str]]] = {}
+    for number in _get(profile, f"/subjects/{quoted}/versions"):
+        entry = _get(profile, f"/subjects/{quoted}/versions/{int(number)}")
+        schema_id = int(entry["id"])
+        if schema_id in texts:
+            out[schema_id] = (texts[schema_id], _referenced(profile, entry.get("references") or [], set()))
+    return out
+
+
+def _referenced(profile: Any, references: list[dict[str, Any]], seen: set[tuple[str, int]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for ref in references:
+        key = (str(ref["subject"]), int(ref["version"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = _get(profile, f"/subjects/{urllib.parse.quote(key[0], safe='')}/versions/{key[1]}")
+        found[str(ref["name"])] = str(entry["schema"])
+        found.update(_referenced(profile, entry.get("references") or [], seen))
+    return found

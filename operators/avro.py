@@ -33,7 +33,6 @@ records, arrays, maps, other unions             decoded and checked, not address
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,9 +126,12 @@ class AvroDecoding(BinaryDecoding):
                 "writers": {str(i): w for i, w in sorted(self.writers.items())}}
 
     def subject_writers(self, profile: Any) -> dict[int, Any]:
-        from headrace.connectors.registry import subject_schemas
+        """Each writer schema, standing alone: the named types its references give it written in."""
+        from headrace.connectors.registry import subject_writers
+        from headrace.schemas.registry import parse
 
-        return {i: json.loads(text) for i, text in subject_schemas(profile, self.subject, "AVRO").items()}
+        return {i: parse(text, "AVRO", referenced)
+                for i, (text, referenced) in subject_writers(profile, self.subject, "AVRO").items()}
 
 
 class AvroFormat(FormatKind):

@@ -145,11 +145,12 @@ def load_proto_schema(path: Path, message: str) -> ProtoRecordSchema:
                              required=frozenset(required), timestamps=frozenset(timestamps), message=found)
 
 
-def writer_file(text: str) -> Any:
-    """A registered Protobuf schema as a FileDescriptorProto (base64 descriptor or .proto text)."""
+def writer_file(text: str, imports: dict[str, str] | None = None) -> Any:
+    """A registered Protobuf schema as a FileDescriptorProto (base64 descriptor or .proto text;
+    ``imports``: the files its references name, by import path)."""
     from headrace.schemas.compatibility import proto_file
 
-    return proto_file(text)
+    return proto_file(text, imports)
 
 
 @dataclass(frozen=True)
@@ -161,14 +162,14 @@ class ProtoDecoding(BinaryDecoding):
                 "writers": {str(i): w for i, w in sorted(self.writers.items())}}
 
     def subject_writers(self, profile: Any) -> dict[int, Any]:
-        from headrace.connectors.registry import subject_schemas
+        from headrace.connectors.registry import subject_writers
         from headrace.schemas.protoc import ProtocError
 
         message = self.schema.document["message"]
         out: dict[int, Any] = {}
-        for schema_id, text in subject_schemas(profile, self.subject, "PROTOBUF").items():
+        for schema_id, (text, imports) in subject_writers(profile, self.subject, "PROTOBUF").items():
             try:
-                file = writer_file(text)
+                file = writer_file(text, imports)
             except ProtocError as exc:
                 out[schema_id] = f"protoc refused the registered schema: {exc}"
                 continue

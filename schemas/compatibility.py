@@ -238,7 +238,7 @@ _WIRE = {"double": "64-bit", "fixed64": "64-bit", "sfixed64": "64-bit", "float":
          "message": "length-delimited", "group": "group"}
 
 
-def proto_file(text: str) -> Any:
+def proto_file(text: str, imports: dict[str, str] | None = None) -> Any:
     """A registered Protobuf schema as a FileDescriptorProto: Confluent's Python serializer registers
     the serialized descriptor in base64, its Java one the .proto text (compiled by protoc, whose
     refusal is a ``ProtocError``)."""
@@ -256,9 +256,28 @@ def proto_file(text: str) -> Any:
     except (binascii.Error, ValueError, DecodeError):  # not base64, or not a descriptor: .proto text
         pass
     with tempfile.TemporaryDirectory(prefix="headrace-proto-") as tmp:
-        proto = Path(tmp) / "schema.proto"
+        # the files it imports, at their import paths: .proto text as files, serialized descriptors
+        # (as Confluent's Python serializer registers them) as a descriptor set protoc reads
+        given = descriptor_pb2.FileDescriptorSet()
+        for name, imported in (imports or {}).items():
+            target = Path(tmp) / name
+            if Path(tmp).resolve() not in target.resolve().parents:
+                raise ValueError(f"reference name {name!r} is not a relative import path")
+            try:
+                given.file.append(descriptor_pb2.FileDescriptorProto.FromString(
+                    base64.b64decode(imported, validate=True)))
+                continue
+            except (binascii.Error, ValueError, DecodeError):
+                pass
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(imported, encoding="utf-8")
+        proto = Path(tmp) / "__schema__.proto"
         proto.write_text(text, encoding="utf-8")
-        return descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(proto)).file[-1]
+        extra: tuple[str, ...] = ()
+        if given.file:
+            (Path(tmp) / "__imports__.pb").write_bytes(given.SerializeToString())
+            extra = (f"--descriptor_set_in={Path(tmp) / '__imports__.pb'}",)
+        return descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(proto, extra=extra)).file[-1]
 
 
 def _messages(file: Any) -> dict[str, dict[int, tuple[str, str, bool, str, str | None, bool]]]:

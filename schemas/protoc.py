@@ -33,9 +33,10 @@ def run_protoc(proto: Path, *outputs: str, includes: tuple[Path, ...] = ()) -> N
         raise ProtocError(lines[0] if lines else f"protoc failed on {proto} (exit {done.returncode})")
 
 
-def descriptor_set(proto: Path, includes: tuple[Path, ...] = ()) -> bytes:
-    """The serialized ``FileDescriptorSet`` of ``proto`` and everything it imports."""
+def descriptor_set(proto: Path, includes: tuple[Path, ...] = (), extra: tuple[str, ...] = ()) -> bytes:
+    """The serialized ``FileDescriptorSet`` of ``proto`` and everything it imports (``extra``:
+    more protoc arguments, e.g. ``--descriptor_set_in`` for imports given as descriptors)."""
     with tempfile.TemporaryDirectory(prefix="headrace-protoc-") as tmp:
         out = Path(tmp) / "set.pb"
-        run_protoc(proto, f"--descriptor_set_out={out}", "--include_imports", includes=includes)
+        run_protoc(proto, f"--descriptor_set_out={out}", "--include_imports", *extra, includes=includes)
         return out.read_bytes()

@@ -65,6 +65,11 @@ class Incompatible(RegistryError):
         super().__init__(message, 409, 409)
 
 
+#: a schema's reference to another subject's version: (name, subject, version) — for Avro the
+#: full name of the named type it defines, for Protobuf the import path of its file
+Reference = tuple[str, str, int]
+
+
 @dataclass(frozen=True)
 class Registered:
     subject: str
@@ -72,6 +77,7 @@ class Registered:
     id: int
     schema: str
     schema_type: str
+    references: tuple[Reference, ...] = ()
 
 
 def canonical(schema: str, schema_type: str) -> str:
@@ -97,6 +103,10 @@ class _Sqlite:
                                                  schema_id INTEGER NOT NULL REFERENCES schemas (id),
                                                  PRIMARY KEY (subject, version));
             CREATE TABLE IF NOT EXISTS config (subject TEXT PRIMARY KEY, compatibility TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS schema_refs (schema_id INTEGER NOT NULL REFERENCES schemas (id),
+                                                    position INTEGER NOT NULL, name TEXT NOT NULL,
+                                                    subject TEXT NOT NULL, version INTEGER NOT NULL,
+                                                    PRIMARY KEY (schema_id, position));
         """)
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
@@ -130,7 +140,10 @@ class _Postgres:
                 "CREATE TABLE IF NOT EXISTS hr_registry_versions (subject TEXT NOT NULL, version INTEGER NOT NULL, "
                 "schema_id BIGINT NOT NULL REFERENCES hr_registry_schemas (id), PRIMARY KEY (subject, version))",
                 "CREATE TABLE IF NOT EXISTS hr_registry_config (subject TEXT PRIMARY KEY, compatibility TEXT "
-                "NOT NULL)"):
+                "NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS hr_registry_schema_refs (schema_id BIGINT NOT NULL REFERENCES "
+                "hr_registry_schemas (id), position INTEGER NOT NULL, name TEXT NOT NULL, subject TEXT NOT NULL, "
+                "version INTEGER NOT NULL, PRIMARY KEY (schema_id, position))"):
             with self.db.transaction():
                 self.db.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
                 self.db.execute(statement)
@@ -142,7 +155,7 @@ class _Postgres:
 
     @staticmethod
     def _sql(sql: str) -> str:
-        for table in ("schemas", "versions", "config"):
+        for table in ("schemas", "versions", "config", "schema_refs"):
             sql = re.sub(rf"\b(FROM|JOIN|INTO|UPDATE) {table}\b", rf"\1 hr_registry_{table}", sql)
         return sql.replace("?", "%s")
 
@@ -221,14 +234,31 @@ class SchemaRegistry:
             "WHERE v.subject = ? AND v.version = ?", (subject, number)).fetchone()
         if row is None:
             raise RegistryError(f"Version {version} not found.", 40402, 404)
-        return Registered(subject, row[0], row[1], row[2], row[3])
+        return Registered(subject, row[0], row[1], row[2], row[3], self.references(row[1]))
+
+    def references(self, schema_id: int) -> tuple[Reference, ...]:
+        rows = self._db.execute("SELECT name, subject, version FROM schema_refs WHERE schema_id = ? "
+                                "ORDER BY position", (schema_id,)).fetchall()
+        return tuple((str(r[0]), str(r[1]), int(r[2])) for r in rows)
+
+    def resolved(self, references: tuple[Reference, ...], seen: frozenset[Reference] = frozenset()
+                 ) -> dict[str, str]:
+        """``{name: schema text}`` of ``references`` and of theirs, transitively."""
+        out: dict[str, str] = {}
+        for ref in references:
+            if ref in seen:
+                continue
+            found = self.version(ref[1], ref[2])
+            out[ref[0]] = found.schema
+            out.update(self.resolved(found.references, seen | {ref}))
+        return out
 
     def history(self, subject: str) -> list[Registered]:
         """Every version of ``subject``, oldest first (empty for a subject not registered yet)."""
         rows = self._db.execute(
             "SELECT v.version, s.id, s.schema, s.schema_type FROM versions v JOIN schemas s ON s.id = v.schema_id "
             "WHERE v.subject = ? ORDER BY v.version", (subject,)).fetchall()
-        return [Registered(subject, r[0], r[1], r[2], r[3]) for r in rows]
+        return [Registered(subject, r[0], r[1], r[2], r[3], self.references(r[1])) for r in rows]
 
     def by_id(self, schema_id: int) -> tuple[str, str]:
         row = self._db.execute("SELECT schema, schema_type FROM schemas WHERE id = ?", (schema_id,)).fetchone()
@@ -236,16 +266,18 @@ class SchemaRegistry:
             raise RegistryError(f"Schema {schema_id} not found", 40403, 404)
         return row[0], row[1]
 
-    def lookup(self, subject: str, schema: str, schema_type: str = "AVRO") -> Registered:
-        """The version of ``subject`` holding ``schema``."""
+    def lookup(self, subject: str, schema: str, schema_type: str = "AVRO",
+               references: tuple[Reference, ...] = ()) -> Registered:
+        """The version of ``subject`` holding ``schema`` (with these ``references``)."""
         text = canonical(schema, schema_type)
-        row = self._db.execute(
+        rows = self._db.execute(
             "SELECT v.version, s.id FROM versions v JOIN schemas s ON s.id = v.schema_id "
-            "WHERE v.subject = ? AND s.schema = ? AND s.schema_type = ?", (subject, text, schema_type)).fetchone()
-        if row is None:
-            self.versions(subject)  # 40401 when the subject does not exist
-            raise RegistryError("Schema not found", 40403, 404)
-        return Registered(subject, row[0], row[1], text, schema_type)
+            "WHERE v.subject = ? AND s.schema = ? AND s.schema_type = ?", (subject, text, schema_type)).fetchall()
+        for row in rows:
+            if self.references(row[1]) == tuple(references):
+                return Registered(subject, row[0], row[1], text, schema_type, tuple(references))
+        self.versions(subject)  # 40401 when the subject does not exist
+        raise RegistryError("Schema not found", 40403, 404)
 
     def compatibility(self, subject: str | None = None) -> str:
         row = self._db.execute("SELECT compatibility FROM config WHERE subject = ?", (subject or "",)).fetchone()
@@ -270,44 +302,60 @@ class SchemaRegistry:
                              "DO UPDATE SET compatibility = excluded.compatibility", (subject or "", mode))
         return mode
 
-    def register(self, subject: str, schema: str, schema_type: str = "AVRO") -> Registered:
+    def register(self, subject: str, schema: str, schema_type: str = "AVRO",
+                 references: tuple[Reference, ...] = ()) -> Registered:
         schema_type = (schema_type or "AVRO").upper()
         if schema_type not in TYPES:
             raise RegistryError(f"unknown schema type {schema_type}", 42201, 422)
+        references = tuple(references)
+        if references and schema_type == "JSON":
+            raise RegistryError("references in JSON schemas are not supported", 42201, 422)
         text = canonical(schema, schema_type)
         with self._lock, self._store.writing():
             try:
-                return self.lookup(subject, text, schema_type)
+                return self.lookup(subject, text, schema_type, references)
             except RegistryError:
                 pass
+            for name, ref_subject, ref_version in references:
+                try:
+                    self.version(ref_subject, ref_version)
+                except RegistryError:
+                    raise RegistryError(f"reference '{name}' names version {ref_version} of subject "
+                                        f"'{ref_subject}', which does not exist", 42201, 422) from None
             existing = self.history(subject)
-            problems = self.problems(subject, text, schema_type, existing, len(existing) + 1)
+            problems = self.problems(subject, text, schema_type, existing, len(existing) + 1, references=references)
             if problems:
                 raise Incompatible(problems[0])
             row = self._db.execute("SELECT id FROM schemas WHERE schema = ? AND schema_type = ?",
                                    (text, schema_type)).fetchone()
-            if row is not None:
+            if row is not None:  # a schema is stored once: its text and type, with its references
                 schema_id = int(row[0])
+                if self.references(schema_id) != references:
+                    raise RegistryError(f"this schema is stored with other references (id {schema_id})", 42201, 422)
             else:
                 schema_id = int(self._db.execute("INSERT INTO schemas (schema_type, schema) VALUES (?, ?) RETURNING id",
                                                  (schema_type, text)).fetchone()[0])
+                for position, (name, ref_subject, ref_version) in enumerate(references):
+                    self._db.execute("INSERT INTO schema_refs (schema_id, position, name, subject, version) "
+                                     "VALUES (?, ?, ?, ?, ?)", (schema_id, position, name, ref_subject, ref_version))
             version = existing[-1].version + 1 if existing else 1
             self._db.execute("INSERT INTO versions (subject, version, schema_id) VALUES (?, ?, ?)",
                              (subject, version, schema_id))
-            return Registered(subject, version, schema_id, text, schema_type)
+            return Registered(subject, version, schema_id, text, schema_type, references)
 
     def problems(self, subject: str, text: str, schema_type: str, existing: list[Registered],
-                 new_version: int, mode: str | None = None) -> list[str]:
+                 new_version: int, mode: str | None = None, references: tuple[Reference, ...] = ()) -> list[str]:
         """One line per breaking change of ``text`` against ``existing`` in the subject's mode."""
         try:
             return compatibility_problems(subject, text, schema_type, existing, new_version,
-                                          mode or self.compatibility(subject))
+                                          mode or self.compatibility(subject), references, self.resolved)
         except ValueError as exc:
             raise RegistryError(f"Invalid schema: {exc}", 42201, 422) from None
 
 
 def compatibility_problems(label: str, text: str, schema_type: str, existing: list[Registered],
-                           new_version: int, mode: str) -> list[str]:
+                           new_version: int, mode: str, references: tuple[Reference, ...] = (),
+                           resolve: Callable[[tuple[Reference, ...]], dict[str, str]] | None = None) -> list[str]:
     """One line per breaking change of ``text`` (to be version ``new_version``) against the
     versions ``existing`` in ``mode``, each line starting ``<label> v<new_version>:``. Raises
     ``ValueError`` when ``text`` is not a schema of its type."""
@@ -320,10 +368,13 @@ def compatibility_problems(label: str, text: str, schema_type: str, existing: li
     against = existing if mode.endswith("_TRANSITIVE") else existing[-1:]
     base = mode.removesuffix("_TRANSITIVE")
     reasons = REASONS[schema_type]
-    new = parse(text, schema_type)
+    def parsed(schema: str, refs: tuple[Reference, ...]) -> Any:
+        return parse(schema, schema_type, resolve(refs) if refs and resolve is not None else {})
+
+    new = parsed(text, references)
     out: list[str] = []
     for old in reversed(against):
-        previous = parse(old.schema, schema_type)
+        previous = parsed(old.schema, old.references)
         if base in ("BACKWARD", "FULL"):
             out += [f"{label} v{new_version}: {why} — breaks {mode} (readers of v{new_version} cannot read "
                     f"v{old.version} records)" for why in reasons(previous, new, False)]
@@ -334,21 +385,65 @@ def compatibility_problems(label: str, text: str, schema_type: str, existing: li
     return out
 
 
-def parse(text: str, schema_type: str) -> Any:
+def parse(text: str, schema_type: str, referenced: dict[str, str] | None = None) -> Any:
     """A schema's text as its reasons function takes it: JSON for Avro and JSON Schema, a
-    FileDescriptorProto for Protobuf. ``ValueError`` when it is not one."""
+    FileDescriptorProto for Protobuf. ``referenced``: ``{name: text}`` of its references (Avro:
+    their named types are written in where the schema names them; Protobuf: the files it
+    imports). ``ValueError`` when it is not one."""
     if schema_type == "PROTOBUF":
         from headrace.schemas.compatibility import proto_file
         from headrace.schemas.protoc import ProtocError
 
         try:
-            return proto_file(text)
+            return proto_file(text, referenced or {})
         except ProtocError as exc:
             raise ValueError(f"protoc refused it: {exc}") from None
     try:
-        return json.loads(text)
+        document = json.loads(text)
+        if schema_type == "AVRO" and referenced:
+            document = inline_avro(document, {name: json.loads(t) for name, t in referenced.items()})
+        return document
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc})") from None
+
+
+def inline_avro(document: Any, referenced: dict[str, Any]) -> Any:
+    """``document`` with each named type it takes from ``referenced`` (Avro schemas by reference
+    name) defined where it is first named, so the schema stands alone (as a reader and the JVM
+    decoder need it).
+
+    >>> inline_avro({"type": "record", "name": "A", "fields": [{"name": "b", "type": "x.B"}]},
+    ...             {"x.B": {"type": "enum", "name": "B", "namespace": "x", "symbols": ["P"]}})["fields"][0]["type"]
+    {'type': 'enum', 'name': 'B', 'namespace': 'x', 'symbols': ['P']}
+    """
+    named: dict[str, Any] = {}
+    for ref_doc in referenced.values():
+        for full, definition in avro_named_types(ref_doc).items():
+            named.setdefault(full, definition)
+    own = set(avro_named_types(document))
+    done: set[str] = set()
+
+    def walk(node: Any, namespace: str) -> Any:
+        if isinstance(node, str):
+            full = node if "." in node or not namespace else f"{namespace}.{node}"
+            for key in (full, node):
+                if key in named and key not in own and key not in done:
+                    done.add(key)
+                    definition = named[key]
+                    done.update(n for n in avro_named_types(definition))
+                    return walk(definition, namespace)
+            return node
+        if isinstance(node, list):
+            return [walk(n, namespace) for n in node]
+        if isinstance(node, dict):
+            space = namespace
+            if node.get("type") in ("record", "error", "enum", "fixed") and "name" in node:
+                name = str(node["name"])
+                space = node.get("namespace", namespace) if "." not in name else name.rsplit(".", 1)[0]
+            return {k: (walk(v, space) if k in ("type", "items", "values", "fields") else v) for k, v in node.items()}
+        return node
+
+    return walk(document, "")
 
 
 def _reasons() -> dict[str, Callable[[Any, Any, bool], list[str]]]:

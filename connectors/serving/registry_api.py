@@ -5,7 +5,7 @@ tools). ``headrace registry serve`` runs it, bound to 127.0.0.1 unless told othe
 =========================================================  ==========================================
 ``GET /subjects``                                          subject names
 ``GET /subjects/{s}/versions``                             version numbers
-``GET /subjects/{s}/versions/{v|latest}``                  subject, version, id, schema, schemaType
+``GET /subjects/{s}/versions/{v|latest}``                  id, schema, schemaType, references
 ``GET /subjects/{s}/versions/{v}/schema``                  the schema alone
 ``POST /subjects/{s}/versions``                            register (checked in the subject's mode)
 ``POST /subjects/{s}``                                     look a schema up in a subject
@@ -52,14 +52,24 @@ def create_app(registry: SchemaRegistry) -> FastAPI:
         schema = body.get("schema")
         if not isinstance(schema, str):
             raise RegistryError("'schema' (a string) is required", 42201, 422)
-        if body.get("references"):
-            raise RegistryError("schema references are not supported yet", 42201, 422)
         return schema, str(body.get("schemaType") or "AVRO").upper()
+
+    def references_of(body: dict[str, Any]) -> tuple[tuple[str, str, int], ...]:
+        refs = body.get("references") or []
+        try:
+            return tuple((str(r["name"]), str(r["subject"]), int(r["version"])) for r in refs)
+        except (KeyError, TypeError, ValueError):
+            raise RegistryError("each reference needs a name, a subject and a version", 42201, 422) from None
+
+    def listed(references: Any) -> list[dict[str, Any]]:
+        return [{"name": n, "subject": s, "version": v} for n, s, v in references]
 
     def entry(found: Any) -> dict[str, Any]:
         out = {"subject": found.subject, "version": found.version, "id": found.id, "schema": found.schema}
         if found.schema_type != "AVRO":
             out["schemaType"] = found.schema_type
+        if found.references:
+            out["references"] = listed(found.references)
         return out
 
     @app.get("/subjects")
@@ -80,19 +90,23 @@ def create_app(registry: SchemaRegistry) -> FastAPI:
 
     @app.post("/subjects/{subject}/versions")
     async def register(subject: str, request: Request) -> JSONResponse:
-        schema, kind = schema_of(await body_of(request))
-        found = registry.register(subject, schema, kind)
+        body = await body_of(request)
+        schema, kind = schema_of(body)
+        found = registry.register(subject, schema, kind, references_of(body))
         return answer({"id": found.id, "version": found.version, "subject": subject})
 
     @app.post("/subjects/{subject}")
     async def lookup(subject: str, request: Request) -> JSONResponse:
-        schema, kind = schema_of(await body_of(request))
-        return answer(entry(registry.lookup(subject, schema, kind)))
+        body = await body_of(request)
+        schema, kind = schema_of(body)
+        return answer(entry(registry.lookup(subject, schema, kind, references_of(body))))
 
     @app.get("/schemas/ids/{schema_id}")
     async def by_id(schema_id: int) -> JSONResponse:
         schema, kind = registry.by_id(schema_id)
-        return answer({"schema": schema, **({"schemaType": kind} if kind != "AVRO" else {})})
+        refs = registry.references(schema_id)
+        return answer({"schema": schema, **({"schemaType": kind} if kind != "AVRO" else {}),
+                       **({"references": listed(refs)} if refs else {})})
 
     @app.get("/config")
     async def global_config() -> JSONResponse:
@@ -118,15 +132,16 @@ def create_app(registry: SchemaRegistry) -> FastAPI:
 
     @app.post("/compatibility/subjects/{subject}/versions/{version}")
     async def compatible(subject: str, version: str, request: Request, verbose: bool = False) -> JSONResponse:
-        schema, kind = schema_of(await body_of(request))
+        body = await body_of(request)
+        schema, kind = schema_of(body)
         up_to = _version(version)
         against = [r for r in registry.history(subject) if up_to == "latest" or r.version <= int(up_to)]
         problems = registry.problems(subject, canonical(schema, kind), kind, against,
-                                     (against[-1].version + 1) if against else 1)
-        body: dict[str, Any] = {"is_compatible": not problems}
+                                     (against[-1].version + 1) if against else 1, references=references_of(body))
+        verdict: dict[str, Any] = {"is_compatible": not problems}
         if verbose or problems:
-            body["messages"] = problems
-        return answer(body)
+            verdict["messages"] = problems
+        return answer(verdict)
 
     return app
 

@@ -203,6 +203,55 @@ def test_postgres_down_15_s_and_the_registry_gone_during_an_avro_run_is_exact(
     assert_exact(broker, pg, unique, placed, expected, binary=True)
 
 
+def test_a_writer_schema_with_references_is_read_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
+    """A producer's schema takes its Address record from another subject (a schema reference, as
+    Confluent's client registers it): the job resolves the reference when it compiles, and the
+    records fill the view exactly as fastavro (given the referenced schema) reads them."""
+    import io
+
+    import fastavro
+    from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
+
+    client = SchemaRegistryClient({"url": registry})
+    address = {"type": "record", "name": "Address", "namespace": "dev.headrace.examples",
+               "fields": [{"name": "city", "type": "string"}]}
+    client.register_schema(f"{unique}-address", Schema(json.dumps(address), "AVRO"))
+    writer = {**V2, "fields": [*V2["fields"], {"name": "home", "type": ["null", "dev.headrace.examples.Address"],
+                                               "default": None}]}
+    referencing = Schema(json.dumps(writer), "AVRO",
+                         references=[SchemaReference("dev.headrace.examples.Address", f"{unique}-address", 1)])
+    writer_id = client.register_schema(f"{unique}-value", referencing)
+    assert client.get_schema(writer_id).references[0].subject == f"{unique}-address"
+    named: dict[str, Any] = {}
+    fastavro.parse_schema(address, named_schemas=named)
+    parsed = fastavro.parse_schema(writer, named_schemas=named)
+
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = []
+    for i, e in enumerate(click_events(4_000, seed=87)):
+        if not is_valid(e.payload, SCHEMA):
+            continue
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, {"bytes": None, "email": None, **json.loads(e.payload),
+                                                 "home": {"city": f"c{i % 7}"} if i % 2 else None})
+        events.append(SampleEvent(key=e.key, payload=b"\x00" + writer_id.to_bytes(4, "big") + out.getvalue(),
+                                  timestamp_ms=e.timestamp_ms, kind=e.kind))
+    job = avro_job(tmp_path, unique)
+    with_registry(profiles_file, registry)
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
+    assert run.finish() == 0, run.output[-3000:]
+
+    # the reference reads with the writer as a person would write it out: Address in its place
+    standalone = {**V2, "fields": [*V2["fields"], {"name": "home", "type": ["null", address], "default": None}]}
+    writer_of = lambda i: standalone if i == writer_id else None  # noqa: E731
+    expected = expected_outcome(placed, {}, out_of_orderness_ms=5_000, lateness_ms=30_000,
+                                decode=lambda p: confluent_avro(p, writer_of, V2))
+    dead, _ = assert_exact(broker, pg, unique, placed, expected, binary=True)
+    assert not dead
+
+
 def test_kill_9_of_an_avro_job_and_the_same_command_resumes_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str, registry: str) -> None:
     broker.create_topic(unique, partitions=PARTITIONS)

@@ -225,3 +225,46 @@ def test_the_registry_keeps_its_versions_in_the_profiles_postgresql(
         third.terminate()
         second.wait(10)
         third.wait(10)
+
+
+def test_protobuf_imports_are_registered_as_references_and_checked_with_them(
+        tmp_path: Path, registry: str, unique: str) -> None:
+    """Confluent's ProtobufSerializer registers a message's imported file as its own subject and
+    refers to it; the registry keeps the reference, serves it, and checks a new version with the
+    imported file in place (its field types resolve)."""
+    import importlib
+
+    from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from headrace.schemas.protoc import run_protoc
+
+    pkg = f"p{unique}"
+    (tmp_path / f"{pkg}_addr.proto").write_text(
+        f'syntax = "proto3";\npackage {pkg};\nmessage Address {{ string city = 1; }}\n')
+    order = f'syntax = "proto3";\npackage {pkg};\nimport "{pkg}_addr.proto";\n' \
+            "message Order { string id = 1; Address home = 2; }\n"
+    (tmp_path / f"{pkg}_order.proto").write_text(order)
+    run_protoc(tmp_path / f"{pkg}_order.proto", f"--python_out={tmp_path}")
+    run_protoc(tmp_path / f"{pkg}_addr.proto", f"--python_out={tmp_path}")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        order_pb2 = importlib.import_module(f"{pkg}_order_pb2")
+    finally:
+        sys.path.remove(str(tmp_path))
+    client = SchemaRegistryClient({"url": registry})
+    subject = f"{unique}-value"
+    serialize = ProtobufSerializer(order_pb2.Order, client, {"use.deprecated.format": False})
+    framed = serialize(order_pb2.Order(id="o1", home={"city": "Oslo"}),
+                       SerializationContext(unique, MessageField.VALUE))
+    assert framed[:1] == b"\x00"
+    latest = client.get_latest_version(subject)
+    assert [r.name for r in latest.schema.references] == [f"{pkg}_addr.proto"]
+    # v2 as .proto text with the same reference: the Address field renumbered breaks BACKWARD
+    moved = Schema(order.replace("Address home = 2;", "Address home = 3;"), "PROTOBUF",
+                   references=[SchemaReference(f"{pkg}_addr.proto", latest.schema.references[0].subject, 1)])
+    assert not client.test_compatibility(subject, moved)
+    added = Schema(order.replace("Address home = 2;", "Address home = 2; Address work = 4;"), "PROTOBUF",
+                   references=moved.references)
+    assert client.test_compatibility(subject, added)
+    assert client.register_schema(subject, added) != latest.schema_id
