@@ -26,6 +26,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port P with P + 1 free too (``headrace serve``: REST on P, gRPC on P + 1), below Linux's
+    ephemeral range (32768-60999), where outgoing connections cannot take one of them first."""
+    import random
+
+    for _ in range(500):
+        port = random.randint(20_000, 32_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two free neighbouring ports in 20000-32000")
+
+
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -27,7 +27,7 @@ from headrace.jobs.profiles import load_profile
 from headrace.jobs.serve import build
 
 from tests.jobfiles import ROOT
-from tests.services import Postgres, RedisServer, free_port, listening_on
+from tests.services import Postgres, RedisServer, free_port_pair, listening_on
 
 pytestmark = pytest.mark.integration
 SECRET = "serve-test-secret-0123456789abcdef"
@@ -90,7 +90,7 @@ def client(project: tuple[Path, Path, str]) -> Any:
         yield test_client
 
 
-def wait_until_serving(port: int, timeout_s: float = 30) -> None:
+def wait_until_serving(port: int, timeout_s: float = 30, proc: subprocess.Popen[bytes] | None = None) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -100,6 +100,9 @@ def wait_until_serving(port: int, timeout_s: float = 30) -> None:
                 return
         except httpx.HTTPError:
             pass
+        if proc is not None and proc.poll() is not None:
+            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise AssertionError(f"serve exited with code {proc.returncode}:\n{output[-2000:]}")
         assert time.monotonic() < deadline, "serve did not start"
         time.sleep(0.2)
 
@@ -280,14 +283,16 @@ def test_two_serve_processes_share_the_rate_limit_through_redis(
         "      timeout: 2s\n",
         "      timeout: 2s\n      rate: {per_token: 1000, per_token_burst: 1000, total: 20, total_burst: 10}\n")
         + f"    redis: {{port: {redis_server.port}}}\n")
-    ports = [free_port(), free_port()]
+    ports = [free_port_pair(), free_port_pair()]
+    while abs(ports[0] - ports[1]) < 2:
+        ports[1] = free_port_pair()
     servers = [subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "serve", "--project", str(root),
                                  "--profile", "test", "--profiles", str(limited), "--port", str(port)],
                                 env={**os.environ, "HEADRACE_TEST_JWT": SECRET}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True) for port in ports]
     try:
-        for port in ports:
-            wait_until_serving(port)
+        for port, server in zip(ports, servers, strict=True):
+            wait_until_serving(port, proc=server)
         seconds = 3.0
         started = time.monotonic()
 
@@ -340,12 +345,12 @@ def test_headrace_query_reads_locally_and_from_a_running_serve(project: tuple[Pa
     rows = json.loads(local.stdout)["rows"]
     assert len(rows) == len(TENANTS) * 10 and {r["page"] for r in rows} == {"/a"}  # all tenants: an operator's read
 
-    port = free_port()
+    port = free_port_pair()
     server = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "serve", "--project", str(root),
                                "--profile", "test", "--profiles", str(profiles), "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_until_serving(port)
+        wait_until_serving(port, proc=server)
         remote = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "query", table, *common, "--url",
                                  f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                                 env={**env, "HEADRACE_TOKEN": token(tenant="t2")})

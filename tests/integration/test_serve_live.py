@@ -29,7 +29,7 @@ from headrace.jobs.serve import build
 
 from tests.integration.test_serve import SECRET, auth, iso, token, wait_until_serving
 from tests.jobfiles import ROOT
-from tests.services import Postgres, free_port, listening_on
+from tests.services import Postgres, free_port_pair, listening_on
 
 pytestmark = pytest.mark.integration
 TENANTS, PAGES, WINDOWS = ("t1", "t2"), ("/a", "/b", "/c"), 30
@@ -90,14 +90,15 @@ dead_letter: {{kafka: {{topic: clicks.dlq}}}}
                     total += n
                     upsert(conn, table, (tenant, page), start, n)
                 upsert(conn, f"{table}_tenant", (tenant,), start, total)
-    port, grpc_port = free_port(), free_port()
+    port = free_port_pair()  # below the ephemeral range, port + 1 free too
+    grpc_port = port + 1
     server = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "serve", "--project", str(root),
                                "--profile", "test", "--profiles", str(profiles), "--port", str(port),
                                "--grpc-port", str(grpc_port)],
                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        wait_until_serving(port)
+        wait_until_serving(port, proc=server)
         yield {"root": root, "profiles": profiles, "table": table, "port": port, "grpc_port": grpc_port,
                "url": f"http://127.0.0.1:{port}"}
     finally:
