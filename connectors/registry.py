@@ -81,16 +81,20 @@ def subject_schemas(profile: Any, subject: str, schema_type: str) -> dict[int, s
             raise ServiceError(f"subject '{subject}' version {wrong.version} is a {wrong.schema_type} schema, "
                                f"not {schema_type}", hint="point source.format.subject at the subject of this topic")
         return {v.id: v.schema for v in found}
+    return {schema_id: text for schema_id, (text, _) in _entries(profile, subject, schema_type).items()}
+
+
+def _entries(profile: Any, subject: str, schema_type: str) -> dict[int, tuple[str, list[dict[str, Any]]]]:
+    """``{schema id: (schema text, its references)}`` of every version, in one pass over them."""
     quoted = urllib.parse.quote(subject, safe="")
-    versions = _get(profile, f"/subjects/{quoted}/versions")
-    schemas: dict[int, str] = {}
-    for version in versions:
+    schemas: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+    for version in _get(profile, f"/subjects/{quoted}/versions"):
         entry = _get(profile, f"/subjects/{quoted}/versions/{int(version)}")
         kind = entry.get("schemaType", "AVRO")
         if kind != schema_type:
             raise ServiceError(f"subject '{subject}' version {version} is a {kind} schema, not {schema_type}",
                                hint="point source.format.subject at the subject of this topic's schemas")
-        schemas[int(entry["id"])] = str(entry["schema"])
+        schemas[int(entry["id"])] = (str(entry["schema"]), list(entry.get("references") or []))
     return schemas
 
 
@@ -166,15 +170,8 @@ def subject_writers(profile: Any, subject: str, schema_type: str) -> dict[int, t
     if local is not None:
         subject_schemas(profile, subject, schema_type)  # says what is missing or of another type
         return {v.id: (v.schema, local.resolved(v.references)) for v in local.history(subject)}
-    texts = subject_schemas(profile, subject, schema_type)
-    quoted = urllib.parse.quote(subject, safe="")
-    out: dict[int, tuple[str, dict[str, str]]] = {}
-    for number in _get(profile, f"/subjects/{quoted}/versions"):
-        entry = _get(profile, f"/subjects/{quoted}/versions/{int(number)}")
-        schema_id = int(entry["id"])
-        if schema_id in texts:
-            out[schema_id] = (texts[schema_id], _referenced(profile, entry.get("references") or [], set()))
-    return out
+    return {schema_id: (text, _referenced(profile, references, set()))
+            for schema_id, (text, references) in _entries(profile, subject, schema_type).items()}
 
 
 def _referenced(profile: Any, references: list[dict[str, Any]], seen: set[tuple[str, int]]) -> dict[str, str]:
