@@ -15,7 +15,21 @@ from typing import Any, ClassVar
 from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
 from headrace.schemas.kinds import SinkNode
+from headrace.schemas.profile import Profile, Section
 from headrace.schemas.views import RECORDS_COLUMN, WINDOW_BOUNDS, ViewDef
+
+
+def window_ms(text: str) -> int:
+    """``2026-01-01 00:01:00.000`` (UTC) → epoch milliseconds, for any year Flink can hold.
+
+    >>> window_ms("1970-01-01 00:01:00.250"), window_ms("0001-01-01 00:00:00.000")
+    (60250, -62135596800000)
+    """
+    from datetime import UTC, datetime
+
+    moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def row_names(view: ViewDef) -> list[str]:
@@ -49,18 +63,18 @@ def batch_udf(names: list[str], open_client: Callable[[], Any], write: Callable[
 
 @dataclass(kw_only=True)
 class PythonWriterNode(SinkNode):
-    """A sink node writing through :func:`batch_udf`; ``section`` is its store's profile section
+    """A sink node writing through :func:`batch_udf`; ``connection`` is its store's profile section
     and ``store`` how messages name it."""
 
-    section: ClassVar[str]
+    connection: ClassVar[type[Section]]
     store: ClassVar[str]
 
     @property
     def function(self) -> str:
         return f"{self.flink_table}_write"
 
-    def table_ddl(self, profile: Any) -> str:
-        profile.service(self.section)  # a one-line error when the profile lacks the section
+    def table_ddl(self, profile: Profile) -> str:
+        profile.section(self.connection)  # a one-line error when the profile lacks the section
         return (f"CREATE TEMPORARY TABLE {ident(self.flink_table)} (`written` BIGINT) "
                 f"{with_options({'connector': 'blackhole'})}")
 
@@ -71,8 +85,8 @@ class PythonWriterNode(SinkNode):
         return (f"INSERT INTO {ident(self.flink_table)} SELECT {self.function}({', '.join(cols)}) "
                 f"FROM {input_view}")
 
-    def prepare(self, profile: Any) -> None:
+    def prepare(self, profile: Profile) -> None:
         problem = self.reachable(profile)
         if problem is not None:
             raise ServiceError(f"cannot reach {problem.removesuffix(' not answering')}",
-                               hint=f"start {self.store} or fix '{self.section}' in the profile")
+                               hint=f"start {self.store} or fix '{self.connection.key}' in the profile")

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from headrace.schemas.errors import ServiceError
+from headrace.schemas.kinds import FormatKind
+from headrace.schemas.profile import Profile
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
-def _get(profile: Any, path: str, timeout_s: float = 10.0, body: Any = None) -> Any:
-    registry = getattr(profile, "registry", None)
+def _get(profile: Profile, path: str, timeout_s: float = 10.0, body: Any = None) -> Any:
+    registry = profile.registry
     if registry is None:
         raise ServiceError(f"profile '{profile.name}' names no schema registry, which a source in the Confluent "
                            "wire format needs", hint="add 'registry: {url: http://127.0.0.1:8085}' to the profile")
@@ -53,10 +55,11 @@ def _get(profile: Any, path: str, timeout_s: float = 10.0, body: Any = None) -> 
                            hint="start it ('headrace registry serve') or fix 'registry.url' in the profile") from None
 
 
-def local_registry(profile: Any) -> Any:
+def local_registry(profile: Profile, fmt: FormatKind | None = None) -> Any:
     """The embedded profile's registry (``<data_dir>/registry.sqlite``, no server) when the profile
-    names no other; None for a profile that has one, or a service profile without."""
-    if getattr(profile, "registry", None) is not None or getattr(profile, "embedded", None) is None:
+    names no other; None for a profile that has one, or a service profile without. ``fmt``: the
+    format of schemas to be registered (its compatibility rules)."""
+    if profile.registry is not None or profile.embedded is None:
         return None
     from pathlib import Path
 
@@ -64,10 +67,10 @@ def local_registry(profile: Any) -> Any:
 
     data_dir = Path(profile.embedded.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    return SchemaRegistry(data_dir / "registry.sqlite")
+    return SchemaRegistry(data_dir / "registry.sqlite", formats={fmt.name: fmt} if fmt is not None else None)
 
 
-def subject_schemas(profile: Any, subject: str, schema_type: str) -> dict[int, str]:
+def subject_schemas(profile: Profile, subject: str, schema_type: str) -> dict[int, str]:
     """``{schema id: schema text}`` of every version of ``subject``, each of ``schema_type``."""
     local = local_registry(profile)
     if local is not None:
@@ -84,7 +87,7 @@ def subject_schemas(profile: Any, subject: str, schema_type: str) -> dict[int, s
     return {schema_id: text for schema_id, (text, _) in _entries(profile, subject, schema_type).items()}
 
 
-def _entries(profile: Any, subject: str, schema_type: str) -> dict[int, tuple[str, list[dict[str, Any]]]]:
+def _entries(profile: Profile, subject: str, schema_type: str) -> dict[int, tuple[str, list[dict[str, Any]]]]:
     """``{schema id: (schema text, its references)}`` of every version, in one pass over them."""
     quoted = urllib.parse.quote(subject, safe="")
     schemas: dict[int, tuple[str, list[dict[str, Any]]]] = {}
@@ -109,14 +112,14 @@ class Version:
     schema_type: str
 
 
-def subjects(profile: Any) -> list[str]:
+def subjects(profile: Profile) -> list[str]:
     local = local_registry(profile)
     if local is not None:
         return list(local.subjects())
     return [str(s) for s in _get(profile, "/subjects")]
 
 
-def versions(profile: Any, subject: str) -> list[Version]:
+def versions(profile: Profile, subject: str) -> list[Version]:
     """Every version of ``subject``, oldest first (empty when the subject does not exist)."""
     local = local_registry(profile)
     if local is not None:
@@ -136,7 +139,7 @@ def versions(profile: Any, subject: str) -> list[Version]:
     return out
 
 
-def mode(profile: Any, subject: str) -> str:
+def mode(profile: Profile, subject: str) -> str:
     """The subject's compatibility mode (the global one when it has none of its own)."""
     local = local_registry(profile)
     if local is not None:
@@ -145,9 +148,11 @@ def mode(profile: Any, subject: str) -> str:
     return str(_get(profile, f"/config/{quoted}?defaultToGlobal=true")["compatibilityLevel"])
 
 
-def register(profile: Any, subject: str, schema: str, schema_type: str) -> int:
-    """Register ``schema`` under ``subject``; its id (the registry refuses an incompatible one)."""
-    local = local_registry(profile)
+def register(profile: Profile, subject: str, schema: str, fmt: FormatKind) -> int:
+    """Register ``schema`` (of format ``fmt``) under ``subject``; its id (the registry refuses an
+    incompatible one)."""
+    schema_type = fmt.schema_type
+    local = local_registry(profile, fmt)
     if local is not None:
         from headrace.schemas.registry import RegistryError
 
@@ -162,7 +167,7 @@ def register(profile: Any, subject: str, schema: str, schema_type: str) -> int:
     return int(_get(profile, f"/subjects/{quoted}/versions", body=body)["id"])
 
 
-def subject_writers(profile: Any, subject: str, schema_type: str) -> dict[int, tuple[str, dict[str, str]]]:
+def subject_writers(profile: Profile, subject: str, schema_type: str) -> dict[int, tuple[str, dict[str, str]]]:
     """``{schema id: (schema text, {reference name: its text})}`` of every version of ``subject``,
     each of ``schema_type``, with the schemas its references name, transitively (Avro: named
     types it takes from other subjects; Protobuf: the files it imports)."""
@@ -174,7 +179,7 @@ def subject_writers(profile: Any, subject: str, schema_type: str) -> dict[int, t
             for schema_id, (text, references) in _entries(profile, subject, schema_type).items()}
 
 
-def _referenced(profile: Any, references: list[dict[str, Any]], seen: set[tuple[str, int]]) -> dict[str, str]:
+def _referenced(profile: Profile, references: list[dict[str, Any]], seen: set[tuple[str, int]]) -> dict[str, str]:
     found: dict[str, str] = {}
     for ref in references:
         key = (str(ref["subject"]), int(ref["version"]))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from headrace.jobs.loader import parse_job
 from headrace.jobs.plan import build_plan
+from headrace.jobs.registry import SINKS
 from headrace.schemas.errors import SpecError
 from headrace.schemas.views import ServedView
 
@@ -39,7 +40,7 @@ def load_catalog(project: Path) -> Catalog:
         plan = build_plan(parse_job(path))
         for sink in plan.sinks:
             served = ServedView(view=sink.view, store=sink.kind, job=plan.name, step=plan.inputs[sink.id] or "",
-                                spec=str(path), top=getattr(sink, "top", None))
+                                spec=str(path), top=sink.ranks_by)
             clash = next((v for v in views if v.name == served.name and v.store == served.store), None)
             if clash is not None and clash.job != served.job:
                 raise SpecError(f"view '{served.name}' ({served.store}) is written by job '{clash.job}' "
@@ -47,9 +48,11 @@ def load_catalog(project: Path) -> Catalog:
                                 hint="give one of the sinks another table, prefix or measurement")
             if clash is None:
                 views.append(served)
-    # a name held by several stores: PostgreSQL's keeps it, the others are name@store
+    # a name held by several stores: the first registered sink kind's keeps it, the others are name@store
+    order = list(SINKS)
     named: list[ServedView] = []
-    for served in sorted(views, key=lambda v: (v.name, v.store != "postgres", v.store)):
+    for served in sorted(views, key=lambda v: (v.name, order.index(v.store) if v.store in order else len(order),
+                                               v.store)):
         taken = any(v.view.name == served.view.name for v in named)
         named.append(replace(served, alias=f"{served.view.name}@{served.store}") if taken else served)
     return Catalog(tuple(named))

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from headrace.schemas.errors import HeadraceError, ServiceError
+from headrace.schemas.errors import HeadraceError
+from headrace.schemas.profile import Profile
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -43,6 +44,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:,.2f}"
+    if isinstance(value, str) and value[:4].isdigit() and value.endswith("Z") and "T" in value:
+        value = value.replace("T", " ").removesuffix("Z")  # a window bound as served (ISO-8601, UTC)
     if isinstance(value, str) and value.endswith(".000") and value[:4].isdigit():
         return value[:-4]
     return str(value)
@@ -55,7 +58,7 @@ def _plan(args: argparse.Namespace) -> Any:
     return build_plan(parse_job(Path(args.job)))
 
 
-def _profile(args: argparse.Namespace) -> Any:
+def _profile(args: argparse.Namespace) -> Profile:
     from headrace.jobs.profiles import load_profile
 
     return load_profile(args.profile, Path(args.profiles) if args.profiles else None)
@@ -120,7 +123,7 @@ def explain_tree(plan: Any) -> Tree:
         branches[node.id] = branches[plan.inputs[node.id]].add(escape(label) + uid(node.uid))
     for sink in plan.sinks:
         branches[plan.inputs[sink.id]].add(escape(f"sink {sink.kind}: {sink.explain()}") + uid(sink.uid))
-    aggregates = ", ".join(a.id for a in plan.aggregates)
+    aggregates = ", ".join(a.id for a in plan.view_steps)
     tree.add(escape(f"dead letter → kafka topic '{plan.dead_letter_topic}' ← every step and sink")
              + uid(plan.dead_letter_uid))
     tree.add(escape(f"late output → kafka topic '{plan.late_topic}' ← {aggregates} (records behind the watermark "
@@ -179,9 +182,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fmt, topic = plan.spec.source.format, plan.spec.source.kafka.topic
     schema_id = None
     if fmt.wire == "confluent":
-        kind = fmt.format.schema_type
         subject = fmt.subject or f"{topic}-value"
-        schema_id = register(profile, subject, plan.schema.path.read_text(encoding="utf-8"), kind)
+        schema_id = register(profile, subject, plan.schema.path.read_text(encoding="utf-8"), fmt.format)
         out.print(f"registered {plan.schema.path.name} as subject '{subject}' (id {schema_id}) "
                   "in the embedded registry")
     path = Path(args.out) if args.out else embedded.topic_file(Path(profile.embedded.data_dir), topic, fmt.binary)
@@ -199,8 +201,8 @@ def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit
     shown = [i for i, c in enumerate(columns) if not c.startswith("_")]  # _records: bookkeeping
     columns = [columns[i] for i in shown]
     rows = [tuple(row[i] for i in shown) for row in rows]
-    table = Table(title=f"{name} ({len(rows):,} rows{', latest ' + str(limit) if len(rows) > limit else ''})",
-                  title_justify="left")
+    count = f"newest {limit:,} rows" if len(rows) >= limit else f"{len(rows):,} rows"
+    table = Table(title=f"{name} ({count})", title_justify="left")
     for c in columns:
         table.add_column(c, justify="right" if c not in ("window_start", "window_end") else "left")
     for row in rows[:limit]:
@@ -219,9 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if profile.embedded is not None:
         compiled = compile_job(plan, profile)
         summary = run_embedded(compiled, say)
-        for view in summary.views:
-            print_view(profile, view, args.limit)
-        if len(plan.aggregates) == 1:
+        print_views(plan, profile, args.limit)
+        if len(plan.view_steps) == 1:
             aggregated = (summary.records_in or 0) - summary.dead_lettered - summary.late
             out.print(f"{summary.records_in:,} records in → {aggregated:,} aggregated, "
                       f"{summary.dead_lettered:,} dead-lettered ({plan.dead_letter_topic}), "
@@ -229,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:  # each aggregate judges lateness with its own allowance
             per_step = "; ".join(
                 f"{a.id}: {(summary.records_in or 0) - summary.dead_lettered - summary.late_by_step[a.id]:,} "
-                f"aggregated, {summary.late_by_step[a.id]:,} late" for a in plan.aggregates)
+                f"aggregated, {summary.late_by_step[a.id]:,} late" for a in plan.view_steps)
             out.print(f"{summary.records_in:,} records in, {summary.dead_lettered:,} dead-lettered "
                       f"({plan.dead_letter_topic}) → {per_step} ({plan.late_topic}); {summary.seconds:.1f}s")
         print_reports(plan, started)
@@ -251,8 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if store is not None:
         store.forget()  # a finished job has nothing left to resume
     say("job finished")
-    for view in summary.views:
-        print_view(profile, view, args.limit)
+    print_views(plan, profile, args.limit)
     print_reports(plan, started)
     return 0
 
@@ -268,7 +268,7 @@ def print_reports(plan: Any, since: float) -> None:
             out.print(report)
 
 
-def _resume_point(profile: Any, job: str, fresh: bool, say: Any) -> tuple[Any, Any]:
+def _resume_point(profile: Profile, job: str, fresh: bool, say: Any) -> tuple[Any, Any]:
     """The job's checkpoint store and the checkpoint to resume from (None: start anew)."""
     from headrace.jobs.checkpoints import CheckpointStore
 
@@ -383,7 +383,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     profile = _profile(args)
     if profile.embedded is not None:
         raise HeadraceError(f"profile '{profile.name}' is embedded: it has no cluster",
-                            hint="submit with a profile that names kafka, postgres and cluster")
+                            hint="submit with a service profile (kafka, the stores its sinks use, cluster)")
     rest = args.cluster or profile.cluster.rest
     restore = getattr(args, "from_path", None)
     compiled = compile_job(plan, profile, bounded_offsets=_offsets(getattr(args, "stop_at_offsets", None)))
@@ -491,29 +491,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from headrace.connectors.serving.registry_api import serve
+    from headrace.connectors.serving.registry_api import serve_profile
+    from headrace.jobs.registry import FORMATS
 
     profile = _profile(args) if args.profile else None
-    if profile is not None and profile.postgres is not None and not args.store:
-        # a service profile: the registry lives in its PostgreSQL, shared by every server of it
-        import psycopg
-
-        try:
-            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 5}):
-                pass
-        except psycopg.OperationalError as exc:
-            raise ServiceError(f"the registry's store, PostgreSQL at {profile.postgres.host}:{profile.postgres.port}, "
-                               f"does not answer: {str(exc).strip().splitlines()[0]}",
-                               hint="start it, or fix 'postgres' in the profile") from None
-        err.print(f"schema registry on http://{args.host}:{args.port} (store: PostgreSQL "
-                  f"{profile.postgres.host}:{profile.postgres.port}/{profile.postgres.database}, "
-                  f"profile '{profile.name}')", markup=False)
-        serve("", args.host, args.port, postgres=profile.postgres.conninfo())
-        return 0
-    store = Path(args.store or ".headrace/registry.sqlite")
-    store.parent.mkdir(parents=True, exist_ok=True)
-    err.print(f"schema registry on http://{args.host}:{args.port} (store {store})", markup=False)
-    serve(str(store), args.host, args.port)
+    serve_profile(profile, args.store, args.host, args.port, FORMATS, say=lambda s: err.print(s, markup=False))
     return 0
 
 
@@ -601,27 +583,42 @@ def _query_url(url: str, view: str, params: list[tuple[str, str]]) -> dict[str, 
         raise HeadraceError(f"cannot reach {url}: {exc.reason}", hint="start 'headrace serve' or fix --url") from None
 
 
-def print_view(profile: Any, view: str, limit: int) -> None:
-    """A view's rows as a table, newest windows first, from PostgreSQL or the embedded store."""
-    if profile.embedded is None:
-        import psycopg
+def print_views(plan: Any, profile: Profile, limit: int) -> None:
+    """The newest windows of each view the job wrote, read back through its store's reader (the
+    embedded profile's SQLite, PostgreSQL, Redis, InfluxDB: whatever the sink kind serves from)."""
+    from headrace.connectors.serving.query import ViewQuery
+    from headrace.connectors.serving.stores import StoreUnavailable
+    from headrace.jobs.serve import readers
+    from headrace.schemas.views import RECORDS_COLUMN, ServedView
 
-        with psycopg.connect(**profile.postgres.conninfo()) as conn:
-            cur = conn.execute(psycopg.sql.SQL("SELECT * FROM {} ORDER BY window_start DESC").format(
-                psycopg.sql.Identifier(view)))
-            columns, rows = [d.name for d in cur.description or ()], cur.fetchall()
-    else:
-        from headrace.connectors.embedded import EmbeddedStore
-
-        store = EmbeddedStore(Path(profile.embedded.data_dir))
-        try:
-            columns, rows = store.rows(view)
-        except Exception:
-            raise HeadraceError(f"no view '{view}' in {profile.embedded.data_dir}",
-                                hint="run the job that writes it first") from None
-        finally:
-            store.close()
-    out.print(view_table(view, columns, rows, limit))
+    stores = readers(profile, profile.serve.timeout)
+    shown: set[tuple[int, str]] = set()
+    try:
+        for sink in plan.sinks:
+            reader = stores.get(sink.kind)
+            if reader is None or (id(reader), sink.view.name) in shown:
+                continue
+            shown.add((id(reader), sink.view.name))
+            served = ServedView(view=sink.view, store=sink.kind, job=plan.name, step=plan.inputs[sink.id] or "",
+                                spec=str(plan.path))
+            fields = tuple(n for n, _ in sink.view.columns if n != RECORDS_COLUMN)
+            try:
+                body = reader.read(ViewQuery(view=served, fields=fields, limit=max(limit, 1)))
+            except StoreUnavailable as exc:
+                err.print(f"note: cannot show view '{sink.view.name}' ({sink.kind}): {exc}", markup=False)
+                continue
+            except Exception as exc:  # the job ran; a store that cannot be read back is only a note
+                err.print(f"note: cannot show view '{sink.view.name}' ({sink.kind}): {type(exc).__name__}: "
+                          f"{str(exc)[:200]}", markup=False)
+                continue
+            rows = body["rows"]
+            title = sink.view.name if profile.embedded is not None else f"{sink.view.name} in {sink.kind}"
+            out.print(view_table(title, list(fields), [tuple(r[f] for f in fields) for r in rows], limit))
+            if body.get("note"):
+                out.print(f"note: {body['note']}", markup=False)
+    finally:
+        for reader in {id(r): r for r in stores.values()}.values():
+            reader.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

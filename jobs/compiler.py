@@ -21,11 +21,10 @@ from pathlib import Path
 from headrace.connectors import deadletter, embedded, kafka
 from headrace.connectors.sqltext import ident, literal
 from headrace.jobs.plan import Plan
-from headrace.jobs.profiles import Profile
 from headrace.operators import jvm
-from headrace.operators.validate import COUNT_FUNCTION
 from headrace.schemas.durations import sql_interval
 from headrace.schemas.kinds import NodeSql, StepNode
+from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 
@@ -84,7 +83,7 @@ class Wiring:
         for steps in rewriting_kinds(self.plan).values():
             payload, error = steps[0].rewrite_outputs(steps, payload, error, self, self.plan.spec.dead_letter.payload)
         # a binary format's payload is carried in base64 (its bytes are not text)
-        binary = ", TRUE" if self.plan.validate.binary_payloads else ""
+        binary = ", TRUE" if self.plan.decoder.binary_payloads else ""
         digest = f"{PAYLOAD_FUNCTION}({payload}, {deadletter.PAYLOAD_MAX_BYTES}{binary})"
         record_id = "CONCAT(`_topic`, '/', CAST(`_partition` AS STRING), '/', CAST(`_offset` AS STRING))"
         return f"""SELECT {record_id} AS `id`, `_topic` AS `source_topic`, `_partition` AS `source_partition`,
@@ -141,7 +140,7 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
         "python.fn-execution.arrow.batch.size": "50000",
         "python.fn-execution.bundle.size": "200000",
     }
-    lateness = max((a.allowed_lateness_ms for a in plan.aggregates), default=0)
+    lateness = max((a.allowed_lateness_ms for a in plan.view_steps), default=0)
     if lateness:
         # one setting per job: a window of an aggregate with less lateness never sees a record
         # later than its own allowance (those are its late output), so the largest one is safe
@@ -183,7 +182,7 @@ def rewriting_kinds(plan: Plan) -> dict[str, list[StepNode]]:
 def function_ddl(plan: Plan) -> tuple[str, ...]:
     """The JVM functions the SQL calls (Python functions are registered by their nodes)."""
     shared = (f"CREATE TEMPORARY SYSTEM FUNCTION {PAYLOAD_FUNCTION} AS {literal(jvm.PAYLOAD_CLASS)} LANGUAGE JAVA",
-              f"CREATE TEMPORARY SYSTEM FUNCTION {COUNT_FUNCTION} AS {literal(jvm.COUNT_CLASS)} LANGUAGE JAVA")
+              f"CREATE TEMPORARY SYSTEM FUNCTION {jvm.COUNT_FUNCTION} AS {literal(jvm.COUNT_CLASS)} LANGUAGE JAVA")
     own = tuple(ddl for node in (*plan.steps, *plan.sinks) for ddl in node.functions())
     for steps in rewriting_kinds(plan).values():
         own += steps[0].output_functions()
@@ -249,7 +248,7 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     config = job_config(plan, profile)
     functions = function_ddl(plan)
     wiring = Wiring(plan, profile.embedded is not None, spec.source.kafka.topic, profile)
-    event_time_millis = plan.validate.event_time_sql(wiring)
+    event_time_millis = plan.decoder.event_time_sql(wiring)
     wired = wire(plan, wiring)
     if profile.embedded is not None:
         data_dir = Path(profile.embedded.data_dir)

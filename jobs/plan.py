@@ -20,11 +20,8 @@ from typing import Any
 from headrace.jobs.loader import LoadedJob
 from headrace.jobs.registry import FORMATS, SINKS, STEPS
 from headrace.jobs.spec import JobSpec, kind_of, options_of
-from headrace.operators.aggregate import AggregateNode
-from headrace.operators.validate import ValidateNode
-from headrace.schemas.errors import SpecError
-from headrace.schemas.jsonschema import SchemaFileError
-from headrace.schemas.kinds import SinkNode, StepNode, Stream
+from headrace.schemas.errors import SchemaFileError, SpecError
+from headrace.schemas.kinds import DecodingNode, SinkNode, StepNode, Stream, ViewNode
 from headrace.schemas.types import FieldType
 
 
@@ -52,20 +49,16 @@ class Plan:
         return self.spec.job
 
     @property
-    def validate(self) -> ValidateNode:
+    def decoder(self) -> DecodingNode:
         """The decoding step (always the first)."""
         first = self.steps[0]
-        assert isinstance(first, ValidateNode)
+        assert isinstance(first, DecodingNode)
         return first
 
     @property
-    def aggregates(self) -> tuple[AggregateNode, ...]:
-        return tuple(s for s in self.steps if isinstance(s, AggregateNode))
-
-    @property
-    def aggregate(self) -> AggregateNode:
-        """The first aggregate step."""
-        return self.aggregates[0]
+    def view_steps(self) -> tuple[ViewNode, ...]:
+        """The steps emitting views (each judges lateness with its own allowance)."""
+        return tuple(s for s in self.steps if isinstance(s, ViewNode))
 
     def node(self, node_id: str) -> StepNode:
         return next(s for s in self.steps if s.id == node_id)
@@ -76,7 +69,7 @@ class Plan:
     @property
     def fields(self) -> tuple[tuple[str, FieldType], ...]:
         """The record fields later nodes read, in order of first use: what decoding extracts."""
-        decoded = dict(self.validate.output.fields)
+        decoded = dict(self.decoder.output.fields)
         names = dict.fromkeys(name for step in self.steps[1:] for name in step.reads if name in decoded)
         return tuple((name, decoded[name]) for name in names)
 
@@ -93,7 +86,7 @@ def project_folder(job_path: Path) -> Path:
     return here.parent if here.name == "jobs" else here
 
 
-def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...], kind: str = "json",
+def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...], kind: str,
                    options: dict[str, Any] | None = None) -> Any:
     """Find a schema file relative to the job's folder, the project root or the working dir, and
     load it as the format ``kind`` does (``options``: that format's own keys)."""
@@ -152,7 +145,7 @@ class _Context:
     def schema(self, relative: str | None, *path: str | int) -> Any:
         if relative is None:
             return self.source_schema
-        return resolve_schema(self.job_file, relative, self.base + path)
+        return resolve_schema(self.job_file, relative, self.base + path, self.source_format.kind)
 
 
 def _suggest(ref: str, known: list[str]) -> str:
@@ -173,9 +166,10 @@ def resolve_graph(job: LoadedJob) -> tuple[list[str], dict[str, str | None], lis
         ids.append(sid)
     if not STEPS[kind_of(steps[0])].decodes:
         decoders = " or ".join(f"'{k}'" for k, v in STEPS.items() if v.decodes)
+        first = next(k for k, v in STEPS.items() if v.decodes)
         raise SpecError(f"the first step must be {decoders}: it decodes records and checks them",
                         where=where(("steps", 0)),
-                        hint="add '- validate: {}' first")
+                        hint=f"add '- {first}: {{}}' first")
     inputs: dict[str, str | None] = {ids[0]: None}
     for i, step in enumerate(steps[1:], start=1):
         kind = STEPS[kind_of(step)]
@@ -230,13 +224,15 @@ def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
         upstream_id = inputs[sid]
         upstream = Stream() if upstream_id is None else nodes[upstream_id].output
         if upstream.view is not None:
-            raise SpecError(f"step '{sid}' reads the rows of aggregate step '{upstream_id}'; only sinks read "
-                            "an aggregate's rows", where=job.source_map.where(("steps", i)),
+            viewer = nodes[upstream_id or ""].kind
+            raise SpecError(f"step '{sid}' reads the rows of {viewer} step '{upstream_id}'; only sinks read "
+                            f"an {viewer}'s rows", where=job.source_map.where(("steps", i)),
                             hint="give it 'from:' naming a step that emits records")
         ctx = context(("steps", i, kind.name))
         nodes[sid] = kind.plan(options_of(step), ctx, upstream, sid, f"{spec.job}.{sid}")
 
     aggregates = [sid for sid in ids if nodes[sid].output.view is not None]
+    viewing = " or ".join(k for k, v in STEPS.items() if v.emits == "view")
     sinks: list[SinkNode] = []
     sink_inputs: dict[str, str | None] = {}
     for i, entry in enumerate(spec.sinks):
@@ -249,16 +245,18 @@ def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
                             hint=_suggest(ref, ids))
         if ref is None:
             if not aggregates:
-                raise SpecError("a sink stores the rows of an aggregate step, and this job has none", where=where,
-                                hint="add an '- aggregate: {...}' step")
+                raise SpecError(f"a sink stores the rows of an {viewing} step, and this job has none", where=where,
+                                hint=f"add an '- {viewing}: {{...}}' step")
             ref = aggregates[-1]
         if nodes[ref].output.view is None:
-            raise SpecError(f"sink reads from step '{ref}', but only an aggregate step's rows can be stored",
-                            where=where, hint=f"aggregate steps: {', '.join(aggregates) or 'none'}")
-        node = sink_kind.plan(options, context(("sinks", i, sink_kind.name)), nodes[ref].output, spec.job)
-        if any(s.id == node.id for s in sinks):
-            raise SpecError(f"two sinks write the same place ('{node.id}')", where=job.source_map.where(("sinks", i)),
+            raise SpecError(f"sink reads from step '{ref}', but only an {viewing} step's rows can be stored",
+                            where=where, hint=f"{viewing} steps: {', '.join(aggregates) or 'none'}")
+        sink_id = f"sink.{sink_kind.name}.{sink_kind.place(options, nodes[ref].output)}"
+        if any(s.id == sink_id for s in sinks):
+            raise SpecError(f"two sinks write the same place ('{sink_id}')", where=job.source_map.where(("sinks", i)),
                             hint="give each sink its own table, key or measurement")
+        node = sink_kind.plan(options, context(("sinks", i, sink_kind.name)), nodes[ref].output, sink_id,
+                              f"{spec.job}.{sink_id}")
         sinks.append(node)
         sink_inputs[node.id] = ref
     return [nodes[ids[i]] for i in order], sinks, sink_inputs
@@ -272,7 +270,7 @@ def check_outputs(job: LoadedJob, ids: list[str], steps: list[StepNode], inputs:
         if node.id not in read:
             i = ids.index(node.id)
             if node.output.view is not None:
-                raise SpecError(f"the rows of aggregate step '{node.id}' are stored by no sink",
+                raise SpecError(f"the rows of {node.kind} step '{node.id}' are stored by no sink",
                                 where=job.source_map.where(("steps", i)),
                                 hint=f"add a sink with 'from: {node.id}', or remove the step")
             raise SpecError(f"the records of step '{node.id}' are read by no later step",
@@ -286,14 +284,14 @@ def build_plan(job: LoadedJob) -> Plan:
     ids, inputs, order = resolve_graph(job)
     steps, sinks, sink_inputs = plan_nodes(job, ids, inputs, order)
     check_outputs(job, ids, steps, inputs, sink_inputs)
-    for agg in (s for s in steps if isinstance(s, AggregateNode)):
-        agg.sink_tables = frozenset(s.flink_table for s in sinks if sink_inputs[s.id] == agg.id)
+    for viewing in (s for s in steps if isinstance(s, ViewNode)):
+        viewing.sink_tables = frozenset(s.flink_table for s in sinks if sink_inputs[s.id] == viewing.id)
     notes = []
     late_topic = spec.late.kafka.topic if spec.late else spec.dead_letter.kafka.topic
     if spec.late is None:
         notes.append("no 'late' output: late records go to the dead-letter topic with error 'late'")
     first = steps[0]
-    assert isinstance(first, ValidateNode)
+    assert isinstance(first, DecodingNode)
     name = spec.job
     return Plan(
         spec=spec, path=job.path, schema=first.schema, event_time_field=spec.source.event_time.field,

@@ -28,6 +28,7 @@ from headrace.jobs.monitor import JobWatch
 from headrace.jobs.uids import assign_uids
 from headrace.operators import jvm
 from headrace.schemas.errors import HeadraceError, ServiceError
+from headrace.schemas.profile import Profile
 
 Say = Callable[[str], None]
 
@@ -43,7 +44,6 @@ class RunSummary:
     seconds: float = 0.0
     job_id: str | None = None
     rest_url: str | None = None
-    views: list[str] = field(default_factory=list)
 
 
 UTC_JVM = "-Duser.timezone=UTC"
@@ -61,11 +61,11 @@ def jvm_in_utc() -> None:
         os.environ["JVM_ARGS"] = f"{args} {UTC_JVM}".strip()
 
 
-def registry_secret(profile: Any) -> None:
+def registry_secret(profile: Profile) -> None:
     """The registry's password for the JVM decoders' run-time lookups, as a system property of
     this JVM (the local mini-cluster's TaskManager): never in the SQL, whose literals Flink shows
     in operator names. A session cluster's TaskManagers read ``HEADRACE_REGISTRY_PASSWORD``."""
-    registry = getattr(profile, "registry", None)
+    registry = profile.registry
     if registry is None or registry.password is None:
         return
     from pyflink.java_gateway import get_gateway
@@ -166,7 +166,7 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
                             hint=hint)
     with source_file.open("rb") as handle:
         records_in = sum(1 for _ in handle)
-    summary = RunSummary(job=plan.name, records_in=records_in, views=[v.name for v in compiled.view_tables])
+    summary = RunSummary(job=plan.name, records_in=records_in)
     store = embedded.EmbeddedStore(data_dir)
     outputs = sorted({plan.dead_letter_topic, plan.late_topic})
     store.truncate_outputs(outputs, list(compiled.view_tables))
@@ -309,9 +309,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     t_env = table_environment(compiled, jar_paths, extra)
     result = _execute_plan(compiled, t_env)
     client = result.get_job_client()
-    # the views `headrace query` can print at the end: PostgreSQL tables (serving reads the others)
-    summary = RunSummary(job=compiled.plan.name,
-                         views=list(dict.fromkeys(s.view.name for s in compiled.plan.sinks if s.kind == "postgres")))
+    summary = RunSummary(job=compiled.plan.name)
     summary.job_id = str(client.get_job_id()) if client is not None else None
     summary.rest_url = f"http://127.0.0.1:{port}"
     say(f"job '{compiled.plan.name}' running on the local mini-cluster (Flink job id {summary.job_id}, "

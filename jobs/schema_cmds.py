@@ -14,19 +14,19 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from headrace.connectors import registry as client
 from headrace.jobs.registry import FORMATS
-from headrace.schemas.compatibility import field_changes, fields_of
 from headrace.schemas.errors import SpecError
-from headrace.schemas.registry import MODES, Registered, canonical, compatibility_problems, parse
+from headrace.schemas.kinds import FormatKind
+from headrace.schemas.profile import Profile, RegistryConnection
+from headrace.schemas.registry import MODES, Registered, compatibility_problems, field_changes
 from rich.console import Console
 from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)
-TYPES = {suffix: kind.schema_type for kind in FORMATS.values() for suffix in kind.suffixes}
+BY_SUFFIX = {suffix: kind for kind in FORMATS.values() for suffix in kind.suffixes}
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,11 @@ class Target:
 
     path: Path
     subject: str
-    schema_type: str
+    format: FormatKind
+
+    @property
+    def schema_type(self) -> str:
+        return self.format.schema_type
 
     @property
     def text(self) -> str:
@@ -60,9 +64,9 @@ def target_of(args: argparse.Namespace) -> Target:
 
         plan = build_plan(parse_job(path))
         fmt = plan.spec.source.format
-        kind = fmt.format.schema_type
-        return Target(plan.schema.path, args.subject or fmt.subject or f"{plan.spec.source.kafka.topic}-value", kind)
-    found = TYPES.get(path.suffix)
+        return Target(plan.schema.path, args.subject or fmt.subject or f"{plan.spec.source.kafka.topic}-value",
+                      fmt.format)
+    found = BY_SUFFIX.get(path.suffix)
     if found is None:
         raise SpecError(f"{path}: not a schema file I know ({path.suffix or 'no suffix'})",
                         hint="use .avsc (Avro), .proto (Protobuf) or .json (JSON Schema), or name a job spec")
@@ -72,12 +76,11 @@ def target_of(args: argparse.Namespace) -> Target:
     return Target(path, args.subject, found)
 
 
-def connection(args: argparse.Namespace) -> Any:
-    """What the registry client takes: ``--registry URL``, or the profile's ``registry`` section."""
+def connection(args: argparse.Namespace) -> Profile:
+    """What the registry client takes: ``--registry URL`` (a profile naming only that registry),
+    or the profile's ``registry`` section."""
     if getattr(args, "registry", None):
-        from headrace.jobs.profiles import RegistryConnection
-
-        return SimpleNamespace(name="--registry", registry=RegistryConnection(url=args.registry))
+        return Profile.model_construct(name="--registry", registry=RegistryConnection(url=args.registry))
     from headrace.jobs.profiles import load_profile
 
     return load_profile(args.profile, Path(args.profiles) if args.profiles else None)
@@ -89,7 +92,7 @@ def _history(args: argparse.Namespace, target: Target) -> tuple[list[Registered]
         earlier = Path(args.against)
         if not earlier.is_file():
             raise SpecError(f"{earlier} does not exist", hint="--against names an earlier copy of the schema file")
-        text = _canonical(earlier.read_text(encoding="utf-8"), target.schema_type, str(earlier))
+        text = _canonical(earlier.read_text(encoding="utf-8"), target.format, str(earlier))
         return [Registered(str(earlier), 1, 0, text, target.schema_type)], (args.mode or "BACKWARD").upper()
     profile = connection(args)
     versions = [Registered(v.subject, v.version, v.id, v.schema, v.schema_type)
@@ -97,11 +100,12 @@ def _history(args: argparse.Namespace, target: Target) -> tuple[list[Registered]
     return versions, (args.mode or client.mode(profile, target.subject)).upper()
 
 
-def _canonical(text: str, schema_type: str, label: str) -> str:
+def _canonical(text: str, fmt: FormatKind, label: str) -> str:
     try:
-        return canonical(text, schema_type)
+        return fmt.canonical(text)
     except ValueError as exc:
-        raise SpecError(f"{label}: not a schema ({exc})", hint="fix the schema file") from None
+        raise SpecError(f"{label}: not a schema (invalid {fmt.schema_type} schema: {exc})",
+                        hint="fix the schema file") from None
 
 
 @dataclass(frozen=True)
@@ -120,14 +124,14 @@ class Verdict:
 def judged(args: argparse.Namespace) -> Verdict:
     target = target_of(args)
     history, mode = _history(args, target)
-    text = _canonical(target.text, target.schema_type, target.label)
+    text = _canonical(target.text, target.format, target.label)
     same = None if args.against else next(
         (v for v in history if v.schema == text and v.schema_type == target.schema_type), None)
     version = (history[-1].version + 1) if history else 1
     problems: list[str] = []
     if same is None:
         try:
-            problems = compatibility_problems(target.label, text, target.schema_type, history, version, mode)
+            problems = compatibility_problems(target.label, text, target.format, history, version, mode)
         except ValueError as exc:
             raise SpecError(f"{target.label}: {exc}", hint="fix the schema file") from None
     return Verdict(target, mode, history, same, version, problems)
@@ -160,7 +164,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             out.print(line)
         out.print(f"not published: {len(v.problems)} breaking change(s) for {v.mode}")
         return 1
-    schema_id = client.register(connection(args), target.subject, target.text, target.schema_type)
+    schema_id = client.register(connection(args), target.subject, target.text, target.format)
     out.print(f"published {target.label} as {target.subject} v{v.version} (id {schema_id}, {v.mode})")
     return 0
 
@@ -176,9 +180,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         out.print(f"{target.subject} has no version yet: every field of {target.label} is new")
         old: dict[str, str] = {}
     else:
-        old = fields_of(parse(history[-1].schema, target.schema_type), target.schema_type)
+        old = target.format.fields(target.format.parse(history[-1].schema, {}))
     try:
-        new = fields_of(parse(target.text, target.schema_type), target.schema_type)
+        new = target.format.fields(target.format.parse(target.text, {}))
     except ValueError as exc:
         raise SpecError(f"{target.label}: {exc}", hint="fix the schema file") from None
     base = args.against or (f"{target.subject} v{history[-1].version}" if history else "nothing")
@@ -191,7 +195,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     profile = connection(args)
-    where = profile.registry.url if getattr(profile, "registry", None) else "the embedded registry"
+    where = profile.registry.url if profile.registry is not None else "the embedded registry"
     table = Table(title=f"subjects of {where}")
     for column in ("subject", "versions", "latest id", "type", "mode"):
         table.add_column(column)
@@ -213,29 +217,29 @@ def cmd_show(args: argparse.Namespace) -> int:
     shown = chosen[-1]
     out.print(f"# {shown.subject} v{shown.version} (id {shown.id}, {shown.schema_type})", markup=False)
     text = shown.schema
-    if shown.schema_type != "PROTOBUF":
+    try:  # JSON schema texts indented; others (Protobuf) as registered
         text = json.dumps(json.loads(text), indent=2)
+    except ValueError:
+        pass
     print(text)
     return 0
 
 
-def check_job_reads_subject(plan: Any, profile: Any) -> list[str]:
+def check_job_reads_subject(plan: Any, profile: Profile) -> list[str]:
     """For ``headrace validate --profile``: one line per registered version of the job's subject
     that the job's schema cannot read (every version's records may be on the topic)."""
-    from headrace.schemas.registry import REASONS
-
     fmt = plan.spec.source.format
     if fmt.wire != "confluent":
         return []
-    kind = fmt.format.schema_type
+    kind, rules = fmt.format.schema_type, fmt.format
     subject = fmt.subject or f"{plan.spec.source.kafka.topic}-value"
-    reader = parse(plan.schema.path.read_text(encoding="utf-8"), kind)
+    reader = rules.parse(plan.schema.path.read_text(encoding="utf-8"), {})
     lines = []
     for version in client.versions(profile, subject):
         if version.schema_type != kind:
             lines.append(f"{subject} v{version.version} (id {version.id}) is {version.schema_type}, not {kind}")
             continue
-        for why in REASONS[kind](parse(version.schema, kind), reader, False):
+        for why in rules.incompatibilities(rules.parse(version.schema, {}), reader, False):
             lines.append(f"{plan.schema.path.name} cannot read {subject} v{version.version} (id {version.id}): {why}")
     return lines
 

@@ -8,53 +8,32 @@ from pathlib import Path
 from typing import Any
 
 from headrace.jobs.catalog import load_catalog
-from headrace.jobs.profiles import Profile
+from headrace.jobs.registry import SINKS
 from headrace.schemas.errors import HeadraceError
+from headrace.schemas.profile import Profile
 
 
 def readers(profile: Profile, timeout_ms: int) -> dict[str, Any]:
-    """A reader per store kind the profile reaches: the embedded profile holds every view in SQLite."""
-    from headrace.connectors.serving.stores import EmbeddedViews, PostgresViews
+    """A reader per sink kind whose store the profile reaches (each kind makes its own); the
+    embedded profile holds every view in SQLite."""
+    from headrace.connectors.serving.stores import EmbeddedViews
 
     if profile.embedded is not None:
         embedded = EmbeddedViews(Path(profile.embedded.data_dir), timeout_ms)
-        return {"postgres": embedded, "redis": embedded, "influx": embedded}
-    from headrace.connectors.serving.stores import InfluxViews, RedisViews
-
-    stores: dict[str, Any] = {}
-    redis = profile.services.get("redis")
-    if redis is not None:
-        stores["redis"] = RedisViews(redis.client_kwargs(), timeout_ms)
-    influx = profile.services.get("influx")
-    if influx is not None:
-        stores["influx"] = InfluxViews(influx.url, influx.database or influx.bucket or "", influx_auth(influx),
-                                       timeout_ms)
-    if profile.postgres is not None:
-        conninfo = profile.postgres.conninfo()
-        settings = profile.serve
-        if settings.postgres_replica_host:
-            conninfo = {**conninfo, "host": settings.postgres_replica_host,
-                        "port": settings.postgres_replica_port or conninfo["port"]}
-        stores["postgres"] = PostgresViews(conninfo, timeout_ms)
-    return stores
-
-
-def influx_auth(connection: Any) -> str | None:
-    """The Authorization header of InfluxQL reads: a v2 token, or v1 basic credentials."""
-    import base64
-
-    if connection.mode == "v2" and connection.token is not None:
-        return f"Token {connection.token.get_secret_value()}"
-    if connection.username:
-        secret = connection.password.get_secret_value() if connection.password else ""
-        return "Basic " + base64.b64encode(f"{connection.username}:{secret}".encode()).decode()
-    return None
+        return {name: embedded for name in SINKS}
+    found = {}
+    for name, kind in SINKS.items():
+        reader = kind.reader(profile, timeout_ms)
+        if reader is not None:
+            found[name] = reader
+    return found
 
 
 def build(project: Path, profile: Profile, grpc_address: str | None = None) -> Any:
     """The application for ``project``'s views under ``profile`` (tests build it this way too)."""
     from headrace.connectors.serving.app import build_app
     from headrace.connectors.serving.auth import TokenVerifier
+    from headrace.connectors.serving.changes import ChangeHub
     from headrace.connectors.serving.ratelimit import RateLimiter
 
     settings = profile.serve
@@ -64,15 +43,9 @@ def build(project: Path, profile: Profile, grpc_address: str | None = None) -> A
     except ValueError as exc:
         raise HeadraceError(str(exc), hint="add serve: {auth: {hs256_secret: \"${HEADRACE_JWT_SECRET}\"}} "
                                            "to the profile") from None
-    limiter = None
-    if settings.rate is not None:
-        redis = profile.services.get("redis")
-        limiter = RateLimiter(settings.rate, redis.client_kwargs() if redis is not None else None)
-    from headrace.connectors.serving.changes import ChangeHub
-
+    limiter = RateLimiter.for_profile(settings.rate, profile) if settings.rate is not None else None
     stores = readers(profile, settings.timeout)
-    listen = profile.postgres.conninfo() if profile.postgres is not None and profile.embedded is None else None
-    hub = ChangeHub(stores, listen, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
+    hub = ChangeHub(stores, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
     return build_app(list(catalog.views), stores, settings, verifier, limiter, hub, grpc_address)
 
 

@@ -27,7 +27,7 @@ from headrace.connectors.sqltext import ident, literal
 from headrace.operators.measures import Measure, parse_measure
 from headrace.schemas.durations import format_duration_ms, sql_interval
 from headrace.schemas.errors import SpecError
-from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, StepNode, Stream, Wiring
+from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, Stream, ViewNode, Wiring
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepOptions
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -99,18 +99,15 @@ class AggregateOptions(StepOptions):
 
 
 @dataclass(kw_only=True)
-class AggregateNode(StepNode):
+class AggregateNode(ViewNode):
     """A planned aggregate: its output is a view (group keys, window bounds, typed measures)."""
 
     group_by: tuple[tuple[str, FieldType], ...]
     window: WindowSpec
-    allowed_lateness_ms: int
     measures: tuple[Measure, ...]
     measure_types: tuple[FieldType, ...]
     event_time_field: str
     out_of_orderness_ms: int
-    #: filled by the planner: the Flink tables of the sinks storing this view (uid ownership)
-    sink_tables: frozenset[str] = frozenset()
 
     @property
     def step_id(self) -> str:

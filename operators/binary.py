@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from headrace.connectors.sqltext import literal
 from headrace.operators import jvm
 from headrace.schemas.errors import SpecError
+from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 
 DECODE_FUNCTION = "hr_decode"
@@ -79,14 +80,14 @@ class BinaryDecoding(ABC):
         """The format's keys of the spec literal (its schema, its writers)."""
 
     @abstractmethod
-    def subject_writers(self, profile: Any) -> dict[int, Any]:
+    def subject_writers(self, profile: Profile) -> dict[int, Any]:
         """The writers of ``subject`` the profile's registry holds now."""
 
-    def with_writers(self, profile: Any) -> BinaryDecoding:
+    def with_writers(self, profile: Profile) -> BinaryDecoding:
         """This decoding with the registry's writers (Confluent wire), read once per compilation."""
         if self.wire != "confluent":
             return self
-        connection = getattr(profile, "registry", None)
+        connection = profile.registry
         return replace(self, writers=self.subject_writers(profile),
                        registry=connection.runtime() if connection is not None else None)
 

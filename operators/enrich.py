@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from headrace.connectors.postgres.connection import PostgresConnection
+from headrace.connectors.redis.connection import RedisConnection
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
 from headrace.schemas.durations import format_duration_ms
@@ -48,11 +50,14 @@ from headrace.schemas.kinds import (
     Wiring,
 )
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepOptions
+from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from pydantic import Field, model_validator
 
 FOUND_FUNCTION = "hr_found"
 BARRIER_FUNCTION = "hr_barrier"
+FOUND_CLASS = f"{jvm.PACKAGE}.LookupFound"
+BARRIER_CLASS = f"{jvm.PACKAGE}.Barrier"
 #: where workers of local runs leave their lookup counts (relative to the working directory)
 STATS_DIR = Path(".headrace") / "stats"
 
@@ -282,25 +287,25 @@ class EnrichNode(StepNode):
         return node.kind.startswith("python-") and node.calls(self.function)
 
     def functions(self) -> tuple[str, ...]:
-        return (f"CREATE TEMPORARY SYSTEM FUNCTION {FOUND_FUNCTION} AS {literal(jvm.FOUND_CLASS)} LANGUAGE JAVA",
-                f"CREATE TEMPORARY SYSTEM FUNCTION {BARRIER_FUNCTION} AS {literal(jvm.BARRIER_CLASS)} LANGUAGE JAVA")
+        return (f"CREATE TEMPORARY SYSTEM FUNCTION {FOUND_FUNCTION} AS {literal(FOUND_CLASS)} LANGUAGE JAVA",
+                f"CREATE TEMPORARY SYSTEM FUNCTION {BARRIER_FUNCTION} AS {literal(BARRIER_CLASS)} LANGUAGE JAVA")
 
     def register(self, t_env: Any, wiring: Wiring) -> None:
         t_env.create_temporary_function(self.function, enrich_udf(self.config(wiring.profile),
                                                                   Path.cwd() / STATS_DIR))
 
-    def config(self, profile: Any) -> LookupConfig:
+    def config(self, profile: Profile) -> LookupConfig:
         src = self.options.source
         postgres = redis = None
         if src.postgres is not None:
-            postgres = {**profile.service("postgres").conninfo(), "connect_timeout": 5}
+            postgres = profile.section(PostgresConnection).conninfo()
         if src.redis is not None or self.options.cache.l2 is not None:
             if src.redis is not None or profile.embedded is None:
-                redis = profile.service("redis").client_kwargs()
+                redis = profile.section(RedisConnection).client_kwargs()
         return LookupConfig(job=self.job, step=self.id, key=self.options.key, fields=self.added,
                             options=self.options, project=self.project, postgres=postgres, redis=redis)
 
-    def prepare(self, profile: Any) -> None:
+    def prepare(self, profile: Profile) -> None:
         """The source answers (and, for a file, exists), or one line."""
         src = self.options.source
         if profile.embedded is not None and src.file is None:
@@ -387,6 +392,7 @@ class EnrichNode(StepNode):
 class Enrich(StepKind):
     name = "enrich"
     options = EnrichOptions
+    sections = (PostgresConnection, RedisConnection)
 
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> EnrichNode:
         opts: EnrichOptions = options

@@ -29,11 +29,8 @@ DECODE_CLASS = f"{PACKAGE}.DecodeBinary"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
 COUNT_CLASS = f"{PACKAGE}.CountRecords"
-MASK_CLASS = f"{PACKAGE}.MaskValue"
-FOUND_CLASS = f"{PACKAGE}.LookupFound"
-BARRIER_CLASS = f"{PACKAGE}.Barrier"
-MASK_PAYLOAD_CLASS = f"{PACKAGE}.MaskPayload"
-MASK_ERROR_CLASS = f"{PACKAGE}.MaskError"
+#: counts records read (a Headrace metric), called where the late judgement reads every record
+COUNT_FUNCTION = "hr_count"
 #: table factories in the jar (found by Flink through META-INF/services)
 FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka")
 #: the metric reporter in the jar, used as a plugin by the session cluster (see jobs/cluster.py)

@@ -34,6 +34,7 @@ from headrace.operators import jvm
 from headrace.schemas.errors import HeadraceError, SpecError
 from headrace.schemas.kinds import SYSTEM_COLUMNS, ExecNode, NodeSql, PlanContext, StepKind, StepNode, Stream, Wiring
 from headrace.schemas.options import Identifier, SpecModel, StepOptions
+from headrace.schemas.profile import Profile, Section
 from headrace.schemas.types import FieldType
 from pydantic import Field
 
@@ -41,6 +42,21 @@ MASK_FUNCTION = "hr_mask"
 MASK_PAYLOAD_FUNCTION = "hr_mask_payload"
 MASK_ERROR_FUNCTION = "hr_mask_error"
 DEFAULT_KEY_ENV = "HEADRACE_MASK_KEY"
+#: its JVM functions (operators/java/.../functions/Mask*.java)
+MASK_CLASS = f"{jvm.PACKAGE}.MaskValue"
+MASK_PAYLOAD_CLASS = f"{jvm.PACKAGE}.MaskPayload"
+MASK_ERROR_CLASS = f"{jvm.PACKAGE}.MaskError"
+
+
+class MaskSettings(Section):
+    """The profile's ``mask:`` section: the environment variable holding the key in the processes
+    that run tasks (this one for local runs, the TaskManagers' on a cluster), at least 16
+    characters. It names no server, so the embedded profile may have it too."""
+
+    key: ClassVar[str] = "mask"
+    service: ClassVar[bool] = False
+
+    key_env: str = Field(default=DEFAULT_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class KeepLast(SpecModel):
@@ -76,7 +92,7 @@ class MaskNode(StepNode):
         return node.kind == "calc" and node.calls(MASK_FUNCTION) and not node.calls(MASK_PAYLOAD_FUNCTION)
 
     def functions(self) -> tuple[str, ...]:
-        return (f"CREATE TEMPORARY SYSTEM FUNCTION {MASK_FUNCTION} AS {literal(jvm.MASK_CLASS)} LANGUAGE JAVA",)
+        return (f"CREATE TEMPORARY SYSTEM FUNCTION {MASK_FUNCTION} AS {literal(MASK_CLASS)} LANGUAGE JAVA",)
 
     def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
         key_env = mask_key_env(wiring.profile)
@@ -106,7 +122,7 @@ class MaskNode(StepNode):
     def output_functions(self) -> tuple[str, ...]:
         return dead_letter_functions()
 
-    def check_environment(self, profile: Any) -> None:
+    def check_environment(self, profile: Profile) -> None:
         """A job that masks fields runs here only with its key in this process's environment."""
         name = mask_key_env(profile)
         value = os.environ.get(name)
@@ -116,9 +132,8 @@ class MaskNode(StepNode):
                                 hint=f"export {name}=<a secret of 16+ characters> (keep it out of job specs)")
 
 
-def mask_key_env(profile: Any) -> str:
-    section = getattr(profile, "mask", None)
-    return getattr(section, "key_env", None) or DEFAULT_KEY_ENV
+def mask_key_env(profile: Profile) -> str:
+    return profile.section(MaskSettings).key_env
 
 
 def payload_spec(nodes: list[MaskNode], unparseable: str, key_env: str) -> str:
@@ -130,14 +145,15 @@ def payload_spec(nodes: list[MaskNode], unparseable: str, key_env: str) -> str:
 
 
 def dead_letter_functions() -> tuple[str, ...]:
-    return (f"CREATE TEMPORARY SYSTEM FUNCTION {MASK_PAYLOAD_FUNCTION} AS {literal(jvm.MASK_PAYLOAD_CLASS)} "
+    return (f"CREATE TEMPORARY SYSTEM FUNCTION {MASK_PAYLOAD_FUNCTION} AS {literal(MASK_PAYLOAD_CLASS)} "
             "LANGUAGE JAVA",
-            f"CREATE TEMPORARY SYSTEM FUNCTION {MASK_ERROR_FUNCTION} AS {literal(jvm.MASK_ERROR_CLASS)} LANGUAGE JAVA")
+            f"CREATE TEMPORARY SYSTEM FUNCTION {MASK_ERROR_FUNCTION} AS {literal(MASK_ERROR_CLASS)} LANGUAGE JAVA")
 
 
 class Mask(StepKind):
     name = "mask"
     options = MaskOptions
+    sections = (MaskSettings,)
 
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> MaskNode:
         opts: MaskOptions = options

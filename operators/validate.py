@@ -36,15 +36,23 @@ from headrace.operators.binary import DECODE_FUNCTION, BinaryDecoding, BinarySch
 from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import SpecError
 from headrace.schemas.jsonschema import RecordSchema, jvm_unsupported
-from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, Requirements, StepKind, StepNode, Stream, Wiring
+from headrace.schemas.kinds import (
+    DecodingNode,
+    ExecNode,
+    NodeSql,
+    PlanContext,
+    Requirements,
+    StepKind,
+    Stream,
+    Wiring,
+)
 from headrace.schemas.options import StepOptions
 from headrace.schemas.types import FieldType
 from pydantic import Field
 
 VALIDATE_FUNCTION = "hr_validate"
 EVENT_TIME_FUNCTION = "hr_event_time"
-#: counts records read (a Headrace metric), called where the late judgement reads every record
-COUNT_FUNCTION = "hr_count"
+COUNT_FUNCTION = jvm.COUNT_FUNCTION
 
 _INT64 = (-(2**63), 2**63 - 1)
 #: 0001-01-01T00:00:00Z: the earliest event time every store (and Flink's TIMESTAMP) can hold
@@ -226,11 +234,10 @@ class ValidateOptions(StepOptions):
 
 
 @dataclass(kw_only=True)
-class ValidateNode(StepNode):
+class ValidateNode(DecodingNode):
     """The decoding step: reads the source's raw records once, checks them, extracts the fields
-    every later node reads, and judges lateness per partition (``_max_seen``)."""
-
-    schema: Any  # RecordSchema (json) or a BinarySchema (avro, protobuf)
+    every later node reads, and judges lateness per partition (``_max_seen``). ``schema`` is a
+    RecordSchema (JSON) or a binary format's BinarySchema."""
     #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
     engine: str = "jvm"
     engine_note: str = ""
@@ -271,7 +278,7 @@ class ValidateNode(StepNode):
         """The decoding with the writers the profile's registry has now (Confluent wire), read once
         per profile: the watermark's call and the checked view's must carry the same literal."""
         assert self.decoding is not None
-        name = getattr(wiring.profile, "name", "")
+        name = wiring.profile.name
         if name not in self._writers:
             self._writers[name] = self.decoding.with_writers(wiring.profile)
         return self._writers[name]
@@ -279,7 +286,7 @@ class ValidateNode(StepNode):
     def json_ids(self, wiring: Wiring) -> list[int]:
         """The schema ids of the subject (JSON in the Confluent wire format), read once per profile."""
         assert self.subject is not None
-        name = getattr(wiring.profile, "name", "")
+        name = wiring.profile.name
         if name not in self._ids:
             from headrace.connectors.registry import subject_schemas
 
@@ -299,7 +306,7 @@ class ValidateNode(StepNode):
         if self.subject is not None:
             assert wiring is not None
             spec.update(wire="confluent", subject=self.subject, ids=self.json_ids(wiring))
-            connection = getattr(wiring.profile, "registry", None)
+            connection = wiring.profile.registry
             if connection is not None:
                 spec["registry"] = connection.runtime()
         text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)

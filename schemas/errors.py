@@ -34,3 +34,8 @@ class ServiceError(HeadraceError):
 
 class JarError(HeadraceError):
     """A connector jar that is missing or does not match its pinned checksum."""
+
+
+class SchemaFileError(ValueError):
+    """A schema file (of any format) that cannot be read or is not a valid schema; the planner
+    reports it at the spec's line that names the file."""

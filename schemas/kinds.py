@@ -10,20 +10,22 @@ it owns (for their uids), the jars and services it needs, and how it prepares it
 node reading the output view of the node its ``from`` names.
 
 This follows Beam YAML's providers (a kind is created by its type name from its config) and
-Quix Streams' sinks (one module each, with its own tests). A new sink, in brief
-(``connectors/redis.py`` is a whole one)::
+Quix Streams' sinks (one module each, with its own tests). A new sink, in brief (the README's
+"Adding a step, sink or format" has it whole; ``connectors/redis/`` is a whole store)::
 
-    class CsvOptions(SinkOptions):
-        path: str
+    class Csv(SinkKind):
+        name, options, sections = "csv", CsvOptions, (CsvFolder,)
 
-    class CsvSink(SinkKind):
-        name, options = "csv", CsvOptions
+        def place(self, options, upstream):          # the planner makes the id sink.csv.<place>
+            return options.file.removesuffix(".csv")
 
-        def plan(self, options, ctx, upstream):
-            return CsvNode(id=f"sink.csv.{Path(options.path).stem}", kind="csv", uid=ctx.uid(...),
-                           view=upstream.view)
+        def plan(self, options, ctx, upstream, node_id, uid):
+            return CsvNode(id=node_id, kind="csv", uid=uid, file=options.file,
+                           view=self.named_view(upstream, self.place(options, upstream)))
 
-plus one line in ``jobs/registry.py``.
+plus one line in ``jobs/registry.py``. The framework knows kinds by role only: the decoding step
+(:class:`DecodingNode`), steps emitting views (:class:`ViewNode`), sinks, and steps that rewrite
+every output (``rewrites_outputs``).
 
 Columns a record stream carries besides its fields, read by the compiler's shared parts (dead
 letters, the late judgement), are named in :data:`SYSTEM_COLUMNS`; a step keeps them on every
@@ -38,7 +40,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from headrace.schemas.options import SinkOptions, SpecModel, StepOptions
+from headrace.schemas.options import SinkOptions, StepOptions
+from headrace.schemas.profile import Profile, Section
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import ViewDef
 
@@ -124,7 +127,7 @@ class Wiring(Protocol):
 
     embedded: bool  # the embedded profile (a bounded file source, results collected)
     source_topic: str
-    profile: Any  # the profile the job is compiled for (connections of the stores)
+    profile: Profile  # the profile the job is compiled for (connections of the stores)
 
     def view(self, node_id: str, part: str) -> str:
         """The quoted name of a view a node defines; every internal name comes from here."""
@@ -178,10 +181,10 @@ class Node(ABC):
     def register(self, t_env: Any, wiring: Wiring) -> None:  # noqa: B027 (most nodes have none)
         """Register its Python functions with a TableEnvironment (before any SQL runs)."""
 
-    def prepare(self, profile: Any) -> None:  # noqa: B027 (most nodes need nothing)
+    def prepare(self, profile: Profile) -> None:  # noqa: B027 (most nodes need nothing)
         """Preflight: make its store ready (create tables) or check it answers, else a ServiceError."""
 
-    def check_environment(self, profile: Any) -> None:  # noqa: B027 (most nodes need nothing)
+    def check_environment(self, profile: Profile) -> None:  # noqa: B027 (most nodes need nothing)
         """Before a local run: what it needs of this process's environment (a key), else a HeadraceError."""
 
     def run_report(self, same_kind: list[Any], job: str, since: float) -> Any:
@@ -233,6 +236,35 @@ class StepNode(Node):
 
 
 @dataclass(kw_only=True)
+class DecodingNode(StepNode):
+    """The role of a step whose kind ``decodes``: the first step, reading the source's raw
+    records (``_payload``) once, extracting the fields later nodes read, giving the source its
+    event time and the late judgement its per-partition maximum (``_max_seen``)."""
+
+    #: the source's record schema (``path``: the file it came from)
+    schema: Any
+
+    @property
+    @abstractmethod
+    def binary_payloads(self) -> bool:
+        """Whether the source's records are bytes, not text (dead letters carry them in base64)."""
+
+    @abstractmethod
+    def event_time_sql(self, wiring: Wiring) -> str:
+        """Epoch ms of a raw record's event time (NULL when it has none): the source's watermark."""
+
+
+@dataclass(kw_only=True)
+class ViewNode(StepNode):
+    """The role of a step whose kind ``emits`` a view: only sinks read its rows, and it judges
+    lateness with its own allowance (its late records go to the late output)."""
+
+    allowed_lateness_ms: int = 0
+    #: filled by the planner: the Flink tables of the sinks storing this view (uid ownership)
+    sink_tables: frozenset[str] = frozenset()
+
+
+@dataclass(kw_only=True)
 class SinkNode(Node):
     id: str
     kind: str
@@ -248,19 +280,24 @@ class SinkNode(Node):
         """``(predicate, reason)`` for event times (epoch ms) whose windows this store cannot hold."""
         return None
 
+    @property
+    def ranks_by(self) -> str | None:
+        """A measure the store also ranks each window's keys by (served as ``/top``), if any."""
+        return None
+
     @abstractmethod
-    def table_ddl(self, profile: Any) -> str:
+    def table_ddl(self, profile: Profile) -> str:
         """``CREATE TEMPORARY TABLE <flink_table>`` the rows go to (a service profile)."""
 
     def insert_sql(self, input_view: str) -> str:
         """The statement storing the rows of ``input_view``."""
         return f"INSERT INTO `{self.flink_table}` SELECT * FROM {input_view}"
 
-    def reachable(self, profile: Any) -> str | None:
+    def reachable(self, profile: Profile) -> str | None:
         """A phrase when the store does not answer now (for the progress line), else None."""
         return None
 
-    def stored_rows(self, profile: Any) -> int | None:
+    def stored_rows(self, profile: Profile) -> int | None:
         """How many rows the store holds for this view now (the progress line), if it can tell."""
         return None
 
@@ -274,10 +311,12 @@ class SinkNode(Node):
 
 
 class StepKind(ABC):
-    """A step kind: the YAML key ``name``, its ``options`` model, and planning."""
+    """A step kind: the YAML key ``name``, its ``options`` model, the profile sections it reads
+    (``sections``), and planning."""
 
     name: ClassVar[str]
     options: ClassVar[type[StepOptions]]
+    sections: ClassVar[tuple[type[Section], ...]] = ()
     #: a decoding step reads the source's raw records (it must come first)
     decodes: ClassVar[bool] = False
     #: what it emits: "records" (later steps may read them) or "view" (only sinks read it)
@@ -289,17 +328,26 @@ class StepKind(ABC):
 
 
 class SinkKind(ABC):
-    """A sink kind: stores the rows of a view. ``section``/``connection``: the profile section
-    naming its store (``redis:``) and the model that section is validated with."""
+    """A sink kind: stores the rows of a view. ``sections``: the profile sections naming its store
+    (``redis:``), each a :class:`Section` model; ``reader``: how ``headrace serve`` reads it."""
 
     name: ClassVar[str]
     options: ClassVar[type[SinkOptions]]
-    section: ClassVar[str | None] = None
-    connection: ClassVar[type[SpecModel] | None] = None
+    sections: ClassVar[tuple[type[Section], ...]] = ()
 
     @abstractmethod
-    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> SinkNode:
-        """``upstream.view`` is the view it stores."""
+    def place(self, options: Any, upstream: Stream) -> str:
+        """The name of what it writes (a table, a key prefix, a measurement): the view's name in
+        its store. The planner gives the sink the id ``sink.<kind>.<place>`` and its uid."""
+
+    @abstractmethod
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> SinkNode:
+        """``upstream.view`` is the view it stores; ``node_id`` and ``uid`` are the planner's."""
+
+    def reader(self, profile: Profile, timeout_ms: int) -> Any:
+        """What reads this kind's views for ``headrace serve`` under a service ``profile`` (see
+        ``connectors/serving/stores.py``, ``ViewReader``), or None when the profile lacks its store."""
+        return None
 
     @staticmethod
     def named_view(upstream: Stream, name: str) -> ViewDef:
@@ -309,10 +357,11 @@ class SinkKind(ABC):
 
 class FormatKind(ABC):
     """A source format: the key ``source.format`` names it by (``avro: schemas/x.avsc``), the
-    other keys it takes, its schema file's loader, the registry's name for its schemas, and how a
-    producer would write a record (``headrace generate``). One module holds it; ``jobs/registry.py``
-    lists it. Its schema object (what ``load`` returns) carries the rest: field types, and for a
-    binary format ``decoding()`` (the JVM decoder's spec).
+    other keys it takes, its schema file's loader, the registry's name for its schemas, its
+    compatibility rules (which the registry and ``headrace schema`` apply by schema type), and how
+    a producer would write a record (``headrace generate``). One module holds it;
+    ``jobs/registry.py`` lists it. Its schema object (what ``load`` returns) carries the rest:
+    field types, and for a binary format ``decoding()`` (the JVM decoder's spec).
     """
 
     name: ClassVar[str]
@@ -339,3 +388,30 @@ class FormatKind(ABC):
     def framing(self, schema: Any, schema_id: int) -> bytes:
         """The Confluent wire format's header for ``schema_id`` (Protobuf adds message indexes)."""
         return b"\x00" + schema_id.to_bytes(4, "big")
+
+    # -- as the schema registry sees it -----------------------------------------------------------
+
+    #: whether a schema may take parts from other subjects (Confluent's ``references``)
+    takes_references: ClassVar[bool] = True
+
+    def canonical(self, text: str) -> str:
+        """The stored form of a registered schema's text (JSON schemas compact, keys in order);
+        ``ValueError`` when it is not one."""
+        return json.dumps(json.loads(text), separators=(",", ":"))
+
+    def parse(self, text: str, referenced: dict[str, str]) -> Any:
+        """A registered schema's text as :meth:`incompatibilities` takes it, with the schemas its
+        references name (``{name: text}``); ``ValueError`` when it is not one."""
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+
+    @abstractmethod
+    def incompatibilities(self, writer: Any, reader: Any, reader_is_old: bool = False) -> list[str]:
+        """Why records written with ``writer`` cannot be read with ``reader`` (parsed schemas), one
+        reason per change (empty: they can); ``reader_is_old`` when the reader is the older version."""
+
+    @abstractmethod
+    def fields(self, parsed: Any) -> dict[str, str]:
+        """``{field path: how it is declared}`` of a parsed schema, for ``headrace schema diff``."""

@@ -18,11 +18,13 @@ FULL_TRANSITIVE     both, with every earlier version
 NONE                no check
 ==================  ==========================================================================
 
-Avro compatibility follows the Avro specification's schema resolution (``operators/avro.py``'s
-decoder applies the same rules); JSON Schema and Protobuf follow ``compatibility.py``. A subject
-keeps one schema type: another type is refused unless the mode is NONE.
+Each format's rules are its kind's (``FormatKind.incompatibilities``: Avro's schema resolution in
+``operators/avro.py``, JSON Schema's in ``jsonschema.py``, Protobuf's in ``operators/protobuf.py``);
+the registry is given the format kinds and applies them by schema type. A subject keeps one
+schema type: another type is refused unless the mode is NONE.
 
->>> registry = SchemaRegistry(":memory:")
+>>> from headrace.jobs.registry import FORMATS
+>>> registry = SchemaRegistry(":memory:", formats=FORMATS)
 >>> v1 = '{"type": "record", "name": "Click", "fields": [{"name": "page", "type": "string"}]}'
 >>> registry.register("clicks-value", v1).id
 1
@@ -36,18 +38,18 @@ clicks-value v2: field 'plan' added without a default — breaks BACKWARD (reade
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.schemas.kinds import FormatKind
+
 MODES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE")
-TYPES = ("AVRO", "PROTOBUF", "JSON")
 DEFAULT_MODE = "BACKWARD"
 
 
@@ -78,16 +80,6 @@ class Registered:
     schema: str
     schema_type: str
     references: tuple[Reference, ...] = ()
-
-
-def canonical(schema: str, schema_type: str) -> str:
-    """The stored form: JSON schemas compact, keys in their order; Protobuf text as given."""
-    if schema_type == "PROTOBUF":
-        return schema.strip()
-    try:
-        return json.dumps(json.loads(schema), separators=(",", ":"))
-    except ValueError as exc:
-        raise RegistryError(f"invalid {schema_type} schema: {exc}", 42201, 422) from None
 
 
 class _Sqlite:
@@ -205,10 +197,28 @@ class SchemaRegistry:
     """The registry's state: in SQLite (``path``, or ``:memory:``), or in PostgreSQL (``postgres``:
     psycopg connection settings). Thread-safe."""
 
-    def __init__(self, path: str | Path = ":memory:", postgres: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path = ":memory:", postgres: dict[str, Any] | None = None,
+                 formats: Mapping[str, FormatKind] | None = None) -> None:
         self._store: _Sqlite | _Postgres = _Postgres(postgres) if postgres is not None else _Sqlite(path)
         self._lock = threading.Lock()
         self.where = "PostgreSQL" if postgres is not None else str(path)
+        #: the format kinds by schema type: what can be registered, and the rules it is checked by
+        self.formats = {kind.schema_type: kind for kind in (formats or {}).values()}
+
+    def format(self, schema_type: str) -> FormatKind:
+        """The format kind of ``schema_type``, or a 422 naming the types this registry knows."""
+        kind = self.formats.get(schema_type)
+        if kind is None:
+            raise RegistryError(f"unknown schema type {schema_type}; one of {', '.join(self.formats) or 'none'}",
+                                42201, 422)
+        return kind
+
+    def canonical(self, schema: str, schema_type: str) -> str:
+        """The stored form of ``schema`` (422 when it is not a schema of its type)."""
+        try:
+            return self.format(schema_type).canonical(schema)
+        except ValueError as exc:
+            raise RegistryError(f"invalid {schema_type} schema: {exc}", 42201, 422) from None
 
     @property
     def _db(self) -> Any:
@@ -269,7 +279,7 @@ class SchemaRegistry:
     def lookup(self, subject: str, schema: str, schema_type: str = "AVRO",
                references: tuple[Reference, ...] = ()) -> Registered:
         """The version of ``subject`` holding ``schema`` (with these ``references``)."""
-        text = canonical(schema, schema_type)
+        text = self.canonical(schema, schema_type)
         rows = self._db.execute(
             "SELECT v.version, s.id FROM versions v JOIN schemas s ON s.id = v.schema_id "
             "WHERE v.subject = ? AND s.schema = ? AND s.schema_type = ?", (subject, text, schema_type)).fetchall()
@@ -305,12 +315,10 @@ class SchemaRegistry:
     def register(self, subject: str, schema: str, schema_type: str = "AVRO",
                  references: tuple[Reference, ...] = ()) -> Registered:
         schema_type = (schema_type or "AVRO").upper()
-        if schema_type not in TYPES:
-            raise RegistryError(f"unknown schema type {schema_type}", 42201, 422)
         references = tuple(references)
-        if references and schema_type == "JSON":
-            raise RegistryError("references in JSON schemas are not supported", 42201, 422)
-        text = canonical(schema, schema_type)
+        if references and not self.format(schema_type).takes_references:
+            raise RegistryError(f"references in {schema_type} schemas are not supported", 42201, 422)
+        text = self.canonical(schema, schema_type)
         with self._lock, self._store.writing():
             try:
                 return self.lookup(subject, text, schema_type, references)
@@ -347,29 +355,29 @@ class SchemaRegistry:
                  new_version: int, mode: str | None = None, references: tuple[Reference, ...] = ()) -> list[str]:
         """One line per breaking change of ``text`` against ``existing`` in the subject's mode."""
         try:
-            return compatibility_problems(subject, text, schema_type, existing, new_version,
+            return compatibility_problems(subject, text, self.format(schema_type), existing, new_version,
                                           mode or self.compatibility(subject), references, self.resolved)
         except ValueError as exc:
             raise RegistryError(f"Invalid schema: {exc}", 42201, 422) from None
 
 
-def compatibility_problems(label: str, text: str, schema_type: str, existing: list[Registered],
+def compatibility_problems(label: str, text: str, fmt: FormatKind, existing: list[Registered],
                            new_version: int, mode: str, references: tuple[Reference, ...] = (),
                            resolve: Callable[[tuple[Reference, ...]], dict[str, str]] | None = None) -> list[str]:
-    """One line per breaking change of ``text`` (to be version ``new_version``) against the
-    versions ``existing`` in ``mode``, each line starting ``<label> v<new_version>:``. Raises
-    ``ValueError`` when ``text`` is not a schema of its type."""
+    """One line per breaking change of ``text`` (to be version ``new_version``, a schema of format
+    ``fmt``) against the versions ``existing`` in ``mode``, each line starting
+    ``<label> v<new_version>:``. Raises ``ValueError`` when ``text`` is not a schema of its type."""
     if mode == "NONE" or not existing:
         return []
-    changed = [e for e in existing if e.schema_type != schema_type]
+    changed = [e for e in existing if e.schema_type != fmt.schema_type]
     if changed:
-        return [f"{label} v{new_version}: schema type changed from {changed[-1].schema_type} to {schema_type} "
+        return [f"{label} v{new_version}: schema type changed from {changed[-1].schema_type} to {fmt.schema_type} "
                 f"— breaks {mode} (set the subject's mode to NONE to store it)"]
     against = existing if mode.endswith("_TRANSITIVE") else existing[-1:]
     base = mode.removesuffix("_TRANSITIVE")
-    reasons = REASONS[schema_type]
+
     def parsed(schema: str, refs: tuple[Reference, ...]) -> Any:
-        return parse(schema, schema_type, resolve(refs) if refs and resolve is not None else {})
+        return fmt.parse(schema, resolve(refs) if refs and resolve is not None else {})
 
     new = parsed(text, references)
     out: list[str] = []
@@ -377,201 +385,22 @@ def compatibility_problems(label: str, text: str, schema_type: str, existing: li
         previous = parsed(old.schema, old.references)
         if base in ("BACKWARD", "FULL"):
             out += [f"{label} v{new_version}: {why} — breaks {mode} (readers of v{new_version} cannot read "
-                    f"v{old.version} records)" for why in reasons(previous, new, False)]
+                    f"v{old.version} records)" for why in fmt.incompatibilities(previous, new, False)]
         if base in ("FORWARD", "FULL"):
             said = {line.split(": ", 1)[1].split(" — ")[0] for line in out}
             out += [f"{label} v{new_version}: {why} — breaks {mode} (readers of v{old.version} cannot read "
-                    f"v{new_version} records)" for why in reasons(new, previous, True) if why not in said]
+                    f"v{new_version} records)" for why in fmt.incompatibilities(new, previous, True) if why not in said]
     return out
 
 
-def parse(text: str, schema_type: str, referenced: dict[str, str] | None = None) -> Any:
-    """A schema's text as its reasons function takes it: JSON for Avro and JSON Schema, a
-    FileDescriptorProto for Protobuf. ``referenced``: ``{name: text}`` of its references (Avro:
-    their named types are written in where the schema names them; Protobuf: the files it
-    imports). ``ValueError`` when it is not one."""
-    if schema_type == "PROTOBUF":
-        from headrace.schemas.compatibility import proto_file
-        from headrace.schemas.protoc import ProtocError
-
-        try:
-            return proto_file(text, referenced or {})
-        except ProtocError as exc:
-            raise ValueError(f"protoc refused it: {exc}") from None
-    try:
-        document = json.loads(text)
-        if schema_type == "AVRO" and referenced:
-            document = inline_avro(document, {name: json.loads(t) for name, t in referenced.items()})
-        return document
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-
-
-def inline_avro(document: Any, referenced: dict[str, Any]) -> Any:
-    """``document`` with each named type it takes from ``referenced`` (Avro schemas by reference
-    name) defined where it is first named, so the schema stands alone (as a reader and the JVM
-    decoder need it).
-
-    >>> inline_avro({"type": "record", "name": "A", "fields": [{"name": "b", "type": "x.B"}]},
-    ...             {"x.B": {"type": "enum", "name": "B", "namespace": "x", "symbols": ["P"]}})["fields"][0]["type"]
-    {'type': 'enum', 'name': 'B', 'namespace': 'x', 'symbols': ['P']}
-    """
-    named: dict[str, Any] = {}
-    for ref_doc in referenced.values():
-        for full, definition in avro_named_types(ref_doc).items():
-            named.setdefault(full, definition)
-    own = set(avro_named_types(document))
-    done: set[str] = set()
-
-    def walk(node: Any, namespace: str) -> Any:
-        if isinstance(node, str):
-            full = node if "." in node or not namespace else f"{namespace}.{node}"
-            for key in (full, node):
-                if key in named and key not in own and key not in done:
-                    done.add(key)
-                    definition = named[key]
-                    done.update(n for n in avro_named_types(definition))
-                    return walk(definition, namespace)
-            return node
-        if isinstance(node, list):
-            return [walk(n, namespace) for n in node]
-        if isinstance(node, dict):
-            space = namespace
-            if node.get("type") in ("record", "error", "enum", "fixed") and "name" in node:
-                name = str(node["name"])
-                space = node.get("namespace", namespace) if "." not in name else name.rsplit(".", 1)[0]
-            return {k: (walk(v, space) if k in ("type", "items", "values", "fields") else v) for k, v in node.items()}
-        return node
-
-    return walk(document, "")
-
-
-def _reasons() -> dict[str, Callable[[Any, Any, bool], list[str]]]:
-    from headrace.schemas.compatibility import json_schema_problems, protobuf_problems
-
-    return {"AVRO": avro_resolution_problems, "JSON": json_schema_problems, "PROTOBUF": protobuf_problems}
-
-
-# -- Avro schema resolution (the specification's rules), as reasons ------------------------------
-
-_PROMOTIONS = {"int": {"long", "float", "double"}, "long": {"float", "double"}, "float": {"double"},
-               "string": {"bytes"}, "bytes": {"string"}}
-
-
-def avro_named_types(document: Any) -> dict[str, Any]:
-    """Every named type (record, enum, fixed) of an Avro schema, by full and by short name."""
-    return _named(document, {})
-
-
-def _named(document: Any, out: dict[str, Any], namespace: str = "") -> dict[str, Any]:
-    if isinstance(document, dict):
-        kind = document.get("type")
-        if kind in ("record", "error", "enum", "fixed") and "name" in document:
-            space = document.get("namespace", namespace)
-            name = document["name"]
-            full = name if "." in name or not space else f"{space}.{name}"
-            out[full] = document
-            out.setdefault(name, document)
-            namespace = full.rsplit(".", 1)[0] if "." in full else ""
-        for value in document.values():
-            _named(value, out, namespace)
-    elif isinstance(document, list):
-        for value in document:
-            _named(value, out, namespace)
-    return out
-
-
-def _kind(schema: Any, named: dict[str, Any]) -> tuple[str, Any]:
-    if isinstance(schema, list):
-        return "union", schema
-    if isinstance(schema, str):
-        if schema in named:
-            return _kind(named[schema], named)
-        return schema, schema
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if isinstance(kind, (dict, list)):
-            return _kind(kind, named)
-        if kind in named and kind not in ("record", "enum", "fixed", "array", "map", "error"):
-            return _kind(named[kind], named)
-        return ("record" if kind == "error" else str(kind)), schema
-    return "unknown", schema
-
-
-def avro_resolution_problems(writer: Any, reader: Any, reader_is_old: bool = False) -> list[str]:
-    """Why records written with ``writer`` cannot be read with ``reader`` (empty: they can)."""
-    wn, rn = avro_named_types(writer), avro_named_types(reader)
-    out: list[str] = []
-    seen: set[tuple[str, str]] = set()
-
-    def name_of(s: Any) -> str:
-        return str(s.get("name", "")).rsplit(".", 1)[-1] if isinstance(s, dict) else str(s)
-
-    def matches(w: Any, r: Any) -> bool:
-        wk, ws = _kind(w, wn)
-        rk, rs = _kind(r, rn)
-        if wk == rk:
-            if wk in ("record", "enum", "fixed"):
-                return name_of(ws) == name_of(rs) or name_of(ws) in [str(a).rsplit(".", 1)[-1]
-                                                                    for a in rs.get("aliases", [])]
-            return True
-        return rk in _PROMOTIONS.get(wk, set())
-
-    def walk(w: Any, r: Any, path: str) -> None:
-        wk, ws = _kind(w, wn)
-        rk, rs = _kind(r, rn)
-        where = f" at {path}" if path else ""
-        if wk == "union":
-            for branch in ws:
-                targets = rs if rk == "union" else [r]
-                fit = next((t for t in targets if matches(branch, t)), None)
-                if fit is None:
-                    out.append(f"type {_kind(branch, wn)[0]}{where} can no longer be read (not in the reader's "
-                               f"{'union' if rk == 'union' else rk})")
-                else:
-                    walk(branch, fit, path)
-            return
-        if rk == "union":
-            fit = next((t for t in rs if matches(w, t)), None)
-            if fit is None:
-                out.append(f"type {wk}{where} is not among the reader's union branches")
-            else:
-                walk(w, fit, path)
-            return
-        if not matches(w, r):
-            out.append(f"type{where} changed from {wk} to {rk}" if wk != rk else
-                       f"{wk}{where} renamed from '{name_of(ws)}' to '{name_of(rs)}'")
-            return
-        if wk == "record":
-            key = (json.dumps(ws, sort_keys=True)[:200], json.dumps(rs, sort_keys=True)[:200])
-            if key in seen:
-                return
-            seen.add(key)
-            wfields = {f["name"]: f for f in ws.get("fields", [])}
-            for rf in rs.get("fields", []):
-                names = [rf["name"], *rf.get("aliases", [])]
-                wf = next((wfields[n] for n in names if n in wfields), None)
-                field_path = f"{path}.{rf['name']}" if path else rf["name"]
-                if wf is None:
-                    if "default" not in rf:
-                        out.append(f"field '{field_path}' removed, and it has no default" if reader_is_old
-                                   else f"field '{field_path}' added without a default")
-                else:
-                    walk(wf["type"], rf["type"], field_path)
-        elif wk == "enum":
-            missing = [s for s in ws.get("symbols", []) if s not in rs.get("symbols", [])]
-            if missing and "default" not in rs:
-                out.append(f"enum{where} symbols {missing} " + ("added" if reader_is_old else "removed")
-                           + " and the reader's enum has no default")
-        elif wk == "fixed" and ws.get("size") != rs.get("size"):
-            out.append(f"fixed{where} size changed from {ws.get('size')} to {rs.get('size')}")
-        elif wk in ("array", "map"):
-            part = "items" if wk == "array" else "values"
-            walk(ws[part], rs[part], f"{path}[]" if path else "[]")
-
-    walk(writer, reader, "")
-    return out
-
-
-#: schema type -> (writer, reader, reader_is_old) -> why the reader cannot read the writer's records
-REASONS = _reasons()
+def field_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """``+ path: decl``, ``- path: decl`` and ``~ path: old → new`` lines, in path order."""
+    lines = []
+    for path in sorted(set(old) | set(new)):
+        if path not in old:
+            lines.append(f"+ {path}: {new[path]}")
+        elif path not in new:
+            lines.append(f"- {path}: {old[path]}")
+        elif old[path] != new[path]:
+            lines.append(f"~ {path}: {old[path]} → {new[path]}")
+    return lines

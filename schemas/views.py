@@ -2,7 +2,7 @@
 bounds), its measures with their types, and how many records built each row.
 
 Every sink kind stores a :class:`ViewDef`; each store maps the types itself (PostgreSQL in
-``connectors/postgres.py``, SQLite in ``connectors/embedded.py``, …). The serving adapters read
+``connectors/postgres/sink.py``, SQLite in ``connectors/embedded.py``, …). The serving adapters read
 the same definition, so a view is declared once: by the aggregate step of a job spec.
 
 >>> view = ViewDef("per_minute", keys=(("page", FieldType.STRING),), measures=(("n", FieldType.INTEGER),))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headrace.connectors.serving.auth import Principal
-from headrace.connectors.serving.settings import ServeSettings
+from headrace.schemas.serving import ServeSettings
 from headrace.schemas.views import ServedView
 
 

@@ -29,8 +29,8 @@ from headrace.connectors.serving.auth import TokenVerifier, Unauthorized
 from headrace.connectors.serving.changes import ChangeHub
 from headrace.connectors.serving.query import RESERVED, BadRequest, parse_query
 from headrace.connectors.serving.ratelimit import RateLimiter
-from headrace.connectors.serving.settings import ServeSettings
 from headrace.connectors.serving.stores import StoreUnavailable
+from headrace.schemas.serving import ServeSettings
 from headrace.schemas.views import WINDOW_BOUNDS, ServedView
 
 log = logging.getLogger("headrace.serve")
@@ -49,7 +49,7 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
                         buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
     rejections = Counter("headrace_serve_rejections", "Requests refused, by reason", ["reason"], registry=registry)
 
-    hub = hub or ChangeHub(stores, None, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
+    hub = hub or ChangeHub(stores, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -171,8 +171,9 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
     @app.get("/v1/views/{name}/top", summary="A window's keys ranked by a Redis view's top measure")
     def top(request: Request, name: str) -> Response:
         view = by_name.get(name)
-        if view is None or view.top is None or "redis" not in stores:
-            return error(404, f"no ranked view '{name[:80]}' (a redis sink with top: …)", "unknown_view")
+        ranking = stores.get(view.store) if view is not None and view.top is not None else None
+        if view is None or ranking is None or not hasattr(ranking, "top"):
+            return error(404, f"no ranked view '{name[:80]}' (a sink with top: …)", "unknown_view")
 
         @guarded
         def answer(request: Request) -> Response:
@@ -196,7 +197,7 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
             tenant = None if own is None else (settings.tenant_column, own)
             if view.top in access.hidden:
                 raise Forbidden(f"{access.who.subject} may not see {view.top}")
-            ranked = stores["redis"].top(view, start, n, tenant)
+            ranked = ranking.top(view, start, n, tenant)
             return JSONResponse({"view": view.name, "measure": view.top, "rows": ranked})
 
         return answer(request)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headrace.connectors.serving.settings import AuthSettings
+from headrace.schemas.serving import AuthSettings
 
 
 class Unauthorized(Exception):

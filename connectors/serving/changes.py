@@ -4,19 +4,11 @@ subscriber (GraphQL subscriptions, gRPC ``Subscribe``, the web page).
 One thread, :class:`ChangeHub`, feeds every subscribed view; a view is read once per change,
 however many clients subscribe to it, and each subscriber gets the rows its token may see.
 
-PostgreSQL views are exact and prompt. The sink stamps every row it inserts or updates with its
-writing transaction (``_xid``, see ``connectors/postgres.py``) and notifies ``headrace_changes``
-once per statement. The hub listens on that channel and, on each notice (and every ``interval``
-in case one is missed, e.g. on a read replica), reads the rows written by transactions that its
-previous snapshot did not see::
-
-    _xid >= pg_snapshot_xmin(prev) AND NOT pg_visible_in_snapshot(_xid, prev)
-
-in the same repeatable-read transaction that takes the next snapshot. A transaction that commits
-late is still caught (its id is not visible in ``prev``), and nothing is read twice.
-
-Other stores (Redis, InfluxDB, the embedded SQLite) are read every ``interval``: the newest
-``max_rows`` rows, compared with the previous read.
+A store's reader may say how its views' changes are found (``feed``) and when to look
+(``listen``): PostgreSQL's are exact and prompt, by change stamps and notices
+(``connectors/postgres/reader.py``). Other stores are read every ``interval``: the newest
+``max_rows`` rows, compared with the previous read (:class:`PollingFeed`). Every feed is also
+read every ``interval``, in case a notice is missed (on a read replica, say).
 """
 
 from __future__ import annotations
@@ -28,12 +20,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace.connectors.serving.query import ViewQuery, json_value
+from headrace.connectors.serving.query import ViewQuery
 from headrace.schemas.views import RECORDS_COLUMN, ServedView
 
 log = logging.getLogger("headrace.serve.changes")
 
-CHANNEL = "headrace_changes"
 Rows = list[dict[str, Any]]
 
 
@@ -70,35 +61,6 @@ class Subscription:
             yield item
 
 
-class PostgresFeed:
-    """Rows written since the previous snapshot (see the module's docstring)."""
-
-    def __init__(self, view: ServedView, pool: Any) -> None:
-        from psycopg import sql
-
-        self.view, self.pool = view, pool
-        self.snapshot: str | None = None
-        columns = [n for n, _ in view.view.columns if n != RECORDS_COLUMN]
-        self.statement = sql.SQL(
-            "SELECT {cols} FROM {table} WHERE _xid >= pg_snapshot_xmin(%(prev)s::pg_snapshot) "
-            "AND NOT pg_visible_in_snapshot(_xid, %(prev)s::pg_snapshot) ORDER BY window_start, window_end"
-        ).format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)), table=sql.Identifier(view.view.name))
-
-    def poll(self) -> Rows:
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
-            now = row[0] if row else None
-            if self.snapshot is None:
-                self.snapshot = now
-                return []
-            cursor = conn.execute(self.statement, {"prev": self.snapshot})
-            names = [d.name for d in cursor.description or ()]
-            rows = [{n: json_value(n, v) for n, v in zip(names, values, strict=True)} for values in cursor]
-        self.snapshot = now
-        return rows
-
-
 class PollingFeed:
     """The newest rows of a view, read every interval and compared with the previous read."""
 
@@ -122,9 +84,8 @@ class PollingFeed:
 class ChangeHub:
     """Feeds each subscribed view from its store and fans the changes out to the subscribers."""
 
-    def __init__(self, stores: dict[str, Any], listen_conninfo: dict[str, Any] | None, *, interval_s: float = 1.0,
-                 max_rows: int = 1000) -> None:
-        self.stores, self.listen_conninfo = stores, listen_conninfo
+    def __init__(self, stores: dict[str, Any], *, interval_s: float = 1.0, max_rows: int = 1000) -> None:
+        self.stores = stores
         self.interval_s, self.max_rows = interval_s, max_rows
         self.lock = threading.Lock()
         self.subscribers: dict[str, list[Subscription]] = {}
@@ -182,27 +143,9 @@ class ChangeHub:
         store = self.stores.get(view.store)
         if store is None:
             raise LookupError(f"views in {view.store} are not served")
-        pool = getattr(store, "pool", None)
-        feed: Any = PostgresFeed(view, pool) if pool is not None and self._stamped(pool, view) else (
-            PollingFeed(view, store, self.max_rows))
+        feed = store.feed(view, self.max_rows) if hasattr(store, "feed") else PollingFeed(view, store, self.max_rows)
         self._baseline(feed)
         return feed
-
-    @staticmethod
-    def _stamped(pool: Any, view: ServedView) -> bool:
-        """Whether the view's table carries the sink's change stamps (tables from before do not)."""
-        try:
-            with pool.connection() as conn:
-                # a table not created yet will be created by the current sink, with the stamps
-                row = conn.execute("SELECT 1 WHERE to_regclass(%s) IS NULL OR EXISTS (SELECT 1 FROM pg_attribute "
-                                   "WHERE attrelid = to_regclass(%s) AND attname = '_xid')",
-                                   (f'"{view.view.name}"',) * 2).fetchone()
-        except Exception:  # unreachable now: assume the current sink, whose tables are stamped
-            return True
-        if row is None:
-            log.warning("view %s has no change stamps (its table predates them): subscriptions compare its "
-                        "newest rows on every poll instead", view.name)
-        return row is not None
 
     def _baseline(self, feed: Any) -> None:
         try:
@@ -212,9 +155,10 @@ class ChangeHub:
                         str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
 
     def _run(self) -> None:
-        listener = threading.Thread(target=self._listen, name="headrace-changes-listen", daemon=True)
-        if self.listen_conninfo is not None:
-            listener.start()
+        for kind, store in self.stores.items():
+            if hasattr(store, "listen"):  # the store says when something changed: feeds are read at once
+                threading.Thread(target=store.listen, args=(self.wake.set, self.stopped, self.interval_s),
+                                 name=f"headrace-changes-{kind}", daemon=True).start()
         while not self.stopped.is_set():
             self.wake.wait(self.interval_s)
             self.wake.clear()
@@ -249,22 +193,6 @@ class ChangeHub:
             except RuntimeError:  # that loop has closed: its subscribers are gone
                 for subscription in group:
                     self.unsubscribe(subscription)
-
-    def _listen(self) -> None:
-        """Wake the feeding thread on every notice from the sink's triggers."""
-        import psycopg
-
-        assert self.listen_conninfo is not None
-        while not self.stopped.is_set():
-            try:
-                with psycopg.connect(**{**self.listen_conninfo, "connect_timeout": 3}, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.wake.set()  # anything written while not listening is read now
-                    while not self.stopped.is_set():
-                        for _ in conn.notifies(timeout=self.interval_s, stop_after=1):
-                            self.wake.set()
-            except psycopg.Error:
-                self.stopped.wait(self.interval_s)
 
 
 def _offer_all(group: list[Subscription], rows: Rows) -> None:

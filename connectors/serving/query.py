@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -156,43 +156,6 @@ def ms_text(ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
 
 
-def postgres_sql(query: ViewQuery, table: str) -> tuple[Any, list[Any]]:
-    """The query as psycopg SQL (identifiers composed, values as parameters)."""
-    from psycopg import sql
-
-    conditions: list[Any] = []
-    params: list[Any] = []
-    for name, values in query.filters.items():
-        conditions.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(name)))
-        params.append(values)
-    if query.since_ms is not None:
-        conditions.append(sql.SQL('"window_start" >= %s'))
-        params.append(datetime.fromtimestamp(query.since_ms / 1000, tz=UTC).replace(tzinfo=None))
-    if query.until_ms is not None:
-        conditions.append(sql.SQL('"window_start" < %s'))
-        params.append(datetime.fromtimestamp(query.until_ms / 1000, tz=UTC).replace(tzinfo=None))
-    order = [sql.Identifier(n) for n in query.order]
-    if query.after is not None:
-        conditions.append(sql.SQL("({}) {} ({})").format(
-            sql.SQL(", ").join(order), sql.SQL("<" if query.descending else ">"),
-            sql.SQL(", ").join(sql.Placeholder() * len(order))))
-        params += [_pg_value(n, v) for n, v in zip(query.order, query.after, strict=True)]
-    columns = list(dict.fromkeys((*query.fields, *query.order)))
-    direction = sql.SQL(" DESC" if query.descending else " ASC")
-    statement = sql.SQL("SELECT {cols} FROM {table}{where} ORDER BY {order} LIMIT %s").format(
-        cols=sql.SQL(", ").join(map(sql.Identifier, columns)), table=sql.Identifier(table),
-        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
-        order=sql.SQL(", ").join(o + direction for o in order))
-    params.append(query.limit + 1)  # one more: whether there is a next page
-    return statement, params
-
-
-def _pg_value(name: str, value: Any) -> Any:
-    if name in WINDOW_BOUNDS:
-        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ")
-    return value
-
-
 def sqlite_sql(query: ViewQuery, table: str) -> tuple[str, list[Any]]:
     """The query for the embedded store (window bounds are text there)."""
 
@@ -295,33 +258,19 @@ def _bounds(since_ms: int | None, until_ms: int | None, as_value: Any) -> tuple[
     return conditions, params
 
 
-def related_sql(query: RelatedQuery, table: str, *, dialect: str) -> tuple[str, list[Any]]:
-    """One statement for a :class:`RelatedQuery`: rows whose keys are in the list, ranked per key
-    by window (newest first) and cut at ``limit``. ``dialect`` is ``postgres`` or ``sqlite``.
-    Identifiers come from the view definition (validated lower_snake_case) and are quoted; every
-    value is a parameter."""
-    from headrace.connectors.postgres import TYPES
+def related_sql(query: RelatedQuery, table: str, *, match: str, params: list[Any], mark: str,
+                instant: Callable[[int], Any]) -> tuple[str, list[Any]]:
+    """One statement for a :class:`RelatedQuery`: rows whose keys are in the list (``match``, with
+    its ``params``: how the store's SQL dialect says it), ranked per key by window (newest first)
+    and cut at ``limit``. ``mark`` is the dialect's parameter mark, ``instant`` how it takes an
+    instant. Identifiers come from the view definition (validated lower_snake_case) and are
+    quoted; every value is a parameter."""
 
     def q(name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 
     keys = ", ".join(map(q, query.key_names))
-    params: list[Any] = []
-    if dialect == "postgres":
-        types = dict(query.view.view.keys)
-        arrays = ", ".join(f"%s::{TYPES[types[k]]}[]" for k in query.key_names)
-        match = f"({keys}) IN (SELECT * FROM unnest({arrays}))"
-        params += [[key[i] for key in query.keys] for i in range(len(query.key_names))]
-        mark = "%s"
-
-        def instant(ms: int) -> Any:
-            return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
-    else:
-        one = "(" + ", ".join("?" for _ in query.key_names) + ")"
-        match = f"({keys}) IN (VALUES {', '.join(one for _ in query.keys)})"
-        params += [v for key in query.keys for v in key]
-        mark = "?"
-        instant = ms_text
+    params = list(params)
     bounds, values = _bounds(query.since_ms, query.until_ms, instant)
     params += values
     where = " AND ".join([match, *(b + mark for b in bounds)])
@@ -331,6 +280,14 @@ def related_sql(query: RelatedQuery, table: str, *, dialect: str) -> tuple[str, 
                  f'WHERE _rank <= {mark} ORDER BY {keys}, "window_start" DESC')
     params.append(query.limit)
     return statement, params
+
+
+def related_sqlite_sql(query: RelatedQuery, table: str) -> tuple[str, list[Any]]:
+    """:func:`related_sql` for the embedded store (SQLite): the key tuples as a VALUES list."""
+    keys = ", ".join('"' + k.replace('"', '""') + '"' for k in query.key_names)
+    one = "(" + ", ".join("?" for _ in query.key_names) + ")"
+    return related_sql(query, table, match=f"({keys}) IN (VALUES {', '.join(one for _ in query.keys)})",
+                       params=[v for key in query.keys for v in key], mark="?", instant=ms_text)
 
 
 def group_related(query: RelatedQuery, columns: Sequence[str],

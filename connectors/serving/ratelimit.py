@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.connectors.serving.settings import RateSettings
+from headrace.schemas.profile import Profile
+from headrace.schemas.serving import RateSettings
 
 # KEYS: the token's bucket, the global bucket; ARGV: rate, burst (token), rate, burst (global)
 # A bucket is a hash {tokens, at (µs)}. Returns 0 when admitted, else the µs to wait.
@@ -84,6 +85,14 @@ class LocalBuckets:
 
 class RateLimiter:
     """Redis-backed buckets with the local fallback; ``degraded`` says which is in use."""
+
+    @classmethod
+    def for_profile(cls, settings: RateSettings, profile: Profile) -> RateLimiter:
+        """Buckets shared through the profile's ``redis:`` (every ``serve`` of it), else per process."""
+        from headrace.connectors.redis.connection import RedisConnection
+
+        redis = profile.find(RedisConnection)
+        return cls(settings, redis.client_kwargs() if redis is not None else None)
 
     def __init__(self, settings: RateSettings, redis_kwargs: dict[str, Any] | None) -> None:
         self.settings = settings

@@ -20,11 +20,15 @@ Errors answer as Confluent's do: ``{"error_code": 40401, "message": "Subject 'x'
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from headrace.schemas.registry import RegistryError, SchemaRegistry, canonical
+from headrace.schemas.errors import ServiceError
+from headrace.schemas.profile import Profile
+from headrace.schemas.registry import RegistryError, SchemaRegistry
 
 MEDIA = "application/vnd.schemaregistry.v1+json"
 
@@ -136,7 +140,7 @@ def create_app(registry: SchemaRegistry) -> FastAPI:
         schema, kind = schema_of(body)
         up_to = _version(version)
         against = [r for r in registry.history(subject) if up_to == "latest" or r.version <= int(up_to)]
-        problems = registry.problems(subject, canonical(schema, kind), kind, against,
+        problems = registry.problems(subject, registry.canonical(schema, kind), kind, against,
                                      (against[-1].version + 1) if against else 1, references=references_of(body))
         verdict: dict[str, Any] = {"is_compatible": not problems}
         if verbose or problems:
@@ -158,9 +162,39 @@ def _version(text: str) -> int | str:
     return number
 
 
-def serve(store: str, host: str = "127.0.0.1", port: int = 8085, postgres: dict[str, Any] | None = None) -> None:
-    """Serve the registry in SQLite file ``store``, or in PostgreSQL (``postgres``: connection settings)."""
+def serve(store: str, host: str = "127.0.0.1", port: int = 8085, postgres: dict[str, Any] | None = None,
+          formats: Mapping[str, Any] | None = None) -> None:
+    """Serve the registry in SQLite file ``store``, or in PostgreSQL (``postgres``: connection settings).
+    ``formats``: the format kinds by name (their compatibility rules), ``jobs/registry.py``'s FORMATS."""
     import uvicorn
 
-    registry = SchemaRegistry(store, postgres=postgres)
+    registry = SchemaRegistry(store, postgres=postgres, formats=formats)
     uvicorn.run(create_app(registry), host=host, port=port, log_level="warning", access_log=False)
+
+
+def serve_profile(profile: Profile | None, store: str | None, host: str, port: int, formats: Mapping[str, Any],
+                  say: Callable[[str], None]) -> None:
+    """``headrace registry serve``: in the profile's PostgreSQL under a service profile (shared by
+    every server of it), else in an SQLite file (``store``, default ``.headrace/registry.sqlite``)."""
+    from headrace.connectors.postgres.connection import PostgresConnection
+
+    postgres = profile.find(PostgresConnection) if profile is not None else None
+    if postgres is not None and not store:
+        import psycopg
+
+        try:
+            with psycopg.connect(**postgres.conninfo()):
+                pass
+        except psycopg.OperationalError as exc:
+            raise ServiceError(f"the registry's store, PostgreSQL at {postgres.where}, does not answer: "
+                               f"{str(exc).strip().splitlines()[0]}",
+                               hint="start it, or fix 'postgres' in the profile") from None
+        assert profile is not None
+        say(f"schema registry on http://{host}:{port} (store: PostgreSQL {postgres.where}/{postgres.database}, "
+            f"profile '{profile.name}')")
+        serve("", host, port, postgres=postgres.conninfo(), formats=formats)
+        return
+    path = Path(store or ".headrace/registry.sqlite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    say(f"schema registry on http://{host}:{port} (store {path})")
+    serve(str(path), host, port, formats=formats)

@@ -60,7 +60,7 @@ def test_example_job_matches_reference(tmp_path: Path, parallelism: int, engine:
         f"profiles:\n  local:\n    embedded: {{data_dir: {data_dir}}}\n"
         f"    flink: {{parallelism.default: '{parallelism}', pipeline.auto-watermark-interval: 10 ms}}\n")
     plan = build_plan(parse_job(example_job_on(tmp_path, engine)))
-    assert plan.validate.engine == engine
+    assert plan.decoder.engine == engine
     compiled = compile_job(plan, load_profile("local", profiles))
     assert compiled.config["parallelism.default"] == str(parallelism)
 

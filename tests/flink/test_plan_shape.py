@@ -62,6 +62,6 @@ def test_service_job_validates_in_one_operator_and_pins_uids(tmp_path: Path, eng
     assert "page-activity.aggregate.group-window-aggregate_<transformation>" in uids
     # the late judgement (one per-partition maximum, shared by every aggregate) belongs to the decoding step
     assert "page-activity.validate.over-aggregate_<transformation>" in uids
-    assert "page-activity.sink.page_activity_1m.sink_<transformation>" in uids
+    assert "page-activity.sink.postgres.page_activity_1m.sink_<transformation>" in uids
     assert "page-activity.dead-letter.sink_<transformation>" in uids
     assert "page-activity.late.sink_<transformation>" in uids

@@ -92,7 +92,7 @@ def assert_exact(broker: Broker, pg: Postgres, name: str, placed: list[tuple[int
     at = {(d["source_partition"], d["source_offset"]): d for d in dead}
     assert len(at) == len(dead) and set(at) == expected.dead_at | expected.unstorable_at
     assert {k for k, d in at.items() if d["step"] == "validate"} == expected.dead_at
-    assert {k for k, d in at.items() if d["step"] == f"sink.{name}_1m"} == expected.unstorable_at
+    assert {k for k, d in at.items() if d["step"] == f"sink.postgres.{name}_1m"} == expected.unstorable_at
     assert all(d["id"] == f"{name}/{p}/{o}" for (p, o), d in at.items())
     utf8 = Counter({sha(p): n for p, n in refused.items() if _is_utf8(p)})  # the rest are decoded lossily
     assert Counter(d["payload_sha256"] for d in dead) & utf8 == utf8
@@ -231,7 +231,7 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
     assert huge["payload_truncated"] and huge["payload_bytes"] == len(bad_records()[0].payload)
     assert len(huge["payload"].encode()) <= 100_000 and huge["id"] == (
         f"{unique}/{huge['source_partition']}/{huge['source_offset']}")
-    assert nul["step"] == f"sink.{unique}_1m" and nul["error_path"] == "/page" and "NUL" in nul["error"]
+    assert nul["step"] == f"sink.postgres.{unique}_1m" and nul["error_path"] == "/page" and "NUL" in nul["error"]
     assert future["error_path"] == "/ts" and "2100-01-01T00:00:00Z" in future["error"]
     assert "max_future (1d)" in future["error"]
     assert "+292278994-08-17T07:12:55.807Z" in largest["error"]

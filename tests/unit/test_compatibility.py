@@ -13,7 +13,9 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
-from headrace.schemas.compatibility import json_schema_problems, proto_file, protobuf_problems
+from headrace.jobs.registry import FORMATS
+from headrace.operators.protobuf import proto_file, protobuf_problems
+from headrace.schemas.jsonschema import json_schema_problems
 from headrace.schemas.registry import Incompatible, SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +150,7 @@ def test_protobuf_verdicts_agree_with_the_runtime() -> None:
 
 
 def test_the_registry_applies_the_rules_per_mode() -> None:
-    registry = SchemaRegistry(":memory:")
+    registry = SchemaRegistry(":memory:", formats=FORMATS)
     registry.register("c-value", json.dumps(CLICK), "JSON")
     with pytest.raises(Incompatible, match=r"c-value v2: property 'bytes' added as required — breaks BACKWARD "
                                            r"\(readers of v2 cannot read v1 records\)"):

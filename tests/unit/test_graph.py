@@ -70,7 +70,8 @@ def test_two_aggregates_over_one_stream_with_several_sinks_each(tmp_path: Path) 
         "per_minute_a": "per_minute", "per_minute_b": "per_minute", "per_hour": "per_hour"}  # default: last aggregate
     # the decoder extracts what any step reads, once
     assert [n for n, _ in plan.fields] == ["tenant_id", "page", "latency_ms"]
-    assert [s.uid for s in plan.sinks] == ["graph.sink.per_minute_a", "graph.sink.per_minute_b", "graph.sink.per_hour"]
+    assert [s.uid for s in plan.sinks] == ["graph.sink.postgres.per_minute_a", "graph.sink.postgres.per_minute_b",
+                                        "graph.sink.postgres.per_hour"]
     assert plan.sinks[2].view.key_names == ("tenant_id", "window_start", "window_end")
     assert [n for n, _ in plan.sinks[2].view.measures] == ["events", "max_ms"]
 
@@ -127,7 +128,7 @@ def test_a_sink_cannot_store_records_and_a_step_cannot_read_a_view(tmp_path: Pat
 
 def test_two_sinks_writing_one_table_are_refused(tmp_path: Path) -> None:
     message, _ = error_of(tmp_path, TWO_AGGREGATES.replace("per_minute_b", "per_minute_a"))
-    assert "two sinks write the same place ('sink.per_minute_a')" in message
+    assert "two sinks write the same place ('sink.postgres.per_minute_a')" in message
 
 
 def test_every_registered_kind_is_in_the_spec_schema() -> None:
@@ -148,6 +149,6 @@ def test_explain_draws_the_graph_with_uids(tmp_path: Path) -> None:
     hour = next(i for i, row in enumerate(lines) if "step per_hour (aggregate): sliding 1h every 10m" in row)
     assert "graph.per_minute.*" in lines[minute] and "graph.per_hour.*" in lines[hour]
     assert "table 'per_minute_a'" in lines[minute + 1] and "table 'per_minute_b'" in lines[minute + 2]
-    assert "table 'per_hour'" in lines[hour + 1] and "graph.sink.per_hour.*" in lines[hour + 1]
+    assert "table 'per_hour'" in lines[hour + 1] and "graph.sink.postgres.per_hour.*" in lines[hour + 1]
     indent = [len(row) - len(row.lstrip("│ ├└─")) for row in (lines[minute], lines[minute + 1])]
     assert indent[1] > indent[0]

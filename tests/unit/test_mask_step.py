@@ -21,7 +21,7 @@ sinks:
 def test_mask_sits_between_validate_and_aggregate_and_yields_text(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, JOB)
     mask = plan.node("mask")
-    assert plan.inputs == {"validate": None, "mask": "validate", "aggregate": "mask", "sink.t": "aggregate"}
+    assert plan.inputs == {"validate": None, "mask": "validate", "aggregate": "mask", "sink.postgres.t": "aggregate"}
     assert mask.rules == {"user_id": "hash", "email": "email_domain", "tenant_id": "keep_last:2"}
     assert mask.output.field_type("user_id") is FieldType.STRING
     assert "mask user_id: hash, email: email_domain, tenant_id: keep_last 2" in mask.explain()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from headrace.connectors import jars
+from headrace.connectors.postgres import PostgresConnection
 from headrace.jobs.profiles import load_profile
 from headrace.schemas.errors import JarError, SpecError
 
@@ -28,9 +29,10 @@ def test_secret_comes_from_the_environment_and_stays_secret(tmp_path: Path, monk
     path.write_text(PROFILES)
     monkeypatch.setenv("HR_TEST_PW", "s3cret")
     profile = load_profile("prod", path)
-    assert profile.postgres is not None and profile.postgres.conninfo()["password"] == "s3cret"
+    postgres = profile.section(PostgresConnection)
+    assert postgres.conninfo()["password"] == "s3cret"
     assert "s3cret" not in repr(profile)
-    assert profile.postgres.jdbc_url == "jdbc:postgresql://db:5432/analytics"
+    assert postgres.jdbc_url == "jdbc:postgresql://db:5432/analytics"
 
 
 def test_missing_environment_variable_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

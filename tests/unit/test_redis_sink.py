@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from headrace.connectors.redis import RedisConnection, RowWriter, encode_part, window_ms
+from headrace.connectors.batchsink import window_ms
+from headrace.connectors.redis import RedisConnection, RowWriter, encode_part
 from headrace.jobs.profiles import load_profile
 from headrace.schemas.errors import SpecError
 from headrace.schemas.types import FieldType
@@ -63,7 +64,7 @@ def test_a_profile_without_redis_is_one_line(tmp_path: Path) -> None:
     profiles = tmp_path / "p.yaml"
     profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n")
     sink = plan_of(tmp_path, JOB).sinks[0]
-    with pytest.raises(SpecError, match="profile 'svc' names no 'redis' connection, which a sink of this job needs"):
+    with pytest.raises(SpecError, match="profile 'svc' names no 'redis' connection, which this job needs"):
         sink.table_ddl(load_profile("svc", profiles))
 
 
@@ -73,7 +74,7 @@ def test_redis_section_is_validated_and_its_password_secret(tmp_path: Path, monk
     profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n"
                         "    redis: {port: 6380, password: '${R_PASS}'}\n"
                         "  bad:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n    redis: {prot: 1}\n")
-    conn = load_profile("svc", profiles).service("redis")
+    conn = load_profile("svc", profiles).section(RedisConnection)
     assert conn.client_kwargs()["password"] == "hunter2" and "hunter2" not in repr(conn)
     with pytest.raises(SpecError, match=r"p.yaml:7: profile 'bad': redis.prot: Extra inputs are not permitted"):
         load_profile("bad", profiles)

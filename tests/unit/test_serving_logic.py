@@ -11,8 +11,8 @@ import pytest
 from headrace.connectors.serving.access import Access, Forbidden
 from headrace.connectors.serving.auth import Principal
 from headrace.connectors.serving.changes import ChangeHub, PollingFeed
-from headrace.connectors.serving.query import RelatedQuery, group_related, related_sql
-from headrace.connectors.serving.settings import ServeSettings
+from headrace.connectors.serving.query import RelatedQuery, group_related, related_sqlite_sql
+from headrace.schemas.serving import ServeSettings
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import ServedView, ViewDef
 
@@ -66,7 +66,7 @@ def test_a_polled_store_yields_new_and_changed_rows_once() -> None:
 
 def test_the_hub_reads_a_view_once_for_all_its_subscribers() -> None:
     store = FakeStore()
-    hub = ChangeHub({"postgres": store}, None, interval_s=0.05)
+    hub = ChangeHub({"postgres": store}, interval_s=0.05)
     view = ServedView(view=VIEW.view, store="postgres", job="j", step="s", spec="j.yaml")
 
     async def scenario() -> list[list[dict[str, Any]]]:
@@ -97,7 +97,7 @@ def test_related_rows_are_one_statement_ranked_per_key() -> None:
                              (t, p, f"2026-01-01 00:0{m}:00.000", f"2026-01-01 00:0{m + 1}:00.000", m, 0.5, m))
     query = RelatedQuery(view=VIEW, key_names=("tenant_id", "page"), keys=(("t1", "/a"), ("t2", "/b"), ("t9", "/z")),
                          limit=2)
-    statement, params = related_sql(query, "per_minute", dialect="sqlite")
+    statement, params = related_sqlite_sql(query, "per_minute")
     cursor = conn.execute(statement, params)
     grouped = group_related(query, [d[0] for d in cursor.description], cursor.fetchall())
     assert {k: [r["events"] for r in v] for k, v in grouped.items()} == {
@@ -105,5 +105,5 @@ def test_related_rows_are_one_statement_ranked_per_key() -> None:
     assert grouped[("t1", "/a")][0]["window_start"] == "2026-01-01T00:04:00.000Z"
     # hostile key values are parameters, never SQL
     hostile = RelatedQuery(view=VIEW, key_names=("tenant_id",), keys=(("' OR 1=1 --",),), limit=2)
-    statement, params = related_sql(hostile, "per_minute", dialect="sqlite")
+    statement, params = related_sqlite_sql(hostile, "per_minute")
     assert "OR 1=1" not in statement and conn.execute(statement, params).fetchall() == []

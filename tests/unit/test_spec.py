@@ -33,19 +33,19 @@ def test_example_job_loads_and_plans() -> None:
     plan = build_plan(parse_job(EXAMPLE))
     assert plan.name == "page-activity"
     assert plan.spec.parallelism == 2
-    assert [n for n, _ in plan.aggregate.group_by] == ["tenant_id", "page"]
-    assert plan.aggregate.window.tumbling == 60_000
-    assert plan.aggregate.allowed_lateness_ms == 30_000
-    assert [m.name for m in plan.aggregate.measures] == ["events", "total_bytes", "avg_ms", "min_ms", "max_ms"]
-    assert plan.aggregate.key_columns == ("tenant_id", "page", "window_start", "window_end")
+    assert [n for n, _ in plan.node("aggregate").group_by] == ["tenant_id", "page"]
+    assert plan.node("aggregate").window.tumbling == 60_000
+    assert plan.node("aggregate").allowed_lateness_ms == 30_000
+    assert [m.name for m in plan.node("aggregate").measures] == ["events", "total_bytes", "avg_ms", "min_ms", "max_ms"]
+    assert plan.node("aggregate").key_columns == ("tenant_id", "page", "window_start", "window_end")
 
 
 def test_uids_derive_from_job_name_and_step_path() -> None:
     plan = build_plan(parse_job(EXAMPLE))
     assert plan.source_uid == "page-activity.source"
-    assert plan.validate.uid == "page-activity.validate"
-    assert plan.aggregate.uid == "page-activity.aggregate"
-    assert [s.uid for s in plan.sinks] == ["page-activity.sink.page_activity_1m"]
+    assert plan.decoder.uid == "page-activity.validate"
+    assert plan.node("aggregate").uid == "page-activity.aggregate"
+    assert [s.uid for s in plan.sinks] == ["page-activity.sink.postgres.page_activity_1m"]
     assert build_plan(parse_job(EXAMPLE)) == plan  # the same spec gives the same uids every time
 
 
@@ -143,18 +143,18 @@ def _with_schema(tmp_path: Path, change: dict[str, object], validate: str = "{}"
 
 def test_validate_runs_in_the_jvm_when_the_schema_is_in_its_subset() -> None:
     plan = build_plan(parse_job(EXAMPLE))
-    assert plan.validate.engine == "jvm"
+    assert plan.decoder.engine == "jvm"
 
 
 def test_schema_outside_the_jvm_subset_falls_back_to_python(tmp_path: Path) -> None:
     plan = build_plan(parse_job(_with_schema(tmp_path, {"unevaluatedProperties": False})))
-    assert plan.validate.engine == "python"
-    assert "uses 'unevaluatedProperties' (at #)" in plan.validate.engine_note
+    assert plan.decoder.engine == "python"
+    assert "uses 'unevaluatedProperties' (at #)" in plan.decoder.engine_note
     either = {"anyOf": [{"required": ["bytes"]}, {"required": ["email"]}]}
     combined = build_plan(parse_job(_with_schema(tmp_path, either)))
-    assert combined.validate.engine == "jvm"
+    assert combined.decoder.engine == "jvm"
     pinned = build_plan(parse_job(_with_schema(tmp_path, {}, "{engine: python}")))
-    assert pinned.validate.engine == "python"
+    assert pinned.decoder.engine == "python"
 
 
 def test_engine_jvm_with_a_schema_outside_its_subset_is_refused_at_its_line(tmp_path: Path) -> None:
@@ -214,17 +214,17 @@ def test_a_proto_that_protoc_refuses_is_one_line(tmp_path: Path) -> None:
 
 def test_binary_formats_plan_their_fields_and_event_time() -> None:
     avro = build_plan(parse_job(EXAMPLE, TEXT.replace(FORMAT, "format: {avro: schemas/click.avsc, wire: confluent}")))
-    assert avro.validate.decoding is not None and avro.validate.decoding.subject == "clicks-value"
+    assert avro.decoder.decoding is not None and avro.decoder.decoding.subject == "clicks-value"
     proto = build_plan(parse_job(EXAMPLE, TEXT.replace(FORMAT, "format: {protobuf: schemas/click.proto, "
                                                                 "message: headrace.examples.Click}")))
-    assert dict(proto.validate.output.fields)["sent_at"].value == "integer"
-    assert "tags" not in dict(proto.validate.output.fields)  # repeated: not addressable
+    assert dict(proto.decoder.output.fields)["sent_at"].value == "integer"
+    assert "tags" not in dict(proto.decoder.output.fields)  # repeated: not addressable
 
 
 def test_a_timestamp_field_can_be_the_event_time_of_a_protobuf_source() -> None:
     text = TEXT.replace(FORMAT, "format: {protobuf: schemas/click.proto, message: headrace.examples.Click}")
     plan = build_plan(parse_job(EXAMPLE, text.replace("event_time: {field: ts", "event_time: {field: sent_at")))
-    assert plan.validate.event_time_field == "sent_at"
+    assert plan.decoder.event_time_field == "sent_at"
     with pytest.raises(SpecError) as refused:
         build_plan(parse_job(EXAMPLE, text.replace("event_time: {field: ts", "event_time: {field: email")))
     assert "event-time field 'email' must be a non-null epoch-milliseconds integer" in str(refused.value)

@@ -9,17 +9,16 @@ import org.apache.flink.table.types.DataType;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * {@code hr_decode(payload, spec)}: the decoding step for binary formats (Avro now), in the JVM.
+ * {@code hr_decode(payload, spec)}: the decoding step for binary formats, in the JVM.
  *
  * <p>The result row is that of {@code hr_validate} ({@link RecordCheck#rowType}), so the SQL
- * around it is the same for every format. The spec is a literal: {@code {"format": "avro",
- * "wire": "plain"|"confluent", "reader": <schema>, "writers": {"<id>": <schema>}, "subject": "...",
+ * around it is the same for every format. The spec is a literal: {@code {"body":
+ * "dev.headrace.functions.AvroBody" (the format's {@link Body}, by class name), "wire":
+ * "plain"|"confluent", "reader": <schema>, "writers": {"<id>": <schema>}, "subject": "...",
  * "event_time": "ts", "max_future_ms": ..., "max_future": "1d", "fields": [["tenant_id",
  * "string"], ...], "max_bytes": N}}.
  *
@@ -92,8 +91,7 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
             maxBytes = root.has("max_bytes") ? root.get("max_bytes").asLong() : Long.MAX_VALUE;
             confluent = "confluent".equals(root.path("wire").asText("plain"));
             subject = root.path("subject").asText("");
-            body = "protobuf".equals(root.path("format").asText("avro"))
-                    ? new ProtoDecoder.Messages(root, names, kinds) : new AvroBody(root, names, kinds);
+            body = Body.of(root.get("body").asText(), root, names, kinds);
             lookup = confluent ? RegistryLookup.of(root) : null;
         }
 
@@ -170,8 +168,28 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
         }
     }
 
-    /** A binary format's part: the data after the framing, decoded into the output slots. */
+    /**
+     * A binary format's part: the data after the framing, decoded into the output slots. Each
+     * format's module names its class in the spec ({@code "body"}); the class has a constructor
+     * {@code (JsonNode spec, String[] names, char[] kinds)}.
+     */
     interface Body extends RegistryLookup.Writers {
+        static Body of(String className, JsonNode spec, String[] names, char[] kinds) {
+            try {
+                Class<?> type = Class.forName(className, true, DecodeBinary.class.getClassLoader());
+                if (!Body.class.isAssignableFrom(type)) {
+                    throw new IllegalArgumentException("hr_decode: " + className + " is not a DecodeBinary.Body");
+                }
+                return (Body) type.getDeclaredConstructor(JsonNode.class, String[].class, char[].class)
+                        .newInstance(spec, names, kinds);
+            } catch (java.lang.reflect.InvocationTargetException e) {
+                Throwable cause = e.getCause();
+                throw cause instanceof RuntimeException ? (RuntimeException) cause : new IllegalStateException(cause);
+            } catch (ReflectiveOperationException e) {
+                throw new IllegalArgumentException("hr_decode: no decoder class " + className + ": " + e, e);
+            }
+        }
+
         /** Whether records may name schema {@code id} (the writers the registry had). */
         boolean knows(int id);
 
@@ -180,68 +198,5 @@ public final class DecodeBinary extends RecordFunction<DecodeBinary.Decoding> {
 
         /** Decode {@code data[from, end)} ({@code id}: the framing's schema id, or null when plain). */
         void decode(Integer id, byte[] data, int base, int from, int end, Object[] out) throws DecodeError;
-    }
-
-    /** Avro: each writer schema resolved against the reader's once. */
-    static final class AvroBody implements Body {
-        private final AvroDecoder plain;
-        private final Map<Integer, AvroDecoder> byId = new ConcurrentHashMap<>();
-        private final Map<Integer, String> refused = new ConcurrentHashMap<>();
-        private final AvroSchema reader;
-        private final String[] names;
-        private final char[] kinds;
-
-        AvroBody(JsonNode root, String[] names, char[] kinds) {
-            this.names = names;
-            this.kinds = kinds;
-            reader = AvroSchema.parse(root.get("reader"));
-            if (reader.kind != AvroSchema.Kind.RECORD) {
-                throw new IllegalArgumentException("hr_decode: the reader schema must be a record");
-            }
-            plain = new AvroDecoder(reader, reader, names, kinds);
-            for (Iterator<Map.Entry<String, JsonNode>> it = root.path("writers").fields(); it.hasNext(); ) {
-                Map.Entry<String, JsonNode> e = it.next();
-                byId.put(Integer.parseInt(e.getKey()), new AvroDecoder(AvroSchema.parse(e.getValue()), reader,
-                        names, kinds));
-            }
-        }
-
-        @Override
-        public boolean knows(int id) {
-            return byId.containsKey(id) || refused.containsKey(id);
-        }
-
-        @Override
-        public void add(int id, String schemaType, String schema) {
-            if (!"AVRO".equals(schemaType)) {
-                refused.put(id, "it is a " + schemaType + " schema, not Avro");
-                return;
-            }
-            try {
-                byId.put(id, new AvroDecoder(AvroSchema.parse(RecordCheck.MAPPER.readTree(schema)), reader, names,
-                        kinds));
-            } catch (IOException | RuntimeException e) {
-                refused.put(id, "its schema cannot be parsed: " + e.getMessage());
-            }
-        }
-
-        @Override
-        public java.util.SortedSet<Integer> ids() {
-            java.util.SortedSet<Integer> ids = new java.util.TreeSet<>(byId.keySet());
-            ids.addAll(refused.keySet());
-            return ids;
-        }
-
-        @Override
-        public void decode(Integer id, byte[] data, int base, int from, int end, Object[] out) throws DecodeError {
-            if (id != null && refused.containsKey(id)) {
-                throw new DecodeError("schema id " + id + " cannot be read with the job's schema: " + refused.get(id));
-            }
-            AvroDecoder decoder = id == null ? plain : byId.get(id);
-            if (decoder.problem != null) {
-                throw new DecodeError("schema id " + id + " cannot be read with the job's schema: " + decoder.problem);
-            }
-            decoder.decode(data, base, from, end, out);
-        }
     }
 }

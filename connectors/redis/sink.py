@@ -24,15 +24,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.connectors.batchsink import PythonWriterNode, batch_udf, row_names
+from headrace.connectors.batchsink import PythonWriterNode, batch_udf, row_names, window_ms
+from headrace.connectors.redis.connection import RedisConnection, driver
 from headrace.connectors.retry import with_backoff
 from headrace.schemas.durations import format_duration_ms
-from headrace.schemas.errors import ServiceError, SpecError
+from headrace.schemas.errors import SpecError
 from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, Stream, Wiring
 from headrace.schemas.options import Duration, Identifier, SinkOptions, SpecModel
+from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
-from pydantic import SecretStr
 
 # KEYS: window hash, latest hash, [top-N sorted set]
 # ARGV: records, window start ms, ttl ms (0: none), member, score, n, field1, value1, ...
@@ -53,37 +54,6 @@ if #KEYS > 2 then
 end
 return 1
 """
-
-
-def driver() -> Any:
-    """redis-py, or one line saying how to install it."""
-    try:
-        import redis
-    except ImportError:
-        raise ServiceError("the redis sink needs the redis-py driver", hint="pip install 'headrace[redis]'") from None
-    return redis
-
-
-class RedisConnection(SpecModel):
-    """The profile's ``redis:`` section."""
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    db: int = 0
-    username: str | None = None
-    password: SecretStr | None = None
-    ssl: bool = False
-    timeout: Duration = 5_000
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.Redis`` (the password never enters a string)."""
-        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "db": self.db, "ssl": self.ssl,
-                                  "socket_timeout": self.timeout / 1000, "socket_connect_timeout": self.timeout / 1000}
-        if self.username:
-            kwargs["username"] = self.username
-        if self.password is not None:
-            kwargs["password"] = self.password.get_secret_value()
-        return kwargs
 
 
 class TopN(SpecModel):
@@ -119,19 +89,6 @@ def _text(value: Any, ftype: FieldType | None) -> str:
     if ftype is FieldType.NUMBER:
         return repr(float(value))
     return str(value)
-
-
-def window_ms(text: str) -> int:
-    """``2026-01-01 00:01:00.000`` (UTC) → epoch milliseconds, for any year Flink can hold.
-
-    >>> window_ms("1970-01-01 00:01:00.250"), window_ms("0001-01-01 00:00:00.000")
-    (60250, -62135596800000)
-    """
-    from datetime import UTC, datetime
-
-    moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 @dataclass(frozen=True)
@@ -194,7 +151,7 @@ class RedisNode(PythonWriterNode):
     top: str | None
     retry_for_ms: int
 
-    section, store = "redis", "Redis"
+    connection, store = RedisConnection, "Redis"
 
     def explain(self) -> str:
         ttl = f", TTL {format_duration_ms(self.ttl_ms)}" if self.ttl_ms else ""
@@ -202,16 +159,20 @@ class RedisNode(PythonWriterNode):
         key = f"{self.view.name}:<{':'.join(n for n, _ in self.view.keys)}>"
         return f"redis hashes '{key}:<window start ms>' and '{key}:latest'{ttl}{top}"
 
-    def writer(self, profile: Any) -> RowWriter:
-        return RowWriter(self.view, profile.service("redis"), self.ttl_ms, self.top, self.retry_for_ms)
+    @property
+    def ranks_by(self) -> str | None:
+        return self.top
+
+    def writer(self, profile: Profile) -> RowWriter:
+        return RowWriter(self.view, profile.section(RedisConnection), self.ttl_ms, self.top, self.retry_for_ms)
 
     def register(self, t_env: Any, wiring: Wiring) -> None:
         if not wiring.embedded:
             t_env.create_temporary_function(self.function, redis_udf(self.writer(wiring.profile)))
 
-    def reachable(self, profile: Any) -> str | None:
+    def reachable(self, profile: Profile) -> str | None:
         redis = driver()
-        conn: RedisConnection = profile.service("redis")
+        conn = profile.section(RedisConnection)
         try:
             with redis.Redis(**{**conn.client_kwargs(), "socket_timeout": 3, "socket_connect_timeout": 3}) as client:
                 client.ping()
@@ -219,9 +180,9 @@ class RedisNode(PythonWriterNode):
             return f"Redis {conn.host}:{conn.port} not answering"
         return None
 
-    def stored_rows(self, profile: Any) -> int | None:
+    def stored_rows(self, profile: Profile) -> int | None:
         redis = driver()
-        conn: RedisConnection = profile.service("redis")
+        conn = profile.section(RedisConnection)
         try:
             with redis.Redis(**{**conn.client_kwargs(), "socket_timeout": 3}) as client:
                 return sum(1 for key in client.scan_iter(match=f"{self.view.name}:*", count=1000)
@@ -233,21 +194,28 @@ class RedisNode(PythonWriterNode):
 class Redis(SinkKind):
     name = "redis"
     options = RedisOptions
-    section = "redis"
-    connection = RedisConnection
+    sections = (RedisConnection,)
 
-    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> RedisNode:
-        opts: RedisOptions = options
+    def place(self, options: Any, upstream: Stream) -> str:
         assert upstream.view is not None
-        view = self.named_view(upstream, opts.view or upstream.view.name)
+        return str(options.view or upstream.view.name)
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> RedisNode:
+        opts: RedisOptions = options
+        view = self.named_view(upstream, self.place(opts, upstream))
         if opts.top is not None and opts.top.measure not in dict(view.measures):
             raise SpecError(f"top-N measure '{opts.top.measure}' is not a measure of the view",
                             where=ctx.where("top", "measure"),
                             hint=f"measures: {', '.join(n for n, _ in view.measures)}")
         if opts.top is not None and not dict(view.measures)[opts.top.measure].numeric:
             raise SpecError(f"top-N measure '{opts.top.measure}' is not a number", where=ctx.where("top", "measure"))
-        return RedisNode(id=f"sink.redis.{view.name}", kind=self.name, uid=f"{job}.sink.redis.{view.name}", view=view,
+        return RedisNode(id=node_id, kind=self.name, uid=uid, view=view,
                          ttl_ms=opts.ttl or 0, top=opts.top.measure if opts.top else None,
                          retry_for_ms=opts.retry_for,
                          requirements=Requirements(services=frozenset({"redis"}), python=True))
 
+    def reader(self, profile: Profile, timeout_ms: int) -> Any:
+        from headrace.connectors.redis.reader import RedisViews
+
+        connection = profile.find(RedisConnection)
+        return None if connection is None else RedisViews(connection.client_kwargs(), timeout_ms)

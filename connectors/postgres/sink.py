@@ -17,10 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from headrace.connectors.postgres.connection import PostgresConnection
 from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
 from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, SinkNode, Stream
 from headrace.schemas.options import Identifier, SinkOptions
+from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, WINDOW_BOUNDS, ViewDef
 
@@ -167,30 +169,31 @@ class PostgresNode(SinkNode):
     def unstorable(self, column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
         return unstorable(column_sql, ftype)
 
-    def table_ddl(self, profile: Any) -> str:
-        conn = profile.service("postgres")
+    def table_ddl(self, profile: Profile) -> str:
+        conn = profile.section(PostgresConnection)
         password = conn.password.get_secret_value() if conn.password else None
         return jdbc_sink_ddl(self.flink_table, self.view, url=conn.jdbc_url, user=conn.user, password=password)
 
-    def prepare(self, profile: Any) -> None:
-        ensure_table(profile.service("postgres").conninfo(), self.view)
+    def prepare(self, profile: Profile) -> None:
+        ensure_table(profile.section(PostgresConnection).conninfo(), self.view)
 
-    def reachable(self, profile: Any) -> str | None:
+    def reachable(self, profile: Profile) -> str | None:
         import psycopg
 
+        conn = profile.section(PostgresConnection)
         try:
-            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
-                conn.execute("SELECT 1")
+            with psycopg.connect(**conn.conninfo(connect_timeout=3)) as db:
+                db.execute("SELECT 1")
         except psycopg.Error:
-            return f"PostgreSQL {profile.postgres.host}:{profile.postgres.port} not answering"
+            return f"PostgreSQL {conn.where} not answering"
         return None
 
-    def stored_rows(self, profile: Any) -> int | None:
+    def stored_rows(self, profile: Profile) -> int | None:
         import psycopg
 
         try:
-            with psycopg.connect(**{**profile.postgres.conninfo(), "connect_timeout": 3}) as conn:
-                row = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+            with psycopg.connect(**profile.section(PostgresConnection).conninfo(connect_timeout=3)) as db:
+                row = db.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
                     psycopg.sql.Identifier(self.view.name))).fetchone()
         except psycopg.Error:
             return None
@@ -200,10 +203,18 @@ class PostgresNode(SinkNode):
 class Postgres(SinkKind):
     name = "postgres"
     options = PostgresOptions
-    section = "postgres"
+    sections = (PostgresConnection,)
 
-    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> PostgresNode:
-        view = self.named_view(upstream, options.table)
-        return PostgresNode(id=f"sink.{options.table}", kind=self.name, uid=f"{job}.sink.{options.table}",
-                            view=view, requirements=Requirements(jars=frozenset({"postgres"}),
-                                                                 services=frozenset({"postgres"})))
+    def place(self, options: Any, upstream: Stream) -> str:
+        return str(options.table)
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> PostgresNode:
+        return PostgresNode(id=node_id, kind=self.name, uid=uid, view=self.named_view(upstream, options.table),
+                            requirements=Requirements(jars=frozenset({"postgres"}), services=frozenset({"postgres"})))
+
+    def reader(self, profile: Profile, timeout_ms: int) -> Any:
+        from headrace.connectors.postgres.reader import PostgresViews
+
+        connection = profile.find(PostgresConnection)
+        return None if connection is None else PostgresViews(connection.reader_conninfo(), timeout_ms,
+                                                             listen_conninfo=connection.conninfo())

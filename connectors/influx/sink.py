@@ -31,42 +31,20 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from headrace.connectors.batchsink import PythonWriterNode, batch_udf, row_names
-from headrace.connectors.redis import window_ms
+from headrace.connectors.batchsink import PythonWriterNode, batch_udf, row_names, window_ms
+from headrace.connectors.influx.connection import InfluxConnection
 from headrace.connectors.retry import with_backoff
 from headrace.schemas.errors import ServiceError
 from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, Stream, Wiring
-from headrace.schemas.options import Duration, Identifier, SinkOptions, SpecModel
+from headrace.schemas.options import Duration, Identifier, SinkOptions
+from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
-from pydantic import SecretStr, model_validator
 
 #: InfluxDB stores nanoseconds in an int64: 1677-09-21 .. 2262-04-11 (a little inside, in ms)
 TIME_RANGE_MS = (-9_000_000_000_000, 9_000_000_000_000)
-
-
-class InfluxConnection(SpecModel):
-    """The profile's ``influx:`` section."""
-
-    url: str = "http://127.0.0.1:8086"
-    mode: Literal["v2", "v1"] = "v2"
-    org: str | None = None  # v2
-    bucket: str | None = None  # v2
-    token: SecretStr | None = None  # v2
-    database: str | None = None  # v1
-    username: str | None = None  # v1
-    password: SecretStr | None = None  # v1
-    timeout: Duration = 10_000
-
-    @model_validator(mode="after")
-    def _complete(self) -> InfluxConnection:
-        if self.mode == "v2" and not self.bucket:
-            raise ValueError("mode v2 needs 'bucket' (and usually 'org' and 'token')")
-        if self.mode == "v1" and not self.database:
-            raise ValueError("mode v1 needs 'database'")
-        return self
 
 
 class InfluxOptions(SinkOptions):
@@ -198,7 +176,7 @@ def influx_udf(writer: PointWriter) -> Any:
 class InfluxNode(PythonWriterNode):
     measurement: str
     retry_for_ms: int
-    section, store = "influx", "InfluxDB"
+    connection, store = InfluxConnection, "InfluxDB"
 
     def explain(self) -> str:
         tags = ", ".join(n for n, _ in self.view.keys)
@@ -218,11 +196,12 @@ class InfluxNode(PythonWriterNode):
 
     def register(self, t_env: Any, wiring: Wiring) -> None:
         if not wiring.embedded:
-            writer = PointWriter(self.view, self.measurement, wiring.profile.service("influx"), self.retry_for_ms)
+            writer = PointWriter(self.view, self.measurement, wiring.profile.section(InfluxConnection),
+                                 self.retry_for_ms)
             t_env.create_temporary_function(self.function, influx_udf(writer))
 
-    def prepare(self, profile: Any) -> None:
-        conn: InfluxConnection = profile.service("influx")
+    def prepare(self, profile: Profile) -> None:
+        conn = profile.section(InfluxConnection)
         if conn.mode == "v2":
             try:
                 import influxdb_client  # noqa: F401
@@ -231,8 +210,8 @@ class InfluxNode(PythonWriterNode):
                                    hint="pip install 'headrace[influx]'") from None
         super().prepare(profile)
 
-    def reachable(self, profile: Any) -> str | None:
-        conn: InfluxConnection = profile.service("influx")
+    def reachable(self, profile: Profile) -> str | None:
+        conn = profile.section(InfluxConnection)
         try:
             with urllib.request.urlopen(f"{conn.url.rstrip('/')}/ping", timeout=3) as answer:
                 answer.read()
@@ -246,14 +225,22 @@ class InfluxNode(PythonWriterNode):
 class Influx(SinkKind):
     name = "influx"
     options = InfluxOptions
-    section = "influx"
-    connection = InfluxConnection
+    sections = (InfluxConnection,)
 
-    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, job: str) -> InfluxNode:
-        opts: InfluxOptions = options
+    def place(self, options: Any, upstream: Stream) -> str:
         assert upstream.view is not None
-        measurement = opts.measurement or upstream.view.name
-        view = self.named_view(upstream, measurement)
-        return InfluxNode(id=f"sink.influx.{measurement}", kind=self.name, uid=f"{job}.sink.influx.{measurement}",
-                          view=view, measurement=measurement, retry_for_ms=opts.retry_for,
+        return str(options.measurement or upstream.view.name)
+
+    def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> InfluxNode:
+        opts: InfluxOptions = options
+        measurement = self.place(opts, upstream)
+        return InfluxNode(id=node_id, kind=self.name, uid=uid, view=self.named_view(upstream, measurement),
+                          measurement=measurement, retry_for_ms=opts.retry_for,
                           requirements=Requirements(services=frozenset({"influx"}), python=True))
+
+    def reader(self, profile: Profile, timeout_ms: int) -> Any:
+        from headrace.connectors.influx.reader import InfluxViews
+
+        conn = profile.find(InfluxConnection)
+        return None if conn is None else InfluxViews(conn.url, conn.database or conn.bucket or "", conn.auth_header(),
+                                                     timeout_ms)

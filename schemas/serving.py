@@ -1,4 +1,6 @@
-"""The profile's ``serve:`` section: where ``headrace serve`` listens, who may read what, how fast."""
+"""The profile's ``serve:`` section: where ``headrace serve`` listens, who may read what, how fast.
+
+The stores' own reading settings (a PostgreSQL read replica, say) live in their sections."""
 
 from __future__ import annotations
 
@@ -44,9 +46,6 @@ class ServeSettings(SpecModel):
     hide: dict[str, list[Identifier]] = Field(default_factory=dict)
     #: how long one read may take before it is refused with 503
     timeout: Duration = 5_000
-    #: a read replica for PostgreSQL views (the primary's settings otherwise)
-    postgres_replica_host: str | None = None
-    postgres_replica_port: int | None = None
     max_rows: int = Field(default=1000, ge=1)
     #: GraphQL: the deepest nesting and the most rows one query may ask for (limits multiplied)
     graphql_max_depth: int = Field(default=6, ge=2)
