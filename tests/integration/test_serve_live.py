@@ -227,12 +227,21 @@ def test_subscriptions_push_upserted_rows_of_the_tokens_tenant_only(live: dict[s
     query = f"subscription {{ {table} {{ tenant_id page window_start events }} }}"
     new = START + timedelta(minutes=WINDOWS + 5)
     thread, received = subscribed(url, query, 3, table, pg, new)
+    def delivered(n: int) -> None:
+        """A feed delivers each changed row's newest state: a row written twice before the feed
+        reads it is delivered once, so the next update waits for the previous delivery."""
+        deadline = time.monotonic() + 20
+        while len(received) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         upsert(conn, table, ("t2", "/a"), new, 50)  # another tenant: never delivered
         upsert(conn, table, ("t1", "/a"), new, 7)
+        delivered(1)
         with conn.transaction():  # one transaction, two rows; then an update of the first
             upsert(conn, table, ("t1", "/b"), new, 8)
             upsert(conn, table, ("t2", "/b"), new, 9)
+        delivered(2)
         upsert(conn, table, ("t1", "/a"), new, 11)
     thread.join(30)
     assert [r[table] for r in received] == [
