@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from headrace.connectors.sqltext import ident, with_options
+from headrace.connectors.source import decoded_source_ddl
+from headrace.schemas.kinds import SourceDecoding
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 
@@ -30,31 +31,14 @@ def topic_file(data_dir: Path, topic: str, binary: bool = False) -> Path:
     return data_dir / f"{topic}.{'b64' if binary else 'jsonl'}"
 
 
-def file_source_ddl(table: str, *, path: Path, topic: str, event_time_millis: str,
-                    out_of_orderness: str, binary: bool = False) -> str:
-    """A bounded table over one JSON-lines (or base64-lines) file, shaped like the Kafka source table.
-
-    ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL.
-    A base64 line becomes `_payload` through ``FROM_BASE64``, which keeps the bytes as they are
-    (as the Kafka source's raw format does).
-    """
-    options = {"connector": "filesystem", "path": str(path.resolve()), "format": "raw"}
-    if binary:
-        decoded = "FROM_BASE64(`_line`)"
-        event_time_millis = event_time_millis.replace("`_payload`", decoded)
-        return f"""CREATE TEMPORARY TABLE {ident(table)} (
-  `_line` STRING,
-  `_payload` AS {decoded},
-  `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),
-  `_event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_time_millis}, CAST(0 AS BIGINT)), 3),
-  WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
-) {with_options(options)}"""
-    return f"""CREATE TEMPORARY TABLE {ident(table)} (
-  `_payload` STRING,
-  `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),
-  `_event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_time_millis}, CAST(0 AS BIGINT)), 3),
-  WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
-) {with_options(options)}"""
+def file_source_ddl(table: str, *, path: Path, decoding: SourceDecoding, out_of_orderness_ms: int,
+                    binary: bool = False) -> str:
+    """A bounded table over one JSON-lines (or base64-lines) file, shaped like the Kafka source table
+    (``headrace-source`` reading through Flink's filesystem connector; no partition, no offset).
+    A base64 line is decoded to the record's bytes, which stay as they are (as the Kafka source's
+    raw format keeps them)."""
+    return decoded_source_ddl(table, delegate="filesystem", options={"path": str(path.resolve())},
+                              decoding=decoding, out_of_orderness_ms=out_of_orderness_ms, base64=binary)
 
 
 class EmbeddedStore:

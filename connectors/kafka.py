@@ -12,46 +12,38 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from headrace.connectors import deadletter
+from headrace.connectors.source import decoded_source_ddl
 from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
+from headrace.schemas.kinds import SourceDecoding
 
 
-def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, event_time_millis: str,
-               out_of_orderness: str, idle_timeout_ms: int | None, properties: dict[str, str],
+def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, decoding: SourceDecoding,
+               out_of_orderness_ms: int, idle_timeout_ms: int | None, properties: dict[str, str],
                bounded_offsets: dict[int, int] | None = None, from_earliest: bool = False) -> str:
-    """A Kafka table of raw records with metadata and a per-partition watermark.
+    """The job's records from a Kafka topic: decoded, with their partition, offset and the largest
+    event time of their partition so far, and a watermark per partition (``headrace-source``,
+    ``operators/java/.../connectors/RecordSource.java``, reading through Flink's Kafka source).
 
-    ``event_time_millis`` is a SQL expression over `_payload` giving epoch milliseconds or NULL.
-    A record without one (undecodable, or its field missing or not an integer) is a dead letter,
-    and gets event time 0 so that it cannot move the watermark: its Kafka timestamp may be far
-    ahead of the event times (a replay of last month's data) and would make every record late.
+    A record without an event time (undecodable, or its field missing or not an integer) is a
+    dead letter, and gets event time 0 so that it cannot move the watermark: its Kafka timestamp
+    may be far ahead of the event times (a replay of last month's data) and would make every
+    record late.
     """
     options = {
-        "connector": "kafka",
         "topic": topic,
         "properties.bootstrap.servers": bootstrap,
         "properties.group.id": group,
         "properties.auto.offset.reset": "earliest",
         "scan.startup.mode": "earliest-offset" if from_earliest else "group-offsets",
-        "format": "raw",
-        "raw.charset": "UTF-8",
     }
-    if idle_timeout_ms:
-        options["scan.watermark.idle-timeout"] = f"{idle_timeout_ms} ms"
     if bounded_offsets is not None:
         options["scan.bounded.mode"] = "specific-offsets"
         options["scan.bounded.specific-offsets"] = ";".join(
             f"partition:{p},offset:{o}" for p, o in sorted(bounded_offsets.items()))
     options.update({f"properties.{k}": v for k, v in properties.items()})
-    return f"""CREATE TEMPORARY TABLE {ident(table)} (
-  `_payload` STRING,
-  `_partition` INT METADATA FROM 'partition' VIRTUAL,
-  `_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `_proctime` AS PROCTIME(),
-  `_event_ms` AS COALESCE({event_time_millis}, CAST(0 AS BIGINT)),
-  `_event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_time_millis}, CAST(0 AS BIGINT)), 3),
-  WATERMARK FOR `_event_time` AS `_event_time` - {out_of_orderness}
-) {with_options(options)}"""
+    return decoded_source_ddl(table, delegate="kafka", options=options, decoding=decoding,
+                              out_of_orderness_ms=out_of_orderness_ms, idle_timeout_ms=idle_timeout_ms)
 
 
 def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[str, str],

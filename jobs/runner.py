@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -101,10 +102,11 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
         node.register(t_env, compiled.wiring)
     for statement in compiled.functions + compiled.tables:
         t_env.execute_sql(statement)
-    if compiled.embedded:
-        # One query feeds three outputs; the planner would call validate once per output.
-        # A round trip through a (JVM) DataStream makes the validated stream a single producer;
-        # the event time rides along as the record timestamp, watermarks pass through.
+    if compiled.embedded and plan.decoder.requirements.python:
+        # One query feeds three outputs; the planner would call the Python validator once per
+        # output. A round trip through a (JVM) DataStream makes the validated stream a single
+        # producer; the event time rides along as the record timestamp, watermarks pass through.
+        # (The JVM decoders run in the source, which every output shares.)
         query = t_env.sql_query(compiled.checked_select)
         binary = plan.spec.source.format.binary
         if binary:
@@ -117,7 +119,6 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
         checked = t_env.to_data_stream(query)
         schema = (Schema.new_builder()
                   .column_by_metadata("_event_time", DataTypes.TIMESTAMP_LTZ(3), "rowtime")
-                  .column_by_expression("_proctime", "PROCTIME()")
                   .watermark("_event_time", "SOURCE_WATERMARK()").build())
         table = t_env.from_data_stream(checked, schema)
         if binary:
@@ -131,8 +132,26 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
     else:
         t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS\n{compiled.checked_select}")
     for statement in compiled.views:
-        t_env.execute_sql(statement)
+        create_view(t_env, statement)
     return t_env
+
+
+_VIEW = re.compile(r"CREATE TEMPORARY VIEW `([^`]+)` AS\s(.*)", re.DOTALL)
+_TABLE_ARGUMENT = re.compile(r"=>\s*TABLE\s", re.IGNORECASE)
+
+
+def create_view(t_env: Any, statement: str) -> None:
+    """A ``CREATE TEMPORARY VIEW `name` AS <query>`` statement. A view that calls a process
+    table function (``input => TABLE t PARTITION BY …``, the aggregate step's MergeWindows.java)
+    becomes a view of the planned query rather than of its text: Flink 2.3 cannot expand the text
+    of such a view when another query reads it. Every other view stays text: a planned view is
+    one shared node of every query that reads it, so the planner cannot fuse its filter and
+    projection into each reader's, and every record would be copied once more per shared view."""
+    match = _VIEW.fullmatch(statement)
+    if match is None or not _TABLE_ARGUMENT.search(match.group(2)):
+        t_env.execute_sql(statement)
+        return
+    t_env.create_temporary_view(match.group(1), t_env.sql_query(match.group(2)))
 
 
 def explain_sql(compiled: CompiledJob) -> str:

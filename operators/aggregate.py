@@ -20,10 +20,13 @@ The plain-Python :func:`assign_windows` is the reference semantics used by tests
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from headrace.connectors.sqltext import ident, literal
+from headrace.operators import jvm
 from headrace.operators.measures import Measure, parse_measure
 from headrace.schemas.durations import format_duration_ms, sql_interval
 from headrace.schemas.errors import SpecError
@@ -32,6 +35,9 @@ from headrace.schemas.options import Duration, Identifier, SpecModel, StepOption
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 from pydantic import AfterValidator, Field, model_validator
+
+#: the function putting windows together from parts (operators/java/.../functions/MergeWindows.java)
+MERGE_FUNCTION = "hr_merge_windows"
 
 
 def _check_measure(expression: str) -> str:
@@ -124,8 +130,9 @@ class AggregateNode(ViewNode):
                 f"{format_duration_ms(self.allowed_lateness_ms)}: {measures}; late records → late output")
 
     def owns(self, node: ExecNode) -> bool:
-        # the window aggregate (and its local/global halves) feeding this view's sinks
-        return ("aggregate" in node.kind and node.kind != "over-aggregate" and bool(node.downstream_tables)
+        # the window aggregate (and its local/global halves, and the merging function) feeding
+        # this view's sinks
+        return (("aggregate" in node.kind or node.kind == "process-table-function") and bool(node.downstream_tables)
                 and node.downstream_tables <= self.sink_tables)
 
     def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
@@ -161,18 +168,96 @@ class AggregateNode(ViewNode):
             stored_from = storable
             dead_letters.append(unstorable)
         window = self.window
-        size = window.tumbling or (window.sliding.size if window.sliding else 0)
-        group, start, end = window_sql(
-            window.kind, "`_event_time`", size,
-            slide_ms=window.sliding.slide if window.sliding else None,
-            gap_ms=window.session.gap if window.session else None)
         keys = ", ".join(ident(n) for n, _ in self.group_by)
         windows = view(self.id, "windows")
-        views.append(f"""CREATE TEMPORARY VIEW {windows} AS
+        if window.kind == "session":
+            # a group window (window TVFs cannot take the late judgement's allowance; sessions have none)
+            group, start, end = window_sql("session", "`_event_time`", 0, gap_ms=window.session.gap if window.session
+                                           else None)
+            views.append(f"""CREATE TEMPORARY VIEW {windows} AS
 SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
        {', '.join(measure_columns(self.measures))}, COUNT(*) AS {ident(RECORDS_COLUMN)}
 FROM {stored_from} GROUP BY {group}, {keys}""")
+            return NodeSql(views=tuple(views), output=windows, dead_letters=tuple(dead_letters), late=(late,))
+        size = window.tumbling or (window.sliding.size if window.sliding else 0)
+        slide = window.sliding.slide if window.sliding else size
+
+        def tvf(table: str) -> str:
+            if window.sliding:
+                return (f"TABLE(HOP(TABLE {table}, DESCRIPTOR(`_event_time`), {sql_interval(slide)}, "
+                        f"{sql_interval(size)}))")
+            return f"TABLE(TUMBLE(TABLE {table}, DESCRIPTOR(`_event_time`), {sql_interval(size)}))"
+
+        if not self.allowed_lateness_ms:
+            # every record judged on time is ahead of its partition's watermark, so of Flink's: the
+            # window TVF (aggregated in two phases, a local one in the source task) takes them all
+            views.append(f"""CREATE TEMPORARY VIEW {windows} AS
+SELECT {keys}, `window_start`, `window_end`, {', '.join(measure_columns(self.measures))},
+       COUNT(*) AS {ident(RECORDS_COLUMN)}
+FROM {tvf(stored_from)} GROUP BY `window_start`, `window_end`, {keys}""")
+            return NodeSql(views=tuple(views), output=windows, dead_letters=tuple(dead_letters), late=(late,))
+        # With an allowance, a record judged on time may be behind its partition's watermark, so
+        # possibly behind Flink's, for which a window TVF has already fired (and would drop it).
+        # Records whose first window ends after their partition's watermark (never behind Flink's)
+        # go to the window TVF; the others are put in their windows one by one; a function with
+        # keyed state (MergeWindows.java) adds both up per window, so a window is emitted when the
+        # watermark passes its end and again for each record of it that comes later.
+        first_end = f"(`_event_ms` - MOD(MOD(`_event_ms`, {slide}) + {slide}, {slide}) + {slide})"
+        ahead = f"({first_end} > {watermark_of('`_max_seen`', ooo)})"
+        fresh, behind = view(self.id, "fresh"), view(self.id, "behind")
+        partials, units, parts = view(self.id, "partials"), view(self.id, "units"), view(self.id, "parts")
+        aggregated = [p for m in self.measures for p in m.partials()]
+        one_by_one = [p for m in self.measures for p in m.unit_partials()]
+        views += [
+            f"CREATE TEMPORARY VIEW {fresh} AS\nSELECT * FROM {stored_from} WHERE {ahead}",
+            f"CREATE TEMPORARY VIEW {behind} AS\nSELECT * FROM {stored_from} WHERE NOT {ahead}",
+            f"""CREATE TEMPORARY VIEW {partials} AS
+SELECT {keys}, `window_start`, `window_end`, `window_time`,
+       {', '.join(f"{sql} AS {ident(n)}" for n, sql in aggregated)}, COUNT(*) AS `_p_records`
+FROM {tvf(fresh)} GROUP BY `window_start`, `window_end`, `window_time`, {keys}""",
+            f"""CREATE TEMPORARY VIEW {units} AS
+SELECT {keys}, `window_start`, `window_end`, `window_time`,
+       {', '.join(f"{sql} AS {ident(n)}" for n, sql in one_by_one)}, CAST(1 AS BIGINT) AS `_p_records`
+FROM {tvf(behind)}""",
+            f"CREATE TEMPORARY VIEW {parts} AS\nSELECT * FROM {partials} UNION ALL SELECT * FROM {units}",
+            f"""CREATE TEMPORARY VIEW {windows} AS
+SELECT {keys}, `window_start`, `window_end`, {', '.join(ident(m.name) for m in self.measures)},
+       {ident(RECORDS_COLUMN)}
+FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window_start`, `window_end`),
+  spec => {literal(self.merge_spec())}, on_time => DESCRIPTOR(`window_time`), uid => {literal(self.merge_uid)}))""",
+        ]
         return NodeSql(views=tuple(views), output=windows, dead_letters=tuple(dead_letters), late=(late,))
+
+    @property
+    def merges(self) -> bool:
+        """Whether its windows are put together from parts (MergeWindows.java): an allowance for
+        late records, and windows a window TVF can compute (tumbling, sliding)."""
+        return bool(self.allowed_lateness_ms) and self.window.kind != "session"
+
+    @property
+    def merge_uid(self) -> str:
+        """The merging function's state name: the step's uid, as PTF uids are spelled."""
+        return re.sub(r"[^A-Za-z0-9_-]", "-", self.uid)
+
+    def merge_spec(self) -> str:
+        """The literal of MergeWindows.java: each measure's parts, how they merge, and the measures."""
+        parts: list[list[Any]] = []
+        out: list[list[Any]] = []
+        for measure, result in zip(self.measures, self.measure_types, strict=True):
+            first = len(parts)
+            parts += [[n, op, t.flink_sql] for n, op, t in measure.parts(result)]
+            if measure.function == "avg":
+                out.append([measure.name, result.flink_sql, "div", first, first + 1])
+            else:
+                out.append([measure.name, result.flink_sql, "part", first])
+        return json.dumps({"parts": parts, "out": out, "lateness_ms": self.allowed_lateness_ms},
+                          separators=(",", ":"))
+
+    def functions(self) -> tuple[str, ...]:
+        if not self.merges:
+            return ()
+        return (f"CREATE TEMPORARY SYSTEM FUNCTION {MERGE_FUNCTION} AS {literal(jvm.PACKAGE + '.MergeWindows')} "
+                "LANGUAGE JAVA",)
 
     def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
         """The record fields whose values reach a sink: group keys and min/max fields."""

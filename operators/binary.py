@@ -91,8 +91,9 @@ class BinaryDecoding(ABC):
         return replace(self, writers=self.subject_writers(profile),
                        registry=connection.runtime() if connection is not None else None)
 
-    def call(self, fields: tuple[tuple[str, FieldType], ...], event_time: str, max_future_ms: int,
+    def spec(self, fields: tuple[tuple[str, FieldType], ...], event_time: str, max_future_ms: int,
              max_future_text: str) -> str:
+        """The JVM decoder's spec literal (``DecodeBinary.java``)."""
         spec: dict[str, Any] = {**self.format_spec(), "wire": self.wire, "subject": self.subject,
                                 "event_time": event_time, "max_future_ms": max_future_ms,
                                 "max_future": max_future_text, "fields": [[n, t.value] for n, t in fields]}
@@ -100,7 +101,12 @@ class BinaryDecoding(ABC):
             spec["max_bytes"] = self.max_record_bytes
         if self.registry is not None:
             spec["registry"] = self.registry
-        text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+
+    def call(self, fields: tuple[tuple[str, FieldType], ...], event_time: str, max_future_ms: int,
+             max_future_text: str) -> str:
+        """``hr_decode(_payload, '<spec>')``: the decoder as a SQL function (tests, the benchmark)."""
+        text = self.spec(fields, event_time, max_future_ms, max_future_text)
         return f"{DECODE_FUNCTION}(`_payload`, {literal(text)})"
 
     @staticmethod

@@ -28,11 +28,9 @@ VALIDATE_CLASS = f"{PACKAGE}.ValidateJson"
 DECODE_CLASS = f"{PACKAGE}.DecodeBinary"
 EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
-COUNT_CLASS = f"{PACKAGE}.CountRecords"
-#: counts records read (a Headrace metric), called where the late judgement reads every record
-COUNT_FUNCTION = "hr_count"
 #: table factories in the jar (found by Flink through META-INF/services)
-FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka")
+FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka",
+             "dev.headrace.connectors.RecordSource")
 #: the metric reporter in the jar, used as a plugin by the session cluster (see jobs/cluster.py)
 REPORTERS = ("dev.headrace.metrics.LoopbackPrometheusReporterFactory",)
 

@@ -39,6 +39,33 @@ class Measure:
             return f"AVG(CAST(`{self.field}` AS DOUBLE))"
         return f"{self.function.upper()}(`{self.field}`)"
 
+    def partials(self) -> list[tuple[str, str]]:
+        """``(column, aggregate SQL)`` of the parts it is merged from (two-phase windows whose
+        late records are merged in afterwards: see ``operators/aggregate.py``)."""
+        p = f"_p_{self.name}"
+        if self.function == "avg":
+            return [(f"{p}_sum", f"SUM(CAST(`{self.field}` AS DOUBLE))"), (f"{p}_count", f"COUNT(`{self.field}`)")]
+        return [(p, self.sql())]
+
+    def unit_partials(self) -> list[tuple[str, str]]:
+        """The same parts for one record (SQL over its fields), to be merged like :meth:`partials`."""
+        p, f = f"_p_{self.name}", f"`{self.field}`"
+        if self.function == "count":
+            return [(p, "CAST(1 AS BIGINT)" if self.field is None else f"CAST(CASE WHEN {f} IS NULL THEN 0 ELSE 1 END "
+                                                                       "AS BIGINT)")]
+        if self.function == "avg":
+            return [(f"{p}_sum", f"CAST({f} AS DOUBLE)"), (f"{p}_count",
+                                                          f"CAST(CASE WHEN {f} IS NULL THEN 0 ELSE 1 END AS BIGINT)")]
+        return [(p, f)]
+
+    def parts(self, result: FieldType) -> list[tuple[str, str, FieldType]]:
+        """``(column, how two values merge: sum, min or max, type)`` of :meth:`partials`, given
+        the measure's own type."""
+        p = f"_p_{self.name}"
+        if self.function == "avg":
+            return [(f"{p}_sum", "sum", FieldType.NUMBER), (f"{p}_count", "sum", FieldType.INTEGER)]
+        return [(p, "sum" if self.function in ("count", "sum") else self.function, result)]
+
     def result_type(self, field_type: FieldType | None) -> FieldType:
         """Type of the measure's column, given the type of its input field."""
         if self.function == "count":

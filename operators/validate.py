@@ -42,6 +42,7 @@ from headrace.schemas.kinds import (
     NodeSql,
     PlanContext,
     Requirements,
+    SourceDecoding,
     StepKind,
     Stream,
     Wiring,
@@ -52,7 +53,6 @@ from pydantic import Field
 
 VALIDATE_FUNCTION = "hr_validate"
 EVENT_TIME_FUNCTION = "hr_event_time"
-COUNT_FUNCTION = jvm.COUNT_FUNCTION
 
 _INT64 = (-(2**63), 2**63 - 1)
 #: 0001-01-01T00:00:00Z: the earliest event time every store (and Flink's TIMESTAMP) can hold
@@ -270,9 +270,10 @@ class ValidateNode(DecodingNode):
                 "failures → dead letter")
 
     def owns(self, node: ExecNode) -> bool:
-        # the operator calling the validator, and the late judgement's per-partition maximum
-        return ((node.kind.startswith("python-") or node.kind == "calc")
-                and (node.calls(VALIDATE_FUNCTION) or node.calls(DECODE_FUNCTION)) or node.kind == "over-aggregate")
+        # the operator calling the Python validator, or the one splitting the source's decoded
+        # records into refused and valid ones
+        return ((node.kind.startswith("python-") and node.calls(VALIDATE_FUNCTION))
+                or (node.kind == "calc" and "_valid" in node.text))
 
     def decoding_for(self, wiring: Wiring) -> BinaryDecoding:
         """The decoding with the writers the profile's registry has now (Confluent wire), read once
@@ -293,11 +294,11 @@ class ValidateNode(DecodingNode):
             self._ids[name] = sorted(subject_schemas(wiring.profile, self.subject, "JSON"))
         return self._ids[name]
 
-    def call(self, fields: Sequence[tuple[str, FieldType]], wiring: Wiring | None = None) -> str:
-        """The JVM decoder's call; its literal is the schema and the fields to extract, in order."""
+    def spec(self, fields: Sequence[tuple[str, FieldType]], wiring: Wiring | None = None) -> str:
+        """The JVM decoder's spec literal: the schema and the fields to extract, in order."""
         if self.decoding is not None:
             assert wiring is not None
-            return self.decoding_for(wiring).call(tuple(fields), self.event_time_field, self.max_future_ms,
+            return self.decoding_for(wiring).spec(tuple(fields), self.event_time_field, self.max_future_ms,
                                                   format_duration_ms(self.max_future_ms))
         spec: dict[str, Any] = {"schema": self.schema.document, "event_time": self.event_time_field,
                                 "max_future_ms": self.max_future_ms,
@@ -309,25 +310,24 @@ class ValidateNode(DecodingNode):
             connection = wiring.profile.registry
             if connection is not None:
                 spec["registry"] = connection.runtime()
-        text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
-        return f"{VALIDATE_FUNCTION}(`_payload`, {literal(text)})"
+        return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
 
-    def event_time_sql(self, wiring: Wiring) -> str:
-        """Epoch ms of a raw record's event time (NULL when it has none): the source's watermark."""
-        if self.engine == "jvm":
-            # the same call as in the checked view: the second one per record is answered from a cache
-            return f"({self.call(wiring.fields_needed(), wiring)}).`event_ms`"
-        return (f"{EVENT_TIME_FUNCTION}(`_payload`, {literal(self.event_time_field)}, "
-                f"CAST({self.max_future_ms} AS BIGINT))")
+    def call(self, fields: Sequence[tuple[str, FieldType]], wiring: Wiring | None = None) -> str:
+        """The JVM decoder as a SQL function call (``hr_decode`` / ``hr_validate``): for tests
+        and benchmarks of the decoder alone; a job decodes in its source (:meth:`source_decoding`)."""
+        function = DECODE_FUNCTION if self.decoding is not None else VALIDATE_FUNCTION
+        return f"{function}(`_payload`, {literal(self.spec(fields, wiring))})"
+
+    def source_decoding(self, wiring: Wiring) -> SourceDecoding:
+        fields = wiring.fields_needed()
+        if self.engine == "python":  # the source reads only the event time; Python checks the rest
+            spec = json.dumps({"event_time": self.event_time_field, "max_future_ms": self.max_future_ms})
+            return SourceDecoding(jvm.EVENT_TIME_CLASS, spec)
+        function = jvm.DECODE_CLASS if self.decoding is not None else jvm.VALIDATE_CLASS
+        return SourceDecoding(function, self.spec(fields, wiring), tuple(fields))
 
     def functions(self) -> tuple[str, ...]:
-        if self.decoding is not None:
-            return (self.decoding.function_ddl(),)
-        if self.engine == "jvm":
-            return (f"CREATE TEMPORARY SYSTEM FUNCTION {VALIDATE_FUNCTION} AS {literal(jvm.VALIDATE_CLASS)} "
-                    "LANGUAGE JAVA",)
-        return (f"CREATE TEMPORARY SYSTEM FUNCTION {EVENT_TIME_FUNCTION} AS {literal(jvm.EVENT_TIME_CLASS)} "
-                "LANGUAGE JAVA",)
+        return ()
 
     def register(self, t_env: Any, wiring: Wiring) -> None:
         if self.engine == "python":
@@ -338,55 +338,41 @@ class ValidateNode(DecodingNode):
 
     def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
         fields = wiring.fields_needed()
-        # embedded: the checked view is materialized through a DataStream (see the runner), which
-        # carries the rowtime as the record timestamp: the query exposes it under another name
-        time_column = "_rowtime" if wiring.embedded else "_event_time"
-        origin = f"{literal(wiring.source_topic)} AS `_topic`, "
-        if wiring.embedded:
-            origin += "CAST(NULL AS INT) AS `_partition`, CAST(NULL AS BIGINT) AS `_offset`, `_event_ms`"
-        else:
-            origin += "`_partition`, `_offset`, `_event_ms`, `_proctime`"
+        # embedded with the Python engine: the checked view is materialized through a DataStream
+        # (see the runner), which carries the rowtime as the record timestamp: the query exposes
+        # it under another name
+        time_column = "_rowtime" if wiring.embedded and self.engine == "python" else "_event_time"
+        origin = (f"`_payload`, {literal(wiring.source_topic)} AS `_topic`, `_partition`, `_offset`, `_event_ms`, "
+                  f"`_event_time` AS {ident(time_column)}, `_max_seen`")
         if self.engine == "jvm":
-            # flat columns: a nested ROW read by several outputs is copied by each of them
-            def v(name: str) -> str:
-                return ident("_v_" + name)
-
-            flat = ", ".join(f"`_v`.{ident(n)} AS {v(n)}" for n in ("err_path", "err_msg", *dict(fields)))
-            checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
-       {flat}
-FROM (SELECT *, {self.call(fields, wiring)} AS `_v` FROM {input_view})"""
+            # the source decoded every record (headrace-source): its columns, renamed
+            columns = ", ".join(f"{ident('_f_' + n)} AS {ident(n)}" for n, _ in fields)
+            checked = (f"SELECT {origin}, `_valid`, `_err_path`, `_err_msg`{', ' if columns else ''}{columns}\n"
+                       f"FROM {input_view}")
         else:
-            checked = f"""SELECT `_payload`, {origin}, `_event_time` AS {ident(time_column)},
-       {VALIDATE_FUNCTION}(CAST(`_payload` AS BYTES)) AS `_v`
-FROM {input_view}"""
-
-            def v(name: str) -> str:
-                return f"`_v`.{ident(name)}"
-
+            row = f"{VALIDATE_FUNCTION}(CAST(`_payload` AS BYTES))"
+            columns = ", ".join(f"`_v`.{ident(n)} AS {ident(n)}" for n, _ in fields)
+            checked = (f"SELECT {origin}, `_v`.`err_msg` IS NULL AS `_valid`, `_v`.`err_path` AS `_err_path`, "
+                       f"`_v`.`err_msg` AS `_err_msg`{', ' if columns else ''}{columns}\n"
+                       f"FROM (SELECT *, {row} AS `_v` FROM {input_view})")
         checked_view = wiring.view(self.id, "checked")
-        rejected, judged, valid = (wiring.view(self.id, p) for p in ("rejected", "judged", "valid"))
+        rejected, valid = wiring.view(self.id, "rejected"), wiring.view(self.id, "valid")
         # Lateness is judged per source partition against the largest event time read from it so
-        # far: the watermark that partition alone would have, computed with every record rather
-        # than periodically, and kept in keyed state, so that the judgement is the same in a replay
-        # and after a restore from a checkpoint (Flink's own watermark is neither). The maximum runs
-        # over every record, invalid ones included, with the very `_event_ms` the source's watermark
-        # follows: Flink's watermark can then never be ahead of it, so the window operator never
-        # drops a record this judgement let through. Each aggregate applies its own lateness to it.
-        columns = ", ".join(f"{v(name)} AS {ident(name)}" for name, _ in fields)
+        # far (`_max_seen`): the watermark that partition alone would have, computed with every
+        # record rather than periodically, and kept with the source's offsets in its checkpoints,
+        # so that the judgement is the same in a replay and after a restore (Flink's own watermark
+        # is neither). The source computes it over every record, invalid ones included, with the
+        # very `_event_ms` its watermark follows: Flink's watermark can then never be ahead of it,
+        # so the window operator never drops a record this judgement let through. Each aggregate
+        # applies its own lateness to it.
+        names = "".join(f", {ident(n)}" for n, _ in fields)
         views = (
             f"""CREATE TEMPORARY VIEW {rejected} AS
-{wiring.dead_letter_select(literal(self.id), v('err_path'), v('err_msg'))}
-FROM {checked_view} WHERE {v('err_msg')} IS NOT NULL""",
-            f"""CREATE TEMPORARY VIEW {judged} AS
-SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, {v('err_msg')} AS `_error`,
-       {columns},
-       MAX({COUNT_FUNCTION}(`_event_ms`, 'records_in')) OVER (PARTITION BY `_partition` ORDER BY `_proctime`
-                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS `_max_seen`
-FROM {checked_view}""",
+{wiring.dead_letter_select(literal(self.id), '`_err_path`', '`_err_msg`')}
+FROM {checked_view} WHERE NOT `_valid`""",
             f"""CREATE TEMPORARY VIEW {valid} AS
-SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, `_max_seen`{', ' if columns else ''}{
-    ', '.join(ident(n) for n, _ in fields)}
-FROM {judged} WHERE `_error` IS NULL""",
+SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, `_max_seen`{names}
+FROM {checked_view} WHERE `_valid`""",
         )
         return NodeSql(views=views, output=valid, dead_letters=(rejected,), checked=checked)
 

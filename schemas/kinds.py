@@ -47,7 +47,7 @@ from headrace.schemas.views import ViewDef
 
 #: the columns every record stream carries for the compiler: the raw payload and its origin
 #: (dead letters), the event time as a timestamp and in epoch ms, and the largest event time
-#: of the record's partition so far (the late judgement)
+#: of the record's partition so far (the late judgement; the source computes it, see SourceDecoding)
 SYSTEM_COLUMNS = ("_payload", "_topic", "_partition", "_offset", "_event_time", "_event_ms", "_max_seen")
 
 
@@ -235,11 +235,25 @@ class StepNode(Node):
         return ()
 
 
+@dataclass(frozen=True)
+class SourceDecoding:
+    """What the source decodes of each record, in the source task (``headrace-source``): the JVM
+    decoder (``function``, a class of ``operators/java``, and its ``spec`` literal) giving the
+    error path and message, the event time, and ``fields`` in order (the source's columns
+    ``_f_<name>``; none when the records are checked later, in Python)."""
+
+    function: str
+    spec: str
+    fields: tuple[tuple[str, FieldType], ...] = ()
+
+
 @dataclass(kw_only=True)
 class DecodingNode(StepNode):
     """The role of a step whose kind ``decodes``: the first step, reading the source's raw
-    records (``_payload``) once, extracting the fields later nodes read, giving the source its
-    event time and the late judgement its per-partition maximum (``_max_seen``)."""
+    records (``_payload``). It tells the source how to decode them (:class:`SourceDecoding`:
+    the event time its watermark and the late judgement's per-partition maximum ``_max_seen``
+    follow, and the fields later nodes read) and turns the source's columns into the records
+    later steps read, refused records into dead letters."""
 
     #: the source's record schema (``path``: the file it came from)
     schema: Any
@@ -250,8 +264,8 @@ class DecodingNode(StepNode):
         """Whether the source's records are bytes, not text (dead letters carry them in base64)."""
 
     @abstractmethod
-    def event_time_sql(self, wiring: Wiring) -> str:
-        """Epoch ms of a raw record's event time (NULL when it has none): the source's watermark."""
+    def source_decoding(self, wiring: Wiring) -> SourceDecoding:
+        """How the source decodes each record for this job (``wiring.fields_needed()``: what to extract)."""
 
 
 @dataclass(kw_only=True)

@@ -31,16 +31,24 @@ def test_embedded_job_validates_in_one_operator(tmp_path: Path, engine: str) -> 
     if engine == "python":
         assert checked.count("PythonCalc(") == 1 and checked.count("hr_validate(") == 1
     else:
-        # no Python at all; the calls that read the result's fields share one parse (a cache)
-        assert "Python" not in checked and "hr_validate(" in checked
-    # the outputs read the validated stream, which is materialized once, and call nothing; the
-    # late judgement (one keyed OVER aggregate) is shared by the late output, the sink check and
-    # the window
+        # decoded in the source: no function call, no Python
+        assert "Python" not in checked and "hr_validate(" not in checked
+    # every output reads one scan of the source (or, with Python, the validated stream
+    # materialized once) and calls no decoder; the late judgement is the source's column, so no
+    # keyed aggregate stands between the source and the window
     outputs = optimized(compiled.collect_query)
     assert outputs.count("hr_validate(") == 0
-    assert outputs.count("anonymous_datastream_source") == 1
-    assert outputs.count("OverAggregate(partitionBy=[_partition]") == 1
-    assert outputs.count("GroupWindowAggregate(") == 1
+    if engine == "python":
+        assert outputs.count("anonymous_datastream_source") == 1
+    else:
+        assert outputs.count("TableSourceScan(") == 1
+    assert "OverAggregate" not in outputs
+    # the window: a window TVF aggregated in two phases (local in the source task, global after
+    # the one exchange), the records behind their partition's watermark beside it, one by one,
+    # and the two merged per window in keyed state (MergeWindows.java)
+    assert "GroupWindowAggregate(" not in outputs
+    assert outputs.count("LocalWindowAggregate(") == 1 and outputs.count("GlobalWindowAggregate(") == 1
+    assert outputs.count("hr_merge_windows(") == 1
 
 
 @pytest.mark.parametrize("engine", ["jvm", "python"])
@@ -52,16 +60,25 @@ def test_service_job_validates_in_one_operator_and_pins_uids(tmp_path: Path, eng
     t_env = table_environment(compiled, required_jars({"kafka", "postgres"}))
     nodes = json.loads(compiled_plan_json(t_env, compiled))["nodes"]
     calling = [n for n in nodes if "hr_validate(" in json.dumps(n) and "source-scan" not in n["type"]]
-    assert len(calling) == 1  # one operator validates, for all three outputs
-    assert ("python-calc" in calling[0]["type"]) == (engine == "python")
+    if engine == "python":
+        assert len(calling) == 1 and "python-calc" in calling[0]["type"]  # one validator for all outputs
+    else:
+        assert calling == []  # decoded in the source
+    sources = [n for n in nodes if "source-scan" in n["type"]]
+    # one scan, of Headrace's source (the plan names the table, its DDL the connector)
+    assert len(sources) == 1 and "hr_source" in json.dumps(sources[0]) and "_max_seen" in json.dumps(sources[0])
+    assert any("'connector' = 'headrace-source'" in s for s in compiled.statements if "hr_source" in s)
+    assert not [n for n in nodes if "over-aggregate" in n["type"]]
     uids = [n["configuration"]["table.exec.uid.format"] for n in nodes]
     assert len(set(uids)) == len(uids)
     kind = "python-calc" if engine == "python" else "calc"
+    # the source's operators (its reader and the judging operator with the per-partition maximum,
+    # which is state) take their uids from the scan's
     assert "page-activity.source.table-source-scan_<transformation>" in uids
     assert f"page-activity.validate.{kind}_<transformation>" in uids
-    assert "page-activity.aggregate.group-window-aggregate_<transformation>" in uids
-    # the late judgement (one per-partition maximum, shared by every aggregate) belongs to the decoding step
-    assert "page-activity.validate.over-aggregate_<transformation>" in uids
+    assert "page-activity.aggregate.local-window-aggregate_<transformation>" in uids
+    assert "page-activity.aggregate.global-window-aggregate_<transformation>" in uids
+    assert "page-activity.aggregate.process-table-function_<transformation>" in uids
     assert "page-activity.sink.postgres.page_activity_1m.sink_<transformation>" in uids
     assert "page-activity.dead-letter.sink_<transformation>" in uids
     assert "page-activity.late.sink_<transformation>" in uids

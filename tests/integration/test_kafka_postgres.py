@@ -190,9 +190,10 @@ def test_operator_ids_come_from_step_uids_not_graph_shape(
                                       if not line.startswith("late:")))
     a = running_vertices(with_late, profiles_file, free_port())
     b = running_vertices(without_late, profiles_file, free_port())
-    # source chain (validate), late judgement (late output), window chain (sink), dead letters
+    # source chain (decode, judge, outputs' filters, local window aggregate, late output), global
+    # window aggregate, the merge of windows with their late records (and the sink), dead letters
     assert len(a) == len(b) == 4, (a, b)
-    for part in ("Source", "OverAggregate", "GroupWindowAggregate"):
+    for part in ("Source", "GlobalWindowAggregate", "ProcessTableFunction", "hr_dead_letter"):
         assert next(v for name, v in a.items() if part in name) == next(v for name, v in b.items() if part in name)
 
 

@@ -5,6 +5,7 @@ import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.data.TimestampData;
 import org.apache.flink.table.functions.ScalarFunction;
 
 import java.security.MessageDigest;
@@ -17,10 +18,13 @@ import java.util.Arrays;
  * exceed the producer's request size and stop the job; with the whole payload's length in bytes,
  * its SHA-256 (hex) and whether it was cut, so the original can still be identified.
  *
- * <p>Only records that go to those outputs are passed through it, so it is off the hot path.
+ * <p>Only records that go to those outputs are passed through it, so it is off the hot path;
+ * that is also why it says when ({@code failed_at}): SQL's CURRENT_TIMESTAMP in the same
+ * projection was read from the clock for every record the operator saw, going there or not.
  */
 @FunctionHint(output = @DataTypeHint(
-        value = "ROW<payload STRING, payload_bytes BIGINT, payload_sha256 STRING, payload_truncated BOOLEAN>",
+        value = "ROW<payload STRING, payload_bytes BIGINT, payload_sha256 STRING, payload_truncated BOOLEAN, "
+                + "failed_at TIMESTAMP_LTZ(3)>",
         bridgedTo = RowData.class))
 public final class PayloadDigest extends ScalarFunction {
     private static final long serialVersionUID = 1L;
@@ -40,13 +44,13 @@ public final class PayloadDigest extends ScalarFunction {
         boolean cut = bytes.length > limit;
         String text = java.util.Base64.getEncoder().encodeToString(cut ? Arrays.copyOf(bytes, limit) : bytes);
         return GenericRowData.of(StringData.fromString(text), (long) bytes.length,
-                StringData.fromString(sha256(bytes)), cut);
+                StringData.fromString(sha256(bytes)), cut, now());
     }
 
     public RowData eval(@DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload,
                         Integer maxBytes) {
         if (payload == null) {
-            return GenericRowData.of(null, 0L, null, false);
+            return GenericRowData.of(null, 0L, null, false, now());
         }
         byte[] bytes = payload.toBytes();
         int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes);
@@ -59,7 +63,11 @@ public final class PayloadDigest extends ScalarFunction {
             }
             kept = StringData.fromBytes(Arrays.copyOf(bytes, end));
         }
-        return GenericRowData.of(kept, (long) bytes.length, StringData.fromString(sha256(bytes)), cut);
+        return GenericRowData.of(kept, (long) bytes.length, StringData.fromString(sha256(bytes)), cut, now());
+    }
+
+    private static TimestampData now() {
+        return TimestampData.fromEpochMillis(System.currentTimeMillis());
     }
 
     static String sha256(byte[] bytes) {

@@ -81,6 +81,7 @@ final class RecordCheck {
     // top-level properties by name, in schema order
     private final Map<String, Integer> memberIndex = new HashMap<>();
     private final SchemaNode[] members;
+    private final String[] memberPointers; // JSON Pointers of the members, made once
     private final int[] requiredIndex;
     private final int[] fieldMember;
     private final int eventTimeMember;
@@ -97,7 +98,9 @@ final class RecordCheck {
         boolean ok = schema.streamableObject();
         Map<String, SchemaNode> properties = ok ? schema.properties() : Map.of();
         members = properties.values().toArray(new SchemaNode[0]);
+        memberPointers = new String[members.length];
         for (String name : properties.keySet()) {
+            memberPointers[memberIndex.size()] = SchemaNode.pointer("", name);
             memberIndex.put(name, memberIndex.size());
         }
         String[] required = ok ? schema.required() : new String[0];
@@ -368,13 +371,16 @@ final class RecordCheck {
                 }
                 Integer index = memberIndex.get(name);
                 SchemaNode sub;
+                String path;
                 if (index != null) {
                     if (values[index] != null) {
                         return null;
                     }
                     values[index] = value;
                     sub = members[index];
+                    path = memberPointers[index];
                 } else {
+                    path = null;
                     if (others == null) {
                         others = new HashSet<>();
                     }
@@ -389,7 +395,7 @@ final class RecordCheck {
                     }
                 }
                 if (failure == null && sub != null) {
-                    failure = sub.validate(value, SchemaNode.pointer("", name));
+                    failure = sub.validate(value, path != null ? path : SchemaNode.pointer("", name));
                 }
             }
             if (parser.nextToken() != null) {

@@ -65,6 +65,8 @@ final class SchemaNode {
     private int minLength = -1, maxLength = -1;
     private Pattern pattern;
     private String patternText;
+    /** The pattern when it is {@code ^} and plain characters: a prefix test, no regex engine. */
+    private String patternPrefix;
     private Bound minimum, maximum, exclusiveMinimum, exclusiveMaximum;
     private BigDecimal multipleOf;
     private SchemaNode items;
@@ -233,6 +235,7 @@ final class SchemaNode {
                 case "pattern":
                     node.patternText = value.asText();
                     node.pattern = Pattern.compile(ecmaEnd(node.patternText));
+                    node.patternPrefix = plainPrefix(node.patternText);
                     break;
                 case "minimum":
                     node.minimum = new Bound(value);
@@ -369,6 +372,19 @@ final class SchemaNode {
      * ECMA-262's {@code $} (no multiline flag) matches only at the very end; Java's also matches
      * before a final line terminator. Outside character classes it becomes {@code \z}.
      */
+    /** {@code "/"} for the pattern {@code "^/"}: what a value must start with, when that is all it says. */
+    static String plainPrefix(String pattern) {
+        if (pattern.length() < 2 || pattern.charAt(0) != '^') {
+            return null;
+        }
+        for (int i = 1; i < pattern.length(); i++) {
+            if ("\\.[]{}()<>*+-=!?^$|".indexOf(pattern.charAt(i)) >= 0) {
+                return null;
+            }
+        }
+        return pattern.substring(1);
+    }
+
     static String ecmaEnd(String pattern) {
         StringBuilder out = new StringBuilder(pattern.length() + 4);
         boolean inClass = false;
@@ -643,7 +659,8 @@ final class SchemaNode {
                         + (maxLength == 1 ? " character" : " characters"));
             }
         }
-        if (pattern != null && !pattern.matcher(v.textValue()).find()) {
+        if (pattern != null && !(patternPrefix != null ? v.textValue().startsWith(patternPrefix)
+                : pattern.matcher(v.textValue()).find())) {
             return new Failure(at(path), shown(v) + " does not match \"" + patternText + "\"");
         }
         return null;
