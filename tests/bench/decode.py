@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import struct
 import subprocess
@@ -32,11 +31,10 @@ JOBS = {"json": ROOT / "jobs" / "page_activity.yaml", "avro": ROOT / "jobs" / "p
         "protobuf": ROOT / "jobs" / "page_activity_proto.yaml"}
 
 
-def spec_of(sql: str) -> tuple[str, str]:
-    """(function, spec) of the decoding call in a compiled job's SQL."""
-    match = re.search(r"hr_(validate|decode)\(`_payload`, '((?:[^']|'')*)'\)", sql)
-    assert match is not None, "no decoding call in the compiled job"
-    return match.group(1), match.group(2).replace("''", "'")
+def spec_of(compiled: Any) -> tuple[str, str]:
+    """(function, spec) of the decoding a compiled job's source does (``headrace-source``)."""
+    decoding = compiled.plan.decoder.source_decoding(compiled.wiring)
+    return {"ValidateJson": "validate", "DecodeBinary": "decode"}[decoding.function.rsplit(".", 1)[1]], decoding.spec
 
 
 def compiled_spec(kind: str, registry: str, workdir: Path) -> tuple[str, str]:
@@ -52,7 +50,7 @@ def compiled_spec(kind: str, registry: str, workdir: Path) -> tuple[str, str]:
                         f"    postgres: {{port: 9, database: postgres, user: postgres}}\n"
                         f"    registry: {{url: '{registry}'}}\n")
     compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles))
-    return spec_of(compiled.checked_select)
+    return spec_of(compiled)
 
 
 def payloads(kind: str, registry: str, n: int) -> tuple[list[bytes], list[bytes]]:

@@ -25,8 +25,9 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
     # every job keeps durable state the same way Headrace does (RocksDB, incremental checkpoints)
     checkpoints = (Path(s["workdir"]) / "checkpoints").resolve().as_uri()
     return {**json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}")),
-            "parallelism.default": "2", "rest.port": str(s["rest_port"]), "rest.address": "127.0.0.1",
-            "rest.bind-address": "127.0.0.1", "execution.checkpointing.interval": "10 s",
+            "parallelism.default": str(s.get("parallelism", 2)), "rest.port": str(s["rest_port"]),
+            "rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1",
+            "execution.checkpointing.interval": f"{s.get('checkpoint_s', 10)} s",
             "web.refresh-interval": "200",
             "table.local-time-zone": "UTC", "state.backend.type": "rocksdb",
             "execution.checkpointing.incremental": "true", "execution.checkpointing.dir": checkpoints}
@@ -35,15 +36,19 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
 class Clock:
     """Flink's own clock for the job this process runs. While it runs, its REST API is asked for
     the job's ``timestamps`` and its vertices' ``start-time`` (exact values, however stale the
-    cached answer); when it ends, the JobMaster's net runtime (INITIALIZING → FINISHED) gives the
-    end. ``report`` prints them on one ``BENCH_CLOCK {json}`` line for the harness."""
+    cached answer), and for the size of its completed checkpoints; this process's tree is sampled
+    for its resident memory. When the job ends, the JobMaster's net runtime (INITIALIZING →
+    FINISHED) gives the end. ``report`` prints it all on one ``BENCH_CLOCK {json}`` line."""
 
     def __init__(self, port: int) -> None:
         import threading
 
         self.port, self.seen = port, {}  # type: ignore[var-annotated]
+        self.state_bytes = 0  # the largest full state size of a completed checkpoint
+        self.peak_rss = 0  # bytes: this process, its JVM and the Python workers, together
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
+        threading.Thread(target=self._sample_memory, daemon=True).start()
 
     def _poll(self) -> None:
         import time
@@ -53,27 +58,37 @@ class Clock:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
                 return json.loads(response.read())
 
+        running = False
         while True:
             try:
                 for job in get("/jobs/overview")["jobs"]:
-                    detail = get(f"/jobs/{job['jid']}")
-                    starts = [v.get("start-time", -1) for v in detail["vertices"]]
-                    self.seen = {"timestamps": detail["timestamps"], "vertex_starts": starts}
-                    if detail["timestamps"].get("RUNNING") and all(t > 0 for t in starts):
-                        return
+                    if not running:
+                        detail = get(f"/jobs/{job['jid']}")
+                        starts = [v.get("start-time", -1) for v in detail["vertices"]]
+                        self.seen = {"timestamps": detail["timestamps"], "vertex_starts": starts}
+                        running = bool(detail["timestamps"].get("RUNNING")) and all(t > 0 for t in starts)
+                    completed = (get(f"/jobs/{job['jid']}/checkpoints").get("latest") or {}).get("completed")
+                    if completed:
+                        self.state_bytes = max(self.state_bytes, int(completed.get("state_size") or 0))
             except (OSError, ValueError, KeyError):
                 pass
-            time.sleep(0.2)
+            time.sleep(0.5 if running else 0.2)
+
+    def _sample_memory(self) -> None:
+        import time
+
+        while True:
+            self.peak_rss = max(self.peak_rss, tree_rss_bytes(os.getpid()))
+            time.sleep(0.1)
 
     def report(self, net_runtime_ms: int) -> None:
         print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms,
-                                           "cpu_s": tree_cpu_seconds(os.getpid())}), flush=True)
+                                           "cpu_s": tree_cpu_seconds(os.getpid()),
+                                           "state_bytes": self.state_bytes, "peak_rss": self.peak_rss}), flush=True)
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and every live descendant, with the children they
-    have reaped: this process, its JVM (alive until this process exits) and the Python workers."""
-    tick = os.sysconf("SC_CLK_TCK")
+def _process_tree() -> tuple[dict[int, list[str]], dict[int, list[int]]]:
+    """Every process's stat fields (after the name) and each process's children."""
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
@@ -85,21 +100,52 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         stats[int(entry.name)] = fields
         children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
+    return stats, children
+
+
+def _descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and every live descendant, with the children they
+    have reaped: this process, its JVM (alive until this process exits) and the Python workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats, children = _process_tree()
+    total = 0.0
+    for current in _descendants(pid, children):
         fields = stats.get(current)
         if fields is not None:  # utime, stime, cutime, cstime: fields 14-17 of stat (11-14 here)
             total += sum(int(x) for x in fields[11:15]) / tick
-        todo.extend(children.get(current, []))
     return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and every live descendant, added up (field 24 of stat: pages)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    stats, children = _process_tree()
+    return sum(int(stats[p][21]) * page for p in _descendants(pid, children) if p in stats)
 
 
 #: the example job of each source format
 EXAMPLES = {"json": "page_activity.yaml", "avro": "page_activity_avro.yaml", "protobuf": "page_activity_proto.yaml"}
 
 
-def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json") -> None:
+#: the enrich step of the benchmark's enrichment row (tests/bench/run.py loads the users table)
+ENRICH_STEP = """  - enrich:
+      key: user_id
+      fields: {country: string, plan: string}
+      source: {postgres: {table: bench_users, key_column: id}}
+      cache: {l1: {size: 300000, ttl: 1h}, l2: {ttl: 1h, prefix: "bench:users:"}}
+"""
+
+
+def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", variant: str = "") -> None:
     import re
 
     from headrace.jobs.compiler import compile_job
@@ -116,7 +162,12 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json") ->
             .replace("max_out_of_orderness: 5s", f"max_out_of_orderness: {s['ooo_s']}s")
             .replace("schemas/", f"{ROOT}/schemas/")
             .replace("validate: {}", f"validate: {{engine: {engine}}}"))
-    job = Path(s["workdir"]) / f"framework-{engine}-{fmt}.yaml"
+    if variant == "l0":
+        text = text.replace("allowed_lateness: 30s", "allowed_lateness: 0s")
+    if variant == "enrich":  # the lookup's field is counted, so that the planner keeps the lookup
+        text = (text.replace("  - aggregate:\n", ENRICH_STEP + "  - aggregate:\n")
+                .replace("        events: count()\n", "        events: count()\n        enriched: count(country)\n"))
+    job = Path(s["workdir"]) / f"framework-{engine}-{fmt}{variant}.yaml"
     job.write_text(text)
     profiles = Path(s["workdir"]) / "profiles.yaml"
     flink = ", ".join(f"{k}: '{v}'" for k, v in common_config(s).items() if k != "table.local-time-zone")
@@ -124,6 +175,7 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json") ->
                         f"    postgres: {{port: {s['pg_port']}, database: postgres, user: postgres}}\n"
                         f"    state: {{checkpoints: {Path(s['workdir']) / 'checkpoints'}}}\n"
                         + (f"    registry: {{url: '{s['registry']}'}}\n" if s.get("registry") else "")
+                        + (f"    redis: {{port: {s['redis_port']}}}\n" if s.get("redis_port") else "")
                         +
                         f"    flink: {{{flink}}}\n")
     offsets = {int(k): v for k, v in s["offsets"].items()}
@@ -132,6 +184,22 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json") ->
     result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
     result.wait()
     clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
+    if variant == "enrich":
+        lookups(compiled.plan.name)
+
+
+def lookups(job: str) -> None:
+    """``BENCH_LOOKUPS``: what the enrich step's workers answered from each cache level (their
+    files in .headrace/stats), for the harness."""
+    from headrace.operators.enrich import STATS_DIR
+    from headrace.operators.lookup import LookupStats
+
+    total = LookupStats()
+    for path in STATS_DIR.glob(f"{job}.enrich.*.json"):
+        total = total.merged(LookupStats.from_json(path.read_text()))
+    keys = max(total.keys, 1)
+    print(f"BENCH_LOOKUPS L1 {total.l1_hits / keys:.1%}, L2 {total.l2_hits / keys:.1%}, "
+          f"L3 {total.l3_hits / keys:.1%}, misses {total.misses / keys:.1%} of {total.keys:,} keys", flush=True)
 
 
 def _jars() -> list[str]:
@@ -140,7 +208,9 @@ def _jars() -> list[str]:
     return [p.resolve().as_uri() for p in required_jars({"kafka", "postgres"})]
 
 
-def run_sql(s: dict[str, Any]) -> None:
+def run_sql(s: dict[str, Any], tvf: bool = False) -> None:
+    """(a) sql/page_activity_baseline.sql, a group window with late firing; or (``tvf``) (a′)
+    sql/page_activity_baseline_tvf.sql, a window TVF aggregated in two phases over mini-batches."""
     os.environ.setdefault("_python_worker_execution_mode", "process")
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
@@ -149,10 +219,19 @@ def run_sql(s: dict[str, Any]) -> None:
     for k, v in common_config(s).items():
         config.set(k, v)
     config.set("pipeline.jars", ";".join(_jars()))
-    config.set("table.exec.emit.late-fire.enabled", "true")
-    config.set("table.exec.emit.late-fire.delay", "0 s")
-    config.set("table.exec.emit.allow-lateness", "30 s")
-    sql = (ROOT / "sql" / "page_activity_baseline.sql").read_text()
+    if tvf:
+        config.set("table.exec.mini-batch.enabled", "true")
+        config.set("table.exec.mini-batch.allow-latency", "100 ms")
+        config.set("table.exec.mini-batch.size", "5000")
+        config.set("table.optimizer.agg-phase-strategy", "TWO_PHASE")
+        # a window TVF's rows are inserts without an upsert key: Flink 2.3 asks how to reconcile
+        # them with the sink's primary key unless told the rows are unique (they are, by window)
+        config.set("table.exec.sink.upsert-materialize", "NONE")
+    else:
+        config.set("table.exec.emit.late-fire.enabled", "true")
+        config.set("table.exec.emit.late-fire.delay", "0 s")
+        config.set("table.exec.emit.allow-lateness", "30 s")
+    sql = (ROOT / "sql" / ("page_activity_baseline_tvf.sql" if tvf else "page_activity_baseline.sql")).read_text()
     values = {"TOPIC": s["topic"], "BOOTSTRAP": s["bootstrap"], "GROUP": s["group"], "TABLE": s["table"],
               "JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s['pg_port']}/postgres", "WINDOW_S": str(s["window_s"]),
               "OOO_S": str(s["ooo_s"]),
@@ -306,6 +385,9 @@ def run_datastream(s: dict[str, Any]) -> None:
 if __name__ == "__main__":
     kind, settings = sys.argv[1], json.loads(sys.argv[2])
     {"framework": run_framework, "framework-python": lambda s: run_framework(s, engine="python"),
+     "framework-enrich": lambda s: run_framework(s, variant="enrich"), "framework-state": run_framework,
+     "framework-l0": lambda s: run_framework(s, variant="l0"),
+     "sql-state": run_sql,
      "framework-avro": lambda s: run_framework(s, fmt="avro"),
      "framework-proto": lambda s: run_framework(s, fmt="protobuf"),
-     "sql": run_sql, "datastream": run_datastream}[kind](settings)
+     "sql": run_sql, "sql-tvf": lambda s: run_sql(s, tvf=True), "datastream": run_datastream}[kind](settings)

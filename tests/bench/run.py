@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,11 @@ KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "framework-python": "Headrace, validate: {engine: python}",
          "framework-avro": "Headrace, Avro (Confluent wire format)",
          "framework-proto": "Headrace, Protobuf (Confluent wire format)",
-         "sql": "(a) hand-written Flink SQL", "datastream": "(b) hand-written PyFlink DataStream"}
+         "sql": "(a) hand-written Flink SQL", "sql-tvf": "(a′) hand-written Flink SQL, window TVF, two-phase",
+         "datastream": "(b) hand-written PyFlink DataStream",
+         "framework-enrich": "Headrace + enrich (Zipf users, PostgreSQL via L1/L2)",
+         "framework-state": "Headrace, state of many keys", "framework-l0": "Headrace, allowed_lateness 0",
+         "sql-state": "(a) SQL, state of many keys"}
 #: the topic each kind reads: the same events, as JSON or in a binary format
 TOPICS = {"framework-avro": "bench-avro", "framework-proto": "bench-proto"}
 
@@ -69,11 +74,15 @@ def _get(port: int, path: str) -> Any:
 @dataclass
 class Run:
     """One job's run: seconds from RUNNING (its last vertex started) to FINISHED on Flink's own
-    clock, the CPU seconds of all its processes, the exit code."""
+    clock, the CPU seconds and the peak resident memory of all its processes, the largest full
+    state size of its completed checkpoints, the exit code, and what it printed."""
 
     seconds: float
     cpu_s: float
     code: int
+    peak_rss: int = 0
+    state_bytes: int = 0
+    output: tuple[str, ...] = ()
 
 
 def flink_seconds(output: list[str]) -> float:
@@ -119,10 +128,11 @@ def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> Run:
     if proc.returncode != 0:
         console.print("".join(output[-40:]), markup=False)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    clock = next((x for x in reversed(output) if x.startswith("BENCH_CLOCK ")), None)
-    if clock is not None:  # the job's process tree, JVM and Python workers included
-        cpu = float(json.loads(clock.split(" ", 1)[1]).get("cpu_s", cpu))
-    return Run(flink_seconds(output), cpu, proc.returncode)
+    line = next((x for x in reversed(output) if x.startswith("BENCH_CLOCK ")), None)
+    clock = json.loads(line.split(" ", 1)[1]) if line is not None else {}
+    # the job's process tree, JVM and Python workers included
+    return Run(flink_seconds(output), float(clock.get("cpu_s", cpu)), proc.returncode,
+               int(clock.get("peak_rss", 0)), int(clock.get("state_bytes", 0)), tuple(output))
 
 
 def create_view_table(pg: Postgres, table: str) -> None:
@@ -146,9 +156,9 @@ def view_totals(pg: Postgres, table: str) -> tuple[int, int]:
     return int(rows), int(events)
 
 
-def preload(broker: Broker, topic: str, events: int, encode: Any = None) -> dict[int, int]:
-    """The sample click events into ``topic`` (2 partitions), each payload through ``encode``
-    (default: as it is, JSON); returns each partition's end offset."""
+def preload(broker: Broker, topic: str, events: int, encode: Any = None, source: Any = None) -> dict[int, int]:
+    """The sample click events (or ``source``'s) into ``topic`` (2 partitions), each payload
+    through ``encode`` (default: as it is, JSON); returns each partition's end offset."""
     broker.create_topic(topic, partitions=2)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
                          "queue.buffering.max.messages": 2_000_000, "partitioner": "murmur2_random"})
@@ -160,7 +170,7 @@ def preload(broker: Broker, topic: str, events: int, encode: Any = None) -> dict
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"pre-loading {events:,} events into '{topic}'", total=events)
-        for i, e in enumerate(click_events(events, seed=1)):
+        for i, e in enumerate(source if source is not None else click_events(events, seed=1)):
             value = e.payload if encode is None else encode(e.payload)
             while True:
                 try:
@@ -214,7 +224,13 @@ def binary_encoder(topic: str, registry: str) -> Any:
 
 
 def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
-                rate: int, seconds: int) -> dict[str, float]:
+                rate: int, seconds: int) -> dict[str, Any]:
+    """Events produced live at ``rate`` per second with event time = the wall clock, into 5 s
+    windows with 1 s of out-of-orderness, two partitions written alternately; PostgreSQL polled
+    every 10 ms. Per event: produced → its window's row visible. Per window: the moment the
+    watermark passes its end (the later partition's first event at or past end + 1 s was
+    produced: from then on the source's per-partition watermarks allow the window to fire)
+    → its row visible. All times are this process's clock."""
     topic = table = f"lat_{kind.replace('-', '_')}"
     broker.create_topic(topic, partitions=2)
     if not kind.startswith("framework"):
@@ -222,8 +238,9 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     total = rate * seconds
     offsets = {0: (total + 1) // 2, 1: total // 2}
     settings = {**base, "topic": topic, "table": table, "group": f"{kind}-lat", "offsets": offsets,
-                "window_s": 5, "ooo_s": 1, "rest_port": free_port()}
+                "window_s": 5, "ooo_s": 1, "rest_port": free_port(), "parallelism": 2}
     produced: list[tuple[float, tuple[str, str, int]]] = []
+    passing: dict[tuple[int, int], float] = {}  # (partition, window end) -> first event at or past end + ooo
     seen: dict[tuple[str, str, int], float] = {}
     stop = threading.Event()
 
@@ -240,11 +257,11 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
                 now = time.time()
                 for r in rows:
                     seen.setdefault((r[0], r[1], int(r[2])), now)
-                time.sleep(0.05)
+                time.sleep(0.01)
 
     def produce_live() -> None:
         time.sleep(2.0)  # let the Python workers finish starting
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
         pages = ["/", "/pricing", "/docs", "/blog", "/signup", "/checkout"]
         t0 = time.time()
         for i in range(total):
@@ -260,6 +277,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
             producer.produce(topic, body, key=tenant.encode(), partition=i % 2, timestamp=ts)
             producer.poll(0)
             produced.append((now, (tenant, page, ts - ts % 5000)))
+            end = (ts - 1000) - (ts - 1000) % 5000  # the latest window end this event's partition passes
+            passing.setdefault((i % 2, end), now)
         producer.flush(30)
 
     poller = threading.Thread(target=poll_pg, daemon=True)
@@ -271,99 +290,257 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     time.sleep(1.0)
     stop.set()
     poller.join()
+    nothing = {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan,
+               "event_to_row": [], "close_to_row": []}
     if code != 0 or not produced:
-        return {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan}
+        return nothing
     # windows still open when input ended are closed by end-of-input, not by the watermark: skip them
     last_ts = max(w for _, (_, _, w) in produced)
     lat = [seen[w] - t for t, w in produced if w[2] < last_ts - 5000 and w in seen]
-    windows = {w for _, w in produced if w[2] < last_ts - 5000 and w in seen}
-    close = [seen[w] - (w[2] + 5000 + 1000) / 1000 for w in windows]
+    close = []
+    for w in {w for _, w in produced if w[2] < last_ts - 5000 and w in seen}:
+        end = w[2] + 5000
+        moments = [passing.get((p, end)) for p in (0, 1)]
+        if all(m is not None for m in moments):
+            close.append(seen[w] - max(m for m in moments if m is not None))
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else math.nan  # noqa: E731
-    return {"p50": q(lat, 50), "p99": q(lat, 99), "close_p50": q(close, 50), "close_p99": q(close, 99)}
+    return {"p50": q(lat, 50), "p99": q(lat, 99), "close_p50": q(close, 50), "close_p99": q(close, 99),
+            "event_to_row": lat, "close_to_row": close}
+
+
+def zipf_users(events: int, users: int = 1_000_000, s: float = 1.1, seed: int = 3) -> Iterator[Any]:
+    """The sample click events with user ids drawn from a Zipf distribution (exponent ``s``) over
+    ``users`` ids: a few users make most of the clicks, as on a real site."""
+    import numpy as np
+    from headrace.jobs.sample import SampleEvent
+
+    weights = np.arange(1, users + 1, dtype=np.float64) ** -s
+    cdf = np.cumsum(weights) / weights.sum()
+    ranks = np.searchsorted(cdf, np.random.default_rng(seed).random(events))
+    for event, rank in zip(click_events(events, seed=1), ranks, strict=True):
+        if event.kind == "invalid":
+            yield event
+            continue
+        record = json.loads(event.payload)
+        record["user_id"] = f"u{int(rank)}"
+        yield SampleEvent(key=event.key, payload=json.dumps(record).encode(), timestamp_ms=event.timestamp_ms,
+                          kind=event.kind)
+
+
+def load_users(pg: Postgres, table: str, users: int = 1_000_000) -> None:
+    """The enrich step's PostgreSQL table: ``users`` rows (id, country, plan), with its key indexed."""
+    countries, plans = ["DE", "FR", "US", "BR", "JP", "IN", "NG", "SE"], ["free", "team", "enterprise"]
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id text PRIMARY KEY, country text, plan text)')
+        with conn.cursor().copy(f'COPY "{table}" (id, country, plan) FROM STDIN') as copy:
+            for k in range(users):
+                copy.write_row((f"u{k}", countries[k % len(countries)], plans[k % len(plans)]))
+
+
+@dataclass
+class Cell:
+    """One job at one parallelism: every run's events/s and CPU-s per million events."""
+
+    kind: str
+    parallelism: int
+    events: int
+    rates: list[float]
+    cpu: list[float]
+    rows: int = 0
+    aggregated: int = 0
+    peak_rss: int = 0
+    state_bytes: int = 0
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        good = [r for r in self.rates if not math.isnan(r)]
+        return statistics.median(good) if good else math.nan
+
+    @property
+    def cpu_per_m(self) -> float:
+        good = [c for c in self.cpu if not math.isnan(c)]
+        return statistics.median(good) if good else math.nan
+
+    def spread(self, values: list[float]) -> str:
+        good = [v for v in values if not math.isnan(v)]
+        if len(good) < 2:
+            return "–"
+        return f"±{(max(good) - min(good)) / 2 / statistics.median(good) * 100:.0f}%"
+
+
+def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelisms: list[int], repeat: int,
+               ends_of: dict[str, dict[int, int]], base: dict[str, Any], pg: Postgres, events: int,
+               topic_of: dict[str, str], label: str = "tp", overrides: dict[str, Any] | None = None) -> None:
+    """``repeat`` rounds; in each, every job at every parallelism, interleaved, so that a slow
+    spell of the machine hits them all alike."""
+    for attempt in range(1, repeat + 1):
+        for parallelism in parallelisms:
+            for kind in kinds:
+                table = f"{label}_{kind.replace('-', '_')}_p{parallelism}_{attempt}"
+                topic = topic_of.get(kind, "bench")
+                settings = {**base, "topic": topic, "table": table, "group": f"{kind}-{label}{parallelism}-{attempt}",
+                            "offsets": ends_of[topic], "window_s": 60, "ooo_s": 5, "rest_port": free_port(),
+                            "parallelism": parallelism, **(overrides or {})}
+                if not kind.startswith("framework"):
+                    create_view_table(pg, table)
+                console.print(f"{label} {attempt}/{repeat}, parallelism {parallelism}: {KINDS[kind]} …")
+                run = run_job(kind, settings)
+                rows, aggregated = view_totals(pg, table) if run.code == 0 else (0, 0)
+                cell = cells.setdefault((kind, parallelism), Cell(kind, parallelism, events, [], []))
+                cell.rates.append(events / run.seconds if run.code == 0 else math.nan)
+                cell.cpu.append(run.cpu_s / events * 1e6 if run.code == 0 else math.nan)
+                cell.rows, cell.aggregated = rows, aggregated
+                cell.peak_rss = max(cell.peak_rss, run.peak_rss)
+                cell.state_bytes = max(cell.state_bytes, run.state_bytes)
+                stats = next((x for x in reversed(run.output) if x.startswith("BENCH_LOOKUPS ")), None)
+                if stats is not None:
+                    cell.note = stats.split(" ", 1)[1].strip()
+                console.print(f"  {cell.rates[-1]:,.0f} events/s ({run.seconds:.1f}s running on Flink's clock, "
+                              f"{run.cpu_s:.0f} CPU-s, peak RSS {run.peak_rss / 2**20:,.0f} MiB; {rows:,} rows, "
+                              f"{aggregated:,} events aggregated){' ' + cell.note if cell.note else ''}")
+
+
+def stronger(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | None:
+    """The faster of the two hand-written SQL baselines at ``parallelism`` (by median events/s)."""
+    found = [cells[(k, parallelism)] for k in ("sql", "sql-tvf") if (k, parallelism) in cells]
+    found = [c for c in found if not math.isnan(c.rate)]
+    return max(found, key=lambda c: c.rate) if found else None
+
+
+def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("job", "p", "events/s", "runs", "spread", "CPU-s/M events", "spread", "× stronger SQL",
+                "CPU × stronger", "rows", "event→row p50 / p99", "close→row p50 / p99"):
+        table.add_column(col, justify="left" if col == "job" else "right")
+    ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
+    for (kind, parallelism), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(KINDS).index(kv[0][0]))):
+        best = stronger(cells, parallelism)
+        ratio = cell.rate / best.rate if best else math.nan
+        cpu_ratio = cell.cpu_per_m / best.cpu_per_m if best else math.nan
+        lat = latency.get(kind, {}) if parallelism == 2 else {}
+        table.add_row(KINDS[kind] + (f" [{cell.note}]" if cell.note else ""), str(parallelism), f"{cell.rate:,.0f}",
+                      " ".join(f"{x / 1000:.0f}k" for x in cell.rates), cell.spread(cell.rates),
+                      f"{cell.cpu_per_m:.1f}", cell.spread(cell.cpu), f"{ratio:.2f}", f"{cpu_ratio:.2f}",
+                      f"{cell.rows:,}",
+                      f"{ms(lat.get('p50', math.nan))} / {ms(lat.get('p99', math.nan))}" if lat else "",
+                      f"{ms(lat.get('close_p50', math.nan))} / {ms(lat.get('close_p99', math.nan))}" if lat else "")
+    return table
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=3_000_000)
     parser.add_argument("--rate", type=int, default=2000, help="events/s in the latency run")
-    parser.add_argument("--seconds", type=int, default=30, help="length of the latency run")
+    parser.add_argument("--seconds", type=int, default=30, help="length of the latency run (0: none)")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per job (median shown)")
-    parser.add_argument("--only", default="framework,framework-python,framework-avro,framework-proto,sql,datastream")
+    parser.add_argument("--parallelism", default="1,2", help="parallelisms of the throughput runs")
+    parser.add_argument("--only", default="framework,sql,sql-tvf",
+                        help=f"jobs of the throughput runs, of: {','.join(KINDS)}")
+    parser.add_argument("--enrich", type=int, default=0, metavar="EVENTS",
+                        help="also the enrichment comparison over EVENTS Zipf-keyed events (e.g. 3000000)")
+    parser.add_argument("--scale", default="", metavar="N,N", help="also the example job at these event counts "
+                                                                    "(e.g. 1000000,10000000), each parallelism")
+    parser.add_argument("--state-keys", type=int, default=0, metavar="KEYS",
+                        help="also the state size of KEYS distinct group keys in one open window (e.g. 1000000)")
+    parser.add_argument("--out", default=".headrace/bench", help="where results.json and the plot go")
     args = parser.parse_args()
     kinds = [k for k in args.only.split(",") if k]
-    results: dict[str, dict[str, Any]] = {k: {} for k in kinds}
+    parallelisms = [int(p) for p in args.parallelism.split(",") if p]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells: dict[tuple[str, int], Cell] = {}
+    extra: dict[str, dict[tuple[str, int], Cell]] = {}
+    latency: dict[str, dict[str, Any]] = {}
     broker, pg = Broker.start(), Postgres.start()
+    redis = None
     workdir = Path(tempfile.mkdtemp(prefix="headrace-bench-"))
     registry_port = free_port()
     registry = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port",
                                  str(registry_port), "--store", str(workdir / "registry.sqlite")])
+    started = time.time()
     try:
-        from tests.services import _wait_port
+        from tests.services import RedisServer, _wait_port
 
         _wait_port(registry_port, registry, "headrace registry serve")  # type: ignore[arg-type]
         url = f"http://127.0.0.1:{registry_port}"
+        base = {"bootstrap": broker.bootstrap, "pg_port": pg.port, "workdir": str(workdir), "registry": url}
         ends_of = {"bench": preload(broker, "bench", args.events)}
         for kind in kinds:
             if kind in TOPICS:
                 ends_of[TOPICS[kind]] = preload(broker, TOPICS[kind], args.events, binary_encoder(TOPICS[kind], url))
-        ends = ends_of["bench"]
-        console.print(f"pre-loaded {sum(ends.values()):,} events (partitions: {ends})")
-        base = {"bootstrap": broker.bootstrap, "pg_port": pg.port, "workdir": str(workdir), "registry": url}
-        runs: dict[str, list[float]] = {k: [] for k in kinds}
-        cpu: dict[str, list[float]] = {k: [] for k in kinds}
-        for attempt in range(1, args.repeat + 1):
-            for kind in kinds:
-                table = f"tp_{kind.replace('-', '_')}_{attempt}"
-                topic = TOPICS.get(kind, "bench")
-                settings = {**base, "topic": topic, "table": table, "group": f"{kind}-tp{attempt}",
-                            "offsets": ends_of[topic], "window_s": 60, "ooo_s": 5, "rest_port": free_port()}
-                if not kind.startswith("framework"):
-                    create_view_table(pg, table)
-                console.print(f"throughput {attempt}/{args.repeat}: {KINDS[kind]} …")
-                run = run_job(kind, settings)
-                code, seconds = run.code, run.seconds
-                rows, aggregated = view_totals(pg, table) if code == 0 else (0, 0)
-                runs[kind].append(args.events / seconds if code == 0 else math.nan)
-                cpu[kind].append(run.cpu_s / args.events * 1e6 if code == 0 else math.nan)
-                results[kind].update(events_per_s=statistics.median(runs[kind]), runs=runs[kind],
-                                     cpu_per_m=statistics.median(cpu[kind]), cpu_runs=cpu[kind],
-                                     rows=rows, aggregated=aggregated, exit=code)
-                console.print(f"  {runs[kind][-1]:,.0f} events/s ({seconds:.1f}s running on Flink's clock, "
-                              f"{run.cpu_s:.0f} CPU-s; {rows:,} rows, {aggregated:,} events aggregated)")
-        for kind in kinds:
-            if kind in TOPICS or args.seconds <= 0:  # the live producer writes JSON
-                results[kind].update(p50=math.nan, p99=math.nan, close_p50=math.nan, close_p99=math.nan)
-                continue
-            console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
-            results[kind].update(latency_run(kind, broker, pg, base, args.rate, args.seconds))
+        console.print(f"pre-loaded {sum(ends_of['bench'].values()):,} events (partitions: {ends_of['bench']})")
+        throughput(cells, kinds, parallelisms, args.repeat, ends_of, base, pg, args.events, TOPICS)
+        if args.enrich:
+            redis = RedisServer.start()
+            load_users(pg, "bench_users")
+            ends_of["bench-zipf"] = preload(broker, "bench-zipf", args.enrich, source=zipf_users(args.enrich))
+            extra["enrich"] = {}
+            throughput(extra["enrich"], ["framework", "framework-enrich"], [2], args.repeat, ends_of,
+                       {**base, "redis_port": redis.port}, pg, args.enrich,
+                       {"framework": "bench-zipf", "framework-enrich": "bench-zipf"}, label="enrich")
+        for count in [int(n) for n in args.scale.split(",") if n]:
+            topic = f"bench-{count}"
+            ends_of[topic] = preload(broker, topic, count)
+            extra[f"scale {count:,}"] = {}
+            throughput(extra[f"scale {count:,}"], ["framework"], parallelisms, 1, ends_of, base, pg, count,
+                       {"framework": topic}, label=f"scale{count}")
+        if args.state_keys:
+            topic = "bench-keys"
+            ends_of[topic] = preload(broker, topic, 3 * args.state_keys, source=keyed_events(args.state_keys))
+            extra["state"] = {}
+            # one hour-long window holds every key; a checkpoint every 2 s catches it full
+            throughput(extra["state"], ["framework-state", "sql-state"], [2], 1, ends_of, base, pg,
+                       3 * args.state_keys, {"framework-state": topic, "sql-state": topic}, label="state",
+                       overrides={"window_s": 3600, "checkpoint_s": 2})
+        if args.seconds > 0:
+            for kind in [k for k in kinds if k not in TOPICS]:
+                console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
+                latency[kind] = latency_run(kind, broker, pg, base, args.rate, args.seconds)
     finally:
         registry.terminate()
+        if redis is not None:
+            redis.stop()
         pg.stop()
         broker.stop()
 
-    table = Table(title=f"page-activity: {args.events:,} events, parallelism 2, checkpoints every 10 s; "
-                        f"events/s is the median of {args.repeat} runs",
-                  title_justify="left")
-    for col in ("job", "events/s", "runs", "CPU-s per M events", "× (a) SQL", "× (b) DataStream",
-                "× Headrace JSON", "rows", "event→row p50", "p99", "window close→row p50", "p99"):
-        table.add_column(col, justify="left" if col == "job" else "right")
-    ref_sql = results.get("sql", {}).get("events_per_s", math.nan)
-    ref_ds = results.get("datastream", {}).get("events_per_s", math.nan)
-    ref_json = results.get("framework", {}).get("events_per_s", math.nan)
-    seconds = lambda x: "–" if math.isnan(x) else f"{x:.2f}s"  # noqa: E731
-    for kind in kinds:
-        r = results[kind]
-        eps = r.get("events_per_s", math.nan)
-        table.add_row(KINDS[kind], f"{eps:,.0f}", " ".join(f"{x / 1000:.0f}k" for x in r.get("runs", [])),
-                      f"{r.get('cpu_per_m', math.nan):.0f}", f"{eps / ref_sql:.2f}", f"{eps / ref_ds:.2f}",
-                      f"{eps / ref_json:.2f}", f"{r.get('rows', 0):,}",
-                      seconds(r["p50"]), seconds(r["p99"]), seconds(r["close_p50"]), seconds(r["close_p99"]))
-    console.print(table)
-    out = Path(".headrace/bench/results.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"events": args.events, "rate": args.rate, "results": results}, indent=2))
-    console.print(f"results written to {out}")
+    console.print(throughput_table(f"page-activity: {args.events:,} events; events/s is the median of {args.repeat} "
+                                   "runs on Flink's clock; CPU-s of every process of the job", cells, latency))
+    for name, group in extra.items():
+        console.print(throughput_table(f"{name}", group, {}))
+        for cell in group.values():
+            if cell.state_bytes and name == "state":
+                console.print(f"  {KINDS[cell.kind]}: largest checkpoint {cell.state_bytes / 2**20:,.1f} MiB for "
+                              f"{args.state_keys:,} keys: {cell.state_bytes / args.state_keys * 1e6 / 2**20:,.1f} "
+                              "MiB per million keys")
+    memory = {f"{k} p{p}": c.peak_rss for (k, p), c in cells.items()}
+    console.print("peak resident memory of each job's processes (JVM and Python): "
+                  + ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in memory.items()))
+    results = {"events": args.events, "rate": args.rate, "date": time.strftime("%Y-%m-%d"),
+               "seconds": time.time() - started,
+               "cells": [{**c.__dict__, "rate": c.rate, "cpu_per_m": c.cpu_per_m} for c in cells.values()],
+               "extra": {n: [{**c.__dict__, "rate": c.rate, "cpu_per_m": c.cpu_per_m} for c in g.values()]
+                         for n, g in extra.items()},
+               "latency": latency}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    from tests.bench.plot import plot
+
+    png = plot(results, out / "bench.png")
+    console.print(f"results written to {out / 'results.json'}; plot: {png}")
     return 0
+
+
+def keyed_events(keys: int) -> Iterator[Any]:
+    """3 × ``keys`` valid events, all in the first hour of 2026, the first ``keys`` of them each a
+    new group key (``tenant_id`` × ``page``): once read, every key is in the open window's state."""
+    from headrace.jobs.sample import START_MS, SampleEvent
+
+    for i in range(3 * keys):
+        k = i % keys
+        record = {"tenant_id": f"t{k // 1000}", "user_id": "u1", "page": f"/p{k % 1000}",
+                  "ts": START_MS + i * 3_000_000 // (3 * keys), "latency_ms": 5, "bytes": 100}
+        yield SampleEvent(key=record["tenant_id"].encode(), payload=json.dumps(record).encode(),
+                          timestamp_ms=int(record["ts"]), kind="valid")
 
 
 if __name__ == "__main__":
