@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class Clock:
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         threading.Thread(target=self._sample_memory, daemon=True).start()
+        self.threads: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, tid) -> (name, CPU-s)
+        if os.environ.get("HEADRACE_BENCH_THREADS"):
+            threading.Thread(target=self._sample_threads, daemon=True).start()
 
     def _poll(self) -> None:
         import time
@@ -81,10 +85,43 @@ class Clock:
             self.peak_rss = max(self.peak_rss, tree_rss_bytes(os.getpid()))
             time.sleep(0.1)
 
+    def _sample_threads(self) -> None:
+        """Each thread's CPU seconds, every 0.2 s (a thread's last sample stands for it after it
+        ends): where a job's CPU goes, by thread (``HEADRACE_BENCH_THREADS=1``)."""
+        import time
+
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            _, children = _process_tree()
+            for pid in _descendants(os.getpid(), children):
+                try:
+                    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+                except OSError:
+                    continue
+                for task in tasks:
+                    try:
+                        text = (task / "stat").read_text()
+                    except OSError:
+                        continue
+                    name = text[text.index("(") + 1:text.rindex(")")]
+                    fields = text.rsplit(")", 1)[1].split()
+                    self.threads[(pid, int(task.name))] = (name, (int(fields[11]) + int(fields[12])) / tick)
+            time.sleep(0.2)
+
+    def thread_groups(self) -> dict[str, float]:
+        groups: dict[str, float] = {}
+        for (pid, _), (name, cpu) in self.threads.items():
+            group = "python " + str(pid) if name.startswith("python") else re.sub(r"[#\d]+$", "", name).strip()
+            groups[group] = groups.get(group, 0.0) + cpu
+        return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
+
     def report(self, net_runtime_ms: int) -> None:
         print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms,
                                            "cpu_s": tree_cpu_seconds(os.getpid()),
                                            "state_bytes": self.state_bytes, "peak_rss": self.peak_rss}), flush=True)
+        if self.threads:
+            print("BENCH_THREADS " + json.dumps({k: round(v, 2) for k, v in self.thread_groups().items()}),
+                  file=sys.stderr, flush=True)
 
 
 def _process_tree() -> tuple[dict[int, list[str]], dict[int, list[int]]]:

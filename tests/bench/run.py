@@ -22,8 +22,10 @@ naming an unknown schema id, so each topic has the JSON topic's dead-letter shar
 
 Latency: each job then reads a fresh topic while events are produced live at ``--rate`` per second
 for ``--seconds`` with event time = wall clock, in 5 s tumbling windows (1 s out-of-orderness).
-PostgreSQL is polled every 50 ms. Per event: produced → its window's row visible (this includes
-waiting for the window to close); per window: watermark could close it (end + 1 s) → row visible.
+PostgreSQL is polled every 10 ms. Per event: produced → its window's row visible (this includes
+waiting for the window to close); per window: watermark could close it (end + 1 s) → row visible;
+then, alone, records produced the same way and read by a plain consumer with the fetch settings
+of Flink's Kafka source, produced → received: the broker's share of both.
 """
 
 from __future__ import annotations
@@ -308,6 +310,46 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
             "event_to_row": lat, "close_to_row": close}
 
 
+def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]:
+    """The broker's share of the latency, alone: records produced live at ``rate`` (as the
+    latency run produces them) and read by a plain consumer with the fetch settings of Flink's
+    Kafka source (fetch.max.wait.ms 500, fetch.min.bytes 1); produced → received."""
+    from confluent_kafka import Consumer
+
+    topic = "lat_broker_probe"
+    broker.create_topic(topic, partitions=2)
+    delivered: list[float] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "fetch.wait.max.ms": 500, "fetch.min.bytes": 1})
+        consumer.subscribe([topic])
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is not None and message.error() is None:
+                delivered.append(time.time() - json.loads(message.value())["sent"])
+        consumer.close()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    t0 = time.time()
+    for i in range(rate * seconds):
+        delay = t0 + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        producer.produce(topic, json.dumps({"sent": time.time(), "i": i}).encode(), partition=i % 2)
+        producer.poll(0)
+    producer.flush(30)
+    time.sleep(2.0)
+    stop.set()
+    reader.join(10)
+    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else math.nan  # noqa: E731
+    return {"p50": q(delivered, 50), "p99": q(delivered, 99), "received": len(delivered)}
+
+
 def zipf_users(events: int, users: int = 1_000_000, s: float = 1.1, seed: int = 3) -> Iterator[Any]:
     """The sample click events with user ids drawn from a Zipf distribution (exponent ``s``) over
     ``users`` ids: a few users make most of the clicks, as on a real site."""
@@ -399,6 +441,11 @@ def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelism
                 console.print(f"  {cell.rates[-1]:,.0f} events/s ({run.seconds:.1f}s running on Flink's clock, "
                               f"{run.cpu_s:.0f} CPU-s, peak RSS {run.peak_rss / 2**20:,.0f} MiB; {rows:,} rows, "
                               f"{aggregated:,} events aggregated){' ' + cell.note if cell.note else ''}")
+                threads = next((x for x in reversed(run.output) if x.startswith("BENCH_THREADS ")), None)
+                if threads is not None:  # HEADRACE_BENCH_THREADS=1: CPU-s by thread, the largest
+                    groups = json.loads(threads.split(" ", 1)[1])
+                    top = list(groups.items())[:14]
+                    console.print("  CPU-s by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in top), markup=False)
 
 
 def stronger(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | None:
@@ -497,6 +544,8 @@ def main() -> int:
             for kind in [k for k in kinds if k not in TOPICS]:
                 console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
                 latency[kind] = latency_run(kind, broker, pg, base, args.rate, args.seconds)
+            console.print(f"latency: the broker alone at {args.rate:,} events/s for {args.seconds}s …")
+            latency["broker"] = broker_delivery(broker, args.rate, args.seconds)
     finally:
         registry.terminate()
         if redis is not None:
@@ -506,6 +555,10 @@ def main() -> int:
 
     console.print(throughput_table(f"page-activity: {args.events:,} events; events/s is the median of {args.repeat} "
                                    "runs on Flink's clock; CPU-s of every process of the job", cells, latency))
+    if "broker" in latency:
+        b = latency["broker"]
+        console.print(f"the broker alone (produced → received by a plain consumer, {b['received']:,} records): "
+                      f"p50 {b['p50'] * 1000:,.0f} ms, p99 {b['p99'] * 1000:,.0f} ms: part of every latency above")
     for name, group in extra.items():
         console.print(throughput_table(f"{name}", group, {}))
         for cell in group.values():
