@@ -74,9 +74,18 @@ def registry_secret(profile: Profile) -> None:
     get_gateway().jvm.java.lang.System.setProperty("headrace.registry.password", registry.password.get_secret_value())
 
 
+#: the embedded profile's JVM: a local run of a sample is over in seconds, before C2 (the JIT's
+#: optimizing tier) pays for itself; on 2 cores its compiler threads took the job's CPU
+EMBEDDED_JVM = "-XX:TieredStopAtLevel=1"
+
+
 def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[str, str] | None = None) -> Any:
     """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
     jvm_in_utc()
+    args = os.environ.get("JVM_ARGS", "")
+    if compiled.profile.embedded is not None and os.environ.get("HEADRACE_EMBEDDED_JIT") != "full" \
+            and EMBEDDED_JVM not in args.split():
+        os.environ["JVM_ARGS"] = f"{args} {EMBEDDED_JVM}".strip()
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
     # the per-record validate UDF then scales with parallelism instead of sharing one GIL.
     os.environ.setdefault("_python_worker_execution_mode", "process")
