@@ -48,9 +48,9 @@ CREATE TEMPORARY TABLE page_activity_sink (
 
 INSERT INTO page_activity_sink
 SELECT tenant_id, page,
-       CAST(TUMBLE_START(event_time, INTERVAL '${WINDOW_S}' SECOND) AS TIMESTAMP(3)),
-       CAST(TUMBLE_END(event_time, INTERVAL '${WINDOW_S}' SECOND) AS TIMESTAMP(3)),
+       CAST(TUMBLE_START(event_time, INTERVAL '${WINDOW_S}' SECOND(9)) AS TIMESTAMP(3)),
+       CAST(TUMBLE_END(event_time, INTERVAL '${WINDOW_S}' SECOND(9)) AS TIMESTAMP(3)),
        COUNT(*), SUM(`bytes`), AVG(CAST(latency_ms AS DOUBLE)), MIN(latency_ms), MAX(latency_ms)
 FROM clicks
 WHERE tenant_id IS NOT NULL AND page IS NOT NULL AND ts IS NOT NULL AND latency_ms IS NOT NULL
-GROUP BY TUMBLE(event_time, INTERVAL '${WINDOW_S}' SECOND), tenant_id, page;
+GROUP BY TUMBLE(event_time, INTERVAL '${WINDOW_S}' SECOND(9)), tenant_id, page;

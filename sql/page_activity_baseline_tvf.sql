@@ -51,6 +51,6 @@ CREATE TEMPORARY TABLE page_activity_sink (
 INSERT INTO page_activity_sink
 SELECT tenant_id, page, window_start, window_end,
        COUNT(*), SUM(`bytes`), AVG(CAST(latency_ms AS DOUBLE)), MIN(latency_ms), MAX(latency_ms)
-FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(event_time), INTERVAL '${WINDOW_S}' SECOND))
+FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(event_time), INTERVAL '${WINDOW_S}' SECOND(9)))
 WHERE tenant_id IS NOT NULL AND page IS NOT NULL AND ts IS NOT NULL AND latency_ms IS NOT NULL
 GROUP BY window_start, window_end, tenant_id, page;

@@ -217,8 +217,8 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", va
                         f"    flink: {{{flink}}}\n")
     offsets = {int(k): v for k, v in s["offsets"].items()}
     compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets)
-    clock = Clock(s["rest_port"])
     result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
+    clock = Clock(s["rest_port"])  # after submission, as in run_sql
     result.wait()
     clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
     if variant == "enrich":
@@ -279,8 +279,13 @@ def run_sql(s: dict[str, Any], tvf: bool = False) -> None:
     *ddl, insert = [st.strip() for st in body.split(";\n") if st.strip()]
     for statement in ddl:
         t_env.execute_sql(statement)
-    clock = Clock(s["rest_port"])
+    # the clock's threads start once the job is planned and submitted: a Python thread that
+    # collects py4j proxies opens another gateway connection, and a planning call that lands on
+    # that connection's Java thread fails in Calcite (NullPointerException: metadataHandlerProvider,
+    # a thread-local set up on the thread that made the planner). The timestamps it reads are
+    # Flink's own, so starting it after submission loses nothing.
     result = t_env.execute_sql(insert)
+    clock = Clock(s["rest_port"])
     result.wait()
     clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
 
