@@ -9,12 +9,15 @@ lose one).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from headrace.connectors import deadletter
 from headrace.connectors.source import decoded_source_ddl
 from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
+from headrace.schemas.kafka import KafkaConnection
 from headrace.schemas.kinds import SourceDecoding
 
 
@@ -72,35 +75,64 @@ def dead_letter_ddl(table: str, *, topic: str, bootstrap: str, properties: dict[
     return f"CREATE TEMPORARY TABLE {ident(table)} (\n  {columns}\n) {with_options(options)}"
 
 
-def admin_config(bootstrap: str, properties: dict[str, str]) -> dict[str, str | int | float | bool]:
-    return {"bootstrap.servers": bootstrap, **properties}
+#: librdkafka errors that no wait will mend: the credentials or the certificates are wrong
+_REFUSED = {"_AUTHENTICATION": ("the broker refused Headrace's credentials",
+                                "check kafka.security (username, mechanism, the password's environment variable)"),
+            "_SSL": ("the TLS handshake with the broker failed",
+                     "check kafka.security.ca (the CA that signed the broker's certificate) and the protocol"),
+            "_INVALID_ARG": ("librdkafka refused a setting", "check the profile's kafka section")}
 
 
-def check_reachable(bootstrap: str, properties: dict[str, str], timeout_s: float = 8.0) -> set[str]:
-    """Topics on the broker; a :class:`ServiceError` if it cannot be reached in time."""
+def admin(kconn: KafkaConnection) -> tuple[Any, list[Any]]:
+    """A librdkafka admin client for the profile's broker (secrets from the environment), and
+    the list its error callback fills (served by ``poll``)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({**admin_config(bootstrap, properties), "log_level": 0})
-    try:
-        meta = admin.list_topics(timeout=timeout_s)
-    except Exception as exc:  # KafkaException carries the librdkafka reason
-        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        raise ServiceError(f"cannot reach the Kafka broker at {bootstrap}: {reason}",
-                           hint="start the broker or fix 'kafka.bootstrap_servers' in the profile") from None
-    return set(meta.topics)
+    kconn.check_files()
+    errors: list[Any] = []
+    config: dict[str, Any] = {**kconn.librdkafka_config(), "log_level": 0, "error_cb": errors.append}
+    client = AdminClient(config)
+    return client, errors
 
 
-def ensure_topics(bootstrap: str, properties: dict[str, str], topics: Iterable[str],
-                  partitions: int = 1) -> None:
+def check_reachable(kconn: KafkaConnection, timeout_s: float = 8.0) -> set[str]:
+    """Topics on the broker; a :class:`ServiceError` if it cannot be reached in time, at once
+    (within a second) when it refuses the credentials or the TLS handshake."""
+    from confluent_kafka import KafkaException
+
+    client, errors = admin(kconn)
+    deadline = time.monotonic() + timeout_s
+    reason = "no answer"
+    while True:
+        try:
+            return set(client.list_topics(timeout=min(0.5, max(0.05, deadline - time.monotonic()))).topics)
+        except KafkaException as exc:
+            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        client.poll(0)
+        for error in errors:
+            if error.name() in _REFUSED:
+                what, hint = _REFUSED[error.name()]
+                detail = error.str().split(": ", 1)[-1]
+                raise ServiceError(f"{what} at {kconn.bootstrap_servers}: {detail}", hint=hint)
+        if time.monotonic() >= deadline:
+            hint = "start the broker or fix 'kafka.bootstrap_servers' in the profile"
+            if kconn.security is not None:
+                hint += (f" (and check kafka.security.protocol {kconn.security.protocol}: a listener of "
+                         "another protocol may not answer at all)")
+            raise ServiceError(f"cannot reach the Kafka broker at {kconn.bootstrap_servers}: {reason}", hint=hint)
+
+
+def ensure_topics(kconn: KafkaConnection, topics: Iterable[str], partitions: int = 1) -> None:
     """Create missing output topics (brokers with auto-creation off would refuse our writes)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    existing = check_reachable(bootstrap, properties)
+    existing = check_reachable(kconn)
     missing = sorted(set(topics) - existing)
     if not missing:
         return
-    admin = AdminClient(admin_config(bootstrap, properties))
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1)
+    client, _ = admin(kconn)
+    bootstrap = kconn.bootstrap_servers
+    futures = client.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1)
                                    for t in missing])
     for topic, future in futures.items():
         try:

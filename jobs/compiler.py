@@ -275,15 +275,15 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     tables = [kafka.source_ddl(
         "hr_source", topic=spec.source.kafka.topic, bootstrap=kconn.bootstrap_servers,
         group=spec.source.kafka.group or spec.job, decoding=decoding, out_of_orderness_ms=ooo,
-        idle_timeout_ms=et.idle_timeout, properties=kconn.properties, bounded_offsets=bounded_offsets,
+        idle_timeout_ms=et.idle_timeout, properties=kconn.java_properties(), bounded_offsets=bounded_offsets,
         from_earliest=from_earliest)]
     tables.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
-                                        bootstrap=kconn.bootstrap_servers, properties=kconn.properties))
+                                        bootstrap=kconn.bootstrap_servers, properties=kconn.java_properties()))
     late_table = "hr_dead_letter"
     if plan.late_topic != plan.dead_letter_topic:
         late_table = "hr_late_out"
         tables.append(kafka.dead_letter_ddl(late_table, topic=plan.late_topic, bootstrap=kconn.bootstrap_servers,
-                                            properties=kconn.properties, metric="late"))
+                                            properties=kconn.java_properties(), metric="late"))
     tables += [sink.table_ddl(profile) for sink in plan.sinks]
     inserts = [f"INSERT INTO `hr_dead_letter` {_union(wired.dead_letters)}",
                f"INSERT INTO {ident(late_table)} {_union(wired.late)}"]

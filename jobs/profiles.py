@@ -9,7 +9,9 @@ model here::
 
     profiles:
       prod:
-        kafka: {bootstrap_servers: "kafka-1:9092", properties: {security.protocol: SASL_SSL}}
+        kafka: {bootstrap_servers: "kafka-1:9093",
+                security: {protocol: SASL_SSL, mechanism: SCRAM-SHA-512, username: headrace,
+                           password_env: KAFKA_PASSWORD}}
         postgres: {host: db.internal, database: analytics, user: headrace,
                    password: "${HEADRACE_PG_PASSWORD}"}
 """
@@ -95,5 +97,17 @@ def load_profile(name: str = "local", path: Path | None = None) -> Profile:
         first = exc.errors()[0]
         loc = ("profiles", name) + tuple(first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
+        named = re.match(r"'([^']+)'", message)  # a check of one key of a mapping: point at its line
+        mapping = _at(raw, tuple(first["loc"]))
+        if named and isinstance(mapping, dict) and named.group(1) in mapping:
+            loc += (named.group(1),)
         raise SpecError(f"profile '{name}': {'.'.join(map(str, first['loc'])) or 'profile'}: {message}",
                         where=smap.where(loc)) from None
+
+
+def _at(value: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value

@@ -251,11 +251,11 @@ def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
     needed = {"kafka"} | {jar for node in (*plan.steps, *plan.sinks) for jar in node.requirements.jars}
     jar_paths = jars.required_jars(needed)
     kconn = profile.kafka
-    topics = kafka.check_reachable(kconn.bootstrap_servers, kconn.properties)
+    topics = kafka.check_reachable(kconn)
     if plan.spec.source.kafka.topic not in topics:
         raise ServiceError(f"source topic '{plan.spec.source.kafka.topic}' does not exist on "
                            f"{kconn.bootstrap_servers}", hint="create it, or fix 'source.kafka.topic'")
-    kafka.ensure_topics(kconn.bootstrap_servers, kconn.properties, {plan.dead_letter_topic, plan.late_topic})
+    kafka.ensure_topics(kconn, {plan.dead_letter_topic, plan.late_topic})
     for node in (*plan.steps, *plan.sinks):
         node.prepare(profile)
     stores = ", ".join(dict.fromkeys(sink.kind for sink in plan.sinks))
@@ -367,7 +367,7 @@ def check_services(compiled: CompiledJob) -> list[str]:
     down = []
     if profile.kafka is not None:
         try:
-            kafka.check_reachable(profile.kafka.bootstrap_servers, profile.kafka.properties, timeout_s=5)
+            kafka.check_reachable(profile.kafka, timeout_s=5)
         except ServiceError:
             down.append(f"broker {profile.kafka.bootstrap_servers} not answering")
     for sink in compiled.plan.sinks:

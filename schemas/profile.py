@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from headrace.schemas.errors import SpecError
+from headrace.schemas.kafka import KafkaConnection
 from headrace.schemas.options import Duration, SpecModel
 from headrace.schemas.serving import ServeSettings
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -39,11 +40,6 @@ class EmbeddedConnection(SpecModel):
     """Everything in local files under ``data_dir`` (relative to the working directory)."""
 
     data_dir: str = ".headrace/local"
-
-
-class KafkaConnection(SpecModel):
-    bootstrap_servers: str
-    properties: dict[str, str] = Field(default_factory=dict)
 
 
 class StateStorage(SpecModel):

