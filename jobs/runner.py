@@ -403,6 +403,7 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     draining = False
     last_drain_check = started
     read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
+    was_down: set[str] = set()  # services down at the last progress line
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the progress line asks PostgreSQL and the broker, which may take seconds to time out
         # while one is down: it is built in the background so that restarts are said at once
@@ -433,16 +434,18 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                 progress = None
             if progress is None and time.monotonic() - last >= every_s:
                 last = time.monotonic()
-                progress = pool.submit(progress_parts, job, compiled, time.monotonic() - started)
+                progress = pool.submit(progress_parts, job, compiled, time.monotonic() - started, was_down)
         for restart in job.new_restarts():  # a failure just before the end (if the API still answers)
             restarts += 1
             say(f"  ! restart {restarts} at {restart.at:%H:%M:%S}: {restart.cause}")
     result.wait()  # raises the job's failure, if any
 
 
-def progress_parts(job: JobWatch, compiled: CompiledJob, running_s: float) -> list[str]:
-    """The phrases of one progress line: time running, counts, the last checkpoint, view rows and
-    any service that does not answer."""
+def progress_parts(job: JobWatch, compiled: CompiledJob, running_s: float,
+                   was_down: set[str] | None = None) -> list[str]:
+    """The phrases of one progress line: time running, counts, the last checkpoint, view rows,
+    any service that does not answer, and any that answers again since the last line
+    (``was_down``: the services down at the last line, updated)."""
     parts = [f"{running_s:,.0f}s running"]
     parts += _counts(job)
     checkpoint = job.last_checkpoint()
@@ -450,7 +453,12 @@ def progress_parts(job: JobWatch, compiled: CompiledJob, running_s: float) -> li
         ago = (datetime.now(UTC) - checkpoint[1]).total_seconds()
         parts.append(f"checkpoint {checkpoint[0]} {ago:.0f}s ago")
     parts += view_counts(compiled)
-    parts += check_services(compiled)
+    down = check_services(compiled)
+    parts += down
+    if was_down is not None:
+        parts += [f"{phrase.removesuffix(' not answering')} answering again" for phrase in sorted(was_down - set(down))]
+        was_down.clear()
+        was_down.update(down)
     return parts
 
 

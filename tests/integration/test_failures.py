@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from tests.integration.clirun import CliRun
 from tests.jobfiles import ROOT, example_job
 from tests.kafkautil import offsets_arg, partition_of, produce_placed, read_all
 from tests.reference import Expected, drop_replays, expected_outcome
-from tests.services import Broker, Postgres
+from tests.services import Broker, ObjectStore, Postgres
 
 pytestmark = pytest.mark.integration
 SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
@@ -188,6 +190,38 @@ def test_broker_frozen_for_20_s_is_reported_ridden_out_and_exact(
     placed += produce_placed(broker.bootstrap, unique, rest, PARTITIONS)
     assert run.finish() == 0, run.output[-3000:]
     assert_exact(broker, pg, unique, placed)
+
+
+@pytest.fixture(scope="module")
+def durable_broker() -> Iterator[Broker]:
+    """A broker that keeps its topics in an S3 server (moto), so that it can be killed and started again."""
+    storage = ObjectStore.start()
+    broker = Broker.start_durable(storage)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        storage.stop()
+
+
+def test_broker_killed_for_20_s_and_started_again_loses_nothing(
+        tmp_path: Path, durable_broker: Broker, broker: Broker, pg: Postgres, profiles_file: Path,
+        unique: str) -> None:
+    profiles_file.write_text(profiles_file.read_text().replace(broker.bootstrap, durable_broker.bootstrap))
+    run, placed, rest = running_on_half(tmp_path, durable_broker, pg, profiles_file, unique, seed=64)
+    durable_broker.kill(signal.SIGTERM)  # tansu does not stop on SIGTERM: kill -9 after 5 s
+    stopped = time.monotonic()
+    try:
+        run.wait_for(lambda: "broker" in (run.line_matching("not answering") or ""), 30,
+                     "a progress line naming the broker")
+        time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
+    finally:
+        durable_broker.start_again()
+    run.wait_for(lambda: run.line_matching(f"broker {durable_broker.bootstrap} answering again") is not None, 60,
+                 "a progress line saying the broker is back")
+    placed += produce_placed(durable_broker.bootstrap, unique, rest, PARTITIONS)
+    assert run.finish() == 0, run.output[-3000:]
+    assert_exact(durable_broker, pg, unique, placed)
 
 
 def bad_records() -> list[SampleEvent]:
