@@ -4,6 +4,7 @@
     headrace explain JOB [--sql]     the plan: source, steps with Flink uids, sinks, outputs
     headrace run JOB [--profile P]   run it (profile 'local' = embedded, no servers)
     headrace generate --events N     sample click events for the example job
+    headrace produce TOPIC --from F  records onto a Kafka topic (or --generate N), keyed by tenant
     headrace query VIEW              print a view's rows (the profile's store, or --url a running serve)
     headrace views                   the views of a project's jobs
     headrace serve                   the views over REST, GraphQL, gRPC and a web page, authenticated
@@ -195,6 +196,86 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out.print(f"wrote {n:,} sample click events ({fmt.kind}{', Confluent wire format' if schema_id else ''}) "
               f"to {path}")
     return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Records onto a topic: a JSON-lines file or the sample, in the job's format, keyed by tenant."""
+    from headrace.connectors import kafka, producer
+    from headrace.connectors.registry import register
+    from headrace.jobs.sample import click_events, encoder_for
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    profile = _profile(args)
+    if profile.kafka is None:
+        raise HeadraceError(f"profile '{profile.name}' has no broker: produce writes to Kafka",
+                            hint="use a profile with 'kafka:', or 'headrace generate' for the embedded topic files")
+    if (args.source is None) == (args.generate is None):
+        raise HeadraceError("give the records: --from FILE (JSON lines; - for stdin) or --generate N (the sample)")
+    plan = _plan(args) if args.job else None
+    topic = args.topic or (plan.spec.source.kafka.topic if plan else None)
+    if topic is None:
+        raise HeadraceError("name the topic, or --job JOB to produce to the job's source topic")
+    encode: Any = None
+    kind = plan.spec.source.format.kind if plan is not None else "json"
+    if plan is not None and plan.spec.source.format.binary:
+        fmt = plan.spec.source.format
+        schema_id = None
+        if fmt.wire == "confluent":
+            subject = fmt.subject or f"{topic}-value"
+            schema_id = register(profile, subject, plan.schema.path.read_text(encoding="utf-8"), fmt.format)
+            err.print(f"registered {plan.schema.path.name} as subject '{subject}' (id {schema_id})")
+        encode = encoder_for(plan, schema_id)
+    if args.partitions:
+        kafka.ensure_topics(profile.kafka, {topic}, partitions=args.partitions)
+
+    def items() -> Any:
+        if args.generate is not None:
+            for event in click_events(args.generate, seed=args.seed):
+                record = _json_object(event.payload)
+                payload = event.payload
+                if encode is not None:  # as 'generate' does: what the format cannot hold, a dead letter
+                    try:
+                        payload = encode(record) if record is not None else b"\x07" + payload
+                    except (ValueError, TypeError, AttributeError):
+                        payload = b"\x07" + payload
+                yield record, payload, event.timestamp_ms
+            return
+        stream = sys.stdin.buffer if args.source == "-" else Path(args.source).open("rb")  # noqa: SIM115
+        with stream:
+            for number, record, line in producer.json_lines(stream):
+                payload = line
+                if encode is not None:
+                    try:
+                        payload = encode(record)
+                    except (ValueError, TypeError, AttributeError) as exc:
+                        raise HeadraceError(f"record {number} cannot be written as {kind}: "
+                                            f"{exc}", where=f"{args.source}:{number}",
+                                            hint="fix the record, or produce JSON to a JSON job's topic") from None
+                ts = record.get(plan.spec.source.event_time.field) if plan and record else None
+                yield record, payload, ts if isinstance(ts, int) else None
+
+    total = args.generate
+    with Progress(TextColumn("producing to {task.fields[topic]}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("produce", total=total, topic=topic)
+        result = producer.produce(profile.kafka, topic, items(), rate=args.rate,
+                                  on_progress=lambda n: progress.update(task, completed=n))
+    table = Table(title=f"{result.records:,} records to '{topic}' in {result.seconds:.1f}s "
+                        f"({result.records / max(result.seconds, 1e-9):,.0f}/s)")
+    table.add_column("partition", justify="right")
+    table.add_column("records", justify="right")
+    for partition, count in sorted(result.per_partition.items()):
+        table.add_row(str(partition), f"{count:,}")
+    out.print(table)
+    return 0
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit: int) -> Table:
@@ -660,6 +741,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(Avro, Protobuf, the Confluent wire format: the schema is registered too)")
     with_profile(p)
     p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("produce", help="write records to a Kafka topic, keyed by tenant (Kafka's default partitioner)")
+    p.add_argument("topic", nargs="?", help="the topic (default: the --job's source topic)")
+    p.add_argument("--from", dest="source", metavar="FILE", help="JSON lines to produce (- reads stdin)")
+    p.add_argument("--generate", type=int, metavar="N", help="produce N sample click events instead")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--job", help="write in this job's source format (Avro, Protobuf, Confluent wire) to its topic")
+    p.add_argument("--rate", type=float, metavar="R", help="at most R records per second")
+    p.add_argument("--partitions", type=int, metavar="N", help="create the topic with N partitions if it is missing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    with_profile(p)
+    p.set_defaults(func=cmd_produce)
     p = sub.add_parser("query", help="print a view's rows (filtered), locally or from a running serve")
     p.add_argument("view")
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="a group key equals (repeat)")
