@@ -388,7 +388,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
         cluster.up(dirs, rest_port=args.port, rpc_port=free_port(),
                    checkpoints=profile.state.uri(profile.state.checkpoints),
-                   savepoints=profile.state.uri(profile.state.savepoints), prometheus_port=args.metrics_port, say=say)
+                   savepoints=profile.state.uri(profile.state.savepoints), prometheus_port=args.metrics_port, say=say,
+                   taskmanagers=args.taskmanagers or profile.cluster.taskmanagers,
+                   slots=args.slots or profile.cluster.slots)
         return 0
     if args.action == "down":
         cluster.down(dirs, say)
@@ -409,7 +411,25 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                       f"{tm['timeSinceLastHeartbeat'] / 1000:.1f}s ago")
     out.print(table)
     _print_jobs(client)
+    _print_placement(client)
     return 0
+
+
+def _print_placement(client: Any) -> None:
+    """Which TaskManager runs how many subtasks of each running job's tasks."""
+    for job in client.jobs():
+        if job["state"] != "RUNNING":
+            continue
+        table = Table(title=f"subtasks of '{job['name']}' ({job['jid'][:8]}) by TaskManager", title_justify="left")
+        for column in ("task", "TaskManager", "subtasks"):
+            table.add_column(column, justify="right" if column == "subtasks" else "left")
+        try:
+            rows = client.placement(job["jid"])
+        except HeadraceError:
+            continue
+        for name, tm, count in rows:
+            table.add_row(name[:70] + ("…" if len(name) > 70 else ""), tm, str(count))
+        out.print(table)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -781,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=9249,
                    help="first Prometheus port on 127.0.0.1 (default 9249; 10 ports are tried)")
     p.add_argument("--dir", default=".headrace/cluster", help="configuration, logs and PID files")
+    p.add_argument("--taskmanagers", type=int, metavar="N",
+                   help="TaskManager processes to start (default: the profile's cluster.taskmanagers, 1)")
+    p.add_argument("--slots", type=int, metavar="S", help="slots per TaskManager (default: cluster.slots, 4)")
     with_profile(p)
     p.set_defaults(func=cmd_cluster)
 

@@ -120,8 +120,9 @@ def install_plugins(dirs: ClusterDirs) -> None:
 
 
 def render_config(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str,
-                  prometheus_port: int = 9249) -> Path:
+                  prometheus_port: int = 9249, slots: int = 4) -> Path:
     values = {"CLUSTER_DIR": str(dirs.root.resolve()), "REST_PORT": str(rest_port), "RPC_PORT": str(rpc_port),
+              "SLOTS": str(slots),
               "CHECKPOINTS": checkpoints, "SAVEPOINTS": savepoints, "PYTHON": sys.executable,
               "PROMETHEUS_PORTS": f"{prometheus_port}-{prometheus_port + 9}"}
     text = re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
@@ -141,20 +142,22 @@ def _script(name: str) -> str:
 
 
 def up(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, savepoints: str,
-       prometheus_port: int = 9249, say: Say = print, timeout_s: float = 90) -> ClusterClient:
-    """Start a JobManager and one TaskManager (daemons); returns once the TaskManager registered.
+       prometheus_port: int = 9249, say: Say = print, timeout_s: float = 90, taskmanagers: int = 1,
+       slots: int = 4) -> ClusterClient:
+    """Start a JobManager and ``taskmanagers`` TaskManager processes of ``slots`` slots each
+    (daemons); returns once every TaskManager registered.
 
     Each serves Prometheus metrics on 127.0.0.1 at the first free port from ``prometheus_port``
-    (the JobManager usually ``prometheus_port``, the TaskManager the next).
+    (the JobManager usually ``prometheus_port``, the TaskManagers the next ones).
     """
     client = ClusterClient(f"http://127.0.0.1:{rest_port}")
     if client.reachable():
         raise ServiceError(f"something already answers on 127.0.0.1:{rest_port}",
                            hint="run 'headrace cluster status', or pick another --port")
     render_config(dirs, rest_port=rest_port, rpc_port=rpc_port, checkpoints=checkpoints, savepoints=savepoints,
-                  prometheus_port=prometheus_port)
+                  prometheus_port=prometheus_port, slots=slots)
     env = dirs.env()
-    for script in ("jobmanager.sh", "taskmanager.sh"):
+    for script in ("jobmanager.sh", *["taskmanager.sh"] * taskmanagers):
         done = subprocess.run(["bash", _script(script), "start"], env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise ServiceError(f"could not start the Flink {script.removesuffix('.sh')}: "
@@ -163,8 +166,9 @@ def up(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoints: str, sa
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         overview = client.overview()
-        if overview and overview.get("taskmanagers", 0) >= 1:
-            say(f"cluster up: {client.rest_url} (web UI), {overview['slots-total']} slots, Prometheus metrics on "
+        if overview and overview.get("taskmanagers", 0) >= taskmanagers:
+            say(f"cluster up: {client.rest_url} (web UI), {overview['taskmanagers']} TaskManager(s), "
+                f"{overview['slots-total']} slots, Prometheus metrics on "
                 f"127.0.0.1:{prometheus_port}-{prometheus_port + 9}; logs in {dirs.log}")
             return client
         time.sleep(0.5)
@@ -288,6 +292,16 @@ class ClusterClient:
             time.sleep(0.3)
         raise ServiceError(f"job {job_id} did not start running from {source} within {timeout_s:.0f}s",
                            hint="see 'headrace logs'")
+
+    def placement(self, job_id: str) -> list[tuple[str, str, int]]:
+        """Where a job's subtasks run: ``(vertex name, TaskManager endpoint, subtasks)`` rows."""
+        rows = []
+        for vertex in self.get(f"/jobs/{job_id}")["vertices"]:
+            for tm in self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")["taskmanagers"]:
+                count = sum(tm.get("status-counts", {}).values())
+                rows.append((vertex["name"], f"{tm.get('endpoint', '?')} ({tm.get('taskmanager-id', '?')[:12]})",
+                             count))
+        return rows
 
     def cancel(self, job_id: str) -> None:
         self._request(f"/jobs/{job_id}?mode=cancel", method="PATCH")

@@ -83,9 +83,12 @@ class RegistryConnection(SpecModel):
 
 
 class ClusterConnection(SpecModel):
-    """The Flink session cluster jobs are submitted to (its REST address)."""
+    """The Flink session cluster jobs are submitted to (its REST address), and the shape of the
+    local one ``headrace cluster up`` starts: TaskManager processes and slots in each."""
 
     rest: str = "http://127.0.0.1:8081"
+    taskmanagers: int = Field(default=1, ge=1, le=32)
+    slots: int = Field(default=4, ge=1, le=64)
 
 
 class Profile(SpecModel):

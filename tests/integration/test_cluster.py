@@ -63,8 +63,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterC
     root = tmp_path_factory.mktemp("cluster")
     dirs = ClusterDirs(root)
     port = free_port()
+    # two TaskManager processes, as 'headrace cluster up --taskmanagers 2' starts them
     client = up(dirs, rest_port=port, rpc_port=free_port(), checkpoints=(root / "ckpt").as_uri(),
-                savepoints=(root / "sp").as_uri(), prometheus_port=PROMETHEUS, say=lambda _: None)
+                savepoints=(root / "sp").as_uri(), prometheus_port=PROMETHEUS, say=lambda _: None, taskmanagers=2)
     try:
         yield client, dirs
     finally:
@@ -166,9 +167,10 @@ def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
     assert listing.finish() == 0 and job_id in listing.output and "RUNNING" in listing.output
     row = next(line for line in listing.lines if job_id[:8] in line)
     assert "15,000" in row and f"{int(want['dead_lettered']):,}" in row, listing.output
-    # Headrace's own counters reach Prometheus (the TaskManager's reporter, next port after the JobManager's)
+    # Headrace's own counters reach Prometheus (the TaskManagers' reporters, the ports after the JobManager's)
     deadline = time.monotonic() + 30
-    while "headrace_dead_lettered" not in (scraped := scrape(PROMETHEUS + 1)) and time.monotonic() < deadline:
+    while ("headrace_dead_lettered" not in (scraped := scrape(PROMETHEUS + 1) + scrape(PROMETHEUS + 2))
+           and time.monotonic() < deadline):
         time.sleep(1)
     assert "flink_taskmanager_job_task_operator_headrace_dead_lettered" in scraped
     assert "flink_taskmanager_job_task_operator_headrace_rows_upserted" in scraped
@@ -194,9 +196,12 @@ def test_stop_with_savepoint_and_resume_at_parallelism_2_is_exact(
     changed = tmp_path / "changed.yaml"
     changed.write_text(job.read_text().replace(
         "sinks:\n", f"sinks:\n  - postgres: {{table: {unique}_copy}}\n"))
-    resumed = cli("resume", str(changed), "--from", savepoint, "--parallelism", "2", *profile)
+    # stopped on one TaskManager at parallelism 1, resumed at 4 on both
+    resumed = cli("resume", str(changed), "--from", savepoint, "--parallelism", "4", *profile)
     detail = client.get(f"/jobs/{resumed}")
-    assert {v["parallelism"] for v in detail["vertices"]} == {2}
+    assert {v["parallelism"] for v in detail["vertices"]} == {4}
+    source = next(v["name"] for v in detail["vertices"] if v["name"].startswith("Source"))
+    assert sorted(n for name, _, n in client.placement(resumed) if name == source) == [2, 2]
     drain_when_read(client, resumed, final_offsets(*phases), cluster_profiles)
     assert_exact(broker, pg, unique, placed)
 
@@ -250,13 +255,19 @@ def test_kill_9_of_the_taskmanager_recovers_on_a_new_one_exactly(
         cluster: tuple[ClusterClient, ClusterDirs]) -> None:
     client, dirs = cluster
     _, job_id, placed, phases = submitted_on_half(tmp_path, broker, pg, cluster_profiles, unique, 73)
+    # parallelism 2 on two TaskManagers: one subtask of each task on each, as 'cluster status' shows
+    placement = client.placement(job_id)
+    source = next(name for name, _, _ in placement if name.startswith("Source"))
+    assert sorted(n for name, _, n in placement if name == source) == [1, 1], placement
+    status = CliRun("cluster", "status", "--port", client.rest_url.rsplit(":", 1)[1])
+    assert status.finish() == 0 and "by TaskManager" in status.output, status.output
+    assert "2 TaskManager(s)" in status.output, status.output
     old = dirs.taskmanager_pids()
-    add_taskmanager(dirs)
-    while (client.overview() or {}).get("taskmanagers", 0) < 2:
-        time.sleep(0.3)
+    assert len(old) == 2
 
     before = stable_total(pg, f"{unique}_1m")
     os.kill(old[0], signal.SIGKILL)
+    add_taskmanager(dirs)  # the replacement, as a supervisor (systemd, Kubernetes) would start it
     killed = time.monotonic()
     while Path(f"/proc/{old[0]}").exists() and "zombie" not in Path(f"/proc/{old[0]}/status").read_text():
         assert time.monotonic() - killed < 10, "the TaskManager survived kill -9"
