@@ -27,7 +27,6 @@ latency) to ``.headrace/stats/``, and ``headrace run`` prints the sum at the end
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -176,7 +175,7 @@ class LookupConfig:
         l1 = opts.cache.l1
         persist = None
         if l1.persist:
-            persist = self._path(l1.persist) / f"{self.job}.{self.step}.{os.getpid()}"
+            persist = self._path(l1.persist) / f"{self.job}.{self.step}"
         cache = LocalCache(size=l1.size, ttl_ms=l1.ttl, miss_ttl_ms=l1.miss_ttl, persist=persist)
         source: Any
         if opts.source.postgres is not None:
@@ -369,6 +368,7 @@ class EnrichNode(StepNode):
         from rich.table import Table
 
         table = Table(title="lookups", title_justify="left")
+        warm: list[str] = []
         for column in ("step", "records", "L1 (worker)", "L2 (redis)", "L3 (store)", "misses", "L2 errors",
                        "batch p50 / p99"):
             table.add_column(column, justify="left" if column == "step" else "right")
@@ -387,6 +387,12 @@ class EnrichNode(StepNode):
             table.add_row(step.id, f"{total.keys:,}", *(f"{hits:,} ({hits / n:.1%})" for hits in (
                 total.l1_hits, total.l2_hits, total.l3_hits, total.misses)),
                 f"{total.l2_errors:,}", f"{p50:.1f} / {p99:.1f} ms")
+            if total.l1_loaded:
+                warm.append(f"{step.id}: L1 started with {total.l1_loaded:,} persisted keys, its first batches "
+                            f"answered {total.first_batch_l1_hits:,} of {total.first_batch_keys:,} keys")
+        if warm:
+            table.caption = "; ".join(warm)
+            table.caption_justify = "left"
         return table
 
 class Enrich(StepKind):

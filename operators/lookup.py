@@ -5,7 +5,8 @@ key the store does not have), asking each level only for what the level above di
 
 - **L1** :class:`LocalCache`: in the worker process, a bounded LRU with a TTL, which also
   remembers misses (for ``miss_ttl``), so an unknown key does not reach the stores on every record.
-  Optionally kept in a rocksdict database, so that a restarted worker starts warm.
+  Optionally kept in a rocksdict database, written through, so that a rerun or a restarted
+  worker starts warm (even after ``kill -9``).
 - **L2** :class:`RedisLevel`: a Redis hash per key, read with one pipelined call per batch;
   the keys L3 answers are written back (with a TTL). A cache that does not answer is skipped
   (counted), never waited for: the data is in L3.
@@ -32,7 +33,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,10 @@ class LookupStats:
     l2_errors: int = 0
     batches: int = 0
     batch_ms: list[float] = field(default_factory=list)  # a sample: the last 1,000 batches
+    #: entries L1 started with (from its persisted database), and how its first batch went
+    l1_loaded: int = 0
+    first_batch_keys: int = 0
+    first_batch_l1_hits: int = 0
 
     def timed(self, started: float) -> None:
         self.batches += 1
@@ -62,8 +67,7 @@ class LookupStats:
             del self.batch_ms[:-1000]
 
     def merged(self, other: LookupStats) -> LookupStats:
-        return LookupStats(*(getattr(self, f) + getattr(other, f) for f in
-                             ("keys", "l1_hits", "l2_hits", "l3_hits", "misses", "l2_errors", "batches", "batch_ms")))
+        return LookupStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -74,14 +78,26 @@ class LookupStats:
 
 
 class LocalCache:
-    """L1: a bounded LRU of key → fields (or a remembered miss), each entry with an expiry."""
+    """L1: a bounded LRU of key → fields (or a remembered miss), each entry with an expiry.
+
+    With ``persist`` (a path prefix), the cache is also kept in a rocksdict (RocksDB) database,
+    written through: every entry L1 takes is written as it is taken and every entry it evicts is
+    deleted, so what a worker has cached is on disk however the worker ends (``kill -9`` included;
+    RocksDB's write-ahead log is written before ``put`` returns). Each worker of the step opens the
+    first database ``<persist>.<n>`` that no other live worker holds (RocksDB locks it while open;
+    the lock dies with its process), so a rerun's or a restarted worker's L1 starts with what the
+    previous worker in that slot had, whatever its process id.
+    """
 
     def __init__(self, *, size: int, ttl_ms: int, miss_ttl_ms: int, persist: Path | None = None) -> None:
         self.size, self.ttl, self.miss_ttl = size, ttl_ms / 1000, miss_ttl_ms / 1000
         self.entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self.persist = persist
+        self.db: Any = None
+        self.loaded = 0
         if persist is not None:
-            self._load(persist)
+            self.db = _open_free_slot(persist)
+            self._load()
 
     def get(self, key: str, now: float) -> Any:
         """The fields, ``None`` for a remembered miss, or ``_MISS`` when L1 does not know."""
@@ -95,41 +111,49 @@ class LocalCache:
         return entry[1]
 
     def put(self, key: str, value: Row | None, now: float) -> None:
-        self.entries[key] = (now + (self.ttl if value is not None else self.miss_ttl), value)
+        expires = now + (self.ttl if value is not None else self.miss_ttl)
+        self.entries[key] = (expires, value)
         self.entries.move_to_end(key)
+        if self.db is not None:  # wall-clock expiry: it survives a restart
+            self.db[key] = json.dumps([time.time() + expires - now, value])
         while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
+            evicted, _ = self.entries.popitem(last=False)
+            if self.db is not None:
+                del self.db[evicted]
 
-    def _load(self, path: Path) -> None:
-        from rocksdict import Rdict
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = Rdict(str(path))
-        try:
-            now = time.time()
-            for key, value in db.items():
-                expires, fields = json.loads(value)
-                if expires > now:  # wall-clock expiry survives a restart
-                    self.entries[str(key)] = (time.monotonic() + expires - now, fields)
-        finally:
-            db.close()
+    def _load(self) -> None:
+        now, mono = time.time(), time.monotonic()
+        live: list[tuple[float, str, Any]] = []
+        expired: list[tuple[float, str, Any]] = []
+        for key, value in self.db.items():
+            expires, fields = json.loads(value)
+            (live if expires > now else expired).append((expires, str(key), fields))
+        live.sort()  # the longest-lived last: they are the most recently taken
+        for expires, key, fields in live[-self.size:]:
+            self.entries[key] = (mono + expires - now, fields)
+        for _, key, _ in expired + live[:-self.size]:
+            del self.db[key]
+        self.loaded = len(self.entries)
 
     def save(self) -> None:
-        """Write the live entries to the rocksdict database (one writer: this worker)."""
-        if self.persist is None:
-            return
-        from rocksdict import Rdict
+        """Close the database (every entry is already in it)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
-        db = Rdict(str(self.persist))
+
+def _open_free_slot(prefix: Path, slots: int = 256) -> Any:
+    """The first rocksdict database ``<prefix>.<n>`` that no live process holds open."""
+    from rocksdict import Rdict
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for slot in range(slots):
         try:
-            for key in list(db.keys()):
-                del db[key]
-            now, wall = time.monotonic(), time.time()
-            for key, (expires, fields) in self.entries.items():
-                if expires > now:
-                    db[key] = json.dumps([wall + expires - now, fields])
-        finally:
-            db.close()
+            return Rdict(f"{prefix}.{slot}")
+        except Exception as exc:  # rocksdict raises a plain Exception for RocksDB's lock
+            if "lock" not in str(exc).lower():
+                raise
+    raise RuntimeError(f"all {slots} L1 databases under {prefix}.* are held by live workers")
 
 
 class Source(Protocol):
@@ -345,6 +369,10 @@ class Lookup:
             for key in wanted:
                 answers[key] = found.get(key) or from_l3.get(key)
                 self.l1.put(key, answers[key], now)
+        if self.stats.batches == 0:  # how warm L1 started: distinct keys it answered itself
+            self.stats.l1_loaded = self.l1.loaded
+            self.stats.first_batch_keys = len(answers)
+            self.stats.first_batch_l1_hits = len(answers) - len(wanted)
         first = set(wanted)
         for key in keys:
             if key is None:

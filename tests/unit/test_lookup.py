@@ -155,3 +155,45 @@ def test_l1_persisted_with_rocksdict_starts_warm(tmp_path: Path) -> None:
     first.close()
     again = lookup(source, persist=tmp_path / "l1")
     assert again.get(["a", "x"]) == [{"c": "NO"}, None] and source.calls == 1
+
+
+KILLED_WORKER = """
+import os, signal, sys
+from pathlib import Path
+from headrace.operators.lookup import LocalCache
+cache = LocalCache(size=100, ttl_ms=600_000, miss_ttl_ms=600_000, persist=Path(sys.argv[1]))
+for i in range(50):
+    cache.put(f"u{i}", {"c": str(i)} if i % 5 else None, 0.0 + __import__("time").monotonic())
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no save()
+"""
+
+
+def test_l1_is_written_through_so_a_killed_worker_leaves_it_warm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("rocksdict")
+    done = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(tmp_path / "l1" / "job.enrich")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    source = CountingSource({f"u{i}": {"c": str(i)} for i in range(100)})
+    again = lookup(source, persist=tmp_path / "l1" / "job.enrich")
+    assert again.l1.loaded == 50
+    assert again.get(["u1", "u5", "u7"]) == [{"c": "1"}, None, {"c": "7"}] and source.calls == 0
+    assert (again.stats.first_batch_keys, again.stats.first_batch_l1_hits, again.stats.l1_loaded) == (3, 3, 50)
+
+
+def test_each_live_worker_has_its_own_database_and_eviction_deletes(tmp_path: Path) -> None:
+    pytest.importorskip("rocksdict")
+    prefix = tmp_path / "job.enrich"
+    one = LocalCache(size=2, ttl_ms=60_000, miss_ttl_ms=60_000, persist=prefix)
+    two = LocalCache(size=2, ttl_ms=60_000, miss_ttl_ms=60_000, persist=prefix)  # slot 0 is held: slot 1
+    for key in ("a", "b", "c"):
+        one.put(key, {"v": key}, 0.0)
+    two.put("z", {"v": "z"}, 0.0)
+    one.save()
+    two.save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.enrich.0", "job.enrich.1"]
+    reopened = LocalCache(size=10, ttl_ms=60_000, miss_ttl_ms=60_000, persist=prefix)
+    assert sorted(reopened.entries) == ["b", "c"]  # 'a' was evicted, from the database too
+    reopened.save()
