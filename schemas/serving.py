@@ -50,6 +50,11 @@ class ServeSettings(SpecModel):
     #: GraphQL: the deepest nesting and the most rows one query may ask for (limits multiplied)
     graphql_max_depth: int = Field(default=6, ge=2)
     graphql_max_rows: int = Field(default=10_000, ge=1)
+    #: GraphQL: the most fields and fragment spreads one query may hold once its fragments are
+    #: expanded (a "fragment bomb" of 23 fragments, each spreading the next twice, expands to 2^23),
+    #: and the largest request body (bytes) any endpoint reads: bigger is refused with 400 unread
+    graphql_max_fields: int = Field(default=2_000, ge=10)
+    max_request_bytes: int = Field(default=65_536, ge=1024)
     #: gRPC (schemas/views.proto) listens here; 0 turns it off (default: port + 1)
     grpc_port: int | None = Field(default=None, ge=0)
     #: how often subscriptions look for changes when no notice wakes them

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +35,58 @@ from headrace.schemas.serving import ServeSettings
 from headrace.schemas.views import WINDOW_BOUNDS, ServedView
 
 log = logging.getLogger("headrace.serve")
+
+
+class BodyLimit:
+    """Refuse a request whose body is larger than ``max_bytes`` with 400, without reading it all:
+    by its Content-Length when it says, else as the chunks arrive (a query of megabytes would
+    otherwise be read, parsed and cached before any check)."""
+
+    def __init__(self, app: Any, max_bytes: int, refused: Callable[[], None]) -> None:
+        self.app, self.max_bytes, self.refused = app, max_bytes, refused
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send, int(length))
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send, seen)
+
+    async def _refuse(self, send: Any, size: int) -> None:
+        self.refused()
+        body = json.dumps({"error": f"request too large: {size:,} bytes or more, the limit is {self.max_bytes:,} "
+                                    "(serve.max_request_bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSettings, verifier: TokenVerifier,
@@ -71,6 +124,8 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
 
     app = FastAPI(title="Headrace views", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(GZipMiddleware, minimum_size=500)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
+                       refused=lambda: rejections.labels("too_large").inc())
     app.state.hub = hub
     by_name = {v.name: v for v in views}
 

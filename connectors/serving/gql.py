@@ -57,6 +57,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import (
     AddValidationRules,
+    MaxTokensLimiter,
     ParserCache,
     SchemaExtension,
     ValidationCache,
@@ -86,9 +87,24 @@ class CostLimit:
     more than ``max_rows`` rows (each view field's ``limit`` times its parents')."""
 
     @staticmethod
-    def rule(view_fields: set[str], max_rows: int, top_max: int, max_depth: int) -> type[ValidationRule]:
+    def rule(view_fields: set[str], max_rows: int, top_max: int, max_depth: int,
+             max_fields: int = 2_000) -> type[ValidationRule]:
+        class TooComplex(Exception):
+            pass
+
         class Rule(ValidationRule):
+            visited = 0  # selections walked for this operation, fragments expanded: bounded by max_fields
+
             def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+                self.visited = 0
+                try:
+                    self.check(node)
+                except TooComplex:
+                    self.report_error(GraphQLError(
+                        f"query too complex: more than {max_fields:,} fields and fragment spreads once its "
+                        "fragments are expanded; ask for less, or split it", node))
+
+            def check(self, node: OperationDefinitionNode) -> None:
                 depth = self.depth(node.selection_set, set())
                 if depth > max_depth:
                     self.report_error(GraphQLError(
@@ -103,6 +119,9 @@ class CostLimit:
             def children(self, selection: SelectionSetNode | None) -> list[tuple[FieldNode | None, Any]]:
                 """(field, its selection) for fields; (None, selection) for fragments, flattened."""
                 out: list[tuple[FieldNode | None, Any]] = []
+                self.visited += len(selection.selections) if selection else 0
+                if self.visited > max_fields:
+                    raise TooComplex()
                 for item in selection.selections if selection else ():
                     if isinstance(item, FieldNode):
                         out.append((item, item.selection_set))
@@ -217,10 +236,13 @@ def build_graphql(views: list[ServedView], stores: dict[str, Any], settings: Any
                 log.info("graphql: %s", str(one.message).splitlines()[0][:300])
 
     limits = CostLimit.rule({graphql_name(v) for v in views}, settings.graphql_max_rows, settings.max_rows,
-                            settings.graphql_max_depth)
+                            settings.graphql_max_depth, settings.graphql_max_fields)
     # parsed and validated documents are cached (the rule is one class, so the cache can hit):
     # dashboards send the same few queries again and again
-    extensions: list[Any] = [lambda: ParserCache(maxsize=1024), lambda: AddValidationRules([limits]),
+    # (bodies are at most max_request_bytes, so the caches hold at most 1024 of those; the token
+    # bound stops a document of many small tokens before the parser builds it)
+    extensions: list[Any] = [lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_fields * 4),
+                             lambda: ParserCache(maxsize=1024), lambda: AddValidationRules([limits]),
                              lambda: ValidationCache(maxsize=1024), Metrics]
     schema = Schema(
         query=query_type, subscription=subscription_type, config=StrawberryConfig(auto_camel_case=False),
