@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
@@ -16,15 +18,22 @@ def with_options(options: dict[str, str]) -> str:
     return f"WITH (\n  {body}\n)"
 
 
-SECRET_KEYS = ("password", "sasl.jaas.config", "secret", "token")
+SECRET_KEYS = ("password", "sasl.jaas.config", "secret", "token", "keystore.key", "key.pem", "oauthbearer.config")
+#: an option: a quoted key, '=', a quoted value (either may span lines; '' is a quote inside)
+_OPTION = re.compile(r"'((?:[^']|'')*)'(\s*=\s*)'((?:[^']|'')*)'")
 
 
 def masked(sql: str) -> str:
-    """The SQL with every secret option value replaced, for display and logs."""
-    out = []
-    for line in sql.splitlines():
-        key = line.strip().split("=", 1)[0].lower()
-        if "=" in line and any(s in key for s in SECRET_KEYS):
-            line = line.split("=", 1)[0] + "= '******'" + ("," if line.rstrip().endswith(",") else "")
-        out.append(line)
-    return "\n".join(out)
+    r"""The SQL with every secret option's value replaced, for display and logs. Literals are
+    matched whole, so a value with a line break or a quote is masked entirely.
+
+    >>> masked("WITH ('url' = 'x', 'password' = 'a\nb''c')")
+    "WITH ('url' = 'x', 'password' = '******')"
+    """
+    def mask(match: re.Match[str]) -> str:
+        key = match.group(1).lower()
+        if any(s in key for s in SECRET_KEYS):
+            return f"'{match.group(1)}'{match.group(2)}'******'"
+        return match.group(0)
+
+    return _OPTION.sub(mask, sql)

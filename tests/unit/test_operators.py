@@ -98,3 +98,18 @@ def test_durations_round_trip() -> None:
 def test_secrets_are_masked_in_displayed_sql() -> None:
     sql = "WITH (\n  'url' = 'jdbc:postgresql://h/db',\n  'password' = 'hunter2'\n)"
     assert "hunter2" not in masked(sql) and "'url' = 'jdbc:postgresql://h/db'" in masked(sql)
+
+
+def test_a_secret_with_a_line_break_or_a_quote_is_masked_whole() -> None:
+    """A password from the environment may hold a line break; a PEM key always does."""
+    from headrace.connectors.sqltext import with_options
+
+    sql = "CREATE TABLE t (a INT, w AS INTERVAL '5' SECOND) " + with_options({
+        "url": "jdbc:postgresql://h/db", "password": "line1\nline2'quoted",
+        "properties.ssl.keystore.key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----",
+        "properties.sasl.oauthbearer.config": "clientSecret=abc", "user": "u"})
+    shown = masked(sql)
+    for secret in ("line1", "line2", "quoted", "MIIE", "BEGIN PRIVATE", "clientSecret"):
+        assert secret not in shown, shown
+    assert "'url' = 'jdbc:postgresql://h/db'" in shown and "'user' = 'u'" in shown
+    assert shown.count("'******'") == 3
