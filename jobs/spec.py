@@ -120,7 +120,7 @@ class EventTime(SpecModel):
     """
 
     field: Identifier
-    max_out_of_orderness: Duration = 0
+    max_out_of_orderness: Duration = Field(default=0, lt=100 * 86_400_000)
     idle_timeout: Duration | None = None
     max_future: Duration = 86_400_000
 
@@ -198,7 +198,8 @@ class DeadLetterOutput(KafkaOutput):
 
 
 class Checkpoint(SpecModel):
-    interval: Duration = 10_000
+    #: Flink takes 10 ms at the least
+    interval: Duration = Field(default=10_000, ge=10)
 
 
 class JobSpec(SpecModel):

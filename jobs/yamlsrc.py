@@ -32,18 +32,40 @@ class SourceMap:
         return f"{self.file}:{self.lines.get(p, 1)}"
 
 
-def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, path + (key,), lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (i,), lines) for i, item in enumerate(node.value)]
-    return _scalar(node)
+#: a job spec or profile is small: more values than this, or deeper nesting, is a mistake or an
+#: attack (YAML aliases expanding exponentially: 9 levels of 9 aliases are 387 million values)
+MAX_VALUES, MAX_DEPTH = 100_000, 64
+
+
+class _Builder:
+    def __init__(self, name: str) -> None:
+        self.name, self.values = name, 0
+        self.lines: dict[KeyPath, int] = {}
+
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise SpecError(f"the file holds more than {MAX_VALUES:,} values once its YAML aliases are expanded",
+                            where=f"{self.name}:{node.start_mark.line + 1}",
+                            hint="write the values out instead of repeating aliases (*name)")
+        if len(path) > MAX_DEPTH:
+            raise SpecError(f"values are nested more than {MAX_DEPTH} levels deep",
+                            where=f"{self.name}:{node.start_mark.line + 1}", hint="a job spec nests a few levels")
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in out:
+                    raise SpecError(f"duplicate key '{key}' (first at line {self.lines[path + (key,)]})",
+                                    where=f"{self.name}:{line}", hint="keep one of them")
+                self.lines[path + (key,)] = line
+                out[key] = self.build(value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return _scalar(node)
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -52,13 +74,24 @@ def _scalar(node: yaml.Node) -> Any:
 
 
 def load_yaml(path: Path, text: str | None = None) -> tuple[Any, SourceMap]:
-    """Parse one YAML document; syntax errors become a :class:`SpecError` at file:line."""
+    """Parse one YAML document; every problem with the file (not there, not UTF-8 text, invalid
+    YAML, duplicate keys, aliases expanding to too much, nesting too deep) is a
+    :class:`SpecError` at file:line."""
     name = str(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             raise SpecError(f"no such file {name}", hint="check the path") from None
+        except OSError as exc:
+            raise SpecError(f"cannot read {name}: {exc.strerror or exc}",
+                            hint="give a YAML file you can read") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise SpecError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at position {exc.start}",
+                            where=f"{name}:{line}", hint="save the file as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -66,7 +99,18 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[Any, SourceMap]:
         line = mark.line + 1 if mark else 1
         raise SpecError(f"invalid YAML: {exc.problem or exc.context}", where=f"{name}:{line}",
                         hint="fix the indentation or quoting there") from None
-    lines: dict[KeyPath, int] = {}
+    except yaml.YAMLError as exc:  # the reader's: a control character, a NUL
+        position = getattr(exc, "position", 0) or 0
+        character = getattr(exc, "character", None)
+        code = ord(character) if isinstance(character, str) and character else character
+        what = f"character U+{code:04X}" if isinstance(code, int) else "a character YAML does not allow"
+        raise SpecError(f"invalid YAML: {what} at position {position}",
+                        where=f"{name}:{text[:position].count(chr(10)) + 1}",
+                        hint="a job spec is text: remove control characters") from None
+    except RecursionError:
+        raise SpecError(f"values are nested more than {MAX_DEPTH} levels deep", where=f"{name}:1",
+                        hint="a job spec nests a few levels") from None
     if node is None:
-        return {}, SourceMap(name, lines)
-    return _build(node, (), lines), SourceMap(name, lines)
+        return {}, SourceMap(name, {})
+    builder = _Builder(name)
+    return builder.build(node, ()), SourceMap(name, builder.lines)

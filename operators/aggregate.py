@@ -49,6 +49,10 @@ MeasureExpression = Annotated[str, AfterValidator(_check_measure),
                               Field(examples=["count()", "sum(bytes)", "avg(latency_ms)"])]
 
 
+#: the longest duration Flink SQL's intervals take here (schemas/durations.py ``sql_interval``)
+MAX_INTERVAL_MS = 100 * 86_400_000
+
+
 class SlidingWindow(SpecModel):
     size: Duration
     slide: Duration
@@ -78,6 +82,9 @@ class WindowSpec(SpecModel):
             raise ValueError("a window is exactly one of 'tumbling', 'sliding' or 'session'")
         if self.tumbling is not None and self.tumbling <= 0:
             raise ValueError("a tumbling window must be longer than 0")
+        sizes = [self.tumbling, self.sliding.size if self.sliding else None, self.session.gap if self.session else None]
+        if any(size is not None and size >= MAX_INTERVAL_MS for size in sizes):
+            raise ValueError("a window is at most 99 days (Flink SQL's day-to-second intervals hold two digits)")
         return self
 
     @property
@@ -100,7 +107,7 @@ class AggregateOptions(StepOptions):
 
     group_by: list[Identifier] = Field(min_length=1)
     window: WindowSpec
-    allowed_lateness: Duration = 0
+    allowed_lateness: Duration = Field(default=0, lt=100 * 86_400_000)
     measures: dict[Identifier, MeasureExpression] = Field(min_length=1)
 
 
