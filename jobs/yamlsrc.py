@@ -34,13 +34,14 @@ class SourceMap:
 
 #: a job spec or profile is small: more values than this, or deeper nesting, is a mistake or an
 #: attack (YAML aliases expanding exponentially: 9 levels of 9 aliases are 387 million values)
-MAX_VALUES, MAX_DEPTH = 100_000, 64
+MAX_VALUES, MAX_DEPTH = 20_000, 64
 
 
 class _Builder:
     def __init__(self, name: str) -> None:
         self.name, self.values = name, 0
         self.lines: dict[KeyPath, int] = {}
+        self.loader = yaml.SafeLoader("")  # one per file: building one per scalar was most of the cost
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.values += 1
@@ -55,7 +56,7 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+                key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
                 line = key_node.start_mark.line + 1
                 if key in out:
                     raise SpecError(f"duplicate key '{key}' (first at line {self.lines[path + (key,)]})",
@@ -65,12 +66,10 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return _scalar(node)
+        return self.scalar(node)
 
-
-def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    return loader.construct_object(node, deep=True)
+    def scalar(self, node: yaml.Node) -> Any:
+        return self.loader.construct_object(node, deep=True)
 
 
 def load_yaml(path: Path, text: str | None = None) -> tuple[Any, SourceMap]:
