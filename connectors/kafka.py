@@ -95,9 +95,9 @@ def admin(kconn: KafkaConnection) -> tuple[Any, list[Any]]:
     return client, errors
 
 
-def check_reachable(kconn: KafkaConnection, timeout_s: float = 8.0) -> set[str]:
-    """Topics on the broker; a :class:`ServiceError` if it cannot be reached in time, at once
-    (within a second) when it refuses the credentials or the TLS handshake."""
+def check_reachable(kconn: KafkaConnection, timeout_s: float = 8.0) -> dict[str, int]:
+    """The broker's topics and their partition counts; a :class:`ServiceError` if it cannot be
+    reached in time, at once (within a second) when it refuses the credentials or the TLS handshake."""
     from confluent_kafka import KafkaException
 
     client, errors = admin(kconn)
@@ -105,7 +105,8 @@ def check_reachable(kconn: KafkaConnection, timeout_s: float = 8.0) -> set[str]:
     reason = "no answer"
     while True:
         try:
-            return set(client.list_topics(timeout=min(0.5, max(0.05, deadline - time.monotonic()))).topics)
+            meta = client.list_topics(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
+            return {name: len(topic.partitions) for name, topic in meta.topics.items()}
         except KafkaException as exc:
             reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
         client.poll(0)
@@ -127,7 +128,7 @@ def ensure_topics(kconn: KafkaConnection, topics: Iterable[str], partitions: int
     from confluent_kafka.admin import NewTopic
 
     existing = check_reachable(kconn)
-    missing = sorted(set(topics) - existing)
+    missing = sorted(set(topics) - existing.keys())
     if not missing:
         return
     client, _ = admin(kconn)

@@ -96,11 +96,10 @@ def produce(kconn: KafkaConnection, topic: str, items: Iterable[tuple[dict[str, 
     from confluent_kafka import KafkaException, Producer
     from headrace.connectors.kafka import check_reachable
 
-    topics = check_reachable(kconn)
-    if topic not in topics:
+    partitions = check_reachable(kconn).get(topic)
+    if partitions is None:
         raise ServiceError(f"topic '{topic}' does not exist on {kconn.bootstrap_servers}",
                            hint="create it with the partitions you want (or pass --partitions N to create it)")
-    partitions = _partition_count(kconn, topic)
     placement = Placement(kconn.tenants or TenantSpread(), partitions)
     result = Produced(per_partition={p: 0 for p in range(partitions)})
 
@@ -147,23 +146,19 @@ def produce(kconn: KafkaConnection, topic: str, items: Iterable[tuple[dict[str, 
     return result
 
 
-def _partition_count(kconn: KafkaConnection, topic: str) -> int:
-    from headrace.connectors.kafka import admin
-
-    client, _ = admin(kconn)
-    meta = client.list_topics(topic, timeout=10)
-    return len(meta.topics[topic].partitions)
-
-
 def json_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, bytes]]:
     """``(line number, its JSON object or None, the line)`` for each non-empty line (a line that is
     not a JSON object is produced as it is: the job dead-letters it, as from any producer)."""
     for number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\r\n")
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        yield number, (record if isinstance(record, dict) else None), line
+        if line:
+            yield number, json_object(line), line
+
+
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """The JSON object ``payload`` holds (for its key), or None."""
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -202,7 +202,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     """Records onto a topic: a JSON-lines file or the sample, in the job's format, keyed by tenant."""
     from headrace.connectors import kafka, producer
     from headrace.connectors.registry import register
-    from headrace.jobs.sample import click_events, encoder_for
+    from headrace.jobs.sample import click_events, encoded_sample, encoder_for
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     profile = _profile(args)
@@ -231,14 +231,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     def items() -> Any:
         if args.generate is not None:
             for event in click_events(args.generate, seed=args.seed):
-                record = _json_object(event.payload)
-                payload = event.payload
-                if encode is not None:  # as 'generate' does: what the format cannot hold, a dead letter
-                    try:
-                        payload = encode(record) if record is not None else b"\x07" + payload
-                    except (ValueError, TypeError, AttributeError):
-                        payload = b"\x07" + payload
-                yield record, payload, event.timestamp_ms
+                payload = event.payload if encode is None else encoded_sample(event.payload, encode)
+                yield producer.json_object(event.payload), payload, event.timestamp_ms
             return
         stream = sys.stdin.buffer if args.source == "-" else Path(args.source).open("rb")  # noqa: SIM115
         with stream:
@@ -268,14 +262,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
         table.add_row(str(partition), f"{count:,}")
     out.print(table)
     return 0
-
-
-def _json_object(payload: bytes) -> dict[str, Any] | None:
-    try:
-        record = json.loads(payload)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def view_table(name: str, columns: list[str], rows: list[tuple[Any, ...]], limit: int) -> Table:

@@ -102,11 +102,16 @@ def write_encoded(path: Path, events: Iterator[SampleEvent], encode: Callable[[d
     n = 0
     with path.open("wb") as out:
         for event in events:
-            try:
-                record = json.loads(event.payload)
-                payload = encode(record) if isinstance(record, dict) else b"\x07" + event.payload
-            except (ValueError, TypeError, AttributeError):
-                payload = b"\x07" + event.payload
-            out.write(base64.b64encode(payload) + b"\n")
+            out.write(base64.b64encode(encoded_sample(event.payload, encode)) + b"\n")
             n += 1
     return n
+
+
+def encoded_sample(payload: bytes, encode: Callable[[dict[str, object]], bytes]) -> bytes:
+    """A sample event in a binary format; one that is not a JSON object or that the format cannot
+    hold becomes a record with a wrong magic byte, so that the job dead-letters it."""
+    try:
+        record = json.loads(payload)
+        return encode(record) if isinstance(record, dict) else b"\x07" + payload
+    except (ValueError, TypeError, AttributeError):
+        return b"\x07" + payload

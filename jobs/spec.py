@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from headrace.jobs.registry import FORMATS, SINKS, STEPS
+from headrace.schemas.durations import MAX_INTERVAL_MS
 from headrace.schemas.kinds import FormatKind
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepId, TopicName
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model, model_validator
@@ -120,7 +121,7 @@ class EventTime(SpecModel):
     """
 
     field: Identifier
-    max_out_of_orderness: Duration = Field(default=0, lt=100 * 86_400_000)
+    max_out_of_orderness: Duration = Field(default=0, lt=MAX_INTERVAL_MS)
     idle_timeout: Duration | None = None
     max_future: Duration = 86_400_000
 

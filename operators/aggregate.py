@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
 from headrace.operators.measures import Measure, parse_measure
-from headrace.schemas.durations import format_duration_ms, sql_interval
+from headrace.schemas.durations import MAX_INTERVAL_MS, format_duration_ms, sql_interval
 from headrace.schemas.errors import SpecError
 from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, Stream, ViewNode, Wiring
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepOptions
@@ -47,10 +47,6 @@ def _check_measure(expression: str) -> str:
 
 MeasureExpression = Annotated[str, AfterValidator(_check_measure),
                               Field(examples=["count()", "sum(bytes)", "avg(latency_ms)"])]
-
-
-#: the longest duration Flink SQL's intervals take here (schemas/durations.py ``sql_interval``)
-MAX_INTERVAL_MS = 100 * 86_400_000
 
 
 class SlidingWindow(SpecModel):
@@ -107,7 +103,7 @@ class AggregateOptions(StepOptions):
 
     group_by: list[Identifier] = Field(min_length=1)
     window: WindowSpec
-    allowed_lateness: Duration = Field(default=0, lt=100 * 86_400_000)
+    allowed_lateness: Duration = Field(default=0, lt=MAX_INTERVAL_MS)
     measures: dict[Identifier, MeasureExpression] = Field(min_length=1)
 
 

@@ -92,7 +92,6 @@ class LocalCache:
     def __init__(self, *, size: int, ttl_ms: int, miss_ttl_ms: int, persist: Path | None = None) -> None:
         self.size, self.ttl, self.miss_ttl = size, ttl_ms / 1000, miss_ttl_ms / 1000
         self.entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self.persist = persist
         self.db: Any = None
         self.loaded = 0
         if persist is not None:

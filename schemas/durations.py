@@ -30,6 +30,10 @@ def format_duration_ms(ms: int) -> str:
     return f"{ms}ms"
 
 
+#: the longest duration :func:`sql_interval` writes (its day field holds two digits)
+MAX_INTERVAL_MS = 100 * 86_400_000
+
+
 def sql_interval(ms: int) -> str:
     """A Flink SQL interval literal for ``ms`` milliseconds (up to 99 days).
 
@@ -39,7 +43,7 @@ def sql_interval(ms: int) -> str:
     >>> sql_interval(120_000), sql_interval(1_500)
     ("INTERVAL '0 00:02:00.000' DAY TO SECOND(3)", "INTERVAL '0 00:00:01.500' DAY TO SECOND(3)")
     """
-    if not 0 <= ms < 100 * 86_400_000:
+    if not 0 <= ms < MAX_INTERVAL_MS:
         raise ValueError(f"durations must be between 0 and 99 days, got {ms} ms")
     days, rest = divmod(ms, 86_400_000)
     hours, rest = divmod(rest, 3_600_000)
