@@ -91,7 +91,14 @@ def resolve_schema(job: LoadedJob, relative: str, key_path: tuple[str | int, ...
     """Find a schema file relative to the job's folder, the project root or the working dir, and
     load it as the format ``kind`` does (``options``: that format's own keys)."""
     candidates = [base / relative for base in _project_root(job.path)]
-    found = next((c for c in candidates if c.is_file()), None)
+
+    def is_file(candidate: Path) -> bool:
+        try:
+            return candidate.is_file()
+        except (OSError, ValueError):  # a name too long for the filesystem, a NUL in it
+            return False
+
+    found = next((c for c in candidates if is_file(c)), None)
     where = job.source_map.where(key_path)
     if found is None:
         raise SpecError(f"schema file '{relative}' not found", where=where,

@@ -52,6 +52,10 @@ def _sections(raw: dict[str, Any], profile: str, smap: SourceMap) -> dict[str, S
     for key, model in declared_sections().items():
         if key in raw:
             value = raw.pop(key)
+            if value is not None and not isinstance(value, dict):
+                raise SpecError(f"profile '{profile}': '{key}' is a mapping of settings, not {value!r}"[:300],
+                                where=smap.where(("profiles", profile, key)),
+                                hint=f"write '{key}: {{...}}' (see README, 'Profiles')")
             try:
                 sections[key] = model.model_validate(value or {})
             except ValidationError as exc:

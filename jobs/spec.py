@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from headrace.jobs.registry import FORMATS, SINKS, STEPS
 from headrace.schemas.durations import MAX_INTERVAL_MS
 from headrace.schemas.kinds import FormatKind
-from headrace.schemas.options import Duration, Identifier, SpecModel, StepId, TopicName
+from headrace.schemas.options import Duration, GroupId, Identifier, SpecModel, StepId, TopicName
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model, model_validator
 
 JobName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=60)]
@@ -43,7 +43,7 @@ class KafkaTopic(SpecModel):
     """A Kafka topic; ``group`` is the consumer group (defaults to the job name)."""
 
     topic: TopicName
-    group: str | None = None
+    group: GroupId | None = None
 
 
 class _RecordFormat(SpecModel):

@@ -48,7 +48,7 @@ from headrace.schemas.kinds import (
     Stream,
     Wiring,
 )
-from headrace.schemas.options import Duration, Identifier, SpecModel, StepOptions
+from headrace.schemas.options import Duration, FilePath, Identifier, SpecModel, StepOptions
 from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from pydantic import Field, model_validator
@@ -86,7 +86,7 @@ class FileLookup(SpecModel):
     """A CSV file with a header row, or JSON lines; ``key_column`` (default: the step's key)
     names the column or member holding the key."""
 
-    path: str
+    path: FilePath
     key_column: str | None = None
 
 

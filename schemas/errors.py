@@ -20,8 +20,10 @@ class HeadraceError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
+        """The error as one line: what, where, how to fix (a line break in a value quoted shows as \\n)."""
         text = f"{self.where}: {self.message}" if self.where else self.message
-        return f"{text}; {self.hint}" if self.hint else text
+        text = f"{text}; {self.hint}" if self.hint else text
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class SpecError(HeadraceError):

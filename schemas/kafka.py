@@ -28,7 +28,7 @@ import re
 from typing import Annotated, Literal
 
 from headrace.schemas.errors import SpecError
-from headrace.schemas.options import SpecModel
+from headrace.schemas.options import FilePath, SpecModel, Text
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 #: every setting the Java client (kafka-clients 3.9.1: consumer, producer, admin) knows, from
@@ -146,6 +146,14 @@ def check_setting(section: str, key: str, value: str, secured: bool) -> None:
             raise ValueError(f"'{key}' is not taken by both clients; put it under '{where}'"
                              + (" (or use 'kafka.security')" if key in SECURITY_KEYS else ""))
     _check_secret(key, value)
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"'{key}': a value is one line of text, without control characters")
+    if NUMERIC_KEY.search(key) and not _ENV_REF.search(value) and not re.fullmatch(r"-?\d+", value.strip()):
+        raise ValueError(f"'{key}' is a whole number, not '{value[:40]}'")
+
+
+#: settings both clients read as whole numbers (linger.ms, batch.size, retries, …)
+NUMERIC_KEY = re.compile(r"(\.ms|\.bytes|\.size|\.records|^retries)$")
 
 
 class KafkaSecurity(SpecModel):
@@ -153,15 +161,15 @@ class KafkaSecurity(SpecModel):
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
     mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None
-    username: str | None = None
+    username: Text | None = None
     #: the environment variable that holds the password (never the password itself)
     password_env: str | None = Field(default=None, pattern=ENV_NAME)
     #: PEM file of the CA that signed the brokers' certificates (default: the system's)
-    ca: str | None = None
+    ca: FilePath | None = None
     #: client certificate (mutual TLS): PEM files; Java reads key and chain from one file, so
     #: ``cert`` and ``key`` name the same file holding both
-    cert: str | None = None
-    key: str | None = None
+    cert: FilePath | None = None
+    key: FilePath | None = None
     key_password_env: str | None = Field(default=None, pattern=ENV_NAME)
 
     @model_validator(mode="before")
@@ -247,10 +255,14 @@ class TenantSpread(SpecModel):
     sub_key: str = "user_id"
 
 
+#: host:port, comma-separated (an IPv6 address in brackets)
+BOOTSTRAP = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}(,\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5})*$"
+
+
 class KafkaConnection(SpecModel):
     """The broker and how both clients reach it (see the module's doc)."""
 
-    bootstrap_servers: str
+    bootstrap_servers: str = Field(pattern=BOOTSTRAP, max_length=4096)
     security: KafkaSecurity | None = None
     tenants: TenantSpread | None = None
     #: settings both clients take under the same name

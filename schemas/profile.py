@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 from headrace.schemas.errors import SpecError
 from headrace.schemas.kafka import KafkaConnection
-from headrace.schemas.options import Duration, SpecModel
+from headrace.schemas.options import Duration, SpecModel, Text
 from headrace.schemas.serving import ServeSettings
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
@@ -50,8 +50,8 @@ class StateStorage(SpecModel):
     Each job checkpoints under ``<checkpoints>/<job name>/``.
     """
 
-    checkpoints: str = ".headrace/checkpoints"
-    savepoints: str = ".headrace/savepoints"
+    checkpoints: Text = ".headrace/checkpoints"
+    savepoints: Text = ".headrace/savepoints"
 
     @staticmethod
     def uri(location: str) -> str:
@@ -70,8 +70,8 @@ class RegistryConnection(SpecModel):
     """A Confluent-compatible schema registry (Headrace's own ``headrace registry serve``, or any
     other): where binary formats in the Confluent wire format find their writer schemas."""
 
-    url: str = Field(pattern=r"^https?://")
-    username: str | None = None
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=1024)
+    username: Text | None = None
     password: SecretStr | None = None
     #: how often a running job asks for the subject's new versions (an unknown id asks at once)
     refresh: Duration = 300_000
@@ -86,7 +86,7 @@ class ClusterConnection(SpecModel):
     """The Flink session cluster jobs are submitted to (its REST address), and the shape of the
     local one ``headrace cluster up`` starts: TaskManager processes and slots in each."""
 
-    rest: str = "http://127.0.0.1:8081"
+    rest: str = Field(default="http://127.0.0.1:8081", pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?$")
     taskmanagers: int = Field(default=1, ge=1, le=32)
     slots: int = Field(default=4, ge=1, le=64)
 
@@ -101,7 +101,7 @@ class Profile(SpecModel):
     cluster: ClusterConnection = ClusterConnection()
     registry: RegistryConnection | None = None
     serve: ServeSettings = ServeSettings()
-    flink: dict[str, str] = Field(default_factory=dict)
+    flink: dict[str, Text] = Field(default_factory=dict)
     #: the kinds' sections, by key, each validated by its kind's model
     sections: dict[str, Section] = Field(default_factory=dict)
 

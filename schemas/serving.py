@@ -4,13 +4,14 @@ The stores' own reading settings (a PostgreSQL read replica, say) live in their 
 
 from __future__ import annotations
 
-from headrace.schemas.options import Duration, Identifier, SpecModel
-from pydantic import Field, SecretStr
+from headrace.schemas.options import Duration, Identifier, Port, SpecModel, Text
+from pydantic import Field, SecretStr, field_validator
 
 
 class AuthSettings(SpecModel):
     """JWT bearer tokens: HS256 with a shared secret, or RS256 with public keys from a JWKS file."""
 
+    #: at least 16 characters (e.g. 'openssl rand -hex 32'): a short one can be guessed offline from any token
     hs256_secret: SecretStr | None = None
     jwks_file: str | None = None
     issuer: str | None = None
@@ -22,6 +23,14 @@ class AuthSettings(SpecModel):
     all_tenants_role: str = "all_tenants"
     leeway: Duration = 5_000
     max_token_bytes: int = Field(default=8192, ge=256)
+
+    @field_validator("hs256_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("an HS256 secret has at least 16 characters (e.g. 'openssl rand -hex 32'): "
+                             "a short one can be guessed offline from any token")
+        return value
 
 
 class RateSettings(SpecModel):
@@ -36,8 +45,8 @@ class RateSettings(SpecModel):
 
 
 class ServeSettings(SpecModel):
-    host: str = "127.0.0.1"
-    port: int = 8700
+    host: Text = "127.0.0.1"
+    port: Port = 8700
     auth: AuthSettings = AuthSettings()
     rate: RateSettings | None = None
     #: the key column holding the tenant: a view with it is filtered to the token's tenant

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from headrace.schemas.options import Port, Text
 from headrace.schemas.profile import Section
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 
 class PostgresConnection(Section):
     key = "postgres"
 
-    host: str = "127.0.0.1"
-    port: int = 5432
-    database: str
-    user: str
+    host: Text = "127.0.0.1"
+    port: Port = 5432
+    database: Text
+    user: Text
     password: SecretStr | None = None
     #: a read replica that ``headrace serve`` reads views from (the primary otherwise)
-    replica_host: str | None = None
-    replica_port: int | None = None
+    replica_host: Text | None = None
+    replica_port: Port | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _no_nul(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "\x00" in value.get_secret_value():
+            raise ValueError("a password cannot hold a NUL character (libpq ends it there)")
+        return value
 
     @property
     def jdbc_url(self) -> str:

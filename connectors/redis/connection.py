@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from headrace.schemas.errors import ServiceError
-from headrace.schemas.options import Duration
+from headrace.schemas.options import Duration, Port, Text
 from headrace.schemas.profile import Section
 from pydantic import SecretStr
 
@@ -25,8 +25,8 @@ class RedisConnection(Section):
 
     key = "redis"
 
-    host: str = "127.0.0.1"
-    port: int = 6379
+    host: Text = "127.0.0.1"
+    port: Port = 6379
     db: int = 0
     username: str | None = None
     password: SecretStr | None = None
