@@ -39,19 +39,22 @@ def row_names(view: ViewDef) -> list[str]:
 
 def batch_udf(names: list[str], open_client: Callable[[], Any], write: Callable[[Any, list[dict[str, Any]]], None],
               close_client: Callable[[Any], None]) -> Any:
-    """A vectorized scalar function: ``write(client, rows)`` per batch; returns 1 per row written."""
+    """A vectorized scalar function: ``write(client, rows)`` per batch; returns 1 per row written,
+    and counts them in the Flink counter ``rows_written`` (group ``headrace``) once written."""
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
     class WriteRows(ScalarFunction):
         def open(self, function_context: Any) -> None:
             self.client = open_client()
+            self.written = function_context.get_metric_group().add_group("headrace").counter("rows_written")
 
         def eval(self, *columns: Any) -> Any:
             import pandas as pd
 
             rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
             write(self.client, rows)
+            self.written.inc(len(rows))
             return pd.Series([1] * len(rows), dtype="int64")
 
         def close(self) -> None:

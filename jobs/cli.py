@@ -9,6 +9,8 @@
     headrace views                   the views of a project's jobs
     headrace serve                   the views over REST, GraphQL, gRPC and a web page, authenticated
     headrace grpc-stubs --out DIR    Python client code for the gRPC service
+    headrace k8s render --out DIR    Kubernetes manifests (Flink Kubernetes Operator) and the image
+    headrace dashboard --out FILE    the Grafana dashboard of Headrace's metrics (JSON)
     headrace jars [--maven-repo URL] fetch and verify the connector jars, build the JVM functions
     headrace schema [spec]           JSON Schema of the job spec, for editors
     headrace schema check|publish|diff TARGET, list, show SUBJECT: schemas as registry subjects
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -577,6 +580,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  say=lambda s: err.print(s, markup=False), grpc_port=args.grpc_port)
 
 
+def cmd_k8s(args: argparse.Namespace) -> int:
+    from headrace.jobs import k8s
+    from headrace.jobs.profiles import DEFAULT_PROFILES, load_profile
+
+    project = Path(args.project).resolve()
+    profiles = Path(args.profiles or os.environ.get("HEADRACE_PROFILES", DEFAULT_PROFILES))
+    profile = load_profile(args.profile, profiles, keep_env=True)
+    paths = [Path(j) for j in args.jobs] or sorted((project / "jobs").glob("*.yaml"))
+    jobs = []
+    for path in paths:
+        if path.name == "profiles.yaml":
+            continue
+        plan = _plan(argparse.Namespace(job=str(path)))
+        try:
+            relative = path.resolve().relative_to(project)
+        except ValueError:
+            raise HeadraceError(f"job spec {path} is outside the project {project}",
+                                hint="keep the job specs under the project's jobs/ (or pass --project)") from None
+        jobs.append((k8s.JobFile(plan.name, relative), args.parallelism or plan.spec.parallelism))
+    out_dir = Path(args.out)
+    written = k8s.render(profile, profiles, jobs, project, out_dir)
+    manifests = [p for p in written if p.suffix == ".yaml" and "image" not in p.relative_to(out_dir).parts]
+    err.print(f"rendered {len(manifests)} manifest file(s) for {len(jobs)} job(s) into {out_dir} "
+              f"(Flink Kubernetes Operator {k8s.OPERATOR_VERSION}, Flink {k8s.flink_version()}); "
+              f"secrets to create: {out_dir / 'SECRETS.md'}; the image: {out_dir / 'image' / 'Dockerfile'}",
+              markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from headrace.jobs.dashboard import PANELS, dashboard_json
+
+    Path(args.out).write_text(dashboard_json(), encoding="utf-8")
+    err.print(f"wrote the Grafana dashboard ({len(PANELS)} panels, Prometheus data source) to {args.out}; "
+              "import it in Grafana (Dashboards → New → Import)", markup=False, soft_wrap=True)
+    return 0
+
+
 def cmd_registry(args: argparse.Namespace) -> int:
     from headrace.connectors.serving.registry_api import serve_profile
     from headrace.jobs.registry import FORMATS
@@ -711,6 +752,9 @@ def print_views(plan: Any, profile: Profile, limit: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headrace", description="Declarative stream pipelines on Flink.")
     parser.add_argument("--verbose", "-v", action="store_true", help="show Python and Java traces on errors")
+    parser.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("HEADRACE_LOG_FORMAT", "text"),
+                        help="what goes to stderr: text (default), or one JSON object a line "
+                             "(default from $HEADRACE_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_profile(p: argparse.ArgumentParser) -> None:
@@ -781,6 +825,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grpc-stubs", help="generate Python gRPC client code for the views service")
     p.add_argument("--out", required=True, help="folder to write headrace_views_pb2*.py into")
     p.set_defaults(func=cmd_grpc_stubs)
+    p = sub.add_parser("k8s", help="Kubernetes: render manifests for the Flink Kubernetes Operator, and the image")
+    p.add_argument("action", choices=["render"])
+    p.add_argument("jobs", nargs="*", metavar="JOB", help="job specs (default: every jobs/*.yaml of the project)")
+    p.add_argument("--out", required=True, help="folder to write the manifests and the image's build context to")
+    p.add_argument("--project", default=".", help="the folder holding jobs/ and schemas/ (default: here)")
+    p.add_argument("--parallelism", type=int, help="every job's parallelism (default: each spec's own)")
+    with_profile(p)
+    p.set_defaults(func=cmd_k8s)
+    p = sub.add_parser("dashboard", help="write the Grafana dashboard of Headrace's metrics (JSON)")
+    p.add_argument("--out", required=True, help="the JSON file to write")
+    p.set_defaults(func=cmd_dashboard)
     p = sub.add_parser("cluster", help="a local Flink session cluster: up | down | status")
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--port", type=int, default=8081, help="REST port on 127.0.0.1 (default 8081)")
@@ -870,7 +925,22 @@ def java_root_cause(exc: BaseException) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global err
     args = build_parser().parse_args(argv)
+    console = err
+    if args.log_format == "json" or args.command == "serve":
+        from headrace.connectors import logs
+
+        logs.configure(args.log_format)
+        if args.log_format == "json":
+            err = logs.JsonConsole()  # type: ignore[assignment]
+    try:
+        return _run(args)
+    finally:
+        err = console
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except HeadraceError as exc:

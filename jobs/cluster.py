@@ -40,11 +40,9 @@ TEMPLATE = importlib.resources.files("headrace.flink_conf").joinpath("config.yam
 JOB_SETTINGS = ("restart-strategy.", "state.backend.", "execution.checkpointing.")
 
 
-def job_defaults() -> dict[str, str]:
-    """Those settings (placeholders, and the checkpoint interval a job spec sets, left out)."""
+def flat_config(text: str) -> dict[str, str]:
+    """A Flink ``config.yaml`` as Flink reads it: dotted keys, values as strings."""
     import yaml
-
-    text = re.sub(r"\$\{[A-Z_]+\}", "PLACEHOLDER", TEMPLATE.read_text(encoding="utf-8"))
 
     def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -53,11 +51,22 @@ def job_defaults() -> dict[str, str]:
             out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
         return out
 
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in flat(yaml.safe_load(text)).items()}
+
+
+def config_text(values: dict[str, str]) -> str:
+    """flink-conf/config.yaml with its ``${...}`` placeholders filled from ``values``."""
+    return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
+
+
+def job_defaults() -> dict[str, str]:
+    """Those settings (placeholders, and the checkpoint interval a job spec sets, left out)."""
     settings = {}
-    for key, value in flat(yaml.safe_load(text)).items():
+    text = re.sub(r"\$\{[A-Z_]+\}", "PLACEHOLDER", TEMPLATE.read_text(encoding="utf-8"))
+    for key, value in flat_config(text).items():
         wanted = key.startswith(JOB_SETTINGS) and key != "execution.checkpointing.interval"
-        if wanted and "PLACEHOLDER" not in str(value):
-            settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        if wanted and "PLACEHOLDER" not in value:
+            settings[key] = value
     return settings
 
 
@@ -125,7 +134,7 @@ def render_config(dirs: ClusterDirs, *, rest_port: int, rpc_port: int, checkpoin
               "SLOTS": str(slots),
               "CHECKPOINTS": checkpoints, "SAVEPOINTS": savepoints, "PYTHON": sys.executable,
               "PROMETHEUS_PORTS": f"{prometheus_port}-{prometheus_port + 9}"}
-    text = re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
+    text = config_text(values)
     for d in (dirs.conf, dirs.log, dirs.pid):
         d.mkdir(parents=True, exist_ok=True)
     (dirs.conf / "config.yaml").write_text(text, encoding="utf-8")

@@ -67,12 +67,12 @@ def _sections(raw: dict[str, Any], profile: str, smap: SourceMap) -> dict[str, S
     return sections
 
 
-def _interpolate(value: Any, profile: str, smap: SourceMap, path: KeyPath) -> Any:
+def _interpolate(value: Any, profile: str, smap: SourceMap, path: KeyPath, keep: bool = False) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, profile, smap, path + (k,)) for k, v in value.items()}
+        return {k: _interpolate(v, profile, smap, path + (k,), keep) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, profile, smap, path + (i,)) for i, v in enumerate(value)]
-    if isinstance(value, str):
+        return [_interpolate(v, profile, smap, path + (i,), keep) for i, v in enumerate(value)]
+    if isinstance(value, str) and not keep:
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
@@ -83,8 +83,11 @@ def _interpolate(value: Any, profile: str, smap: SourceMap, path: KeyPath) -> An
     return value
 
 
-def load_profile(name: str = "local", path: Path | None = None) -> Profile:
-    """Load profile ``name`` from ``path`` (default: $HEADRACE_PROFILES or jobs/profiles.yaml)."""
+def load_profile(name: str = "local", path: Path | None = None, *, keep_env: bool = False) -> Profile:
+    """Load profile ``name`` from ``path`` (default: $HEADRACE_PROFILES or jobs/profiles.yaml).
+
+    ``keep_env``: leave ``${VAR}`` as written (for files rendered for other machines, which
+    resolve them there: never a secret of this one in them)."""
     path = path or Path(os.environ.get("HEADRACE_PROFILES", DEFAULT_PROFILES))
     data, smap = load_yaml(path)
     profiles = data.get("profiles") if isinstance(data, dict) else None
@@ -93,7 +96,7 @@ def load_profile(name: str = "local", path: Path | None = None) -> Profile:
     if name not in profiles:
         raise SpecError(f"no profile '{name}'", where=str(path),
                         hint=f"known profiles: {', '.join(sorted(profiles))}")
-    raw = _interpolate(profiles[name] or {}, name, smap, ("profiles", name))
+    raw = _interpolate(profiles[name] or {}, name, smap, ("profiles", name), keep_env)
     sections = _sections(raw, name, smap) if isinstance(raw, dict) else {}
     try:
         return Profile.model_validate({"name": name, **raw, "sections": sections})

@@ -317,6 +317,19 @@ def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *,
     return job_id
 
 
+def submit_in_cluster(compiled: CompiledJob, say: Say = print) -> str:
+    """Start the job from a program the cluster itself runs (flink-python's PythonDriver in the
+    JobManager: a Flink Kubernetes Operator ``FlinkSessionJob``, or a jar run through Flink's REST
+    API); returns its Flink job id.
+
+    The cluster decides where the job goes, with which parallelism and from which savepoint (the
+    run's own settings); the connector jars travel with the job as on every other path.
+    """
+    jar_paths = preflight(compiled, say)
+    t_env = table_environment(compiled, jar_paths)
+    return str(_execute_plan(compiled, t_env).get_job_client().get_job_id())
+
+
 def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCheckpoint | None = None,
                  rest_port: int | None = None) -> tuple[Any, RunSummary]:
     """Start the job on a local mini-cluster; returns the TableResult (call ``.wait()``).

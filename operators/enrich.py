@@ -207,6 +207,10 @@ def _redis_client(kwargs: dict[str, Any]) -> Any:
     return redis.Redis(**kwargs)
 
 
+#: the lookup's counts that become Flink counters ``enrich_l1_hits`` … ``enrich_misses``
+LEVEL_COUNTERS = ("l1_hits", "l2_hits", "l3_hits", "misses")
+
+
 def enrich_udf(config: LookupConfig, stats_dir: Path) -> Any:
     """A vectorized function: a batch of keys in, ``ROW<_found, fields…>`` out."""
     from pyflink.table import DataTypes
@@ -223,11 +227,19 @@ def enrich_udf(config: LookupConfig, stats_dir: Path) -> Any:
 
         def open(self, function_context: Any) -> None:
             self.lookup = config.open()
+            # Flink metrics (group headrace): which level answered each key, keys no level had
+            group = function_context.get_metric_group().add_group("headrace")
+            self.counters = {name: group.counter(f"enrich_{name}") for name in LEVEL_COUNTERS}
+            self.counted = dict.fromkeys(LEVEL_COUNTERS, 0)
 
         def eval(self, keys: Any) -> Any:
             import pandas as pd
 
             values = self.lookup.get([None if k is None or k != k else str(k) for k in keys])
+            for name in LEVEL_COUNTERS:
+                now = getattr(self.lookup.stats, name)
+                self.counters[name].inc(now - self.counted[name])
+                self.counted[name] = now
             data: dict[str, Any] = {}
             for name, ftype in config.fields:
                 column = [convert(v.get(name), ftype) if v is not None else None for v in values]

@@ -3,7 +3,7 @@
 Job specs never hold addresses or secrets; a profile does (``jobs/profiles.yaml``, loaded with
 ``file:line`` errors by ``jobs/profiles.py``). Its framework sections are fields here:
 ``embedded`` (local files, no servers) or ``kafka``, and ``state``, ``cluster``, ``registry``,
-``serve``, ``flink``. Every other section belongs to a kind: the kind declares it as a
+``serve``, ``kubernetes``, ``flink``. Every other section belongs to a kind: the kind declares it as a
 :class:`Section` model (``PostgresConnection`` with key ``postgres``, ``MaskSettings`` with key
 ``mask``), the loader validates it with that model, and the kind reads it back typed::
 
@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 from headrace.schemas.errors import SpecError
 from headrace.schemas.kafka import KafkaConnection
+from headrace.schemas.kubernetes import KubernetesSettings
 from headrace.schemas.options import Duration, SpecModel, Text
 from headrace.schemas.serving import ServeSettings
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -101,6 +102,7 @@ class Profile(SpecModel):
     cluster: ClusterConnection = ClusterConnection()
     registry: RegistryConnection | None = None
     serve: ServeSettings = ServeSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     flink: dict[str, Text] = Field(default_factory=dict)
     #: the kinds' sections, by key, each validated by its kind's model
     sections: dict[str, Section] = Field(default_factory=dict)

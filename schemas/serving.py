@@ -65,6 +65,9 @@ class ServeSettings(SpecModel):
     graphql_max_fields: int = Field(default=2_000, ge=10)
     max_request_bytes: int = Field(default=65_536, ge=1024)
     #: gRPC (schemas/views.proto) listens here; 0 turns it off (default: port + 1)
-    grpc_port: int | None = Field(default=None, ge=0)
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    #: OpenTelemetry: where request traces go, over OTLP/HTTP (a collector, e.g. http://otel:4318);
+    #: default: $OTEL_EXPORTER_OTLP_ENDPOINT, else nowhere (trace ids still in logs and 5xx bodies)
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
     #: how often subscriptions look for changes when no notice wakes them
     changes_interval: Duration = 1_000

@@ -31,6 +31,7 @@ from headrace.connectors.serving.changes import ChangeHub
 from headrace.connectors.serving.query import RESERVED, BadRequest, parse_query
 from headrace.connectors.serving.ratelimit import RateLimiter
 from headrace.connectors.serving.stores import StoreUnavailable
+from headrace.connectors.serving.tracing import TraceMiddleware, trace_id, tracer_provider
 from headrace.schemas.serving import ServeSettings
 from headrace.schemas.views import WINDOW_BOUNDS, ServedView
 
@@ -103,6 +104,8 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
     rejections = Counter("headrace_serve_rejections", "Requests refused, by reason", ["reason"], registry=registry)
 
     hub = hub or ChangeHub(stores, interval_s=settings.changes_interval / 1000, max_rows=settings.max_rows)
+    provider = tracer_provider(settings.otlp_endpoint)
+    tracer = provider.get_tracer("headrace.serve")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -110,7 +113,7 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
         if grpc_address is not None:
             from headrace.connectors.serving.grpcapi import build_server
 
-            server = build_server(views, stores, settings, verifier, limiter, hub, observe)
+            server = build_server(views, stores, settings, verifier, limiter, hub, observe, tracer)
             app.state.grpc_port = server.add_insecure_port(grpc_address)
             if not app.state.grpc_port:
                 raise OSError(f"gRPC cannot listen on {grpc_address}: the port is taken or the address is wrong")
@@ -121,11 +124,14 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
             if server is not None:
                 await server.stop(1)
             hub.close()
+            provider.shutdown()  # the spans still queued are exported
 
     app = FastAPI(title="Headrace views", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(GZipMiddleware, minimum_size=500)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        refused=lambda: rejections.labels("too_large").inc())
+    # outermost: every request is traced, the ones refused by the limits above too
+    app.add_middleware(TraceMiddleware, tracer=tracer)
     app.state.hub = hub
     by_name = {v.name: v for v in views}
 
@@ -142,7 +148,8 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
 
     def error(status: int, message: str, reason: str, headers: dict[str, str] | None = None) -> Response:
         rejections.labels(reason).inc()
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+        body = {"error": message, **({"trace_id": trace_id()} if status >= 500 else {})}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     def principal(request: Request) -> Access:
         return Access(verifier.verify(request.headers.get("authorization")), settings)
@@ -301,7 +308,7 @@ def build_app(views: list[ServedView], stores: dict[str, Any], settings: ServeSe
     @app.exception_handler(Exception)
     def internal(request: Request, exc: Exception) -> Response:
         log.exception("500 %s", request.url.path)
-        return JSONResponse({"error": "internal error"}, status_code=500)
+        return JSONResponse({"error": "internal error", "trace_id": trace_id()}, status_code=500)
 
     return app
 

@@ -166,8 +166,12 @@ def _errors(call: Callable[[], Any]) -> Any:
         return call()
     except Forbidden:
         raise GraphQLError("forbidden") from None
-    except (BadRequest, StoreUnavailable) as exc:
+    except BadRequest as exc:
         raise GraphQLError(str(exc)) from None
+    except StoreUnavailable as exc:  # the server's failure, not the query's: its trace id goes along
+        from headrace.connectors.serving.tracing import trace_id
+
+        raise GraphQLError(str(exc), extensions={"code": "UNAVAILABLE", "trace_id": trace_id()}) from None
 
 
 def build_graphql(views: list[ServedView], stores: dict[str, Any], settings: Any, verifier: TokenVerifier,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,8 @@ from headrace.connectors.serving.auth import TokenVerifier, Unauthorized
 from headrace.connectors.serving.query import BadRequest, parse_query
 from headrace.connectors.serving.stores import StoreUnavailable
 from headrace.schemas.views import ServedView
+
+log = logging.getLogger("headrace.serve")
 
 MODULE = "headrace_views"
 
@@ -85,15 +88,26 @@ def from_row(row: Any) -> dict[str, Any]:
 
 
 def build_server(views: list[ServedView], stores: dict[str, Any], settings: Any, verifier: TokenVerifier,
-                 limiter: Any, hub: Any, observe: Callable[[str, int, float], None]) -> Any:
-    """A ``grpc.aio`` server with the Views service (not yet bound or started)."""
+                 limiter: Any, hub: Any, observe: Callable[[str, int, float], None], tracer: Any = None) -> Any:
+    """A ``grpc.aio`` server with the Views service (not yet bound or started); each call is a span
+    of ``tracer`` (see ``tracing.py``)."""
     import grpc
+    from headrace.connectors.serving.tracing import grpc_span, trace_id
+    from opentelemetry import trace
+    from opentelemetry.trace import NoOpTracer, Status, StatusCode
+
+    tracer = tracer or NoOpTracer()
 
     messages, services = generated()
     by_name = {v.name: v for v in views}
 
     async def refuse(context: Any, code: Any, message: str, status: int) -> None:
         observe("grpc", status, 0.0)
+        trace.get_current_span().set_attribute("rpc.grpc.status_code", int(code.value[0]))
+        if status >= 500:  # the server's failure: the trace id goes along, as in a REST 5xx body
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, message[:200]))
+            log.warning("%d grpc: %s", status, message)
+            message = f"{message} (trace_id {trace_id()})"
         await context.abort(code, message)
 
     async def admit(context: Any, name: str) -> tuple[ServedView, Access]:
@@ -130,6 +144,11 @@ def build_server(views: list[ServedView], stores: dict[str, Any], settings: Any,
 
     class Views(services.ViewsServicer):  # type: ignore[name-defined,misc]
         async def Query(self, request: Any, context: Any) -> Any:  # noqa: N802 (the .proto's name)
+            with trace.use_span(grpc_span(tracer, context, "Query", request.view), end_on_exit=True,
+                                record_exception=False, set_status_on_exception=False):
+                return await self.query(request, context)
+
+        async def query(self, request: Any, context: Any) -> Any:
             view, access = await admit(context, request.view)
 
             def read() -> Any:
@@ -149,13 +168,26 @@ def build_server(views: list[ServedView], stores: dict[str, Any], settings: Any,
                                        next_cursor=body.get("next_cursor") or "", note=body.get("note") or "")
 
         async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+            span = grpc_span(tracer, context, "Subscribe", request.view)
+            try:
+                with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                    set_status_on_exception=False):  # not across the yields below
+                    subscription = await self.subscription(request, context)
+                async for row in self.rows(subscription):
+                    yield row
+            finally:
+                span.end()
+
+        async def subscription(self, request: Any, context: Any) -> Any:
             view, access = await admit(context, request.view)
 
             def accept() -> Any:
                 typed = parse_query(view, params_of(request), max_rows=settings.max_rows).filters
                 return access.rows_filter(view, typed)
 
-            subscription = await hub.subscribe(view, await refusing(context, accept))
+            return await hub.subscribe(view, await refusing(context, accept))
+
+        async def rows(self, subscription: Any) -> AsyncIterator[Any]:
             try:
                 async for batch in subscription.batches():
                     for row in batch:

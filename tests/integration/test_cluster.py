@@ -285,3 +285,130 @@ def test_kill_9_of_the_taskmanager_recovers_on_a_new_one_exactly(
     print(f"TaskManager kill -9 to records flowing again: {flowing:.1f} s")
     drain_when_read(client, job_id, final_offsets(*phases), cluster_profiles)
     assert_exact(broker, pg, unique, placed)
+
+
+def upload_jar(rest_url: str, jar: Path) -> str:
+    """POST /jars/upload (multipart, as the operator's REST client sends it); the jar's id."""
+    import json
+    import urllib.request
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="jarfile"; filename="{jar.name}"\r\n'
+            "Content-Type: application/x-java-archive\r\n\r\n").encode() + jar.read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{rest_url}/jars/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(json.load(response)["filename"]).rsplit("/", 1)[-1]
+
+
+def test_the_rendered_flink_session_job_runs_and_upgrades_as_the_operator_does_it(
+        tmp_path: Path, broker: Broker, pg: Postgres, cluster_profiles: Path, unique: str,
+        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    """What the Flink Kubernetes Operator does with a rendered FlinkSessionJob, done on the local
+    session cluster (no Kubernetes API server runs here): upload its jarURI, run its entryClass
+    with its args and parallelism; for an upgrade (upgradeMode: savepoint) stop the job with a
+    savepoint and run the same again from it. The view ends exact."""
+    import re
+    import sys
+
+    import pyflink
+    import yaml
+
+    client, _ = cluster
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    broker.create_topic(unique, partitions=PARTITIONS)
+    job = fault_job(project / "jobs", unique)
+    # the image's profiles file (here: the test's, runnable on this machine; the JobManager reads
+    # the password as a pod reads it from its Secret: this cluster started before it was set) ...
+    (project / "profiles.yaml").write_text(cluster_profiles.read_text().replace(
+        "${HEADRACE_TEST_PG_PASSWORD}", os.environ["HEADRACE_TEST_PG_PASSWORD"]))
+    # ... and the profile rendered: shared state on s3://, this machine's Python and project folder
+    flink_python = next((Path(pyflink.__file__).resolve().parent / "opt").glob("flink-python-*.jar"))
+    rendered = tmp_path / "render.yaml"
+    rendered.write_text(re.sub(
+        r"    state: \{.*\}\n",
+        "    state: {checkpoints: s3://bucket/ckpt, savepoints: s3://bucket/sp}\n"
+        f"    kubernetes: {{python: {sys.executable}, project_dir: {project}, python_jar: {flink_python.as_uri()}}}\n",
+        cluster_profiles.read_text()))
+    out = tmp_path / "k8s"
+    render = CliRun("k8s", "render", str(job), "--profile", "test", "--profiles", str(rendered),
+                    "--project", str(project), "--parallelism", "2", "--out", str(out))
+    assert render.finish(120) == 0, render.output
+    rendered_jobs = list((out / "jobs").glob("*.yaml"))
+    assert len(rendered_jobs) == 1, rendered_jobs
+    session_job = yaml.safe_load(rendered_jobs[0].read_text())
+    assert session_job["kind"] == "FlinkSessionJob" and session_job["spec"]["job"]["upgradeMode"] == "savepoint"
+    spec = session_job["spec"]["job"]
+    assert spec["args"][spec["args"].index("--profiles") + 1] == f"{project}/profiles.yaml"
+
+    jar_id = upload_jar(client.rest_url, Path(spec["jarURI"].removeprefix("file:")))
+
+    def run(savepoint: str | None = None) -> str:
+        """POST /jars/{id}/run: the JobManager runs the Python program, which plans and starts the job."""
+        body = {"entryClass": spec["entryClass"], "programArgsList": spec["args"], "parallelism": spec["parallelism"],
+                **({"savepointPath": savepoint} if savepoint else {})}
+        started = time.monotonic()
+        job_id = str(ClusterClient(client.rest_url, timeout_s=180)._request(f"/jars/{jar_id}/run", body)["jobid"])
+        print(f"jar run (plan and submit inside the JobManager): {time.monotonic() - started:.1f} s")
+        return job_id
+
+    events = list(click_events(20_000, seed=75))
+    phases = [events[:10_000], events[10_000:]]
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    job_id = run()
+    assert {v["parallelism"] for v in client.get(f"/jobs/{job_id}")["vertices"]} == {2}
+    deadline = time.monotonic() + 120
+    while row_count(pg, f"{unique}_1m") == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    # the upgrade: a savepoint on stop, the job run again from it
+    savepoint = client.stop(job_id, (tmp_path / "sp").as_uri())
+    upgraded = run(savepoint)
+    client.await_restored(upgraded, savepoint)
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    drain_when_read(client, upgraded, final_offsets(*phases), cluster_profiles)
+    assert_exact(broker, pg, unique, placed)
+
+
+def test_every_job_panel_of_the_dashboard_reads_a_metric_a_real_job_has(
+        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, cluster_profiles: Path, unique: str,
+        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    """A job with every kind of counter (enrich, PostgreSQL and Redis sinks) running on the
+    cluster; the JobManager's and TaskManagers' Prometheus endpoints hold every metric the
+    dashboard's job panels query (the serve panels: tests/integration/test_serve_traces.py)."""
+    from headrace.jobs.dashboard import METRICS, PANELS, metrics_of
+
+    client, _ = cluster
+    broker.create_topic(unique, partitions=PARTITIONS)
+    users = tmp_path / "users.jsonl"
+    users.write_text("".join(f'{{"user_id": "u{i}", "plan": "p{i % 4}"}}\n' for i in range(300)))
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text()
+                   .replace("  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
+                            f"source: {{file: {{path: {users}}}}}}}")
+                   .replace(f"  - postgres: {{table: {unique}_1m}}",
+                            f"  - postgres: {{table: {unique}_1m}}\n  - redis: {{view: {unique}}}"))
+    cluster_profiles.write_text(cluster_profiles.read_text().replace(
+        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
+    produce_placed(broker.bootstrap, unique, list(click_events(6_000, seed=76)), PARTITIONS)
+    job_id = cli("submit", str(job), "--profile", "test", "--profiles", str(cluster_profiles))
+    wanted = {m.name for m in METRICS if m.source == "job"}
+    assert wanted == {n for _, _, targets in PANELS for expr, _ in targets for n in metrics_of(expr)
+                      if not n.startswith("headrace_serve_")}
+    names: set[str] = set()
+    deadline = time.monotonic() + 90
+    try:
+        while not wanted <= names and time.monotonic() < deadline:
+            time.sleep(1)
+            for port in range(PROMETHEUS, PROMETHEUS + 10):  # the JobManager's, every TaskManager's
+                try:
+                    text = scrape(port)
+                except OSError:
+                    continue
+                names |= {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+                          if line and not line.startswith("#")}
+    finally:
+        cli("cancel", job_id, "--profile", "test", "--profiles", str(cluster_profiles))
+    assert wanted <= names, f"no such metric on the cluster: {sorted(wanted - names)}"
