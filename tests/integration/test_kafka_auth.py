@@ -1,9 +1,15 @@
-"""Authenticated Kafka against a real broker that demands SASL SCRAM (tansu ``--authentication``).
+"""Authenticated Kafka: SASL SCRAM logins of both clients (librdkafka for preflight and topics,
+Kafka's Java client in Flink's source and sinks).
 
-tansu 0.6 keeps no SCRAM users on its memory or S3 storage (its ``user_scram_credential`` answers
-none), so every user is unknown to it: what can be shown here is the refusal. A user with the wrong
-credentials gets one line, within seconds, on every path that reaches the broker (a local run and a
-submission to a cluster both check the broker before Flink starts), and the password shows nowhere.
+Against tansu itself with ``--authentication``: tansu 0.6 keeps no SCRAM users on its memory or S3
+storage (its ``user_scram_credential`` answers none), so every user is unknown to it and what it
+shows is the refusal. A user with the wrong credentials gets one line, within seconds, on every
+path that reaches the broker (a local run and a submission to a cluster both check the broker
+before Flink starts), and the password shows nowhere.
+
+Against tansu behind a SCRAM front door (``tests/scramfront.py``: the broker side of Kafka's SASL
+exchange, with a user list): the right password runs the example job end to end, every view and
+output exact; a wrong password and an unknown user are refused in one line.
 """
 
 from __future__ import annotations
@@ -16,11 +22,83 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from headrace.jobs.sample import click_events
 
+from tests import kafkautil
+from tests.integration.test_failures import PARTITIONS, assert_exact, fault_job, final_offsets
+from tests.kafkautil import offsets_arg, produce_placed
+from tests.scramfront import ScramFront
 from tests.services import Broker, Postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="module")
+def fronted() -> Iterator[tuple[Broker, ScramFront]]:
+    """tansu behind the SCRAM front: clients bootstrap at the front, and tansu sends them back to it."""
+    import dataclasses
+
+    front = ScramFront({"headrace": PASSWORD})
+    tansu = Broker.start(advertised=front.port)
+    front.start(tansu.port)
+    try:
+        yield dataclasses.replace(tansu, port=front.port), front
+    finally:
+        front.stop()
+        tansu.stop()
+
+
+def login(mechanism: str, password: str = PASSWORD, user: str = "headrace") -> dict[str, str]:
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism, "sasl.username": user,
+            "sasl.password": password}
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
+def test_the_right_password_runs_the_example_job_exactly(tmp_path: Path, fronted: tuple[Broker, ScramFront],
+                                                        pg: Postgres, unique: str, mechanism: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    broker, front = fronted
+    monkeypatch.setattr(kafkautil, "CLIENT_CONF", login(mechanism))  # the test's own producer and readers
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(8_000, seed=91))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    job = fault_job(tmp_path, unique)
+    before = len(front.logins)
+    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", str(job), "--profile", "sasl",
+                           "--profiles", str(profiles(tmp_path, broker, pg, mechanism)),
+                           "--stop-at-offsets", offsets_arg(final_offsets(events)), "--limit", "1"],
+                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert PASSWORD not in done.stdout + done.stderr
+    assert_exact(broker, pg, unique, placed)
+    # every connection of the run logged in (librdkafka's and the Java client's), none was refused
+    logins = front.logins[before:]
+    print(f"{len(logins)} SCRAM logins during the run")
+    assert len(logins) >= 3 and all(outcome == "ok" for _, outcome in logins), logins
+    assert {m for m, _ in logins} == {mechanism}
+
+
+@pytest.mark.parametrize(("password", "user", "reason"), [("wrong-password", "headrace", "invalid credentials"),
+                                                          (PASSWORD, "mallory", "unknown user 'mallory'")])
+def test_a_wrong_password_or_an_unknown_user_is_refused_in_one_line(
+        tmp_path: Path, fronted: tuple[Broker, ScramFront], pg: Postgres, password: str, user: str,
+        reason: str) -> None:
+    broker, front = fronted
+    path = profiles(tmp_path, broker, pg, "SCRAM-SHA-512")
+    path.write_text(path.read_text().replace("username: headrace", f"username: {user}"))
+    before = len(front.logins)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml",
+                           "--profile", "sasl", "--profiles", str(path)],
+                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": password},
+                          capture_output=True, text=True, timeout=60)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and time.monotonic() - started < 30, output
+    assert output.startswith(f"error: the broker refused Headrace's credentials at {broker.bootstrap}: "), output
+    assert len(output.splitlines()) <= 2 and password not in output and "Traceback" not in output, output
+    assert ("SCRAM-SHA-512", reason) in front.logins[before:]
 
 
 @pytest.fixture(scope="module")
