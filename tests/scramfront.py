@@ -23,9 +23,12 @@ import hashlib
 import hmac
 import os
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
 MECHANISMS = {"SCRAM-SHA-512": hashlib.sha512, "SCRAM-SHA-256": hashlib.sha256}
@@ -119,8 +122,10 @@ class Scram:
 class ScramFront:
     """Listens on 127.0.0.1:``port``; relays authenticated connections to 127.0.0.1:``upstream``."""
 
-    def __init__(self, users: dict[str, str]) -> None:
-        self.users = users
+    def __init__(self, users: dict[str, str], *, tls: ssl.SSLContext | None = None, sasl: bool = True) -> None:
+        """``tls``: clients connect over TLS with this server context (SSL, SASL_SSL);
+        ``sasl``: a login is wanted (else a connection is relayed once its TLS handshake is done)."""
+        self.users, self.tls, self.sasl = users, tls, sasl
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -143,7 +148,8 @@ class ScramFront:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port,
+                                                                   ssl=self.tls))
         self.ready.set()
         try:
             self.loop.run_forever()
@@ -155,6 +161,11 @@ class ScramFront:
         up_writer: asyncio.StreamWriter | None = None
         scram: Scram | None = None
         try:
+            if not self.sasl:  # TLS only: the handshake (and the client's certificate) was the check
+                self.logins.append(("TLS", "ok"))
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+                await self._relay(reader, writer, up_reader, up_writer)
+                return
             while True:
                 size = struct.unpack(">i", await reader.readexactly(4))[0]
                 frame = await reader.readexactly(size)
@@ -213,7 +224,7 @@ class ScramFront:
                 else:  # anything else before a login: a broker closes the connection
                     return
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             return
         finally:
             for w in (writer, up_writer):
@@ -249,3 +260,67 @@ class ScramFront:
                 sink.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate it signed, and a second
+    CA that signed nothing here; PEM files in ``folder``. ``client`` holds the client's private key
+    and its certificate in one file (Java's PEM keystore reads both from one)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def issue(subject: str, key: Any, issuer: tuple[str, Any] | None, usage: Any = None) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(name(subject))
+                   .issuer_name(name(issuer[0] if issuer else subject)).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2)))
+        if issuer is None:
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        else:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+                import ipaddress
+
+                builder = builder.add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+    def pem(cert: x509.Certificate) -> bytes:
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def pem_key(key: Any) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, other_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    ca = issue("headrace test CA", ca_key, None)
+    files = {"ca": folder / "ca.pem", "other_ca": folder / "other-ca.pem", "server": folder / "server.pem",
+             "client": folder / "client-bundle.pem"}
+    files["ca"].write_bytes(pem(ca))
+    files["other_ca"].write_bytes(pem(issue("another CA", other_key, None)))
+    files["server"].write_bytes(pem_key(server_key) + pem(issue("127.0.0.1", server_key, ("headrace test CA", ca_key),
+                                                                 ExtendedKeyUsageOID.SERVER_AUTH)))
+    files["client"].write_bytes(pem_key(client_key) + pem(issue("headrace", client_key, ("headrace test CA", ca_key),
+                                                                 ExtendedKeyUsageOID.CLIENT_AUTH)))
+    return files
+
+
+def server_context(files: dict[str, Path], *, client_certificates: bool) -> ssl.SSLContext:
+    """TLS for the front: its certificate; with ``client_certificates``, clients must show one
+    the test CA signed (mutual TLS)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files["server"])
+    if client_certificates:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(files["ca"])
+    return context

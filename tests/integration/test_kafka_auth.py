@@ -9,7 +9,9 @@ before Flink starts), and the password shows nowhere.
 
 Against tansu behind a SCRAM front door (``tests/scramfront.py``: the broker side of Kafka's SASL
 exchange, with a user list): the right password runs the example job end to end, every view and
-output exact; a wrong password and an unknown user are refused in one line.
+output exact; a wrong password and an unknown user are refused in one line. The same front over TLS
+(certificates made here): SASL_SSL and mutual-TLS SSL runs exact, a CA that did not sign the
+broker's certificate one line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from headrace.jobs.sample import click_events
@@ -201,3 +204,80 @@ def test_the_java_client_reads_the_password_from_the_environment(tmp_path: Path,
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
                                    f'username="headrace" password="{PASSWORD}";')
+
+
+@pytest.fixture(scope="module")
+def tls_fronts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """tansu behind two TLS fronts: SASL_SSL (SCRAM over TLS), and SSL with client certificates."""
+    import dataclasses
+
+    from tests.scramfront import certificates, server_context
+
+    files = certificates(tmp_path_factory.mktemp("tls"))
+    fronts = {"SASL_SSL": ScramFront({"headrace": PASSWORD}, tls=server_context(files, client_certificates=False)),
+              "SSL": ScramFront({}, tls=server_context(files, client_certificates=True), sasl=False)}
+    brokers = {protocol: Broker.start(advertised=front.port) for protocol, front in fronts.items()}
+    for protocol, front in fronts.items():
+        front.start(brokers[protocol].port)
+    try:
+        yield {"files": files, "fronts": fronts,
+               "brokers": {p: dataclasses.replace(b, port=fronts[p].port) for p, b in brokers.items()}}
+    finally:
+        for protocol in fronts:
+            fronts[protocol].stop()
+            brokers[protocol].stop()
+
+
+def tls_profiles(tmp_path: Path, broker: Broker, pg: Postgres, protocol: str, files: dict[str, Path],
+                 ca: str = "ca") -> Path:
+    security = f"{{protocol: {protocol}, ca: {files[ca]}" + (
+        ", mechanism: SCRAM-SHA-512, username: headrace, password_env: HR_TEST_KAFKA_PASSWORD}"
+        if protocol == "SASL_SSL" else f", cert: {files['client']}, key: {files['client']}}}")
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        "profiles:\n  tls:\n"
+        f"    kafka: {{bootstrap_servers: '{broker.bootstrap}', security: {security}}}\n"
+        f"    postgres: {{host: 127.0.0.1, port: {pg.port}, database: postgres, user: postgres}}\n"
+        f"    state: {{checkpoints: {tmp_path / 'cp'}, savepoints: {tmp_path / 'sp'}}}\n")
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["SASL_SSL", "SSL"])
+def test_over_tls_the_example_job_runs_exactly(tmp_path: Path, tls_fronts: dict[str, Any], pg: Postgres,
+                                               unique: str, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASL_SSL: SCRAM over TLS, the broker's certificate checked against the profile's CA; SSL:
+    mutual TLS, the client's certificate and key from one PEM file (both clients)."""
+    broker, front, files = tls_fronts["brokers"][protocol], tls_fronts["fronts"][protocol], tls_fronts["files"]
+    conf = {"security.protocol": protocol, "ssl.ca.location": str(files["ca"])}
+    conf.update(login("SCRAM-SHA-512") | conf if protocol == "SASL_SSL" else
+                {"ssl.certificate.location": str(files["client"]), "ssl.key.location": str(files["client"])})
+    monkeypatch.setattr(kafkautil, "CLIENT_CONF", conf)
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(6_000, seed=92))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    job = fault_job(tmp_path, unique)
+    before = len(front.logins)
+    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", str(job), "--profile", "tls",
+                           "--profiles", str(tls_profiles(tmp_path, broker, pg, protocol, files)),
+                           "--stop-at-offsets", offsets_arg(final_offsets(events)), "--limit", "1"],
+                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert_exact(broker, pg, unique, placed)
+    logins = front.logins[before:]
+    assert len(logins) >= 3 and all(outcome == "ok" for _, outcome in logins), logins
+
+
+def test_a_broker_certificate_the_ca_did_not_sign_is_one_line(tmp_path: Path, tls_fronts: dict[str, Any],
+                                                             pg: Postgres) -> None:
+    broker, files = tls_fronts["brokers"]["SASL_SSL"], tls_fronts["files"]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml",
+                           "--profile", "tls", "--profiles",
+                           str(tls_profiles(tmp_path, broker, pg, "SASL_SSL", files, ca="other_ca"))],
+                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
+                          capture_output=True, text=True, timeout=60)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and time.monotonic() - started < 30, output
+    assert output.startswith("error: ") and len(output.splitlines()) <= 2 and "Traceback" not in output, output
+    assert "certificate" in output.lower() and PASSWORD not in output, output
