@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
-from headrace.operators.measures import Measure, parse_measure
+from headrace.operators.measures import SKETCH_FUNCTIONS, Measure, parse_measure
 from headrace.schemas.durations import MAX_INTERVAL_MS, format_duration_ms, sql_interval
 from headrace.schemas.errors import SpecError
 from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, Stream, ViewNode, Wiring
@@ -248,8 +248,12 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
         out: list[list[Any]] = []
         for measure, result in zip(self.measures, self.measure_types, strict=True):
             first = len(parts)
-            parts += [[n, op, t.flink_sql] for n, op, t in measure.parts(result)]
-            if measure.function == "avg":
+            parts += [[n, op, "BYTES" if measure.sketch else t.flink_sql] for n, op, t in measure.parts(result)]
+            if measure.function == "percentile":
+                out.append([measure.name, result.flink_sql, "quantile", first, measure.arg])
+            elif measure.sketch:
+                out.append([measure.name, result.flink_sql, "count", first, measure.sketch])
+            elif measure.function == "avg":
                 out.append([measure.name, result.flink_sql, "div", first, first + 1])
             else:
                 out.append([measure.name, result.flink_sql, "part", first])
@@ -257,10 +261,14 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
                           separators=(",", ":"))
 
     def functions(self) -> tuple[str, ...]:
-        if not self.merges:
-            return ()
-        return (f"CREATE TEMPORARY SYSTEM FUNCTION {MERGE_FUNCTION} AS {literal(jvm.PACKAGE + '.MergeWindows')} "
-                "LANGUAGE JAVA",)
+        created = []
+        if any(m.sketch for m in self.measures):
+            created += [f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS "
+                        f"{literal(jvm.PACKAGE + '.' + java)} LANGUAGE JAVA" for name, java in SKETCH_FUNCTIONS.items()]
+        if self.merges:
+            created.append(f"CREATE TEMPORARY SYSTEM FUNCTION {MERGE_FUNCTION} AS "
+                           f"{literal(jvm.PACKAGE + '.MergeWindows')} LANGUAGE JAVA")
+        return tuple(created)
 
     def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
         """The record fields whose values reach a sink: group keys and min/max fields."""
@@ -297,7 +305,7 @@ class Aggregate(StepKind):
             ftype = None
             if measure.field is not None:
                 ftype = ctx.field(upstream, measure.field, "measures", name,
-                                  numeric=measure.function in ("sum", "avg"), what="measure field")
+                                  numeric=measure.function in ("sum", "avg", "percentile"), what="measure field")
             measures.append(measure)
             types.append(measure.result_type(ftype))
         reads = list(opts.group_by) + [m.field for m in measures if m.field and m.field not in opts.group_by]

@@ -1,4 +1,9 @@
-"""Measures of a windowed aggregate: ``count()``, ``sum(x)``, ``avg(x)``, ``min(x)``, ``max(x)``.
+"""Measures of a windowed aggregate: ``count()``, ``sum(x)``, ``avg(x)``, ``min(x)``, ``max(x)``,
+``count_distinct(x)`` (exact), ``approx_count_distinct(x)`` (HyperLogLog: exact to 1,024 distinct
+values, then a relative standard error of 0.81%) and ``percentile(x, q)`` (DDSketch: within 1%,
+relative, of the exact q-quantile). The last three keep a mergeable state in the JVM
+(``operators/java/.../Sketches.java``), so windows that take late records merge them exactly as
+the others do.
 
 A measure is parsed once from the spec into a :class:`Measure`, which knows its Flink SQL
 expression, its result type and how to fold values in plain Python (the reference used by
@@ -18,8 +23,14 @@ from dataclasses import dataclass
 
 from headrace.schemas.types import FieldType
 
-FUNCTIONS = ("count", "sum", "avg", "min", "max")
-_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)?\s*\)\s*$")
+FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "approx_count_distinct", "percentile")
+#: the sketch each sketch-kept measure merges (Sketches.java)
+SKETCHES = {"count_distinct": "distinct", "approx_count_distinct": "hll", "percentile": "dd"}
+#: the JVM functions the sketch measures call (registered by the aggregate step)
+SKETCH_FUNCTIONS = {"hr_sketch": "SketchAgg", "hr_sketch_of": "SketchOf", "hr_sketch_count": "SketchRead$Count",
+                    "hr_sketch_quantile": "SketchRead$Quantile"}
+_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)?\s*"
+                   r"(?:,\s*([0-9]*\.?[0-9]+)\s*)?\)\s*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -30,9 +41,30 @@ class Measure:
     name: str
     function: str
     field: str | None
+    #: percentile's q
+    arg: float | None = None
+
+    @property
+    def sketch(self) -> str | None:
+        """The sketch kind it is kept in, for the measures that are not merged as numbers."""
+        return SKETCHES.get(self.function)
+
+    def _sketch_of(self) -> str:
+        value = f"CAST(`{self.field}` AS DOUBLE)" if self.function == "percentile" else f"`{self.field}`"
+        return f"hr_sketch('{self.sketch}', {value})"
+
+    def read(self, sketch_sql: str) -> str:
+        """The measure read from its sketch (SQL)."""
+        if self.function == "percentile":
+            return f"hr_sketch_quantile({sketch_sql}, CAST({self.arg!r} AS DOUBLE))"
+        return f"hr_sketch_count('{self.sketch}', {sketch_sql})"
 
     def sql(self) -> str:
         """The Flink SQL aggregate call (AVG over DOUBLE so integer averages keep decimals)."""
+        if self.function == "count_distinct":
+            return f"COUNT(DISTINCT `{self.field}`)"
+        if self.sketch:
+            return self.read(self._sketch_of())
         if self.function == "count":
             return "COUNT(*)" if self.field is None else f"COUNT(`{self.field}`)"
         if self.function == "avg":
@@ -45,11 +77,16 @@ class Measure:
         p = f"_p_{self.name}"
         if self.function == "avg":
             return [(f"{p}_sum", f"SUM(CAST(`{self.field}` AS DOUBLE))"), (f"{p}_count", f"COUNT(`{self.field}`)")]
+        if self.sketch:
+            return [(p, self._sketch_of())]
         return [(p, self.sql())]
 
     def unit_partials(self) -> list[tuple[str, str]]:
         """The same parts for one record (SQL over its fields), to be merged like :meth:`partials`."""
         p, f = f"_p_{self.name}", f"`{self.field}`"
+        if self.sketch:
+            value = f"CAST({f} AS DOUBLE)" if self.function == "percentile" else f
+            return [(p, f"hr_sketch_of('{self.sketch}', {value})")]
         if self.function == "count":
             return [(p, "CAST(1 AS BIGINT)" if self.field is None else f"CAST(CASE WHEN {f} IS NULL THEN 0 ELSE 1 END "
                                                                        "AS BIGINT)")]
@@ -64,13 +101,15 @@ class Measure:
         p = f"_p_{self.name}"
         if self.function == "avg":
             return [(f"{p}_sum", "sum", FieldType.NUMBER), (f"{p}_count", "sum", FieldType.INTEGER)]
+        if self.sketch:
+            return [(p, self.sketch, result)]  # the type is the measure's; the part itself is BYTES
         return [(p, "sum" if self.function in ("count", "sum") else self.function, result)]
 
     def result_type(self, field_type: FieldType | None) -> FieldType:
         """Type of the measure's column, given the type of its input field."""
-        if self.function == "count":
+        if self.function in ("count", "count_distinct", "approx_count_distinct"):
             return FieldType.INTEGER
-        if self.function == "avg":
+        if self.function in ("avg", "percentile"):
             return FieldType.NUMBER
         assert field_type is not None
         return field_type
@@ -80,6 +119,13 @@ class Measure:
         items = [v for v in values if v is not None] if self.field else list(values)
         if self.function == "count":
             return len(items)
+        if self.function in ("count_distinct", "approx_count_distinct"):
+            return len(set(items))
+        if self.function == "percentile":
+            if not items:
+                return None
+            ordered = sorted(float(v) for v in items)  # type: ignore[arg-type]
+            return ordered[int((self.arg or 0.0) * (len(ordered) - 1))]
         if not items:
             return None
         if self.function == "sum":
@@ -100,11 +146,18 @@ def parse_measure(name: str, expression: object) -> Measure:
     match = _CALL.match(expression)
     if not match:
         raise ValueError(f"'{expression}' is not a measure; write e.g. 'count()' or 'sum(bytes)'")
-    function, field = match.group(1).lower(), match.group(2)
+    function, field, arg = match.group(1).lower(), match.group(2), match.group(3)
     if function not in FUNCTIONS:
         close = difflib.get_close_matches(function, FUNCTIONS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(FUNCTIONS)}"
         raise ValueError(f"unknown measure function '{function}'; {hint}")
     if function != "count" and field is None:
         raise ValueError(f"{function}() needs a field, e.g. '{function}(latency_ms)'")
+    if function == "percentile":
+        if arg is None or not 0.0 <= float(arg) <= 1.0:
+            raise ValueError(f"percentile() takes a field and a quantile between 0 and 1, e.g. "
+                             f"'percentile({field}, 0.95)'")
+        return Measure(name=name, function=function, field=field, arg=float(arg))
+    if arg is not None:
+        raise ValueError(f"{function}() takes one field, not '{expression}'")
     return Measure(name=name, function=function, field=field)

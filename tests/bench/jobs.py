@@ -201,6 +201,13 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", va
             .replace("validate: {}", f"validate: {{engine: {engine}}}"))
     if variant == "l0":
         text = text.replace("allowed_lateness: 30s", "allowed_lateness: 0s")
+    if variant == "sketch":  # issue 15's measure of cost: a percentile and an approximate distinct count
+        text = text.replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n"
+                            "        p95_ms: percentile(latency_ms, 0.95)\n"
+                            "        users: approx_count_distinct(user_id)\n")
+    if variant == "distinct":  # the exact distinct count beside it
+        text = text.replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n"
+                            "        users: count_distinct(user_id)\n")
     if variant == "enrich":  # the lookup's field is counted, so that the planner keeps the lookup
         text = (text.replace("  - aggregate:\n", ENRICH_STEP + "  - aggregate:\n")
                 .replace("        events: count()\n", "        events: count()\n        enriched: count(country)\n"))
@@ -429,6 +436,8 @@ if __name__ == "__main__":
     {"framework": run_framework, "framework-python": lambda s: run_framework(s, engine="python"),
      "framework-enrich": lambda s: run_framework(s, variant="enrich"), "framework-state": run_framework,
      "framework-l0": lambda s: run_framework(s, variant="l0"),
+     "framework-sketch": lambda s: run_framework(s, variant="sketch"),
+     "framework-distinct": lambda s: run_framework(s, variant="distinct"),
      "sql-state": run_sql,
      "framework-avro": lambda s: run_framework(s, fmt="avro"),
      "framework-proto": lambda s: run_framework(s, fmt="protobuf"),

@@ -63,7 +63,9 @@ KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "datastream": "(b) hand-written PyFlink DataStream",
          "framework-enrich": "Headrace + enrich (Zipf users, PostgreSQL via L1/L2)",
          "framework-state": "Headrace, state of many keys", "framework-l0": "Headrace, allowed_lateness 0",
-         "sql-state": "(a) SQL, state of many keys"}
+         "sql-state": "(a) SQL, state of many keys",
+         "framework-sketch": "Headrace + p95 (DDSketch) + approx. distinct users (HLL)",
+         "framework-distinct": "Headrace + exact distinct users"}
 #: the topic each kind reads: the same events, as JSON or in a binary format
 TOPICS = {"framework-avro": "bench-avro", "framework-proto": "bench-proto"}
 

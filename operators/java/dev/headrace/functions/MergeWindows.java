@@ -32,10 +32,11 @@ import java.util.concurrent.ConcurrentHashMap;
  * dropped once the watermark is past its end plus the allowed lateness, when no part of it can
  * come any more.
  *
- * <p>The spec, a literal: {@code {"parts": [[name, "sum"|"min"|"max", SQL type], ...], "out":
- * [[name, SQL type, "part", i] | [name, "DOUBLE", "div", i, j], ...], "lateness_ms": L}}; each
- * input row has the parts' columns by name and {@code _p_records}; the output has the measures
- * and {@code _records}.
+ * <p>The spec, a literal: {@code {"parts": [[name, "sum"|"min"|"max"|"distinct"|"hll"|"dd", SQL
+ * type], ...], "out": [[name, SQL type, "part", i] | [name, "DOUBLE", "div", i, j] | [name, "BIGINT",
+ * "count", i, kind] | [name, "DOUBLE", "quantile", i, q], ...], "lateness_ms": L}}; each input row
+ * has the parts' columns by name and {@code _p_records}; the output has the measures and
+ * {@code _records}. The parts named after a sketch kind are {@link Sketches} bytes, merged as such.
  */
 public final class MergeWindows extends ProcessTableFunction<Row> {
     private static final long serialVersionUID = 1L;
@@ -51,6 +52,9 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
         final String[] outNames;
         final String[] outTypes;
         final int[][] outFrom; // {i} (a part) or {i, j} (part i divided by part j)
+        final String[] outRead; // null, or how a sketch part is read: "count" or "quantile"
+        final String[] outKind; // the sketch's kind ("count")
+        final double[] outQ; // the quantile ("quantile")
         final long latenessMs;
 
         Spec(JsonNode root) {
@@ -67,12 +71,23 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
             outNames = new String[o.size()];
             outTypes = new String[o.size()];
             outFrom = new int[o.size()][];
+            outRead = new String[o.size()];
+            outKind = new String[o.size()];
+            outQ = new double[o.size()];
             for (int i = 0; i < o.size(); i++) {
                 outNames[i] = o.get(i).get(0).asText();
                 outTypes[i] = o.get(i).get(1).asText();
-                outFrom[i] = "div".equals(o.get(i).get(2).asText())
+                String how = o.get(i).get(2).asText();
+                outFrom[i] = "div".equals(how)
                         ? new int[] {o.get(i).get(3).asInt(), o.get(i).get(4).asInt()}
                         : new int[] {o.get(i).get(3).asInt()};
+                if ("count".equals(how)) {
+                    outRead[i] = how;
+                    outKind[i] = o.get(i).get(4).asText();
+                } else if ("quantile".equals(how)) {
+                    outRead[i] = how;
+                    outQ[i] = o.get(i).get(4).asDouble();
+                }
             }
             latenessMs = root.get("lateness_ms").asLong();
         }
@@ -111,7 +126,11 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
         Row out = new Row(s.outNames.length + 1);
         for (int i = 0; i < s.outNames.length; i++) {
             int[] from = s.outFrom[i];
-            if (from.length == 1) {
+            if ("count".equals(s.outRead[i])) {
+                out.setField(i, Sketches.count(s.outKind[i], (byte[]) acc.getField(from[0])));
+            } else if ("quantile".equals(s.outRead[i])) {
+                out.setField(i, Sketches.quantile((byte[]) acc.getField(from[0]), s.outQ[i]));
+            } else if (from.length == 1) {
                 out.setField(i, acc.getField(from[0]));
             } else {
                 Object sum = acc.getField(from[0]);
@@ -137,6 +156,10 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
             return value;
         }
         switch (op) {
+            case "distinct":
+            case "hll":
+            case "dd":
+                return Sketches.merge(op, ((byte[]) have).clone(), (byte[]) value);
             case "sum":
                 if (have instanceof Double || value instanceof Double) {
                     return ((Number) have).doubleValue() + ((Number) value).doubleValue();

@@ -1,0 +1,50 @@
+"""The sketch-kept measures: parsed with their argument, their SQL for both window paths, their
+plain-Python reference, and a measure written wrong refused at its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
+from headrace.operators.measures import parse_measure
+from headrace.schemas.errors import SpecError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_percentile_takes_its_quantile_and_reads_it_from_a_ddsketch() -> None:
+    m = parse_measure("p95_ms", "percentile(latency_ms, 0.95)")
+    assert (m.function, m.field, m.arg, m.sketch) == ("percentile", "latency_ms", 0.95, "dd")
+    assert m.sql() == "hr_sketch_quantile(hr_sketch('dd', CAST(`latency_ms` AS DOUBLE)), CAST(0.95 AS DOUBLE))"
+    assert m.partials() == [("_p_p95_ms", "hr_sketch('dd', CAST(`latency_ms` AS DOUBLE))")]
+    assert m.unit_partials() == [("_p_p95_ms", "hr_sketch_of('dd', CAST(`latency_ms` AS DOUBLE))")]
+    # the reference: the value at rank floor(q * (n - 1)) of the values in order
+    assert m.fold([5, 1, 4, 2, 3, None]) == 4.0 and m.fold([]) is None
+
+
+def test_distinct_counts() -> None:
+    exact, approx = parse_measure("u", "count_distinct(user_id)"), parse_measure("a", "approx_count_distinct(user_id)")
+    assert exact.sql() == "COUNT(DISTINCT `user_id`)"  # Flink's own, when no window is merged from parts
+    assert exact.partials() == [("_p_u", "hr_sketch('distinct', `user_id`)")]
+    assert approx.sql() == "hr_sketch_count('hll', hr_sketch('hll', `user_id`))"
+    assert exact.fold(["a", "b", "a", None]) == approx.fold(["a", "b", "a"]) == 2
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("percentile(latency_ms)", "percentile() takes a field and a quantile between 0 and 1"),
+    ("percentile(latency_ms, 1.5)", "between 0 and 1"),
+    ("count_distinct(user_id, 2)", "count_distinct() takes one field"),
+    ("percentile(page, 0.5)", "numeric"),
+    ("approx_count_distinct()", "needs a field"),
+])
+def test_a_measure_written_wrong_is_refused_at_its_line(tmp_path: Path, expression: str, message: str) -> None:
+    text = (ROOT / "jobs" / "page_activity.yaml").read_text().replace(
+        "schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")).replace(
+        "max_ms: max(latency_ms)", f"max_ms: max(latency_ms)\n        bad: {expression}")
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        build_plan(parse_job(path))
+    assert str(caught.value).startswith(f"{path}:") and message in str(caught.value), str(caught.value)
