@@ -326,19 +326,23 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
 def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]:
     """The broker's share of the latency, alone: records produced live at ``rate`` (as the
     latency run produces them) and read by a plain consumer with the fetch settings of Flink's
-    Kafka source (fetch.max.wait.ms 500, fetch.min.bytes 1); produced → received."""
-    from confluent_kafka import Consumer
+    Kafka source (fetch.max.wait.ms 500, fetch.min.bytes 1), its partitions assigned as Flink's
+    source assigns them (no consumer group to join first); produced → received. Producing starts
+    once the consumer has fetched."""
+    from confluent_kafka import Consumer, TopicPartition
 
     topic = "lat_broker_probe"
     broker.create_topic(topic, partitions=2)
     delivered: list[float] = []
-    stop = threading.Event()
+    stop, reading = threading.Event(), threading.Event()
 
     def consume() -> None:
         consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
                              "fetch.wait.max.ms": 500, "fetch.min.bytes": 1})
-        consumer.subscribe([topic])
+        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+        consumer.poll(1.0)
+        reading.set()
         while not stop.is_set():
             message = consumer.poll(0.05)
             if message is not None and message.error() is None:
@@ -347,6 +351,7 @@ def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
+    reading.wait(30)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
     t0 = time.time()
     for i in range(rate * seconds):

@@ -225,7 +225,11 @@ def test_python_engine_job_runs_on_the_cluster(
 def test_a_job_graph_with_python_steps_and_sinks_runs_on_the_cluster(
         tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, cluster_profiles: Path, unique: str,
         cluster: tuple[ClusterClient, ClusterDirs]) -> None:
-    """enrich (a Python lookup) and the Redis sink (a Python writer) on the TaskManagers."""
+    """enrich (a Python lookup) and the Redis sink (a Python writer) on the TaskManagers. While it
+    runs, the Prometheus endpoints of the JobManager and the TaskManagers hold every metric the
+    dashboard's job panels query (the serve panels: tests/integration/test_serve_traces.py)."""
+    from headrace.jobs.dashboard import METRICS, PANELS, metrics_of
+
     client, _ = cluster
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(6_000, seed=73))
@@ -240,10 +244,24 @@ def test_a_job_graph_with_python_steps_and_sinks_runs_on_the_cluster(
     cluster_profiles.write_text(cluster_profiles.read_text().replace(
         "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
-    job_id = cli("submit", str(job), "--stop-at-offsets", offsets_arg(final_offsets(events)),
-                 "--profile", "test", "--profiles", str(cluster_profiles))
-    wait_finished(client, job_id)
+    job_id = cli("submit", str(job), "--profile", "test", "--profiles", str(cluster_profiles))
+    wanted = {m.name for m in METRICS if m.source == "job"}
+    assert wanted == {n for _, _, targets in PANELS for expr, _ in targets for n in metrics_of(expr)
+                      if not n.startswith("headrace_serve_")}
+    names: set[str] = set()
+    deadline = time.monotonic() + 90
+    while not wanted <= names and time.monotonic() < deadline:
+        time.sleep(1)
+        for port in range(PROMETHEUS, PROMETHEUS + 10):  # the JobManager's, every TaskManager's
+            try:
+                text = scrape(port)
+            except OSError:
+                continue
+            names |= {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+                      if line and not line.startswith("#")}
+    assert wanted <= names, f"no such metric on the cluster: {sorted(wanted - names)}"
     assert sum("PythonCalc" in v["name"] for v in client.get(f"/jobs/{job_id}")["vertices"]) >= 1
+    drain_when_read(client, job_id, final_offsets(events), cluster_profiles)
     assert_exact(broker, pg, unique, placed)
     redis: Any = redis_server.client()
     windows = [k for k in redis.scan_iter(match=f"{unique}:*") if not k.endswith(b":latest")]
@@ -370,45 +388,3 @@ def test_the_rendered_flink_session_job_runs_and_upgrades_as_the_operator_does_i
     placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
     drain_when_read(client, upgraded, final_offsets(*phases), cluster_profiles)
     assert_exact(broker, pg, unique, placed)
-
-
-def test_every_job_panel_of_the_dashboard_reads_a_metric_a_real_job_has(
-        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, cluster_profiles: Path, unique: str,
-        cluster: tuple[ClusterClient, ClusterDirs]) -> None:
-    """A job with every kind of counter (enrich, PostgreSQL and Redis sinks) running on the
-    cluster; the JobManager's and TaskManagers' Prometheus endpoints hold every metric the
-    dashboard's job panels query (the serve panels: tests/integration/test_serve_traces.py)."""
-    from headrace.jobs.dashboard import METRICS, PANELS, metrics_of
-
-    client, _ = cluster
-    broker.create_topic(unique, partitions=PARTITIONS)
-    users = tmp_path / "users.jsonl"
-    users.write_text("".join(f'{{"user_id": "u{i}", "plan": "p{i % 4}"}}\n' for i in range(300)))
-    job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text()
-                   .replace("  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
-                            f"source: {{file: {{path: {users}}}}}}}")
-                   .replace(f"  - postgres: {{table: {unique}_1m}}",
-                            f"  - postgres: {{table: {unique}_1m}}\n  - redis: {{view: {unique}}}"))
-    cluster_profiles.write_text(cluster_profiles.read_text().replace(
-        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
-    produce_placed(broker.bootstrap, unique, list(click_events(6_000, seed=76)), PARTITIONS)
-    job_id = cli("submit", str(job), "--profile", "test", "--profiles", str(cluster_profiles))
-    wanted = {m.name for m in METRICS if m.source == "job"}
-    assert wanted == {n for _, _, targets in PANELS for expr, _ in targets for n in metrics_of(expr)
-                      if not n.startswith("headrace_serve_")}
-    names: set[str] = set()
-    deadline = time.monotonic() + 90
-    try:
-        while not wanted <= names and time.monotonic() < deadline:
-            time.sleep(1)
-            for port in range(PROMETHEUS, PROMETHEUS + 10):  # the JobManager's, every TaskManager's
-                try:
-                    text = scrape(port)
-                except OSError:
-                    continue
-                names |= {line.split("{")[0].split(" ")[0] for line in text.splitlines()
-                          if line and not line.startswith("#")}
-    finally:
-        cli("cancel", job_id, "--profile", "test", "--profiles", str(cluster_profiles))
-    assert wanted <= names, f"no such metric on the cluster: {sorted(wanted - names)}"

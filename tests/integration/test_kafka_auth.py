@@ -57,11 +57,11 @@ def login(mechanism: str, password: str = PASSWORD, user: str = "headrace") -> d
             "sasl.password": password}
 
 
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
 def test_the_right_password_runs_the_example_job_exactly(tmp_path: Path, fronted: tuple[Broker, ScramFront],
-                                                        pg: Postgres, unique: str, mechanism: str,
+                                                        pg: Postgres, unique: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     broker, front = fronted
+    mechanism = "SCRAM-SHA-512"
     monkeypatch.setattr(kafkautil, "CLIENT_CONF", login(mechanism))  # the test's own producer and readers
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(8_000, seed=91))
@@ -81,6 +81,25 @@ def test_the_right_password_runs_the_example_job_exactly(tmp_path: Path, fronted
     print(f"{len(logins)} SCRAM logins during the run")
     assert len(logins) >= 3 and all(outcome == "ok" for _, outcome in logins), logins
     assert {m for m, _ in logins} == {mechanism}
+
+
+def produce_with(profile: Path, name: str, topic: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    """'headrace produce' of 200 sample events: a login, topic creation and writes (librdkafka)."""
+    return subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "produce", topic, "--generate", "200",
+                           "--partitions", "2", "--quiet", "--profile", name, "--profiles", str(profile)],
+                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": password},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_scram_sha_256_logs_in_too(tmp_path: Path, fronted: tuple[Broker, ScramFront], pg: Postgres,
+                                  unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker, front = fronted
+    before = len(front.logins)
+    done = produce_with(profiles(tmp_path, broker, pg, "SCRAM-SHA-256"), "sasl", unique)
+    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.setattr(kafkautil, "CLIENT_CONF", login("SCRAM-SHA-256"))
+    assert len(kafkautil.read_all(broker.bootstrap, unique, 200, partitions=2)) == 200
+    assert front.logins[before:] and set(front.logins[before:]) == {("SCRAM-SHA-256", "ok")}
 
 
 @pytest.mark.parametrize(("password", "user", "reason"), [("wrong-password", "headrace", "invalid credentials"),
@@ -242,16 +261,15 @@ def tls_profiles(tmp_path: Path, broker: Broker, pg: Postgres, protocol: str, fi
     return path
 
 
-@pytest.mark.parametrize("protocol", ["SASL_SSL", "SSL"])
-def test_over_tls_the_example_job_runs_exactly(tmp_path: Path, tls_fronts: dict[str, Any], pg: Postgres,
-                                               unique: str, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SASL_SSL: SCRAM over TLS, the broker's certificate checked against the profile's CA; SSL:
-    mutual TLS, the client's certificate and key from one PEM file (both clients)."""
+def test_over_mutual_tls_the_example_job_runs_exactly(tmp_path: Path, tls_fronts: dict[str, Any], pg: Postgres,
+                                                      unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSL: mutual TLS, the broker's certificate checked against the profile's CA, the client's
+    certificate and key from one PEM file (both clients: preflight, Flink's source and sinks)."""
+    protocol = "SSL"
     broker, front, files = tls_fronts["brokers"][protocol], tls_fronts["fronts"][protocol], tls_fronts["files"]
-    conf = {"security.protocol": protocol, "ssl.ca.location": str(files["ca"])}
-    conf.update(login("SCRAM-SHA-512") | conf if protocol == "SASL_SSL" else
-                {"ssl.certificate.location": str(files["client"]), "ssl.key.location": str(files["client"])})
-    monkeypatch.setattr(kafkautil, "CLIENT_CONF", conf)
+    monkeypatch.setattr(kafkautil, "CLIENT_CONF", {
+        "security.protocol": protocol, "ssl.ca.location": str(files["ca"]),
+        "ssl.certificate.location": str(files["client"]), "ssl.key.location": str(files["client"])})
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(6_000, seed=92))
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
@@ -266,6 +284,19 @@ def test_over_tls_the_example_job_runs_exactly(tmp_path: Path, tls_fronts: dict[
     assert_exact(broker, pg, unique, placed)
     logins = front.logins[before:]
     assert len(logins) >= 3 and all(outcome == "ok" for _, outcome in logins), logins
+
+
+def test_scram_over_tls_logs_in(tmp_path: Path, tls_fronts: dict[str, Any], pg: Postgres, unique: str,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASL_SSL: SCRAM over TLS, the broker's certificate checked against the profile's CA."""
+    broker, front, files = tls_fronts["brokers"]["SASL_SSL"], tls_fronts["fronts"]["SASL_SSL"], tls_fronts["files"]
+    before = len(front.logins)
+    done = produce_with(tls_profiles(tmp_path, broker, pg, "SASL_SSL", files), "tls", unique)
+    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.setattr(kafkautil, "CLIENT_CONF", {**login("SCRAM-SHA-512"), "security.protocol": "SASL_SSL",
+                                                   "ssl.ca.location": str(files["ca"])})
+    assert len(kafkautil.read_all(broker.bootstrap, unique, 200, partitions=2)) == 200
+    assert front.logins[before:] and set(front.logins[before:]) == {("SCRAM-SHA-512", "ok")}
 
 
 def test_a_broker_certificate_the_ca_did_not_sign_is_one_line(tmp_path: Path, tls_fronts: dict[str, Any],
