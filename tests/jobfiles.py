@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +30,28 @@ def example_job_on(tmp_path: Path, engine: str) -> Path:
 def with_registry(profiles: Path, url: str) -> None:
     """Name the schema registry at ``url`` in a test profiles file."""
     profiles.write_text(profiles.read_text().replace("    state:", f"    registry: {{url: '{url}'}}\n    state:"))
+
+
+def embedded_view(job: Path, profiles: Path, events: list[dict], view: str = "page_activity_1m"
+                  ) -> tuple[Any, list[dict[str, Any]]]:
+    """Run ``job`` under the embedded profile 'local' of ``profiles`` over ``events`` (its source
+    topic 'clicks'); the run's summary and the view's rows, as dicts."""
+    import json
+
+    from headrace.connectors.embedded import EmbeddedStore, topic_file
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
+    from headrace.jobs.profiles import load_profile
+    from headrace.jobs.runner import run_embedded
+
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("local", profiles))
+    assert compiled.profile.embedded is not None
+    data_dir = Path(compiled.profile.embedded.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    topic_file(data_dir, "clicks").write_text("".join(json.dumps(e) + "\n" for e in events))
+    summary = run_embedded(compiled, say=lambda _: None)
+    store = EmbeddedStore(data_dir)
+    columns, rows = store.rows(view)
+    store.close()
+    return summary, [dict(zip(columns, row, strict=True)) for row in rows]

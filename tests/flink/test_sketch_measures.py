@@ -6,18 +6,13 @@ window TVF, two-phase)."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from headrace.connectors.embedded import EmbeddedStore, topic_file
-from headrace.jobs.compiler import compile_job
-from headrace.jobs.loader import parse_job
-from headrace.jobs.plan import build_plan
-from headrace.jobs.profiles import load_profile
-from headrace.jobs.runner import run_embedded
+
+from tests.jobfiles import embedded_view
 
 pytestmark = pytest.mark.flink
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,20 +78,10 @@ def reference(records: list[dict]) -> dict[tuple, dict]:
 def test_distinct_counts_and_percentiles_against_the_reference(tmp_path: Path, lateness: str) -> None:
     records = events(100_000, behind=0.03 if lateness == "30s" else 0.0)
     path, profiles = job(tmp_path, lateness)
-    compiled = compile_job(build_plan(parse_job(path)), load_profile("local", profiles))
-    data_dir = Path(compiled.profile.embedded.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    topic_file(data_dir, "clicks").write_text("".join(json.dumps(e) + "\n" for e in records))
-    summary = run_embedded(compiled, say=lambda _: None)
+    summary, rows = embedded_view(path, profiles, records)
     assert summary.dead_lettered == 0 and summary.late == 0
-    store = EmbeddedStore(data_dir)
-    columns, rows = store.rows("page_activity_1m")
-    store.close()
     want = reference(records)
-    got = {}
-    for row in rows:
-        r = dict(zip(columns, row, strict=True))
-        got[(r["tenant_id"], r["page"], _ms(r["window_start"]))] = r
+    got = {(r["tenant_id"], r["page"], _ms(r["window_start"])): r for r in rows}
     assert set(got) == set(want)
     if lateness == "30s":  # windows were put together again with the records behind the watermark
         assert summary.view_updates > len(want), summary

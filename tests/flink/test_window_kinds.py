@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from headrace.connectors.embedded import EmbeddedStore, topic_file
-from headrace.jobs.compiler import compile_job
-from headrace.jobs.loader import parse_job
-from headrace.jobs.plan import build_plan
-from headrace.jobs.profiles import load_profile
-from headrace.jobs.runner import run_embedded
 from headrace.operators.aggregate import assign_windows, merge_sessions
 
+from tests.jobfiles import embedded_view
 from tests.reference import utc
 
 pytestmark = pytest.mark.flink
@@ -37,20 +31,9 @@ def job_with_window(tmp_path: Path, window: str, lateness: str = "0s") -> tuple[
 
 
 def run(job: Path, profiles: Path, events: list[dict]) -> dict[tuple, tuple]:
-    compiled = compile_job(build_plan(parse_job(job)), load_profile("local", profiles))
-    data_dir = Path(compiled.profile.embedded.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    topic_file(data_dir, "clicks").write_text("".join(json.dumps(e) + "\n" for e in events))
-    summary = run_embedded(compiled, say=lambda _: None)
+    summary, rows = embedded_view(job, profiles, events)
     assert summary.dead_lettered == 0 and summary.late == 0
-    store = EmbeddedStore(data_dir)
-    columns, rows = store.rows("page_activity_1m")
-    store.close()
-    out = {}
-    for row in rows:
-        r = dict(zip(columns, row, strict=True))
-        out[(r["tenant_id"], r["page"], r["window_start"], r["window_end"])] = (r["events"], r["max_ms"])
-    return out
+    return {(r["tenant_id"], r["page"], r["window_start"], r["window_end"]): (r["events"], r["max_ms"]) for r in rows}
 
 
 def text(ms: int) -> str:

@@ -37,6 +37,38 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery-staple"
 
 
+def run_example(path: Path, password: str | None = PASSWORD, profile: str = "sasl", *more: str
+                ) -> tuple[str, int, float]:
+    """'headrace run' of the example job under ``profile``, the password in the environment (or
+    none); its output, exit code and seconds."""
+    env = {k: v for k, v in os.environ.items() if k != "HR_TEST_KAFKA_PASSWORD"}
+    if password is not None:
+        env["HR_TEST_KAFKA_PASSWORD"] = password
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml", *more,
+                           "--profile", profile, "--profiles", str(path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return (done.stdout + done.stderr).strip(), done.returncode, time.monotonic() - started
+
+
+def run_to_the_end(tmp_path: Path, broker: Broker, pg: Postgres, unique: str, profile: str, path: Path,
+                   seed: int) -> None:
+    """The example job on its own topic: events produced, 'headrace run' to their end under
+    ``profile`` (its exit code 0, no password in its output), then every view and output exact."""
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(6_000, seed=seed))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    job = fault_job(tmp_path, unique)
+    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", str(job), "--profile", profile,
+                           "--profiles", str(path), "--stop-at-offsets", offsets_arg(final_offsets(events)),
+                           "--limit", "1"],
+                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert PASSWORD not in done.stdout + done.stderr
+    assert_exact(broker, pg, unique, placed)
+
+
 @pytest.fixture(scope="module")
 def fronted() -> Iterator[tuple[Broker, ScramFront]]:
     """tansu behind the SCRAM front: clients bootstrap at the front, and tansu sends them back to it."""
@@ -63,19 +95,8 @@ def test_the_right_password_runs_the_example_job_exactly(tmp_path: Path, fronted
     broker, front = fronted
     mechanism = "SCRAM-SHA-512"
     monkeypatch.setattr(kafkautil, "CLIENT_CONF", login(mechanism))  # the test's own producer and readers
-    broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(8_000, seed=91))
-    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
-    job = fault_job(tmp_path, unique)
     before = len(front.logins)
-    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", str(job), "--profile", "sasl",
-                           "--profiles", str(profiles(tmp_path, broker, pg, mechanism)),
-                           "--stop-at-offsets", offsets_arg(final_offsets(events)), "--limit", "1"],
-                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert PASSWORD not in done.stdout + done.stderr
-    assert_exact(broker, pg, unique, placed)
+    run_to_the_end(tmp_path, broker, pg, unique, "sasl", profiles(tmp_path, broker, pg, mechanism), seed=91)
     # every connection of the run logged in (librdkafka's and the Java client's), none was refused
     logins = front.logins[before:]
     print(f"{len(logins)} SCRAM logins during the run")
@@ -111,13 +132,8 @@ def test_a_wrong_password_or_an_unknown_user_is_refused_in_one_line(
     path = profiles(tmp_path, broker, pg, "SCRAM-SHA-512")
     path.write_text(path.read_text().replace("username: headrace", f"username: {user}"))
     before = len(front.logins)
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml",
-                           "--profile", "sasl", "--profiles", str(path)],
-                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": password},
-                          capture_output=True, text=True, timeout=60)
-    output = (done.stdout + done.stderr).strip()
-    assert done.returncode != 0 and time.monotonic() - started < 30, output
+    output, code, took = run_example(path, password)
+    assert code != 0 and took < 30, output
     assert output.startswith(f"error: the broker refused Headrace's credentials at {broker.bootstrap}: "), output
     assert len(output.splitlines()) <= 2 and password not in output and "Traceback" not in output, output
     assert ("SCRAM-SHA-512", reason) in front.logins[before:]
@@ -165,26 +181,15 @@ def test_refused_credentials_are_one_line_within_seconds(tmp_path: Path, sasl_br
 
 def test_the_mechanism_the_broker_does_not_offer_is_one_line(tmp_path: Path, sasl_broker: Broker,
                                                              pg: Postgres) -> None:
-    path = profiles(tmp_path, sasl_broker, pg, "PLAIN")
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml",
-                           "--profile", "sasl", "--profiles", str(path)],
-                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
-                          capture_output=True, text=True, timeout=60)
-    output = (done.stdout + done.stderr).strip()
-    assert done.returncode != 0 and time.monotonic() - started < 30, output
+    output, code, took = run_example(profiles(tmp_path, sasl_broker, pg, "PLAIN"))
+    assert code != 0 and took < 30, output
     assert "the broker refused Headrace's credentials" in output and "PLAIN" in output, output
     assert PASSWORD not in output
 
 
 def test_a_password_variable_that_is_not_set_is_one_line(tmp_path: Path, sasl_broker: Broker, pg: Postgres) -> None:
-    path = profiles(tmp_path, sasl_broker, pg, "SCRAM-SHA-512")
-    env = {k: v for k, v in os.environ.items() if k != "HR_TEST_KAFKA_PASSWORD"}
-    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml",
-                           "--profile", "sasl", "--profiles", str(path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    output = (done.stdout + done.stderr).strip()
-    assert done.returncode == 2, output
+    output, code, _ = run_example(profiles(tmp_path, sasl_broker, pg, "SCRAM-SHA-512"), None)
+    assert code == 2, output
     assert "HR_TEST_KAFKA_PASSWORD is not set" in output and "export HR_TEST_KAFKA_PASSWORD" in output, output
 
 
@@ -270,18 +275,8 @@ def test_over_mutual_tls_the_example_job_runs_exactly(tmp_path: Path, tls_fronts
     monkeypatch.setattr(kafkautil, "CLIENT_CONF", {
         "security.protocol": protocol, "ssl.ca.location": str(files["ca"]),
         "ssl.certificate.location": str(files["client"]), "ssl.key.location": str(files["client"])})
-    broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(6_000, seed=92))
-    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
-    job = fault_job(tmp_path, unique)
     before = len(front.logins)
-    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", str(job), "--profile", "tls",
-                           "--profiles", str(tls_profiles(tmp_path, broker, pg, protocol, files)),
-                           "--stop-at-offsets", offsets_arg(final_offsets(events)), "--limit", "1"],
-                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert_exact(broker, pg, unique, placed)
+    run_to_the_end(tmp_path, broker, pg, unique, "tls", tls_profiles(tmp_path, broker, pg, protocol, files), seed=92)
     logins = front.logins[before:]
     assert len(logins) >= 3 and all(outcome == "ok" for _, outcome in logins), logins
 
@@ -302,13 +297,8 @@ def test_scram_over_tls_logs_in(tmp_path: Path, tls_fronts: dict[str, Any], pg: 
 def test_a_broker_certificate_the_ca_did_not_sign_is_one_line(tmp_path: Path, tls_fronts: dict[str, Any],
                                                              pg: Postgres) -> None:
     broker, files = tls_fronts["brokers"]["SASL_SSL"], tls_fronts["files"]
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "headrace.jobs.cli", "run", "jobs/page_activity.yaml",
-                           "--profile", "tls", "--profiles",
-                           str(tls_profiles(tmp_path, broker, pg, "SASL_SSL", files, ca="other_ca"))],
-                          cwd=ROOT, env={**os.environ, "HR_TEST_KAFKA_PASSWORD": PASSWORD},
-                          capture_output=True, text=True, timeout=60)
-    output = (done.stdout + done.stderr).strip()
-    assert done.returncode != 0 and time.monotonic() - started < 30, output
+    output, code, took = run_example(tls_profiles(tmp_path, broker, pg, "SASL_SSL", files, ca="other_ca"),
+                                     profile="tls")
+    assert code != 0 and took < 30, output
     assert output.startswith("error: ") and len(output.splitlines()) <= 2 and "Traceback" not in output, output
     assert "certificate" in output.lower() and PASSWORD not in output, output
