@@ -566,10 +566,17 @@ def cmd_views(args: argparse.Namespace) -> int:
     table = Table(title=f"views of {Path(args.project).resolve()} ({len(catalog.views)})", title_justify="left")
     for column in ("view", "store", "keys", "measures", "job / step"):
         table.add_column(column)
+    notes: dict[str, str] = {}
     for view in catalog.views:
+        estimated = dict(view.view.approximate)
+        for accuracy in estimated.values():
+            notes.setdefault(accuracy, "*" * (len(notes) + 1))
         table.add_row(view.name, view.store, ", ".join(view.view.key_names),
-                      ", ".join(f"{n} {t.value}" for n, t in view.view.measures), f"{view.job} / {view.step}")
+                      ", ".join(f"{n} {t.value}{' ≈' + notes[estimated[n]] if n in estimated else ''}"
+                                for n, t in view.view.measures), f"{view.job} / {view.step}")
     out.print(table)
+    for accuracy, mark in notes.items():
+        out.print(f"≈{mark} estimated: {accuracy}", markup=False)
     return 0
 
 

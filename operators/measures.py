@@ -45,6 +45,15 @@ class Measure:
     arg: float | None = None
 
     @property
+    def accuracy(self) -> str | None:
+        """The documented accuracy of an estimated measure (None for exact ones)."""
+        if self.function == "approx_count_distinct":
+            return "HyperLogLog: exact to 1,024 distinct values, then 0.81% relative standard error"
+        if self.function == "percentile":
+            return "DDSketch: within 1% (relative) of the exact quantile"
+        return None
+
+    @property
     def sketch(self) -> str | None:
         """The sketch kind it is kept in, for the measures that are not merged as numbers."""
         return SKETCHES.get(self.function)

@@ -32,6 +32,8 @@ class ViewDef:
     name: str
     keys: tuple[tuple[str, FieldType], ...]
     measures: tuple[tuple[str, FieldType], ...]
+    #: the measures that are estimates, each with its documented accuracy
+    approximate: tuple[tuple[str, str], ...] = ()
 
     @property
     def key_names(self) -> tuple[str, ...]:

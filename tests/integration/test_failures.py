@@ -297,3 +297,52 @@ def test_an_outage_past_the_restart_bound_stops_the_job_with_its_cause(
     assert "NoResourceAvailableException" not in run.output and "\tat org.apache" not in run.output
     # two restarts, each said once; the failure that ends the job is its error, not a third restart
     assert sum("! restart" in line for line in run.lines) == 2, run.output[-3000:]
+
+
+SKETCHES = ("        users_exact: count_distinct(user_id)\n        users: approx_count_distinct(user_id)\n"
+            "        p95_ms: percentile(latency_ms, 0.95)\n")
+
+
+def test_kill_9_of_a_job_with_distinct_counts_and_percentiles_resumes_with_the_same_results(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    """Their sketches are keyed state, in the checkpoint: a kill -9 mid-run and the same command
+    again give every window the reference's values (distinct counts exact, the percentile within
+    1%), records read twice after the last checkpoint included."""
+    from collections import defaultdict
+
+    from tests.reference import utc
+
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=64))
+    phases = [events[:15_000], events[15_000:]]
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text().replace("        max_ms: max(latency_ms)\n",
+                                           "        max_ms: max(latency_ms)\n" + SKETCHES))
+    args = run_args(job, profiles_file, final_offsets(*phases))
+    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    first = CliRun(*args)
+    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{unique}_1m") > 0, 120,
+                   "a completed checkpoint and view rows")
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    time.sleep(0.7)
+    first.kill()
+    again = CliRun(*args)
+    assert again.finish() == 0, again.output[-3000:]
+    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    assert_exact(broker, pg, unique, placed)  # the other measures, the outputs
+    expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
+    windows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in expected.on_time:
+        windows[(r["tenant_id"], r["page"], utc(r["ts"] - r["ts"] % 60_000))].append(r)
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows = {r[:3]: r[3:] for r in conn.execute(
+            f'SELECT tenant_id, page, window_start, users_exact, users, p95_ms FROM "{unique}_1m"').fetchall()}
+    assert set(rows) == set(windows)
+    for key, records in windows.items():
+        users = len({r["user_id"] for r in records})
+        latencies = sorted(float(r["latency_ms"]) for r in records)
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        exact, approx, got_p95 = rows[key]
+        assert (exact, approx) == (users, users), key  # few users a window: the hashes, exact
+        assert abs(got_p95 - p95) <= 0.01 * abs(p95) + 1e-9, (key, got_p95, p95)

@@ -48,3 +48,21 @@ def test_a_measure_written_wrong_is_refused_at_its_line(tmp_path: Path, expressi
     with pytest.raises(SpecError) as caught:
         build_plan(parse_job(path))
     assert str(caught.value).startswith(f"{path}:") and message in str(caught.value), str(caught.value)
+
+
+def test_views_says_which_measures_are_estimates_and_how_close(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from headrace.jobs.cli import main
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "pa.yaml").write_text(
+        (ROOT / "jobs" / "page_activity.yaml").read_text()
+        .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json"))
+        .replace("max_ms: max(latency_ms)", "max_ms: max(latency_ms)\n        users: approx_count_distinct(user_id)\n"
+                 "        p95_ms: percentile(latency_ms, 0.95)\n        exact_users: count_distinct(user_id)"))
+    assert main(["views", "--project", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "users integer ≈*" in printed and "p95_ms number ≈**" in printed
+    assert "exact_users integer ≈" not in printed and "exact_users integer" in printed
+    assert "≈* estimated: HyperLogLog: exact to 1,024 distinct values, then 0.81% relative standard error" in printed
+    assert "≈** estimated: DDSketch: within 1% (relative) of the exact quantile" in printed
