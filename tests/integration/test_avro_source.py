@@ -18,7 +18,15 @@ from headrace.jobs.checkpoints import CheckpointStore
 from headrace.jobs.sample import SampleEvent, click_events
 
 from tests.integration.clirun import CliRun
-from tests.integration.test_failures import SCHEMA, assert_exact, fault_job, final_offsets, row_count, run_args
+from tests.integration.test_failures import (
+    SCHEMA,
+    assert_exact,
+    fault_job,
+    final_offsets,
+    killed_and_resumed,
+    row_count,
+    run_args,
+)
 from tests.jobfiles import ROOT, with_registry
 from tests.kafkautil import produce_placed
 from tests.reference import Expected, confluent_avro, expected_outcome, is_valid
@@ -261,18 +269,7 @@ def test_kill_9_of_an_avro_job_and_the_same_command_resumes_exactly(
     with_registry(profiles_file, registry)
     args = run_args(job, profiles_file, final_offsets(*phases))
     store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
-
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    first = CliRun(*args)
-    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{unique}_1m") > 0, 120,
-                   "a completed checkpoint and view rows")
-    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
-    time.sleep(0.7)
-    first.kill()
-    placed += produce_placed(broker.bootstrap, unique, phases[2], PARTITIONS)
-    again = CliRun(*args)
-    assert again.finish() == 0, again.output[-3000:]
-    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    placed = killed_and_resumed(broker, pg, unique, args, store, phases)
     assert_exact(broker, pg, unique, placed, expected_for(registry, placed), binary=True)
 
 

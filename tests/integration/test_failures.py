@@ -111,6 +111,30 @@ def assert_exact(broker: Broker, pg: Postgres, name: str, placed: list[tuple[int
     return dead, late
 
 
+def killed_and_resumed(broker: Broker, pg: Postgres, topic: str, args: tuple[str, ...], store: CheckpointStore,
+                       phases: list[Any]) -> list[tuple[int, bytes]]:
+    """The job run with ``args`` over the first phase until a checkpoint completed and view rows
+    exist; the second phase produced and the run killed (-9) while reading it; any further phase
+    produced, and the same command run again to the end, resuming from the checkpoint. Returns
+    what was produced."""
+    placed = produce_placed(broker.bootstrap, topic, phases[0], PARTITIONS)
+    first = CliRun(*args)
+    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{topic}_1m") > 0, 120,
+                   "a completed checkpoint and view rows")
+    # more input, and the kill while the job is reading it: records after the last checkpoint
+    # are then read twice, and windows open at the crash must come back from the checkpoint
+    placed += produce_placed(broker.bootstrap, topic, phases[1], PARTITIONS)
+    time.sleep(0.7)
+    first.kill()
+    assert store.latest() is not None
+    for phase in phases[2:]:
+        placed += produce_placed(broker.bootstrap, topic, phase, PARTITIONS)
+    again = CliRun(*args)
+    assert again.finish() == 0, again.output[-3000:]
+    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    return placed
+
+
 def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
     broker.create_topic(unique, partitions=PARTITIONS)
@@ -119,22 +143,7 @@ def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
     job = fault_job(tmp_path, unique)
     args = run_args(job, profiles_file, final_offsets(*phases))
     store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
-
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    first = CliRun(*args)
-    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{unique}_1m") > 0, 120,
-                   "a completed checkpoint and view rows")
-    # more input, and the kill while the job is reading it: records after the last checkpoint
-    # are then read twice, and windows open at the crash must come back from the checkpoint
-    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
-    time.sleep(0.7)
-    first.kill()
-    assert store.latest() is not None
-
-    placed += produce_placed(broker.bootstrap, unique, phases[2], PARTITIONS)
-    again = CliRun(*args)
-    assert again.finish() == 0, again.output[-3000:]
-    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    placed = killed_and_resumed(broker, pg, unique, args, store, phases)
     assert store.latest() is None  # the finished job leaves nothing to resume
     assert_exact(broker, pg, unique, placed)
 
@@ -319,17 +328,8 @@ def test_kill_9_of_a_job_with_distinct_counts_and_percentiles_resumes_with_the_s
     job.write_text(job.read_text().replace("        max_ms: max(latency_ms)\n",
                                            "        max_ms: max(latency_ms)\n" + SKETCHES))
     args = run_args(job, profiles_file, final_offsets(*phases))
-    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    first = CliRun(*args)
-    first.wait_for(lambda: store.latest() is not None and row_count(pg, f"{unique}_1m") > 0, 120,
-                   "a completed checkpoint and view rows")
-    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
-    time.sleep(0.7)
-    first.kill()
-    again = CliRun(*args)
-    assert again.finish() == 0, again.output[-3000:]
-    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    placed = killed_and_resumed(broker, pg, unique, args, CheckpointStore(tmp_path / "checkpoints", "page-activity"),
+                                phases)
     assert_exact(broker, pg, unique, placed)  # the other measures, the outputs
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     windows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
