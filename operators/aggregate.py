@@ -247,16 +247,8 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
         parts: list[list[Any]] = []
         out: list[list[Any]] = []
         for measure, result in zip(self.measures, self.measure_types, strict=True):
-            first = len(parts)
-            parts += [[n, op, "BYTES" if measure.sketch else t.flink_sql] for n, op, t in measure.parts(result)]
-            if measure.function == "percentile":
-                out.append([measure.name, result.flink_sql, "quantile", first, measure.arg])
-            elif measure.sketch:
-                out.append([measure.name, result.flink_sql, "count", first, measure.sketch])
-            elif measure.function == "avg":
-                out.append([measure.name, result.flink_sql, "div", first, first + 1])
-            else:
-                out.append([measure.name, result.flink_sql, "part", first])
+            out.append(measure.merged(result, len(parts)))
+            parts += [list(part) for part in measure.parts(result)]
         return json.dumps({"parts": parts, "out": out, "lateness_ms": self.allowed_lateness_ms},
                           separators=(",", ":"))
 

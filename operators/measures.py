@@ -20,6 +20,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from headrace.schemas.types import FieldType
 
@@ -58,9 +59,12 @@ class Measure:
         """The sketch kind it is kept in, for the measures that are not merged as numbers."""
         return SKETCHES.get(self.function)
 
+    def _sketch_input(self) -> str:
+        """The value a sketch takes: a percentile's as DOUBLE, a distinct count's as it is."""
+        return f"CAST(`{self.field}` AS DOUBLE)" if self.function == "percentile" else f"`{self.field}`"
+
     def _sketch_of(self) -> str:
-        value = f"CAST(`{self.field}` AS DOUBLE)" if self.function == "percentile" else f"`{self.field}`"
-        return f"hr_sketch('{self.sketch}', {value})"
+        return f"hr_sketch('{self.sketch}', {self._sketch_input()})"
 
     def read(self, sketch_sql: str) -> str:
         """The measure read from its sketch (SQL)."""
@@ -94,8 +98,7 @@ class Measure:
         """The same parts for one record (SQL over its fields), to be merged like :meth:`partials`."""
         p, f = f"_p_{self.name}", f"`{self.field}`"
         if self.sketch:
-            value = f"CAST({f} AS DOUBLE)" if self.function == "percentile" else f
-            return [(p, f"hr_sketch_of('{self.sketch}', {value})")]
+            return [(p, f"hr_sketch_of('{self.sketch}', {self._sketch_input()})")]
         if self.function == "count":
             return [(p, "CAST(1 AS BIGINT)" if self.field is None else f"CAST(CASE WHEN {f} IS NULL THEN 0 ELSE 1 END "
                                                                        "AS BIGINT)")]
@@ -104,15 +107,25 @@ class Measure:
                                                           f"CAST(CASE WHEN {f} IS NULL THEN 0 ELSE 1 END AS BIGINT)")]
         return [(p, f)]
 
-    def parts(self, result: FieldType) -> list[tuple[str, str, FieldType]]:
-        """``(column, how two values merge: sum, min or max, type)`` of :meth:`partials`, given
-        the measure's own type."""
+    def parts(self, result: FieldType) -> list[tuple[str, str, str]]:
+        """``(column, how two values merge: sum, min, max or a sketch kind, SQL type)`` of
+        :meth:`partials`, given the measure's own type."""
         p = f"_p_{self.name}"
         if self.function == "avg":
-            return [(f"{p}_sum", "sum", FieldType.NUMBER), (f"{p}_count", "sum", FieldType.INTEGER)]
+            return [(f"{p}_sum", "sum", FieldType.NUMBER.flink_sql), (f"{p}_count", "sum", FieldType.INTEGER.flink_sql)]
         if self.sketch:
-            return [(p, self.sketch, result)]  # the type is the measure's; the part itself is BYTES
-        return [(p, "sum" if self.function in ("count", "sum") else self.function, result)]
+            return [(p, self.sketch, "BYTES")]
+        return [(p, "sum" if self.function in ("count", "sum") else self.function, result.flink_sql)]
+
+    def merged(self, result: FieldType, first: int) -> list[Any]:
+        """How MergeWindows.java reads the measure from its merged parts, the first at ``first``."""
+        if self.function == "percentile":
+            return [self.name, result.flink_sql, "quantile", first, self.arg]
+        if self.sketch:
+            return [self.name, result.flink_sql, "count", first, self.sketch]
+        if self.function == "avg":
+            return [self.name, result.flink_sql, "div", first, first + 1]
+        return [self.name, result.flink_sql, "part", first]
 
     def result_type(self, field_type: FieldType | None) -> FieldType:
         """Type of the measure's column, given the type of its input field."""

@@ -70,13 +70,8 @@ public final class Sketches {
             return a;
         }
         switch (kind) {
-            case "distinct": {
-                byte[] out = a;
-                for (String s : strings(b)) {
-                    out = addString(out, s);
-                }
-                return out;
-            }
+            case "distinct":
+                return mergeStrings(a, b);
             case "hll":
                 return mergeHll(a, b);
             case "dd": {
@@ -173,6 +168,61 @@ public final class Sketches {
             out[i] = new String(state, data + from, to - from, StandardCharsets.UTF_8);
         }
         return out;
+    }
+
+    /** The values of both sets, in one ordered pass. */
+    private static byte[] mergeStrings(byte[] a, byte[] b) {
+        ByteBuffer x = ByteBuffer.wrap(a);
+        ByteBuffer y = ByteBuffer.wrap(b);
+        int n = size(a);
+        int m = size(b);
+        int xData = 4 + 4 * (n + 1);
+        int yData = 4 + 4 * (m + 1);
+        int[] from = new int[n + m];
+        int[] to = new int[n + m];
+        byte[][] source = new byte[n + m][];
+        int count = 0;
+        int i = 0;
+        int j = 0;
+        while (i < n || j < m) {
+            int c;
+            if (i == n) {
+                c = 1;
+            } else if (j == m) {
+                c = -1;
+            } else {
+                c = Arrays.compareUnsigned(a, xData + x.getInt(4 + 4 * i), xData + x.getInt(8 + 4 * i),
+                        b, yData + y.getInt(4 + 4 * j), yData + y.getInt(8 + 4 * j));
+            }
+            if (c <= 0) {
+                source[count] = a;
+                from[count] = xData + x.getInt(4 + 4 * i);
+                to[count++] = xData + x.getInt(8 + 4 * i);
+                i++;
+                j += c == 0 ? 1 : 0;
+            } else {
+                source[count] = b;
+                from[count] = yData + y.getInt(4 + 4 * j);
+                to[count++] = yData + y.getInt(8 + 4 * j);
+                j++;
+            }
+        }
+        int bytes = 0;
+        for (int k = 0; k < count; k++) {
+            bytes += to[k] - from[k];
+        }
+        ByteBuffer out = ByteBuffer.allocate(4 + 4 * (count + 1) + bytes);
+        out.putInt(count);
+        int offset = 0;
+        for (int k = 0; k < count; k++) {
+            out.putInt(offset);
+            offset += to[k] - from[k];
+        }
+        out.putInt(offset);
+        for (int k = 0; k < count; k++) {
+            out.put(source[k], from[k], to[k] - from[k]);
+        }
+        return out.array();
     }
 
     private static byte[] addString(byte[] state, String value) {
@@ -282,12 +332,43 @@ public final class Sketches {
     }
 
     private static byte[] mergeHll(byte[] a, byte[] b) {
-        if (a[0] == HASHES && b[0] == HASHES) {
-            byte[] out = a;
-            for (int i = 0; i < (b.length - 1) / 8; i++) {
-                out = addHash(out, ByteBuffer.wrap(b).getLong(1 + i * 8));
+        if (a[0] == HASHES && b[0] == HASHES) { // both sorted: one ordered pass
+            ByteBuffer x = ByteBuffer.wrap(a);
+            ByteBuffer y = ByteBuffer.wrap(b);
+            int n = (a.length - 1) / 8;
+            int m = (b.length - 1) / 8;
+            long[] union = new long[n + m];
+            int count = 0;
+            int i = 0;
+            int j = 0;
+            while (i < n || j < m) {
+                long u = i < n ? x.getLong(1 + i * 8) : 0;
+                long v = j < m ? y.getLong(1 + j * 8) : 0;
+                if (j == m || (i < n && u < v)) {
+                    union[count++] = u;
+                    i++;
+                } else if (i == n || v < u) {
+                    union[count++] = v;
+                    j++;
+                } else {
+                    union[count++] = u;
+                    i++;
+                    j++;
+                }
             }
-            return out;
+            if (count > EXACT_HASHES) {
+                byte[] dense = new byte[M + 1];
+                dense[0] = REGISTERS;
+                for (int k = 0; k < count; k++) {
+                    register(dense, union[k]);
+                }
+                return dense;
+            }
+            ByteBuffer out = ByteBuffer.allocate(1 + 8 * count).put(HASHES);
+            for (int k = 0; k < count; k++) {
+                out.putLong(union[k]);
+            }
+            return out.array();
         }
         byte[] dense = a[0] == REGISTERS ? a.clone() : b.clone();
         byte[] other = a[0] == REGISTERS ? b : a;
