@@ -4,12 +4,14 @@ import dev.headrace.functions.RecordDecoder;
 
 import org.apache.flink.api.common.eventtime.SerializableTimestampAssigner;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.connector.source.SourceSplit;
 import org.apache.flink.configuration.ConfigOption;
 import org.apache.flink.configuration.ConfigOptions;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.DataStreamSource;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.streaming.api.transformations.SourceTransformation;
 import org.apache.flink.table.api.DataTypes;
 import org.apache.flink.table.catalog.Column;
 import org.apache.flink.table.catalog.ResolvedCatalogTable;
@@ -182,6 +184,10 @@ public final class RecordSource implements DynamicTableSourceFactory {
                         read = source;
                     } else if (provider instanceof DataStreamScanProvider) {
                         read = ((DataStreamScanProvider) provider).produceDataStream(uids, env);
+                        if (isKafka && provider.isBounded() && read.getTransformation() instanceof SourceTransformation) {
+                            // a bounded Kafka read ends on every subtask at once (see HeldSource)
+                            read = held(env, (SourceTransformation<RowData, ?, ?>) read.getTransformation());
+                        }
                         if (!pushed) {
                             SingleOutputStreamOperator<RowData> timed = read.assignTimestampsAndWatermarks(watermarks);
                             uids.generateUid("watermarks").ifPresent(timed::uid);
@@ -213,6 +219,20 @@ public final class RecordSource implements DynamicTableSourceFactory {
         public String asSummaryString() {
             return "headrace-source(" + inner.asSummaryString() + ")";
         }
+    }
+
+    /** The same read (source, watermarks, name, uid, parallelism), its readers held to end together. */
+    private static <S extends SourceSplit, E> DataStream<RowData> held(
+            StreamExecutionEnvironment env, SourceTransformation<RowData, S, E> read) {
+        DataStreamSource<RowData> source = env.fromSource(
+                new HeldSource<>(read.getSource()), read.getWatermarkStrategy(), read.getName());
+        if (read.getUid() != null) {
+            source.uid(read.getUid());
+        }
+        if (read.getParallelism() > 0) {
+            source.setParallelism(read.getParallelism());
+        }
+        return source;
     }
 
     /**
