@@ -122,6 +122,19 @@ class JobWatch:
         stamps = job.get("timestamps") or {}
         return bool(stamps.get("RESTARTING")) or bool((history.get("exceptionHistory") or {}).get("entries"))
 
+    def last_start_ms(self) -> int | None:
+        """When the job's tasks last (re)started, as far as Flink says: its RUNNING or RESTARTING
+        timestamp or its latest failure (a regional restart leaves only that); None if unknown."""
+        try:
+            job = self.client.get(f"/jobs/{self.job_id}")
+            history = self.client.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=1")
+        except ServiceError:
+            return None
+        stamps = job.get("timestamps") or {}
+        times = [int(stamps.get(k) or 0) for k in ("RUNNING", "RESTARTING")]
+        times += [int(e.get("timestamp", 0)) for e in (history.get("exceptionHistory") or {}).get("entries") or []]
+        return max(times) or None
+
     def last_checkpoint(self) -> tuple[int, datetime] | None:
         """Number and completion time of the latest completed checkpoint."""
         try:
@@ -132,8 +145,9 @@ class JobWatch:
             return None
         return int(completed["id"]), datetime.fromtimestamp(completed["latest_ack_timestamp"] / 1000, tz=UTC)
 
-    def read_offsets(self) -> dict[int, int]:
-        """Per source partition, the offset of the last record the source has fetched."""
+    def read_offsets(self) -> dict[int, int] | None:
+        """Per source partition that has a split in the running job, the offset of the last record
+        the source has fetched (-1 before the first); None when the job does not answer."""
         try:
             vertices = self.client.get(f"/jobs/{self.job_id}")["vertices"]
             source = next(v for v in vertices if "Source" in v["name"])
@@ -143,7 +157,7 @@ class JobWatch:
                 return {}
             values = self.client.get(base + "?get=" + ",".join(names))
         except (ServiceError, KeyError, StopIteration):
-            return {}
+            return None
         offsets: dict[int, int] = {}
         for metric in values:
             match = re.search(r"\.partition\.(\d+)\.currentOffset$", metric["id"])

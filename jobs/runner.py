@@ -402,6 +402,12 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     (the fetched records are emitted within milliseconds), the job is stopped as a bounded job
     finishes (``stop --drain``: the watermark goes to the end of time, windows fire, sinks flush).
 
+    A partition read to its stop offset before the checkpoint the source resumed from has no split
+    in it: the resumed source never reports it. Once a checkpoint has completed 3 s after the
+    tasks last (re)started (a checkpoint completes only when every task runs, its restored splits
+    back in its reader, and the metrics are fetched every second), a partition the source does not
+    report counts as read to its end.
+
     A source that was not restored (``restored`` false and the job never restarted) finishes by
     itself, and is left to: the drain is a synchronous savepoint, which the source's task declines
     while it closes, and Flink fails the job over on that refusal. Such a job is drained only if it
@@ -432,7 +438,11 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                 number = checkpoint[0] if checkpoint else 0
                 if read_all_at is None:
                     fetched = job.read_offsets()
-                    if fetched and all(fetched.get(p, -1) >= o - 1 for p, o in stop_at.items() if o > 0):
+                    # resumed: a partition without a split was read to its end before the checkpoint
+                    settled = checkpoint is not None and (restored or job.has_restarted()) and \
+                        checkpoint[1].timestamp() * 1000 >= (job.last_start_ms() or float("inf")) + 3000
+                    if fetched is not None and (fetched or settled) and all(
+                            fetched.get(p, o - 1 if settled else -1) >= o - 1 for p, o in stop_at.items() if o > 0):
                         read_all_at = number
                 elif number >= read_all_at + (2 if restored or job.has_restarted() else 20):
                     say("  … every partition has been read to its stop offset: finishing the job")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import signal
 import time
 from collections import Counter
@@ -20,6 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 from headrace.jobs.checkpoints import CheckpointStore
+from headrace.jobs.cluster import ClusterClient
+from headrace.jobs.monitor import JobWatch
 from headrace.jobs.sample import SampleEvent, click_events
 
 from tests.integration.clirun import CliRun
@@ -152,6 +155,38 @@ def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
     fresh = CliRun(*args, "--fresh")
     assert fresh.finish() == 0, fresh.output[-3000:]
     assert fresh.line_matching("starting fresh") and not fresh.line_matching("resuming")
+    assert_exact(broker, pg, unique, placed)
+
+
+def test_a_run_killed_after_a_partition_was_read_to_its_stop_resumes_and_finishes(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    """Partition 0 is read to its stop offset before the kill; its split is finished and is not in
+    the checkpoint, so the resumed source never reports it: the resumed run must still see that
+    every partition has been read, and finish exactly. Checkpoints go on after partition 0's end
+    (its reader waits for the other's: see HeldSource.java); they stopped there before."""
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(30_000, seed=65))
+    # partition 1 alone gets records after the kill; partition 0's input is all there from the start
+    phases = [events[:15_000], [e for e in events[15_000:] if partition_of(e.key, PARTITIONS) == 1]]
+    args = run_args(fault_job(tmp_path, unique), profiles_file, final_offsets(*phases))
+    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    first = CliRun(*args)
+    ends = final_offsets(*phases)
+    first.wait_for(lambda: first.line_matching("web UI") is not None, 120, "the job's web UI")
+    found = re.search(r"job id (\w+), web UI (\S+)\)", first.line_matching("web UI") or "")
+    assert found, first.output
+    job = JobWatch(ClusterClient(found.group(2), timeout_s=3), found.group(1))
+    first.wait_for(lambda: (job.read_offsets() or {}).get(0) == ends[0] - 1, 120, "partition 0 read to its end")
+    read_at = (job.last_checkpoint() or (0, None))[0]
+    # two checkpoints later: the partition's split has finished and is in neither
+    first.wait_for(lambda: (job.last_checkpoint() or (0, None))[0] >= read_at + 2, 60, "two more checkpoints")
+    first.kill()
+    placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+    again = CliRun(*args)
+    assert again.finish(180) == 0, again.output[-3000:]
+    assert again.line_matching("resuming 'page-activity' from checkpoint"), again.output[-3000:]
+    assert store.latest() is None
     assert_exact(broker, pg, unique, placed)
 
 
