@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from headrace.connectors.sqltext import ident, literal
 from headrace.operators import jvm
-from headrace.operators.measures import SKETCH_FUNCTIONS, Measure, parse_measure
+from headrace.operators.measures import SKETCH_FUNCTIONS, Measure, parse_measures
 from headrace.schemas.durations import MAX_INTERVAL_MS, format_duration_ms, sql_interval
 from headrace.schemas.errors import SpecError
 from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, Stream, ViewNode, Wiring
@@ -41,7 +41,7 @@ MERGE_FUNCTION = "hr_merge_windows"
 
 
 def _check_measure(expression: str) -> str:
-    parse_measure("m", expression)
+    parse_measures("m", expression)
     return expression
 
 
@@ -288,18 +288,25 @@ class Aggregate(StepKind):
             raise SpecError("group_by names a field twice", where=ctx.where("group_by"))
         group_by = tuple((name, ctx.field(upstream, name, "group_by", j, required=True, what="group_by field"))
                          for j, name in enumerate(opts.group_by))
-        measures, types = [], []
+        measures: list[Measure] = []
+        types = []
         for name, expression in opts.measures.items():
-            measure = parse_measure(name, expression)
-            if name in opts.group_by or name in ("window_start", "window_end"):
-                raise SpecError(f"measure '{name}' clashes with a key column", where=ctx.where("measures", name),
-                                hint="rename the measure")
-            ftype = None
-            if measure.field is not None:
-                ftype = ctx.field(upstream, measure.field, "measures", name,
-                                  numeric=measure.function in ("sum", "avg", "percentile"), what="measure field")
-            measures.append(measure)
-            types.append(measure.result_type(ftype))
+            for measure in parse_measures(name, expression):
+                column = measure.name
+                if column in opts.group_by or column in ("window_start", "window_end"):
+                    raise SpecError(f"measure '{column}' clashes with a key column",
+                                    where=ctx.where("measures", name), hint="rename the measure")
+                if any(m.name == column for m in measures):
+                    raise SpecError(f"measure '{column}' is named twice", where=ctx.where("measures", name),
+                                    hint="rename one of them (percentiles() names its columns <name>_p50 …)")
+                ftype = None
+                if measure.field is not None:
+                    ftype = ctx.field(upstream, measure.field, "measures", name,
+                                      numeric=measure.function in ("sum", "avg", "percentile"), what="measure field")
+                    if measure.function in ("first", "last", "top_k"):
+                        measure = replace(measure, sql_type=ftype.flink_sql)
+                measures.append(measure)
+                types.append(measure.result_type(ftype))
         reads = list(opts.group_by) + [m.field for m in measures if m.field and m.field not in opts.group_by]
         view = ViewDef(name=node_id, keys=group_by, measures=tuple(zip((m.name for m in measures), types,
                                                                        strict=True)),

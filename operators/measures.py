@@ -1,9 +1,12 @@
 """Measures of a windowed aggregate: ``count()``, ``sum(x)``, ``avg(x)``, ``min(x)``, ``max(x)``,
 ``count_distinct(x)`` (exact), ``approx_count_distinct(x)`` (HyperLogLog: exact to 1,024 distinct
-values, then a relative standard error of 0.81%) and ``percentile(x, q)`` (DDSketch: within 1%,
-relative, of the exact q-quantile). The last three keep a mergeable state in the JVM
-(``operators/java/.../Sketches.java``), so windows that take late records merge them exactly as
-the others do.
+values, then a relative standard error of 0.81%), ``percentile(x, q)`` (DDSketch: within 1%,
+relative, of the exact q-quantile), ``percentiles(x, [q, ...])`` (one percentile column per
+quantile, ``<name>_p50`` …), ``first(x)`` / ``last(x)`` (the non-null value of the record
+first or last by event time, ties broken by source partition and offset) and ``top_k(x, k)`` (the
+k most frequent values with their counts, exact, as JSON text). These keep a mergeable
+state in the JVM (``operators/java/.../Sketches.java``, ``Picks.java``), so windows that take
+late records merge them exactly as the others do.
 
 A measure is parsed once from the spec into a :class:`Measure`, which knows its Flink SQL
 expression, its result type and how to fold values in plain Python (the reference used by
@@ -17,22 +20,30 @@ tests and by the embedded runner's summaries).
 from __future__ import annotations
 
 import difflib
+import json
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from headrace.schemas.types import FieldType
 
-FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "approx_count_distinct", "percentile")
-#: the sketch each sketch-kept measure merges (Sketches.java)
-SKETCHES = {"count_distinct": "distinct", "approx_count_distinct": "hll", "percentile": "dd"}
+FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "approx_count_distinct", "percentile",
+             "percentiles", "first", "last", "top_k")
+#: the sketch each sketch-kept measure merges (Sketches.java, Picks.java)
+SKETCHES = {"count_distinct": "distinct", "approx_count_distinct": "hll", "percentile": "dd", "first": "first",
+            "last": "last", "top_k": "topk"}
 #: the JVM functions the sketch measures call (registered by the aggregate step)
 SKETCH_FUNCTIONS = {"hr_sketch": "SketchAgg", "hr_sketch_of": "SketchOf", "hr_sketch_count": "SketchRead$Count",
-                    "hr_sketch_quantile": "SketchRead$Quantile"}
+                    "hr_sketch_quantile": "SketchRead$Quantile", "hr_sketch_pick": "SketchRead$Pick",
+                    "hr_sketch_top": "SketchRead$Top"}
 _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)?\s*"
                    r"(?:,\s*([0-9]*\.?[0-9]+)\s*)?\)\s*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_PERCENTILES = re.compile(r"^\s*percentiles\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*\[([^\]]*)\]\s*\)\s*$", re.I)
+#: the columns of a record's place, by which first() and last() break ties of event time
+ORDER_COLUMNS = "`_event_ms`, `_partition`, `_offset`"
 
 
 @dataclass(frozen=True)
@@ -42,8 +53,10 @@ class Measure:
     name: str
     function: str
     field: str | None
-    #: percentile's q
+    #: percentile's q, top_k's k
     arg: float | None = None
+    #: the SQL type first() and last() cast their value back to (the field's)
+    sql_type: str | None = None
 
     @property
     def accuracy(self) -> str | None:
@@ -60,16 +73,27 @@ class Measure:
         return SKETCHES.get(self.function)
 
     def _sketch_input(self) -> str:
-        """The value a sketch takes: a percentile's as DOUBLE, a distinct count's as it is."""
+        """The value a sketch takes: a percentile's as DOUBLE, a distinct count's as it is, a first
+        or last value's with the record's event time, partition and offset."""
+        if self.function in ("first", "last"):
+            return f"`{self.field}`, {ORDER_COLUMNS}"
         return f"CAST(`{self.field}` AS DOUBLE)" if self.function == "percentile" else f"`{self.field}`"
 
     def _sketch_of(self) -> str:
         return f"hr_sketch('{self.sketch}', {self._sketch_input()})"
 
+    def _bare(self) -> str:
+        """Whether top_k writes its values as JSON numbers or booleans (SQL literal)."""
+        return "TRUE" if self.sql_type in ("BIGINT", "DOUBLE", "BOOLEAN") else "FALSE"
+
     def read(self, sketch_sql: str) -> str:
         """The measure read from its sketch (SQL)."""
         if self.function == "percentile":
             return f"hr_sketch_quantile({sketch_sql}, CAST({self.arg!r} AS DOUBLE))"
+        if self.function in ("first", "last"):
+            return f"CAST(hr_sketch_pick({sketch_sql}) AS {self.sql_type or 'STRING'})"
+        if self.function == "top_k":
+            return f"hr_sketch_top({sketch_sql}, {int(self.arg or 0)}, {self._bare()})"
         return f"hr_sketch_count('{self.sketch}', {sketch_sql})"
 
     def sql(self) -> str:
@@ -121,6 +145,10 @@ class Measure:
         """How MergeWindows.java reads the measure from its merged parts, the first at ``first``."""
         if self.function == "percentile":
             return [self.name, result.flink_sql, "quantile", first, self.arg]
+        if self.function in ("first", "last"):
+            return [self.name, result.flink_sql, "pick", first]
+        if self.function == "top_k":
+            return [self.name, result.flink_sql, "top", first, int(self.arg or 0), self._bare() == "TRUE"]
         if self.sketch:
             return [self.name, result.flink_sql, "count", first, self.sketch]
         if self.function == "avg":
@@ -133,6 +161,8 @@ class Measure:
             return FieldType.INTEGER
         if self.function in ("avg", "percentile"):
             return FieldType.NUMBER
+        if self.function == "top_k":
+            return FieldType.STRING  # JSON: [{"value": v, "count": n}, ...]
         assert field_type is not None
         return field_type
 
@@ -143,6 +173,13 @@ class Measure:
             return len(items)
         if self.function in ("count_distinct", "approx_count_distinct"):
             return len(set(items))
+        if self.function == "top_k":  # the k most frequent, ties by value (UTF-8 bytes), as the JSON
+            counts = Counter(_text(v) for v in items)
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:int(self.arg or 0)]
+            bare = self.sql_type in ("BIGINT", "DOUBLE", "BOOLEAN")
+            return [{"value": json.loads(v) if bare else v, "count": n} for v, n in ranked] or None
+        if self.function in ("first", "last"):  # ``values`` in event time, partition, offset order
+            return (items[0] if self.function == "first" else items[-1]) if items else None
         if self.function == "percentile":
             if not items:
                 return None
@@ -159,6 +196,41 @@ class Measure:
         return max(items)  # type: ignore[type-var]
 
 
+def _text(value: object) -> str:
+    """A value as the JVM writes it in a sketch (Sketches.text): booleans lower case."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def quantile_label(q: float) -> str:
+    """The column suffix of a quantile: 0.5 → p50, 0.95 → p95, 0.999 → p99_9.
+
+    >>> [quantile_label(q) for q in (0.5, 0.95, 0.99, 0.999, 1.0)]
+    ['p50', 'p95', 'p99', 'p99_9', 'p100']
+    """
+    return "p" + f"{q * 100:.6f}".rstrip("0").rstrip(".").replace(".", "_")
+
+
+def parse_measures(name: str, expression: object) -> list[Measure]:
+    """The measures one spec entry stands for: ``percentiles(f, [0.5, 0.95, 0.99])`` is one
+    percentile column per quantile (``<name>_p50``, ``<name>_p95``, ``<name>_p99``); any other
+    expression is one measure (:func:`parse_measure`)."""
+    match = _PERCENTILES.match(expression) if isinstance(expression, str) else None
+    if match is None:
+        if isinstance(expression, str) and expression.strip().lower().startswith("percentiles"):
+            raise ValueError(f"percentiles() takes a field and a list of quantiles between 0 and 1, e.g. "
+                             f"'percentiles(latency_ms, [0.5, 0.95, 0.99])', not '{expression}'")
+        return [parse_measure(name, expression)]
+    field, listed = match.group(1), match.group(2)
+    try:
+        quantiles = [float(q) for q in listed.split(",") if q.strip()]
+    except ValueError:
+        quantiles = []
+    if not quantiles or not all(0.0 <= q <= 1.0 for q in quantiles) or len(set(quantiles)) != len(quantiles):
+        raise ValueError(f"percentiles() takes a list of different quantiles between 0 and 1, e.g. "
+                         f"'percentiles({field}, [0.5, 0.95, 0.99])'")
+    return [parse_measure(f"{name}_{quantile_label(q)}", f"percentile({field}, {q!r})") for q in quantiles]
+
+
 def parse_measure(name: str, expression: object) -> Measure:
     """Parse ``expression`` (e.g. ``"sum(bytes)"``); raises ValueError with a hint."""
     if not _NAME.match(name):
@@ -173,12 +245,19 @@ def parse_measure(name: str, expression: object) -> Measure:
         close = difflib.get_close_matches(function, FUNCTIONS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(FUNCTIONS)}"
         raise ValueError(f"unknown measure function '{function}'; {hint}")
+    if function == "percentiles":
+        raise ValueError(f"percentiles() takes a field and a list of quantiles, e.g. "
+                         f"'percentiles({field or 'latency_ms'}, [0.5, 0.95, 0.99])'")
     if function != "count" and field is None:
         raise ValueError(f"{function}() needs a field, e.g. '{function}(latency_ms)'")
     if function == "percentile":
         if arg is None or not 0.0 <= float(arg) <= 1.0:
             raise ValueError(f"percentile() takes a field and a quantile between 0 and 1, e.g. "
                              f"'percentile({field}, 0.95)'")
+        return Measure(name=name, function=function, field=field, arg=float(arg))
+    if function == "top_k":
+        if arg is None or not arg.isdigit() or not 1 <= int(arg) <= 1000:
+            raise ValueError(f"top_k() takes a field and how many values (1 to 1000), e.g. 'top_k({field}, 10)'")
         return Measure(name=name, function=function, field=field, arg=float(arg))
     if arg is not None:
         raise ValueError(f"{function}() takes one field, not '{expression}'")

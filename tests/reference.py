@@ -70,6 +70,8 @@ class Expected:
     unstorable: Counter[bytes] = field(default_factory=Counter)  # refused at the sink boundary
     late: Counter[bytes] = field(default_factory=Counter)
     on_time: list[dict[str, Any]] = field(default_factory=list)
+    #: (partition, offset) of each on-time record, in the same order
+    on_time_at: list[tuple[Any, int]] = field(default_factory=list)
     #: (partition, offset) of each record in dead / unstorable / late
     dead_at: set[tuple[Any, int]] = field(default_factory=set)
     unstorable_at: set[tuple[Any, int]] = field(default_factory=set)
@@ -134,6 +136,7 @@ def expected_outcome(records: Iterable[tuple[Any, bytes]], schema: dict[str, Any
             out.unstorable_at.add(at)
         else:
             out.on_time.append(record)
+            out.on_time_at.append(at)
     return out
 
 

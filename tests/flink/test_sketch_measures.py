@@ -1,4 +1,5 @@
-"""``count_distinct``, ``approx_count_distinct`` and ``percentile`` end to end (embedded profile,
+"""``count_distinct``, ``approx_count_distinct``, ``percentile``, ``percentiles``, ``first``,
+``last`` and ``top_k`` end to end (embedded profile,
 parallelism 2), over 100,000 events with skewed keys, against a plain-Python reference: exact
 where exact is promised, within the documented bound where not, for every window; with allowed
 lateness (windows merged from parts in keyed state, late records included) and without (the
@@ -6,8 +7,9 @@ window TVF, two-phase)."""
 
 from __future__ import annotations
 
+import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,13 @@ def events(n: int, seed: int = 5, behind: float = 0.0) -> list[dict]:
         user = f"u{rng.randrange(200_000)}" if big else f"u{int(rng.paretovariate(0.8)) % 200_000}"
         out.append({"tenant_id": tenant, "user_id": user, "page": "/" if big else pages[rng.randrange(len(pages))],
                     "ts": max(ts, START), "latency_ms": int(rng.lognormvariate(4, 1.2)), "bytes": rng.randrange(9000)})
+    # every event time once: the embedded profile's records have no partition and offset, by
+    # which first() and last() break ties (the Kafka tests cover those)
+    taken: set[int] = set()
+    for r in out:
+        while r["ts"] in taken:
+            r["ts"] += 1
+        taken.add(r["ts"])
     return out
 
 
@@ -50,7 +59,11 @@ def job(tmp_path: Path, lateness: str) -> tuple[Path, Path]:
             .replace("        max_ms: max(latency_ms)\n",
                      "        max_ms: max(latency_ms)\n        users_exact: count_distinct(user_id)\n"
                      "        users: approx_count_distinct(user_id)\n"
-                     + "".join(f"        {name}: percentile(latency_ms, {q})\n" for name, q in QUANTILES.items()))
+                     + "".join(f"        {name}: percentile(latency_ms, {q})\n" for name, q in QUANTILES.items())
+                     + "        lat: percentiles(latency_ms, [0.5, 0.95, 0.99])\n"
+                     "        first_user: first(user_id)\n        last_user: last(user_id)\n"
+                     "        first_ms: first(latency_ms)\n        last_bytes: last(bytes)\n"
+                     "        top_users: top_k(user_id, 5)\n        top_ms: top_k(latency_ms, 3)\n")
             .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
     path = tmp_path / "job.yaml"
     path.write_text(text)
@@ -69,8 +82,13 @@ def reference(records: list[dict]) -> dict[tuple, dict]:
     out = {}
     for key, rows in groups.items():
         latencies = sorted(float(r["latency_ms"]) for r in rows)
+        ordered = sorted(rows, key=lambda r: r["ts"])
         out[key] = {"events": len(rows), "users": len({r["user_id"] for r in rows}),
-                    **{name: latencies[int(q * (len(latencies) - 1))] for name, q in QUANTILES.items()}}
+                    **{name: latencies[int(q * (len(latencies) - 1))] for name, q in QUANTILES.items()},
+                    "first_user": ordered[0]["user_id"], "last_user": ordered[-1]["user_id"],
+                    "first_ms": ordered[0]["latency_ms"], "last_bytes": ordered[-1]["bytes"],
+                    "top_users": _top([r["user_id"] for r in rows], 5),
+                    "top_ms": _top([r["latency_ms"] for r in rows], 3)}
     return out
 
 
@@ -101,10 +119,25 @@ def test_distinct_counts_and_percentiles_against_the_reference(tmp_path: Path, l
             exact = expected[name]
             error = abs(row[name] - exact) / exact if exact else abs(row[name])
             worst_percentile = max(worst_percentile, error)
+            # percentiles(latency_ms, [0.5, 0.95, 0.99]): the same quantiles, from one spec entry
+            assert row[name.replace("_ms", "").replace("p", "lat_p")] == row[name], (key, name)
+        # first and last by event time: exact, typed as their fields
+        assert (row["first_user"], row["last_user"], row["first_ms"], row["last_bytes"]) == (
+            expected["first_user"], expected["last_user"], expected["first_ms"], expected["last_bytes"]), key
+        # top_k: exact, the most frequent first, ties by value; numbers stay numbers
+        assert (json.loads(row["top_users"]), json.loads(row["top_ms"])) == (
+            expected["top_users"], expected["top_ms"]), key
     print(f"lateness {lateness}: {len(want)} windows ({big} past 1,024 distinct users); worst relative error: "
           f"approx_count_distinct {worst_distinct:.3%}, percentile {worst_percentile:.3%}")
     assert big >= 1, "no window exercised the HyperLogLog registers"
     assert worst_distinct <= DISTINCT_BOUND and worst_percentile <= PERCENTILE_BOUND + 1e-9
+
+
+def _top(values: list, k: int) -> list[dict]:
+    """The k most frequent values with counts, ties by the value's text (UTF-8 bytes)."""
+    counts = Counter(values)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]).encode()))[:k]
+    return [{"value": v, "count": n} for v, n in ranked]
 
 
 def _ms(value: object) -> int:

@@ -344,22 +344,37 @@ def test_an_outage_past_the_restart_bound_stops_the_job_with_its_cause(
 
 
 SKETCHES = ("        users_exact: count_distinct(user_id)\n        users: approx_count_distinct(user_id)\n"
-            "        p95_ms: percentile(latency_ms, 0.95)\n")
+            "        p95_ms: percentile(latency_ms, 0.95)\n        first_user: first(user_id)\n"
+            "        last_ms: last(latency_ms)\n")
+
+
+def _snapped(event: SampleEvent) -> SampleEvent:
+    """Events within 2 s after a minute starts moved to its first millisecond (within the 5 s of
+    out-of-orderness, so none becomes late): many records of a window share its first event time,
+    and first() must pick among them by offset."""
+    from dataclasses import replace
+
+    if event.kind != "valid":
+        return event
+    record = json.loads(event.payload)
+    if record["ts"] % 60_000 >= 2_000:
+        return event
+    record["ts"] -= record["ts"] % 60_000
+    return replace(event, payload=json.dumps(record).encode(), timestamp_ms=record["ts"])
 
 
 def test_kill_9_of_a_job_with_distinct_counts_and_percentiles_resumes_with_the_same_results(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
     """Their sketches are keyed state, in the checkpoint: a kill -9 mid-run and the same command
     again give every window the reference's values (distinct counts exact, the percentile within
-    1%), records read twice after the last checkpoint included."""
+    1%, first and last by event time with ties broken by partition and offset), records read twice
+    after the last checkpoint included."""
     from collections import defaultdict
 
     from tests.reference import utc
 
     broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(30_000, seed=64))
-    # a third phase after the kill, as in the tests above: a run killed once it has read all of
-    # its bounded input did not finish when resumed (see the stop's note)
+    events = [_snapped(e) for e in click_events(30_000, seed=64)]
     phases = [events[:10_000], events[10_000:20_000], events[20_000:]]
     job = fault_job(tmp_path, unique)
     job.write_text(job.read_text().replace("        max_ms: max(latency_ms)\n",
@@ -370,16 +385,24 @@ def test_kill_9_of_a_job_with_distinct_counts_and_percentiles_resumes_with_the_s
     assert_exact(broker, pg, unique, placed)  # the other measures, the outputs
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     windows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in expected.on_time:
-        windows[(r["tenant_id"], r["page"], utc(r["ts"] - r["ts"] % 60_000))].append(r)
+    for r, at in zip(expected.on_time, expected.on_time_at, strict=True):
+        windows[(r["tenant_id"], r["page"], utc(r["ts"] - r["ts"] % 60_000))].append({**r, "_at": at})
     with psycopg.connect(**pg.conninfo()) as conn:
         rows = {r[:3]: r[3:] for r in conn.execute(
-            f'SELECT tenant_id, page, window_start, users_exact, users, p95_ms FROM "{unique}_1m"').fetchall()}
+            f'SELECT tenant_id, page, window_start, users_exact, users, p95_ms, first_user, last_ms '
+            f'FROM "{unique}_1m"').fetchall()}
     assert set(rows) == set(windows)
     for key, records in windows.items():
         users = len({r["user_id"] for r in records})
         latencies = sorted(float(r["latency_ms"]) for r in records)
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
-        exact, approx, got_p95 = rows[key]
+        exact, approx, got_p95, first_user, last_ms = rows[key]
         assert (exact, approx) == (users, users), key  # few users a window: the hashes, exact
         assert abs(got_p95 - p95) <= 0.01 * abs(p95) + 1e-9, (key, got_p95, p95)
+        ordered = sorted(records, key=lambda r: (r["ts"], *r["_at"]))
+        assert (first_user, last_ms) == (ordered[0]["user_id"], ordered[-1]["latency_ms"]), key
+    decided = sum(1 for rs in windows.values() if len(rs) > 1 and (
+        sorted(r["ts"] for r in rs)[:2].count(min(r["ts"] for r in rs)) == 2
+        or sorted(r["ts"] for r in rs)[-2:].count(max(r["ts"] for r in rs)) == 2))
+    print(f"{len(windows)} windows; in {decided} the first or last record was picked by partition and offset")
+    assert decided > len(windows) // 2

@@ -66,3 +66,60 @@ def test_views_says_which_measures_are_estimates_and_how_close(tmp_path: Path,
     assert "exact_users integer ≈" not in printed and "exact_users integer" in printed
     assert "≈* estimated: HyperLogLog: exact to 1,024 distinct values, then 0.81% relative standard error" in printed
     assert "≈** estimated: DDSketch: within 1% (relative) of the exact quantile" in printed
+
+
+def test_percentiles_is_one_percentile_column_per_quantile() -> None:
+    from headrace.operators.measures import parse_measures
+
+    ms = parse_measures("lat", "percentiles(latency_ms, [0.5, 0.95, 0.99, 0.999])")
+    assert [(m.name, m.function, m.arg) for m in ms] == [
+        ("lat_p50", "percentile", 0.5), ("lat_p95", "percentile", 0.95), ("lat_p99", "percentile", 0.99),
+        ("lat_p99_9", "percentile", 0.999)]
+    assert [m.accuracy for m in ms] == [parse_measure("x", "percentile(latency_ms, 0.5)").accuracy] * 4
+
+
+def test_first_and_last_keep_the_record_s_place_and_cast_back_to_the_field_s_type() -> None:
+    from dataclasses import replace
+
+    first = replace(parse_measure("f", "first(latency_ms)"), sql_type="BIGINT")
+    assert first.sql() == ("CAST(hr_sketch_pick(hr_sketch('first', `latency_ms`, `_event_ms`, `_partition`, "
+                           "`_offset`)) AS BIGINT)")
+    assert first.unit_partials() == [("_p_f", "hr_sketch_of('first', `latency_ms`, `_event_ms`, `_partition`, "
+                                               "`_offset`)")]
+    assert first.accuracy is None and first.sketch == "first"
+    last = parse_measure("l", "last(user_id)")
+    # the reference takes values in event time, partition and offset order; nulls are skipped
+    assert first.fold([None, 3, 1, 2]) == 3 and last.fold(["a", "b", None]) == "b" and last.fold([]) is None
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("percentiles(latency_ms)", "a list of quantiles"),
+    ("percentiles(latency_ms, [0.5, 1.5])", "between 0 and 1"),
+    ("percentiles(latency_ms, [])", "between 0 and 1"),
+    ("percentiles(latency_ms, [0.5, 0.5])", "different quantiles"),
+    ("percentiles(page, [0.5])", "numeric"),
+    ("first()", "needs a field"),
+    ("last(user_id, 2)", "last() takes one field"),
+])
+def test_new_measures_written_wrong_are_refused_at_their_line(tmp_path: Path, expression: str, message: str) -> None:
+    test_a_measure_written_wrong_is_refused_at_its_line(tmp_path, expression, message)
+
+
+def test_a_percentiles_column_that_clashes_with_a_measure_is_refused(tmp_path: Path) -> None:
+    test_a_measure_written_wrong_is_refused_at_its_line(
+        tmp_path, "percentiles(latency_ms, [0.5])\n        bad_p50: max(latency_ms)", "'bad_p50' is named twice")
+
+
+def test_top_k_reads_the_k_most_frequent_values_as_json() -> None:
+    from dataclasses import replace
+
+    words = replace(parse_measure("top_pages", "top_k(page, 2)"), sql_type="STRING")
+    assert words.sql() == "hr_sketch_top(hr_sketch('topk', `page`), 2, FALSE)"
+    assert words.merged(words.result_type(None), 4) == ["top_pages", "STRING", "top", 4, 2, False]
+    assert words.fold(["/b", "/a", "/b", "/a", "/c", None]) == [{"value": "/a", "count": 2},
+                                                               {"value": "/b", "count": 2}]
+    numbers = replace(parse_measure("t", "top_k(latency_ms, 1)"), sql_type="BIGINT")
+    assert numbers.sql().endswith(", 1, TRUE)") and numbers.fold([7, 7, 10]) == [{"value": 7, "count": 2}]
+    for bad in ("top_k(page)", "top_k(page, 0)", "top_k(page, 2.5)", "top_k(page, 5000)"):
+        with pytest.raises(ValueError, match=r"top_k\(\) takes a field and how many values"):
+            parse_measure("x", bad)

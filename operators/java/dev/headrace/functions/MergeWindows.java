@@ -32,11 +32,13 @@ import java.util.concurrent.ConcurrentHashMap;
  * dropped once the watermark is past its end plus the allowed lateness, when no part of it can
  * come any more.
  *
- * <p>The spec, a literal: {@code {"parts": [[name, "sum"|"min"|"max"|"distinct"|"hll"|"dd", SQL
- * type], ...], "out": [[name, SQL type, "part", i] | [name, "DOUBLE", "div", i, j] | [name, "BIGINT",
- * "count", i, kind] | [name, "DOUBLE", "quantile", i, q], ...], "lateness_ms": L}}; each input row
+ * <p>The spec, a literal: {@code {"parts": [[name, "sum"|"min"|"max"|"distinct"|"hll"|"dd"|"first"|"last"|"topk",
+ * SQL type], ...], "out": [[name, SQL type, "part", i] | [name, "DOUBLE", "div", i, j] | [name, "BIGINT",
+ * "count", i, kind] | [name, "DOUBLE", "quantile", i, q] | [name, SQL type, "pick", i] | [name, "STRING",
+ * "top", i, k, bare], ...],
+ * "lateness_ms": L}}; each input row
  * has the parts' columns by name and {@code _p_records}; the output has the measures and
- * {@code _records}. The parts named after a sketch kind are {@link Sketches} bytes, merged as such.
+ * {@code _records}. The parts named after a sketch kind are {@link Sketches} (or {@link Picks}) bytes, merged as such.
  */
 public final class MergeWindows extends ProcessTableFunction<Row> {
     private static final long serialVersionUID = 1L;
@@ -55,6 +57,8 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
         final String[] outRead; // null, or how a sketch part is read: "count" or "quantile"
         final String[] outKind; // the sketch's kind ("count")
         final double[] outQ; // the quantile ("quantile")
+        final int[] outK; // how many values ("top")
+        final boolean[] outBare; // whether they are numbers or booleans ("top")
         final long latenessMs;
 
         Spec(JsonNode root) {
@@ -74,6 +78,8 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
             outRead = new String[o.size()];
             outKind = new String[o.size()];
             outQ = new double[o.size()];
+            outK = new int[o.size()];
+            outBare = new boolean[o.size()];
             for (int i = 0; i < o.size(); i++) {
                 outNames[i] = o.get(i).get(0).asText();
                 outTypes[i] = o.get(i).get(1).asText();
@@ -84,6 +90,12 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
                 if ("count".equals(how)) {
                     outRead[i] = how;
                     outKind[i] = o.get(i).get(4).asText();
+                } else if ("pick".equals(how)) {
+                    outRead[i] = how;
+                } else if ("top".equals(how)) {
+                    outRead[i] = how;
+                    outK[i] = o.get(i).get(4).asInt();
+                    outBare[i] = o.get(i).get(5).asBoolean();
                 } else if ("quantile".equals(how)) {
                     outRead[i] = how;
                     outQ[i] = o.get(i).get(4).asDouble();
@@ -128,6 +140,10 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
             int[] from = s.outFrom[i];
             if ("count".equals(s.outRead[i])) {
                 out.setField(i, Sketches.count(s.outKind[i], (byte[]) acc.getField(from[0])));
+            } else if ("top".equals(s.outRead[i])) {
+                out.setField(i, TopK.top((byte[]) acc.getField(from[0]), s.outK[i], s.outBare[i]));
+            } else if ("pick".equals(s.outRead[i])) {
+                out.setField(i, Picks.value((byte[]) acc.getField(from[0])));
             } else if ("quantile".equals(s.outRead[i])) {
                 out.setField(i, Sketches.quantile((byte[]) acc.getField(from[0]), s.outQ[i]));
             } else if (from.length == 1) {
@@ -160,6 +176,11 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
             case "hll":
             case "dd":
                 return Sketches.merge(op, ((byte[]) have).clone(), (byte[]) value);
+            case "first":
+            case "last":
+                return Picks.merge(op, (byte[]) have, (byte[]) value); // never changed in place
+            case "topk":
+                return TopK.merge((byte[]) have, (byte[]) value); // a copy
             case "sum":
                 if (have instanceof Double || value instanceof Double) {
                     return ((Number) have).doubleValue() + ((Number) value).doubleValue();

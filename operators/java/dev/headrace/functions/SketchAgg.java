@@ -6,7 +6,7 @@ import org.apache.flink.table.functions.AggregateFunction;
 
 /**
  * {@code hr_sketch(kind, value)}: the mergeable state of a window's values, as bytes (see
- * {@link Sketches}): {@code 'distinct'}, {@code 'hll'} or {@code 'dd'}. Mergeable, so the window
+ * {@link Sketches}): {@code 'distinct'}, {@code 'hll'}, {@code 'dd'}, {@code 'first'} or {@code 'last'}. Mergeable, so the window
  * aggregation runs in two phases (a local one in the source task).
  */
 public final class SketchAgg extends AggregateFunction<byte[], SketchAgg.Acc> {
@@ -26,6 +26,13 @@ public final class SketchAgg extends AggregateFunction<byte[], SketchAgg.Acc> {
     public void accumulate(Acc acc, String kind, @DataTypeHint(inputGroup = InputGroup.ANY) Object value) {
         acc.kind = kind;
         acc.state = Sketches.add(kind, acc.state, value);
+    }
+
+    /** {@code hr_sketch('first' | 'last', value, event ms, partition, offset)}. */
+    public void accumulate(Acc acc, String kind, @DataTypeHint(inputGroup = InputGroup.ANY) Object value,
+                           Long eventMs, Integer partition, Long offset) {
+        acc.kind = kind;
+        acc.state = Sketches.merge(kind, acc.state, Picks.of(value, eventMs, partition, offset));
     }
 
     public void merge(Acc acc, Iterable<Acc> others) {

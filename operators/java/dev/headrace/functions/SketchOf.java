@@ -11,4 +11,10 @@ public final class SketchOf extends ScalarFunction {
     public @DataTypeHint("BYTES") byte[] eval(String kind, @DataTypeHint(inputGroup = InputGroup.ANY) Object value) {
         return Sketches.of(kind, value);
     }
+
+    /** {@code hr_sketch_of('first' | 'last', value, event ms, partition, offset)}. */
+    public @DataTypeHint("BYTES") byte[] eval(String kind, @DataTypeHint(inputGroup = InputGroup.ANY) Object value,
+                                              Long eventMs, Integer partition, Long offset) {
+        return Picks.of(value, eventMs, partition, offset);
+    }
 }

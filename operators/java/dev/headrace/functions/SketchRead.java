@@ -19,6 +19,24 @@ public final class SketchRead {
         }
     }
 
+    /** {@code hr_sketch_pick(sketch)}: a first or last value as text (cast to its type in SQL). */
+    public static final class Pick extends ScalarFunction {
+        private static final long serialVersionUID = 1L;
+
+        public @DataTypeHint("STRING") String eval(@DataTypeHint("BYTES") byte[] sketch) {
+            return Picks.text(sketch);
+        }
+    }
+
+    /** {@code hr_sketch_top(sketch, k, bare)}: the k most frequent values with counts, as JSON. */
+    public static final class Top extends ScalarFunction {
+        private static final long serialVersionUID = 1L;
+
+        public @DataTypeHint("STRING") String eval(@DataTypeHint("BYTES") byte[] sketch, Integer k, Boolean bare) {
+            return TopK.top(sketch, k, Boolean.TRUE.equals(bare));
+        }
+    }
+
     /** {@code hr_sketch_quantile(sketch, q)}. */
     public static final class Quantile extends ScalarFunction {
         private static final long serialVersionUID = 1L;

@@ -17,6 +17,9 @@ import java.util.Arrays;
  *   <li>{@code dd} ({@code percentile}): a DDSketch with relative accuracy {@value #ALPHA}: the
  *       q-quantile read from it is within 1% (relative) of the exact one, the value at rank
  *       ⌊q·(n−1)⌋ of the window's values in order.
+ *   <li>{@code first}, {@code last}: one record's value, by event time, partition and offset
+ *       ({@link Picks}).
+ *   <li>{@code topk}: every distinct value with its count ({@link TopK}).
  * </ul>
  */
 public final class Sketches {
@@ -56,6 +59,8 @@ public final class Sketches {
                 return addHash(state, hash(text(value)));
             case "dd":
                 return addValue(state, ((Number) value).doubleValue(), 1);
+            case "topk":
+                return TopK.add(state, text(value), 1);
             default:
                 throw new IllegalArgumentException("no sketch '" + kind + "'");
         }
@@ -74,6 +79,11 @@ public final class Sketches {
                 return mergeStrings(a, b);
             case "hll":
                 return mergeHll(a, b);
+            case "first":
+            case "last":
+                return Picks.merge(kind, a, b);
+            case "topk":
+                return TopK.merge(a, b);
             case "dd": {
                 byte[] out = a;
                 ByteBuffer in = ByteBuffer.wrap(b);
