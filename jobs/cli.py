@@ -46,6 +46,8 @@ err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() el
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, list):  # a top_k measure, most frequent first
+        return ", ".join(f"{v.get('value')} ×{v.get('count')}" if isinstance(v, dict) else str(v) for v in value)
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, str) and value[:4].isdigit() and value.endswith("Z") and "T" in value:
@@ -684,7 +686,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
     else:
         columns = list(rows[0]) if rows else []
         out.print(view_table(args.view, columns, [tuple(r.values()) for r in rows], args.limit))

@@ -310,7 +310,8 @@ class Aggregate(StepKind):
         reads = list(opts.group_by) + [m.field for m in measures if m.field and m.field not in opts.group_by]
         view = ViewDef(name=node_id, keys=group_by, measures=tuple(zip((m.name for m in measures), types,
                                                                        strict=True)),
-                       approximate=tuple((m.name, m.accuracy) for m in measures if m.accuracy))
+                       approximate=tuple((m.name, m.accuracy) for m in measures if m.accuracy),
+                       ranked=tuple(m.name for m in measures if m.function == "top_k"))
         return AggregateNode(
             id=node_id, kind=self.name, uid=uid, output=Stream(view=view, described_as=f"step '{node_id}'"),
             reads=tuple(dict.fromkeys(reads)), group_by=group_by, window=opts.window,

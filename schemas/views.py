@@ -34,6 +34,8 @@ class ViewDef:
     measures: tuple[tuple[str, FieldType], ...]
     #: the measures that are estimates, each with its documented accuracy
     approximate: tuple[tuple[str, str], ...] = ()
+    #: the measures stored as JSON text of ``[{"value": v, "count": n}, ...]`` (``top_k``), served as lists
+    ranked: tuple[str, ...] = ()
 
     @property
     def key_names(self) -> tuple[str, ...]:

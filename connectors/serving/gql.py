@@ -63,6 +63,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import Info
@@ -188,7 +189,8 @@ def build_graphql(views: list[ServedView], stores: dict[str, Any], settings: Any
         for name in WINDOW_BOUNDS:
             annotations[name] = str
         for name, ftype in view.view.measures:
-            annotations[name] = SCALARS[ftype] | None
+            # a top_k measure: its list of {"value": v, "count": n}, most frequent first
+            annotations[name] = (JSON if name in view.view.ranked else SCALARS[ftype]) | None
             namespace[name] = None
         doc = f"A row of {view.name} ({view.store}, job {view.job})"
         rows[view.name] = type(type_name(view), (), {"__annotations__": annotations, **namespace, "__doc__": doc})

@@ -69,6 +69,9 @@ def generated() -> tuple[ModuleType, ModuleType]:
 
 
 def to_value(messages: ModuleType, value: Any) -> Any:
+    if isinstance(value, list):  # a top_k measure: [{"value": v, "count": n}, ...]
+        return messages.Value(ranked=messages.Ranked(values=[
+            messages.RankedValue(value=to_value(messages, v["value"]), count=v["count"]) for v in value]))
     if isinstance(value, bool):
         return messages.Value(boolean=value)
     if isinstance(value, int):
@@ -82,9 +85,17 @@ def to_row(messages: ModuleType, row: dict[str, Any]) -> Any:
     return messages.Row(columns={k: to_value(messages, v) for k, v in row.items() if v is not None})
 
 
+def from_value(value: Any) -> Any:
+    """A received Value as Python (a top_k measure as its list of {"value": v, "count": n})."""
+    kind = value.WhichOneof("kind")
+    if kind == "ranked":
+        return [{"value": from_value(v.value), "count": v.count} for v in value.ranked.values]
+    return getattr(value, kind)
+
+
 def from_row(row: Any) -> dict[str, Any]:
     """A received row as a dict (for clients and tests)."""
-    return {name: getattr(value, value.WhichOneof("kind")) for name, value in row.columns.items()}
+    return {name: from_value(value) for name, value in row.columns.items()}
 
 
 def build_server(views: list[ServedView], stores: dict[str, Any], settings: Any, verifier: TokenVerifier,

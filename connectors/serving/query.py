@@ -194,7 +194,8 @@ def page(query: ViewQuery, columns: Sequence[str], rows: Sequence[Sequence[Any]]
         return {"view": query.view.name, "rows": [], "next_cursor": None}
     index = {name: i for i, name in enumerate(columns)}
     # per column, once per page: where it is in a row and how it becomes JSON (the hot path of a read)
-    shown = [(name, index[name], _converter(name)) for name in query.fields]
+    ranked = query.view.view.ranked
+    shown = [(name, index[name], _converter(name, ranked)) for name in query.fields]
     keyed = [(index[name], _converter(name)) for name in query.order]
     out = [{name: convert(row[i]) for name, i, convert in shown} for row in rows[:query.limit]]
     more = len(rows) > query.limit and out
@@ -212,8 +213,14 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _converter(name: str) -> Any:
+def _list(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _converter(name: str, ranked: Sequence[str] = ()) -> Any:
     """How a column's values are served (:func:`json_value`), chosen once per column."""
+    if name in ranked:
+        return _list
     if name in WINDOW_BOUNDS:
         return _iso
     if name == RECORDS_COLUMN:
@@ -221,9 +228,10 @@ def _converter(name: str) -> Any:
     return _same
 
 
-def json_value(name: str, value: Any) -> Any:
-    """One stored value as served: window bounds as ISO-8601 UTC, the record count as an integer."""
-    return _converter(name)(value)
+def json_value(name: str, value: Any, ranked: Sequence[str] = ()) -> Any:
+    """One stored value as served: window bounds as ISO-8601 UTC, the record count as an integer,
+    a ``top_k`` measure (``ranked``) as its list of ``{"value": v, "count": n}``."""
+    return _converter(name, ranked)(value)
 
 
 @dataclass(frozen=True)
@@ -295,6 +303,7 @@ def group_related(query: RelatedQuery, columns: Sequence[str],
     """Rows of a related read, by key tuple, as JSON values (every asked key present)."""
     out: dict[tuple[Any, ...], list[dict[str, Any]]] = {key: [] for key in query.keys}
     for row in rows:
-        record = {name: json_value(name, value) for name, value in zip(columns, row, strict=True)}
+        record = {name: json_value(name, value, query.view.view.ranked)
+                  for name, value in zip(columns, row, strict=True)}
         out.setdefault(tuple(record[k] for k in query.key_names), []).append(record)
     return out

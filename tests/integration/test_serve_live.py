@@ -331,22 +331,28 @@ def test_the_web_page_plots_a_view_and_adds_a_new_window_live(live: dict[str, An
             page.select_option("#view", table)
             page.wait_for_selector("#plot:not([disabled])")
             page.select_option("#key", json.dumps(["t1", "/a"], separators=(",", ":")))
-            page.select_option("#measure", "events")
+            # two measures together (as p50, p95 and p99 of a view would be), a line each
+            page.select_option("#measure", ["events", "avg_ms"])
             page.click("#plot")
             page.wait_for_selector("#status:has-text('live')")
-            dots = page.locator("#chart circle.dot")
-            drawn = [(d.get_attribute("data-window"), float(d.get_attribute("data-value") or "nan"))
-                     for d in dots.all()]
+
+            def drawn(measure: str) -> list[tuple[str | None, float]]:
+                return [(d.get_attribute("data-window"), float(d.get_attribute("data-value") or "nan"))
+                        for d in page.locator(f"#chart circle.dot[data-measure='{measure}']").all()]
+
             with psycopg.connect(**pg.conninfo()) as conn:
-                want = conn.execute(f'SELECT window_start, events FROM "{table}" WHERE tenant_id = %s AND page = %s '  # type: ignore[arg-type]
-                                    "ORDER BY window_start", ("t1", "/a")).fetchall()
-            assert drawn == [(iso(s), n) for s, n in want]
+                want = conn.execute(f'SELECT window_start, events, avg_ms FROM "{table}" WHERE tenant_id = %s '  # type: ignore[arg-type]
+                                    "AND page = %s ORDER BY window_start", ("t1", "/a")).fetchall()
+            assert drawn("events") == [(iso(s), n) for s, n, _ in want]
+            assert drawn("avg_ms") == [(iso(s), a) for s, _, a in want if a is not None]
+            assert page.locator("#chart polyline.line").count() == 2 and "avg_ms" in page.inner_text("#legend")
             time.sleep(1.0)
             new = START + timedelta(minutes=WINDOWS + 20)
             with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
                 upsert(conn, table, ("t1", "/a"), new, 4)  # a new window closes
-            page.wait_for_selector(f"#chart circle.dot.live[data-window='{iso(new)}']", timeout=15_000)
-            assert page.get_attribute(f"#chart circle.dot.live[data-window='{iso(new)}']", "data-value") == "4"
+            fresh = f"#chart circle.dot.live[data-measure='events'][data-window='{iso(new)}']"
+            page.wait_for_selector(fresh, timeout=15_000)
+            assert page.get_attribute(fresh, "data-value") == "4"
             assert "1 update" in page.inner_text("#status")
             page.screenshot(path=str(ARTIFACTS / "web-page.png"))
             assert errors == []

@@ -1,4 +1,5 @@
-// Headrace's analyst page: pick a view, a key and a measure; see it over time, live.
+// Headrace's analyst page: pick a view, a key and one or more measures (p50, p95 and p99 of a view
+// together, say); see them over time, live.
 // History comes from REST (GET /v1/views/{view}); new and updated windows arrive through the
 // GraphQL subscription (graphql-transport-ws). The token stays in this tab (sessionStorage); a
 // "#token=..." fragment is read once and removed from the address bar.
@@ -49,7 +50,11 @@ async function chooseView() {
   const view = state.views.find((v) => v.name === $("view").value);
   state.view = view;
   $("measure").replaceChildren();
-  for (const name of Object.keys(view.measures)) option($("measure"), name);
+  // numbers only: a top_k measure is a list, not a line
+  for (const [name, type] of Object.entries(view.measures)) {
+    if (type === "integer" || type === "number") option($("measure"), name);
+  }
+  if ($("measure").options.length) $("measure").options[0].selected = true;
   $("key").replaceChildren();
   const rows = (await api(`/v1/views/${encodeURIComponent(view.name)}?limit=1000&fields=${view.keys.join(",")}`)).rows;
   const seen = new Set();
@@ -68,23 +73,31 @@ function keyFilter() {
   return Object.fromEntries(state.view.keys.map((k, i) => [k, values[i]]));
 }
 
+function chosenMeasures() {
+  return [...$("measure").selectedOptions].map((o) => o.value);
+}
+
 async function plot() {
-  const view = state.view, measure = $("measure").value, filter = keyFilter();
-  const query = new URLSearchParams({ fields: `window_start,${measure}`, limit: "1000" });
+  const view = state.view, measures = chosenMeasures(), filter = keyFilter();
+  if (!measures.length) {
+    say("choose one or more measures", true);
+    return;
+  }
+  const query = new URLSearchParams({ fields: ["window_start", ...measures].join(","), limit: "1000" });
   for (const [k, v] of Object.entries(filter)) query.append(k, v);
   try {
     const rows = (await api(`/v1/views/${encodeURIComponent(view.name)}?${query}`)).rows;
-    state.points = new Map(rows.map((r) => [r.window_start, { value: r[measure], live: false }]));
+    state.points = new Map(rows.map((r) => [r.window_start, { row: r, live: false }]));
   } catch (error) {
     say(`cannot read ${view.name}: ${error.message}`, true);
     return;
   }
   state.live = 0;
-  draw(measure);
-  subscribe(view, measure, filter);
+  draw(measures);
+  subscribe(view, measures, filter);
 }
 
-function subscribe(view, measure, filter) {
+function subscribe(view, measures, filter) {
   if (state.socket) state.socket.close();
   const field = view.name.replace("@", "__");
   const where = Object.entries(filter).map(([k, v]) => `${k}: [${JSON.stringify(v)}]`).join(", ");
@@ -97,13 +110,13 @@ function subscribe(view, measure, filter) {
     const message = JSON.parse(event.data);
     if (message.type === "connection_ack") {
       socket.send(JSON.stringify({ id: "1", type: "subscribe", payload: {
-        query: `subscription { ${field}(where: {${where}}) { window_start ${measure} } }` } }));
+        query: `subscription { ${field}(where: {${where}}) { window_start ${measures.join(" ")} } }` } }));
       say(`${view.name}: ${state.points.size} windows, live`);
     } else if (message.type === "next" && message.payload.data) {
       const row = message.payload.data[field];
-      state.points.set(row.window_start, { value: row[measure], live: true });
+      state.points.set(row.window_start, { row, live: true });
       state.live += 1;
-      draw(measure);
+      draw(measures);
       say(`${view.name}: ${state.points.size} windows, live (${state.live} update${state.live === 1 ? "" : "s"})`);
     } else if (message.type === "error" || (message.type === "next" && message.payload.errors)) {
       say(`subscription refused: ${JSON.stringify(message.payload)}`, true);
@@ -114,12 +127,19 @@ function subscribe(view, measure, filter) {
   };
 }
 
-function draw(measure) {
+const COLOURS = ["#2563eb", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2"];
+
+function draw(measures) {
   const svg = $("chart"), W = 900, H = 380, left = 70, right = 20, top = 20, bottom = 50;
-  const points = [...state.points.entries()]
-    .map(([start, p]) => ({ t: Date.parse(start), v: p.value, live: p.live }))
-    .filter((p) => p.v !== null && p.v !== undefined)
+  const windows = [...state.points.entries()]
+    .map(([start, p]) => ({ t: Date.parse(start), row: p.row, live: p.live }))
     .sort((a, b) => a.t - b.t);
+  const series = measures.map((measure, i) => ({
+    measure, colour: COLOURS[i % COLOURS.length],
+    points: windows.map((w) => ({ t: w.t, v: w.row[measure], live: w.live }))
+      .filter((p) => p.v !== null && p.v !== undefined),
+  }));
+  const points = series.flatMap((s) => s.points);
   svg.replaceChildren();
   const el = (name, attrs, text) => {
     const node = document.createElementNS("http://www.w3.org/2000/svg", name);
@@ -128,9 +148,17 @@ function draw(measure) {
     svg.appendChild(node);
     return node;
   };
-  $("legend").textContent = points.length ? `${measure} per window (${points.length} points; red: arrived live)` : "";
+  $("legend").replaceChildren();
   if (!points.length) return;
-  const t0 = points[0].t, t1 = Math.max(points[points.length - 1].t, t0 + 1);
+  for (const s of series) {
+    const key = document.createElement("span");
+    key.className = "key";
+    key.style.color = s.colour;
+    key.textContent = `■ ${s.measure} `;
+    $("legend").appendChild(key);
+  }
+  $("legend").appendChild(document.createTextNode(`per window (${windows.length} windows; red: arrived live)`));
+  const t0 = Math.min(...points.map((p) => p.t)), t1 = Math.max(...points.map((p) => p.t), t0 + 1);
   const vmin = Math.min(0, ...points.map((p) => p.v)), vmax = Math.max(...points.map((p) => p.v), vmin + 1);
   const x = (t) => left + (t - t0) / (t1 - t0) * (W - left - right);
   const y = (v) => H - bottom - (v - vmin) / (vmax - vmin) * (H - top - bottom);
@@ -145,10 +173,12 @@ function draw(measure) {
   }
   el("line", { class: "axis", x1: left, x2: left, y1: top, y2: H - bottom });
   el("line", { class: "axis", x1: left, x2: W - right, y1: H - bottom, y2: H - bottom });
-  el("polyline", { class: "line", points: points.map((p) => `${x(p.t)},${y(p.v)}`).join(" ") });
-  for (const p of points) {
-    el("circle", { class: p.live ? "dot live" : "dot", cx: x(p.t), cy: y(p.v), r: 3.5,
-                   "data-window": new Date(p.t).toISOString(), "data-value": p.v });
+  for (const s of series) {
+    el("polyline", { class: "line", stroke: s.colour, points: s.points.map((p) => `${x(p.t)},${y(p.v)}`).join(" ") });
+    for (const p of s.points) {
+      el("circle", { class: p.live ? "dot live" : "dot", fill: p.live ? "#dc2626" : s.colour, cx: x(p.t), cy: y(p.v),
+                     r: 3.5, "data-measure": s.measure, "data-window": new Date(p.t).toISOString(), "data-value": p.v });
+    }
   }
 }
 
