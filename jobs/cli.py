@@ -129,7 +129,7 @@ def explain_tree(plan: Any) -> Tree:
         branches[node.id] = branches[plan.inputs[node.id]].add(escape(label) + uid(node.uid))
     for sink in plan.sinks:
         branches[plan.inputs[sink.id]].add(escape(f"sink {sink.kind}: {sink.explain()}") + uid(sink.uid))
-    aggregates = ", ".join(a.id for a in plan.view_steps)
+    aggregates = ", ".join(a.id for a in plan.view_steps if a.judged_by == a.id)
     tree.add(escape(f"dead letter → kafka topic '{plan.dead_letter_topic}' ← every step and sink")
              + uid(plan.dead_letter_uid))
     tree.add(escape(f"late output → kafka topic '{plan.late_topic}' ← {aggregates} (records behind the watermark "
@@ -300,9 +300,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"{summary.dead_lettered:,} dead-lettered ({plan.dead_letter_topic}), "
                       f"{summary.late:,} late ({plan.late_topic}); {summary.seconds:.1f}s")
         else:  # each aggregate judges lateness with its own allowance
+            def late(step: Any) -> int:  # a roll-up's records were judged by the step it rolls up
+                return summary.late_by_step[step.judged_by]
+
             per_step = "; ".join(
-                f"{a.id}: {(summary.records_in or 0) - summary.dead_lettered - summary.late_by_step[a.id]:,} "
-                f"aggregated, {summary.late_by_step[a.id]:,} late" for a in plan.view_steps)
+                f"{a.id}: {(summary.records_in or 0) - summary.dead_lettered - late(a):,} "
+                f"aggregated, {late(a):,} late" for a in plan.view_steps)
             out.print(f"{summary.records_in:,} records in, {summary.dead_lettered:,} dead-lettered "
                       f"({plan.dead_letter_topic}) → {per_step} ({plan.late_topic}); {summary.seconds:.1f}s")
         print_reports(plan, started)

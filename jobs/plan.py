@@ -230,12 +230,17 @@ def plan_nodes(job: LoadedJob, ids: list[str], inputs: dict[str, str | None],
         kind = STEPS[kind_of(step)]
         upstream_id = inputs[sid]
         upstream = Stream() if upstream_id is None else nodes[upstream_id].output
-        if upstream.view is not None:
-            viewer = nodes[upstream_id or ""].kind
-            raise SpecError(f"step '{sid}' reads the rows of {viewer} step '{upstream_id}'; only sinks read "
-                            f"an {viewer}'s rows", where=job.source_map.where(("steps", i)),
-                            hint="give it 'from:' naming a step that emits records")
         ctx = context(("steps", i, kind.name))
+        if upstream.view is not None:
+            viewer = nodes[upstream_id or ""]
+            if kind.reads_views and isinstance(viewer, ViewNode):  # a roll-up, say
+                records = inputs[viewer.id]
+                nodes[sid] = kind.plan_from_view(options_of(step), ctx, viewer, Stream() if records is None
+                                                 else nodes[records].output, sid, f"{spec.job}.{sid}")
+                continue
+            raise SpecError(f"step '{sid}' reads the rows of {viewer.kind} step '{upstream_id}'; only sinks "
+                            f"read an {viewer.kind}'s rows", where=job.source_map.where(("steps", i)),
+                            hint="give it 'from:' naming a step that emits records")
         nodes[sid] = kind.plan(options_of(step), ctx, upstream, sid, f"{spec.job}.{sid}")
 
     aggregates = [sid for sid in ids if nodes[sid].output.view is not None]

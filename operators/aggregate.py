@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from headrace.connectors.sqltext import ident, literal
@@ -117,6 +117,16 @@ class AggregateNode(ViewNode):
     measure_types: tuple[FieldType, ...]
     event_time_field: str
     out_of_orderness_ms: int
+    #: a roll-up: the finer aggregate it is computed from (its ``from:``), and per part column of
+    #: this step's measures, the finer step's part column it is read from
+    rollup_of: AggregateNode | None = field(default=None, compare=False, repr=False)
+    rollup_parts: tuple[tuple[str, str], ...] = ()
+    #: the roll-ups reading this step: its windows are put together from parts, which they share
+    rollups: list[AggregateNode] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def judged_by(self) -> str:
+        return self.rollup_of.judged_by if self.rollup_of is not None else self.id
 
     @property
     def step_id(self) -> str:
@@ -128,7 +138,10 @@ class AggregateNode(ViewNode):
         return tuple(name for name, _ in self.group_by) + ("window_start", "window_end")
 
     def explain(self) -> str:
-        measures = ", ".join(f"{m.name}={m.function}({m.field or ''})" for m in self.measures)
+        measures = ", ".join(f"{m.name}={m.function}({m.field or ''}{_arg(m)})" for m in self.measures)
+        if self.rollup_of is not None:
+            return (f"roll-up of step '{self.rollup_of.id}': {self.window.describe()} by "
+                    f"({', '.join(n for n, _ in self.group_by)}), merged from its windows' parts: {measures}")
         return (f"{self.window.describe()} by ({', '.join(n for n, _ in self.group_by)}), allowed lateness "
                 f"{format_duration_ms(self.allowed_lateness_ms)}: {measures}; late records → late output")
 
@@ -136,9 +149,40 @@ class AggregateNode(ViewNode):
         # the window aggregate (and its local/global halves, and the merging function) feeding
         # this view's sinks
         return (("aggregate" in node.kind or node.kind == "process-table-function") and bool(node.downstream_tables)
-                and node.downstream_tables <= self.sink_tables)
+                and node.downstream_tables <= self.sink_tables.union(*(r.sink_tables for r in self.rollups))
+                and bool(node.downstream_tables & self.sink_tables))
+
+    def rollup_sql(self, wiring: Wiring) -> NodeSql:
+        """A roll-up's windows: the finer step's parts (each a disjoint share of a finer window: one
+        window's partial aggregate, or one record behind the watermark), each put in the coarser
+        window holding its window, merged there as the finer windows merge theirs."""
+        fine = self.rollup_of
+        assert fine is not None and self.window.tumbling
+        size_s = self.window.tumbling // 1000
+        keys = ", ".join(ident(n) for n, _ in self.group_by)
+        since_epoch = "TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', `window_start`)"
+        start = f"TIMESTAMPADD(SECOND, -CAST(MOD({since_epoch}, {size_s}) AS INT), `window_start`)"
+        parts, windows = wiring.view(self.id, "parts"), wiring.view(self.id, "windows")
+        types = {col: sql_type for m, r in zip(self.measures, self.measure_types, strict=True)
+                 for col, _, sql_type in m.parts(r)}
+        columns = ", ".join(f"CAST({ident(fine_col)} AS {types[col]}) AS {ident(col)}"
+                            for col, fine_col in self.rollup_parts)
+        views = (
+            f"""CREATE TEMPORARY VIEW {parts} AS
+SELECT {keys}, {start} AS `window_start`, TIMESTAMPADD(SECOND, {size_s}, {start}) AS `window_end`, `window_time`,
+       {columns}, `_p_records`
+FROM {wiring.view(fine.id, "parts")}""",
+            f"""CREATE TEMPORARY VIEW {windows} AS
+SELECT {keys}, `window_start`, `window_end`, {', '.join(ident(m.name) for m in self.measures)},
+       {ident(RECORDS_COLUMN)}
+FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window_start`, `window_end`),
+  spec => {literal(self.merge_spec())}, on_time => DESCRIPTOR(`window_time`), uid => {literal(self.merge_uid)}))""",
+        )
+        return NodeSql(views=views, output=windows)
 
     def sql(self, wiring: Wiring, input_view: str) -> NodeSql:
+        if self.rollup_of is not None:
+            return self.rollup_sql(wiring)
         ooo, view = self.out_of_orderness_ms, wiring.view
         is_late = late_condition("`_event_ms`", "`_max_seen`", ooo, self.allowed_lateness_ms)
         lateness = format_duration_ms(self.allowed_lateness_ms)
@@ -234,8 +278,10 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
     @property
     def merges(self) -> bool:
         """Whether its windows are put together from parts (MergeWindows.java): an allowance for
-        late records, and windows a window TVF can compute (tumbling, sliding)."""
-        return bool(self.allowed_lateness_ms) and self.window.kind != "session"
+        late records, or roll-ups reading them, and windows a window TVF can compute (tumbling,
+        sliding); and every roll-up."""
+        return ((bool(self.allowed_lateness_ms) or bool(self.rollups)) and self.window.kind != "session"
+                ) or self.rollup_of is not None
 
     @property
     def merge_uid(self) -> str:
@@ -249,8 +295,10 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
         for measure, result in zip(self.measures, self.measure_types, strict=True):
             out.append(measure.merged(result, len(parts)))
             parts += [list(part) for part in measure.parts(result)]
-        return json.dumps({"parts": parts, "out": out, "lateness_ms": self.allowed_lateness_ms},
-                          separators=(",", ":"))
+        spec: dict[str, Any] = {"parts": parts, "out": out, "lateness_ms": self.allowed_lateness_ms}
+        if self.rollup_of is not None:  # its parts come at the finer windows' times
+            spec["window_ms"] = self.window.tumbling
+        return json.dumps(spec, separators=(",", ":"))
 
     def functions(self) -> tuple[str, ...]:
         created = []
@@ -272,11 +320,51 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
 
 
 class Aggregate(StepKind):
-    """``aggregate``: windowed aggregation; its rows are a view that sinks store."""
+    """``aggregate``: windowed aggregation; its rows are a view that sinks store, and that roll-ups
+    (an ``aggregate`` with ``from:`` naming an aggregate) read."""
 
     name = "aggregate"
     options = AggregateOptions
     emits = "view"
+    reads_views = True
+
+    def plan_from_view(self, options: Any, ctx: PlanContext, view: ViewNode, records: Stream, node_id: str,
+                       uid: str) -> AggregateNode:
+        """A roll-up: computed from the windows of ``view`` (an aggregate): coarser tumbling
+        windows, each a whole number of its windows, by some of its group keys, every measure
+        merged from a part it keeps. Records are judged late once, by the finer step, whose
+        lateness the roll-up takes."""
+        if not isinstance(view, AggregateNode):
+            raise SpecError(f"a roll-up reads an aggregate step; '{view.id}' is a {view.kind}",
+                            where=ctx.where("from"))
+        fine = view
+        node = self.plan(options, ctx, records, node_id, uid)
+        size, finer = node.window.tumbling, fine.window.tumbling
+        if not finer:
+            raise SpecError(f"a roll-up reads tumbling windows; step '{fine.id}' has {fine.window.kind} windows",
+                            where=ctx.where("from"), hint="roll up from a step with 'window: {tumbling: ...}'")
+        if not size or size % finer or size == finer or size % 1000:
+            raise SpecError(f"a roll-up of step '{fine.id}' needs tumbling windows a whole number of its windows "
+                            f"({format_duration_ms(finer)}) and of seconds, longer than them",
+                            where=ctx.where("window"),
+                            hint=f"e.g. window: {{tumbling: {format_duration_ms(finer * 60)}}}")
+        keys = dict(fine.group_by)
+        for j, (name, _) in enumerate(node.group_by):
+            if name not in keys:
+                raise SpecError(f"a roll-up groups by keys of step '{fine.id}' ({', '.join(keys)}); '{name}' is "
+                                "not one", where=ctx.where("group_by", j), hint="group by some of its keys")
+        if node.allowed_lateness_ms:
+            raise SpecError(f"a roll-up takes the lateness of step '{fine.id}', which judges the records",
+                            where=ctx.where("allowed_lateness"), hint="remove allowed_lateness here")
+        try:
+            parts = rollup_parts(node, fine)
+        except ValueError as exc:
+            name, reason = exc.args
+            raise SpecError(f"measure '{name}' cannot be rolled up: {reason}", where=ctx.where("measures", name),
+                            hint=f"roll-ups merge what step '{fine.id}' keeps per window") from None
+        fine.rollups.append(node)
+        node.rollup_of, node.rollup_parts, node.allowed_lateness_ms = fine, parts, fine.allowed_lateness_ms
+        return node
 
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> AggregateNode:
         opts: AggregateOptions = options
@@ -394,3 +482,57 @@ def merge_sessions(timestamps: list[int], gap_ms: int) -> list[tuple[int, int]]:
         else:
             sessions.append((ts, ts + gap_ms))
     return sessions
+
+
+def rollup_parts(coarse: AggregateNode, fine: AggregateNode) -> tuple[tuple[str, str], ...]:
+    """Per part column of ``coarse``'s measures, the part column of ``fine`` it is merged from;
+    a ``ValueError`` ``(measure name, reason)`` for a measure ``fine`` cannot give."""
+    found: list[tuple[str, str]] = []
+    by_function: dict[tuple[str, str | None], Measure] = {}
+    for m in fine.measures:
+        by_function.setdefault((m.function, m.field), m)
+    same_sketch = {"percentile": "percentile", "approx_count_distinct": "approx_count_distinct",
+                   "count_distinct": "count_distinct", "first": "first", "last": "last", "top_k": "top_k"}
+    for m in coarse.measures:
+        p = f"_p_{m.name}"
+        if m.function == "count" and m.field is None:
+            found.append((p, "_p_records"))  # the records of a window, whatever the measures
+            continue
+        if m.function in same_sketch:
+            have = by_function.get((m.function, m.field))
+            if have is None:
+                raise ValueError(m.name, f"step '{fine.id}' keeps no {m.function} of '{m.field}' to merge; "
+                                         f"add e.g. '{m.name}: {m.function}({m.field}{_arg(m)})' to it")
+            found.append((p, f"_p_{have.name}"))
+            continue
+        avg = by_function.get(("avg", m.field))
+        total = by_function.get(("sum", m.field))
+        counted = by_function.get(("count", m.field))
+        if m.function in ("min", "max", "count"):
+            have = by_function.get((m.function, m.field))
+            if have is None:
+                raise ValueError(m.name, f"step '{fine.id}' has no {m.function}({m.field or ''}) to roll up")
+            found.append((p, f"_p_{have.name}"))
+        elif m.function == "sum":
+            if total is None and avg is None:
+                raise ValueError(m.name, f"step '{fine.id}' has no sum({m.field}) or avg({m.field}) to roll up")
+            found.append((p, f"_p_{total.name}" if total else f"_p_{avg.name}_sum"))  # type: ignore[union-attr]
+        elif m.function == "avg":
+            if avg is not None:
+                found += [(f"{p}_sum", f"_p_{avg.name}_sum"), (f"{p}_count", f"_p_{avg.name}_count")]
+            elif total is not None and counted is not None:
+                found += [(f"{p}_sum", f"_p_{total.name}"), (f"{p}_count", f"_p_{counted.name}")]
+            else:
+                raise ValueError(m.name, f"step '{fine.id}' has no avg({m.field}) to roll up (an average is "
+                                         "merged from its sum and count)")
+        else:
+            raise ValueError(m.name, f"{m.function}() cannot be rolled up")
+    return tuple(found)
+
+
+def _arg(m: Measure) -> str:
+    if m.function == "percentile":
+        return f", {m.arg!r}"
+    if m.function == "top_k":
+        return f", {int(m.arg or 0)}"
+    return ""

@@ -277,6 +277,11 @@ class ViewNode(StepNode):
     #: filled by the planner: the Flink tables of the sinks storing this view (uid ownership)
     sink_tables: frozenset[str] = frozenset()
 
+    @property
+    def judged_by(self) -> str:
+        """The step whose late judgement its records passed (itself, unless it reads a view)."""
+        return self.id
+
 
 @dataclass(kw_only=True)
 class SinkNode(Node):
@@ -336,9 +341,18 @@ class StepKind(ABC):
     #: what it emits: "records" (later steps may read them) or "view" (only sinks read it)
     emits: ClassVar[str] = "records"
 
+    #: it may read the rows of a view step (``from:`` naming one): see :meth:`plan_from_view`
+    reads_views: ClassVar[bool] = False
+
     @abstractmethod
     def plan(self, options: Any, ctx: PlanContext, upstream: Stream, node_id: str, uid: str) -> StepNode:
         """Check the options against the upstream stream; a SpecError (at ``ctx.where``) if wrong."""
+
+    def plan_from_view(self, options: Any, ctx: PlanContext, view: ViewNode, records: Stream, node_id: str,
+                       uid: str) -> StepNode:
+        """Plan a step reading the rows of ``view`` (``records``: what that step read), for kinds
+        that ``reads_views``."""
+        raise NotImplementedError
 
 
 class SinkKind(ABC):

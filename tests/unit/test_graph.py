@@ -122,8 +122,10 @@ def test_an_aggregate_no_sink_stores_is_refused(tmp_path: Path) -> None:
 def test_a_sink_cannot_store_records_and_a_step_cannot_read_a_view(tmp_path: Path) -> None:
     message, _ = error_of(tmp_path, TWO_AGGREGATES.replace("{table: per_hour}", "{table: per_hour, from: validate}"))
     assert "sink reads from step 'validate', but only an aggregate step's rows can be stored" in message
-    message, _ = error_of(tmp_path, TWO_AGGREGATES.replace("from: validate", "from: per_minute"))
-    assert "step 'per_hour' reads the rows of aggregate step 'per_minute'; only sinks read" in message
+    # an aggregate reading an aggregate is a roll-up (tests/flink/test_rollup.py), of tumbling windows
+    message, line = error_of(tmp_path, TWO_AGGREGATES.replace("from: validate", "from: per_minute"))
+    assert "a roll-up of step 'per_minute' needs tumbling windows a whole number of its windows" in message
+    assert line == 17  # its window
 
 
 def test_two_sinks_writing_one_table_are_refused(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ import java.util.concurrent.ConcurrentHashMap;
  * SQL type], ...], "out": [[name, SQL type, "part", i] | [name, "DOUBLE", "div", i, j] | [name, "BIGINT",
  * "count", i, kind] | [name, "DOUBLE", "quantile", i, q] | [name, SQL type, "pick", i] | [name, "STRING",
  * "top", i, k, bare], ...],
- * "lateness_ms": L}}; each input row
+ * "lateness_ms": L, "window_ms": W}} (W only for a
+ * roll-up, whose parts come at their finer windows' times); each input row
  * has the parts' columns by name and {@code _p_records}; the output has the measures and
  * {@code _records}. The parts named after a sketch kind are {@link Sketches} (or {@link Picks}) bytes, merged as such.
  */
@@ -60,6 +61,7 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
         final int[] outK; // how many values ("top")
         final boolean[] outBare; // whether they are numbers or booleans ("top")
         final long latenessMs;
+        final long windowMs; // a roll-up's window (0: the parts' own windows)
 
         Spec(JsonNode root) {
             JsonNode p = root.get("parts");
@@ -102,6 +104,7 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
                 }
             }
             latenessMs = root.get("lateness_ms").asLong();
+            windowMs = root.has("window_ms") ? root.get("window_ms").asLong() : 0L;
         }
 
         static Spec parse(String text) {
@@ -130,6 +133,10 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
         acc.setField(records, merge("sum", acc.getField(records), input.getField("_p_records")));
         TimeContext<Long> time = ctx.timeContext(Long.class);
         Long at = time.time(); // the window's time: its end - 1 ms
+        if (at != null && s.windowMs > 0) {
+            // a roll-up's parts come at the times of the finer windows: the coarser window's time
+            at = Math.floorDiv(at, s.windowMs) * s.windowMs + s.windowMs - 1;
+        }
         if (at != null) {
             // unnamed: the timer service alone (a named timer is also a map-state entry, and
             // clearing named timers iterates that map: a RocksDB seek per window)
