@@ -22,7 +22,7 @@ from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 
 #: how each field type is stored (window bounds are ISO-8601 text)
 SQLITE_TYPES = {FieldType.STRING: "TEXT", FieldType.INTEGER: "INTEGER", FieldType.NUMBER: "REAL",
-                FieldType.BOOLEAN: "INTEGER"}
+                FieldType.BOOLEAN: "INTEGER", FieldType.BYTES: "TEXT"}  # bytes as base64, as served
 
 
 def topic_file(data_dir: Path, topic: str, binary: bool = False) -> Path:

@@ -263,7 +263,8 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
             view = sink.view
             cols = [(n, ident(n)) for n, _ in view.keys]
             cols += [("window_start", _ts("`window_start`")), ("window_end", _ts("`window_end`"))]
-            cols += [(n, ident(n)) for n, _ in view.measures] + [(RECORDS_COLUMN, ident(RECORDS_COLUMN))]
+            cols += [(n, f"TO_BASE64({ident(n)})" if t is FieldType.BYTES else ident(n)) for n, t in view.measures]
+            cols += [(RECORDS_COLUMN, ident(RECORDS_COLUMN))]
             parts.append(f"SELECT {literal('view:' + view.name)}, {_json_object(cols)} "
                          f"FROM {wired.outputs[plan.inputs[sink.id] or '']}")
         return CompiledJob(plan=plan, profile=profile, functions=functions, tables=(source,),

@@ -105,6 +105,8 @@ class AggregateOptions(StepOptions):
     window: WindowSpec
     allowed_lateness: Duration = Field(default=0, lt=MAX_INTERVAL_MS)
     measures: dict[Identifier, MeasureExpression] = Field(min_length=1)
+    #: store each percentile's and approx_count_distinct's sketch beside the measures, as bytes
+    keep_sketch: bool = False
 
 
 @dataclass(kw_only=True)
@@ -123,6 +125,8 @@ class AggregateNode(ViewNode):
     rollup_parts: tuple[tuple[str, str], ...] = ()
     #: the roll-ups reading this step: its windows are put together from parts, which they share
     rollups: list[AggregateNode] = field(default_factory=list, compare=False, repr=False)
+    #: ``keep_sketch``: per kept sketch, its column and the measure whose sketch it is
+    kept: tuple[tuple[str, Measure], ...] = ()
 
     @property
     def judged_by(self) -> str:
@@ -173,7 +177,7 @@ SELECT {keys}, {start} AS `window_start`, TIMESTAMPADD(SECOND, {size_s}, {start}
        {columns}, `_p_records`
 FROM {wiring.view(fine.id, "parts")}""",
             f"""CREATE TEMPORARY VIEW {windows} AS
-SELECT {keys}, `window_start`, `window_end`, {', '.join(ident(m.name) for m in self.measures)},
+SELECT {keys}, `window_start`, `window_end`, {', '.join(self.column_names())},
        {ident(RECORDS_COLUMN)}
 FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window_start`, `window_end`),
   spec => {literal(self.merge_spec())}, on_time => DESCRIPTOR(`window_time`), uid => {literal(self.merge_uid)}))""",
@@ -223,7 +227,7 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
                                            else None)
             views.append(f"""CREATE TEMPORARY VIEW {windows} AS
 SELECT {keys}, CAST({start} AS TIMESTAMP(3)) AS `window_start`, CAST({end} AS TIMESTAMP(3)) AS `window_end`,
-       {', '.join(measure_columns(self.measures))}, COUNT(*) AS {ident(RECORDS_COLUMN)}
+       {', '.join(measure_columns(self.measures) + self.kept_columns())}, COUNT(*) AS {ident(RECORDS_COLUMN)}
 FROM {stored_from} GROUP BY {group}, {keys}""")
             return NodeSql(views=tuple(views), output=windows, dead_letters=tuple(dead_letters), late=(late,))
         size = window.tumbling or (window.sliding.size if window.sliding else 0)
@@ -239,7 +243,7 @@ FROM {stored_from} GROUP BY {group}, {keys}""")
             # every record judged on time is ahead of its partition's watermark, so of Flink's: the
             # window TVF (aggregated in two phases, a local one in the source task) takes them all
             views.append(f"""CREATE TEMPORARY VIEW {windows} AS
-SELECT {keys}, `window_start`, `window_end`, {', '.join(measure_columns(self.measures))},
+SELECT {keys}, `window_start`, `window_end`, {', '.join(measure_columns(self.measures) + self.kept_columns())},
        COUNT(*) AS {ident(RECORDS_COLUMN)}
 FROM {tvf(stored_from)} GROUP BY `window_start`, `window_end`, {keys}""")
             return NodeSql(views=tuple(views), output=windows, dead_letters=tuple(dead_letters), late=(late,))
@@ -268,7 +272,7 @@ SELECT {keys}, `window_start`, `window_end`, `window_time`,
 FROM {tvf(behind)}""",
             f"CREATE TEMPORARY VIEW {parts} AS\nSELECT * FROM {partials} UNION ALL SELECT * FROM {units}",
             f"""CREATE TEMPORARY VIEW {windows} AS
-SELECT {keys}, `window_start`, `window_end`, {', '.join(ident(m.name) for m in self.measures)},
+SELECT {keys}, `window_start`, `window_end`, {', '.join(self.column_names())},
        {ident(RECORDS_COLUMN)}
 FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window_start`, `window_end`),
   spec => {literal(self.merge_spec())}, on_time => DESCRIPTOR(`window_time`), uid => {literal(self.merge_uid)}))""",
@@ -288,13 +292,24 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
         """The merging function's state name: the step's uid, as PTF uids are spelled."""
         return re.sub(r"[^A-Za-z0-9_-]", "-", self.uid)
 
+    def column_names(self) -> list[str]:
+        """The measures' columns, then the kept sketches'."""
+        return [ident(m.name) for m in self.measures] + [ident(column) for column, _ in self.kept]
+
+    def kept_columns(self) -> list[str]:
+        """The kept sketches as aggregate calls (windows computed in one piece)."""
+        return [f"{measure.partials()[0][1]} AS {ident(column)}" for column, measure in self.kept]
+
     def merge_spec(self) -> str:
         """The literal of MergeWindows.java: each measure's parts, how they merge, and the measures."""
         parts: list[list[Any]] = []
         out: list[list[Any]] = []
+        first_part: dict[str, int] = {}
         for measure, result in zip(self.measures, self.measure_types, strict=True):
+            first_part[measure.name] = len(parts)
             out.append(measure.merged(result, len(parts)))
             parts += [list(part) for part in measure.parts(result)]
+        out += [[column, "BYTES", "part", first_part[measure.name]] for column, measure in self.kept]
         spec: dict[str, Any] = {"parts": parts, "out": out, "lateness_ms": self.allowed_lateness_ms}
         if self.rollup_of is not None:  # its parts come at the finer windows' times
             spec["window_ms"] = self.window.tumbling
@@ -395,15 +410,30 @@ class Aggregate(StepKind):
                         measure = replace(measure, sql_type=ftype.flink_sql)
                 measures.append(measure)
                 types.append(measure.result_type(ftype))
+        kept: dict[str, Measure] = {}
+        if opts.keep_sketch:  # one sketch per field and kind: every quantile of a field reads the same one
+            for m in measures:
+                if m.function in ("percentile", "approx_count_distinct"):
+                    column = f"{m.field}_{m.sketch}_sketch"
+                    if column in opts.group_by or any(x.name == column for x in measures):
+                        raise SpecError(f"the kept sketch column '{column}' clashes with a column of the step",
+                                        where=ctx.where("keep_sketch"), hint="rename that column")
+                    kept.setdefault(column, m)
+            if not kept:
+                raise SpecError("keep_sketch keeps the sketches of percentile and approx_count_distinct measures, "
+                                "and this step has none", where=ctx.where("keep_sketch"),
+                                hint="add one, or remove keep_sketch")
         reads = list(opts.group_by) + [m.field for m in measures if m.field and m.field not in opts.group_by]
         view = ViewDef(name=node_id, keys=group_by, measures=tuple(zip((m.name for m in measures), types,
-                                                                       strict=True)),
+                                                                       strict=True))
+                       + tuple((column, FieldType.BYTES) for column in kept),
                        approximate=tuple((m.name, m.accuracy) for m in measures if m.accuracy),
                        ranked=tuple(m.name for m in measures if m.function == "top_k"))
         return AggregateNode(
             id=node_id, kind=self.name, uid=uid, output=Stream(view=view, described_as=f"step '{node_id}'"),
             reads=tuple(dict.fromkeys(reads)), group_by=group_by, window=opts.window,
             allowed_lateness_ms=opts.allowed_lateness, measures=tuple(measures), measure_types=tuple(types),
+            kept=tuple(kept.items()),
             event_time_field=ctx.event_time_field, out_of_orderness_ms=ctx.out_of_orderness_ms)
 
 

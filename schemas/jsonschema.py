@@ -50,7 +50,7 @@ class RecordSchema:
             kinds = [k for k in kind if k != "null"]
             kind = kinds[0] if len(kinds) == 1 else None
         try:
-            return FieldType(kind) if isinstance(kind, str) else None
+            return FieldType(kind) if isinstance(kind, str) and kind != FieldType.BYTES else None
         except ValueError:
             return None
 

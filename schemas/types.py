@@ -12,10 +12,13 @@ class FieldType(StrEnum):
     INTEGER = "integer"
     NUMBER = "number"
     BOOLEAN = "boolean"
+    #: never a record field: a view's kept sketch (``keep_sketch: true``), served as base64 text
+    BYTES = "bytes"
 
     @property
     def flink_sql(self) -> str:
-        return {"string": "STRING", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}[self.value]
+        return {"string": "STRING", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN",
+                "bytes": "BYTES"}[self.value]
 
     @property
     def numeric(self) -> bool:

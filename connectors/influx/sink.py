@@ -69,6 +69,8 @@ def _field_value(value: Any, ftype: FieldType | None) -> str | None:
         return repr(number) if math.isfinite(number) else None
     if ftype is FieldType.BOOLEAN:
         return "true" if value else "false"
+    if isinstance(value, bytes | bytearray):  # a kept sketch: base64 text, as served
+        value = base64.b64encode(value).decode()
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

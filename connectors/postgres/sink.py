@@ -36,7 +36,7 @@ CHANGE_COLUMN = "_xid"
 
 #: how each field type is stored
 TYPES = {FieldType.STRING: "text", FieldType.INTEGER: "bigint", FieldType.NUMBER: "double precision",
-         FieldType.BOOLEAN: "boolean"}
+         FieldType.BOOLEAN: "boolean", FieldType.BYTES: "bytea"}
 
 
 #: a JVM function testing a string's bytes for U+0000 (operators/java/.../functions/HasNul.java)

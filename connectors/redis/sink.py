@@ -21,6 +21,7 @@ A Redis that does not answer is retried with exponential backoff and jitter for 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,8 @@ def _text(value: Any, ftype: FieldType | None) -> str:
     """A value as stored in a hash field ("" for null)."""
     if value is None or (isinstance(value, float) and value != value and ftype is not FieldType.NUMBER):
         return ""
+    if isinstance(value, bytes | bytearray):  # a kept sketch: base64, as served
+        return base64.b64encode(value).decode()
     if ftype is FieldType.BOOLEAN:
         return "true" if value else "false"
     if ftype is FieldType.INTEGER:

@@ -70,7 +70,7 @@ from strawberry.types import Info
 
 log = logging.getLogger("headrace.serve")
 SCALARS: dict[FieldType, type] = {FieldType.STRING: str, FieldType.INTEGER: int, FieldType.NUMBER: float,
-                                  FieldType.BOOLEAN: bool}
+                                  FieldType.BOOLEAN: bool, FieldType.BYTES: str}
 TOP_LIMIT, NESTED_LIMIT = 100, 10
 
 

@@ -210,6 +210,8 @@ def _iso(value: Any) -> Any:
 
 
 def _same(value: Any) -> Any:
+    if isinstance(value, bytes | memoryview):  # a kept sketch, as base64 text (as every store serves it)
+        return base64.b64encode(bytes(value)).decode()
     return value
 
 

@@ -16,6 +16,7 @@ import httpx
 import jwt
 import pytest
 from headrace.connectors.serving.grpcapi import from_row, generated
+from headrace.operators.sketches import distinct_count, quantile
 
 from tests.flink.test_sketch_measures import events
 from tests.integration.test_serve import wait_until_serving
@@ -36,6 +37,7 @@ def test_rest_graphql_grpc_and_query_serve_the_new_measures_with_their_types(
     job = tmp_path / "jobs" / "pa.yaml"
     job.write_text((ROOT / "jobs" / "page_activity.yaml").read_text()
                    .replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n" + MEASURES)
+                   .replace("      allowed_lateness: 30s", "      allowed_lateness: 30s\n      keep_sketch: true")
                    .replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")))
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {tmp_path / 'local'}}}\n"
@@ -53,7 +55,8 @@ def test_rest_graphql_grpc_and_query_serve_the_new_measures_with_their_types(
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_serving(port, proc=server)
-        fields = "page,window_start,lat_p50,lat_p95,lat_p99,users,first_user,last_ms,top_pages,top_ms"
+        fields = ("page,window_start,lat_p50,lat_p95,lat_p99,users,first_user,last_ms,top_pages,top_ms,"
+                  "latency_ms_dd_sketch,user_id_hll_sketch")
         rest = httpx.get(f"http://127.0.0.1:{port}/v1/views/page_activity_1m",
                          params={"limit": 1000, "sort": "window_start", "fields": fields}, headers=headers).json()
         rows = sorted(rest["rows"], key=lambda r: (r["window_start"], r["page"]))
@@ -67,6 +70,9 @@ def test_rest_graphql_grpc_and_query_serve_the_new_measures_with_their_types(
             assert got["top_pages"] == json.loads(want["top_pages"]) and len(got["top_pages"]) <= 3
             assert got["top_ms"] == json.loads(want["top_ms"])
             assert all(isinstance(v["value"], int) and isinstance(v["count"], int) for v in got["top_ms"])
+            # the kept sketches, as base64 text: they read back to the measures
+            assert quantile(got["latency_ms_dd_sketch"], 0.95) == got["lat_p95"]
+            assert distinct_count(got["user_id_hll_sketch"]) == got["users"]
 
         query = ("{ page_activity_1m(limit: 1000) { rows { page window_start lat_p95 "
                  "first_user last_ms top_pages top_ms } } }")

@@ -33,6 +33,7 @@ steps:
       group_by: [tenant_id, page]
       window: {{tumbling: 1m}}
       allowed_lateness: 30s
+      keep_sketch: true
       measures:
         events: count()
         total_bytes: sum(bytes)
@@ -106,6 +107,16 @@ def test_a_5_minute_rollup_of_the_minute_view_equals_the_measures_over_the_recor
         counts = Counter(r["page"] for r in rs)
         want = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:2]
         assert json.loads(row["pages"]) == [{"value": v, "count": n} for v, n in want]
+    # the minute view keeps its sketches (base64 in the embedded store): they read back to its measures
+    from headrace.connectors.embedded import EmbeddedStore
+    from headrace.operators.sketches import distinct_count, quantile
+
+    store = EmbeddedStore(tmp_path / "local")
+    columns, minute_rows = store.rows("per_minute")
+    store.close()
+    minutes = [dict(zip(columns, r, strict=True)) for r in minute_rows]
+    assert minutes and all(quantile(m["latency_ms_dd_sketch"], 0.95) == m["p95_ms"]
+                           and distinct_count(m["user_id_hll_sketch"]) == m["users"] for m in minutes)
     print(f"{len(got)} five-minute windows from {summary.view_updates} view updates; worst relative error: "
           f"approx_count_distinct {worst_hll:.3%}, percentile {worst_dd:.3%}")
     assert worst_hll <= 0.0325 and worst_dd <= 0.01 + 1e-9

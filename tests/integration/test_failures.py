@@ -29,7 +29,7 @@ from tests.integration.clirun import CliRun
 from tests.jobfiles import ROOT, example_job
 from tests.kafkautil import offsets_arg, partition_of, produce_placed, read_all
 from tests.reference import Expected, drop_replays, expected_outcome
-from tests.services import Broker, ObjectStore, Postgres
+from tests.services import Broker, ObjectStore, Postgres, RedisServer
 
 pytestmark = pytest.mark.integration
 SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
@@ -413,44 +413,67 @@ ROLLUP = """  - aggregate:
       from: aggregate
       group_by: [tenant_id]
       window: {tumbling: 5m}
-      measures: {events: count(), total_bytes: sum(bytes), avg_ms: avg(latency_ms), max_ms: max(latency_ms)}
+      measures: {events: count(), total_bytes: sum(bytes), avg_ms: avg(latency_ms), max_ms: max(latency_ms),
+                 p99_ms: percentile(latency_ms, 0.99), users: approx_count_distinct(user_id)}
 """
 
 
 def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
-        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
-    """A 5-minute roll-up of the minute view, computed from its parts: after a kill -9 mid-run and
-    the same command again (records after the checkpoint read twice, late records merged into
-    windows that had fired), both views equal the reference: the minute view row by row, the
-    roll-up equal to the measures over the records of each 5 minutes."""
+        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
+        unique: str) -> None:
+    """A 5-minute roll-up of the minute view, computed from its parts, and the minute view's
+    sketches kept (``keep_sketch``) in PostgreSQL and Redis: after a kill -9 mid-run and the same
+    command again (records after the checkpoint read twice, late records merged into windows that
+    had fired), the minute view equals the reference row by row, its stored sketches read back to
+    its percentile and distinct count, and the roll-up equals the measures over the records of
+    each 5 minutes (its percentile within 1%)."""
     from collections import defaultdict
 
+    from headrace.operators.sketches import distinct_count, quantile
+
+    from tests.integration.test_redis import redis_view, with_redis
     from tests.reference import utc
 
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(30_000, seed=66))
     phases = [events[:10_000], events[10_000:20_000], events[20_000:]]
-    job = fault_job(tmp_path, unique)
+    job = with_redis(tmp_path, unique, profiles_file, redis_server)
     text = job.read_text().replace("\nsinks:\n", "\n" + ROLLUP + "\nsinks:\n")
+    text = text.replace("      allowed_lateness: 30s", "      allowed_lateness: 30s\n      keep_sketch: true", 1)
+    text = text.replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n"
+                        "        p95_ms: percentile(latency_ms, 0.95)\n"
+                        "        users: approx_count_distinct(user_id)\n", 1)
     text = text.replace(f"  - postgres: {{table: {unique}_1m}}",
                         f"  - postgres: {{table: {unique}_1m, from: aggregate}}\n"
                         f"  - postgres: {{table: {unique}_5m, from: per_5m}}")
+    text = text.replace(f"  - redis: {{view: {unique}, ", f"  - redis: {{view: {unique}, from: aggregate, ")
     job.write_text(text)
     args = run_args(job, profiles_file, final_offsets(*phases))
     placed = killed_and_resumed(broker, pg, unique, args, CheckpointStore(tmp_path / "checkpoints", "page-activity"),
                                 phases)
     assert_exact(broker, pg, unique, placed)  # the minute view, the outputs, the accounting
+    with psycopg.connect(**pg.conninfo()) as conn:
+        kept = conn.execute(f'SELECT p95_ms, users, latency_ms_dd_sketch, user_id_hll_sketch FROM "{unique}_1m"'
+                            ).fetchall()
+        rows = {r[:2]: r[2:] for r in conn.execute(
+            f'SELECT tenant_id, window_start, events, total_bytes, avg_ms, max_ms, _records, p99_ms, users '
+            f'FROM "{unique}_5m"')}
+    assert kept and all(quantile(dd, 0.95) == p95 and distinct_count(hll) == users for p95, users, dd, hll in kept)
+    stored = redis_view(redis_server, unique)
+    assert stored and all(
+        quantile(h[b"latency_ms_dd_sketch"].decode(), 0.95) == float(h[b"p95_ms"])
+        and distinct_count(h[b"user_id_hll_sketch"].decode()) == int(h[b"users"]) for h in stored.values())
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     windows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in expected.on_time:
         windows[(r["tenant_id"], utc(r["ts"] - r["ts"] % 300_000))].append(r)
-    with psycopg.connect(**pg.conninfo()) as conn:
-        rows = {r[:2]: r[2:] for r in conn.execute(
-            f'SELECT tenant_id, window_start, events, total_bytes, avg_ms, max_ms, _records FROM "{unique}_5m"')}
     assert set(rows) == set(windows) and len(rows) >= 8
     for key, rs in windows.items():
-        events_, total, avg, top, records = rows[key]
+        events_, total, avg, top, records, p99, users = rows[key]
         sizes = [r["bytes"] for r in rs if r.get("bytes") is not None]
+        latencies = sorted(float(r["latency_ms"]) for r in rs)
+        exact = latencies[int(0.99 * (len(latencies) - 1))]
         assert (events_, records, top) == (len(rs), len(rs), max(r["latency_ms"] for r in rs)), key
         assert total == (sum(sizes) if sizes else None), key
         assert avg == pytest.approx(sum(r["latency_ms"] for r in rs) / len(rs), rel=1e-12), key
+        assert abs(p99 - exact) <= 0.01 * exact + 1e-9 and users == len({r["user_id"] for r in rs}), key
