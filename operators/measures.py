@@ -238,6 +238,9 @@ def parse_measure(name: str, expression: object) -> Measure:
     if not isinstance(expression, str):
         raise ValueError(f"expected a measure such as 'count()' or 'avg(latency_ms)', got {expression!r}")
     match = _CALL.match(expression)
+    if not match and re.match(r"^\s*[A-Za-z_]\w*\s*\([^)]*$", expression):
+        raise ValueError(f"'{expression}' is cut at a comma: in a {{...}} mapping a comma ends the value; write "
+                         "the measures one per line, or quote this one ('percentile(latency_ms, 0.95)')")
     if not match:
         raise ValueError(f"'{expression}' is not a measure; write e.g. 'count()' or 'sum(bytes)'")
     function, field, arg = match.group(1).lower(), match.group(2), match.group(3)

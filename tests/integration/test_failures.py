@@ -413,8 +413,13 @@ ROLLUP = """  - aggregate:
       from: aggregate
       group_by: [tenant_id]
       window: {tumbling: 5m}
-      measures: {events: count(), total_bytes: sum(bytes), avg_ms: avg(latency_ms), max_ms: max(latency_ms),
-                 p99_ms: percentile(latency_ms, 0.99), users: approx_count_distinct(user_id)}
+      measures:
+        events: count()
+        total_bytes: sum(bytes)
+        avg_ms: avg(latency_ms)
+        max_ms: max(latency_ms)
+        p99_ms: percentile(latency_ms, 0.99)
+        users: approx_count_distinct(user_id)
 """
 
 

@@ -123,3 +123,17 @@ def test_top_k_reads_the_k_most_frequent_values_as_json() -> None:
     for bad in ("top_k(page)", "top_k(page, 0)", "top_k(page, 2.5)", "top_k(page, 5000)"):
         with pytest.raises(ValueError, match=r"top_k\(\) takes a field and how many values"):
             parse_measure("x", bad)
+
+
+def test_a_measure_cut_at_a_comma_by_a_flow_mapping_says_so(tmp_path: Path) -> None:
+    """``{p99_ms: percentile(latency_ms, 0.99)}``: YAML ends the value at the comma."""
+    block = ("      measures:\n        events: count()\n        total_bytes: sum(bytes)\n"
+             "        avg_ms: avg(latency_ms)\n        min_ms: min(latency_ms)\n        max_ms: max(latency_ms)\n")
+    text = (ROOT / "jobs" / "page_activity.yaml").read_text()
+    assert block in text
+    path = tmp_path / "job.yaml"
+    path.write_text(text.replace("schemas/click.schema.json", str(ROOT / "schemas" / "click.schema.json")).replace(
+        block, "      measures: {events: count(), p99_ms: percentile(latency_ms, 0.99)}\n"))
+    with pytest.raises(SpecError) as caught:
+        build_plan(parse_job(path))
+    assert "is cut at a comma" in str(caught.value) and "one per line" in str(caught.value), str(caught.value)
