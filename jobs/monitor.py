@@ -111,29 +111,31 @@ class JobWatch:
                                  cause=root_cause(str(entry.get("stacktrace") or entry.get("exceptionName")))))
         return sorted(fresh, key=lambda r: r.at)
 
-    def has_restarted(self) -> bool:
-        """Whether the job has been RESTARTING since it was submitted (its exact timestamps say;
-        a regional failover leaves no such state, but does leave an entry in the exception history)."""
-        try:
-            job = self.client.get(f"/jobs/{self.job_id}")
-            history = self.client.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=1")
-        except ServiceError:
-            return False
-        stamps = job.get("timestamps") or {}
-        return bool(stamps.get("RESTARTING")) or bool((history.get("exceptionHistory") or {}).get("entries"))
-
-    def last_start_ms(self) -> int | None:
-        """When the job's tasks last (re)started, as far as Flink says: its RUNNING or RESTARTING
-        timestamp or its latest failure (a regional restart leaves only that); None if unknown."""
+    def _stamps_and_failures(self) -> tuple[dict[str, int], list[int]] | None:
+        """The job's state timestamps and the times of its failures, newest first (None: no answer)."""
         try:
             job = self.client.get(f"/jobs/{self.job_id}")
             history = self.client.get(f"/jobs/{self.job_id}/exceptions?maxExceptions=1")
         except ServiceError:
             return None
-        stamps = job.get("timestamps") or {}
-        times = [int(stamps.get(k) or 0) for k in ("RUNNING", "RESTARTING")]
-        times += [int(e.get("timestamp", 0)) for e in (history.get("exceptionHistory") or {}).get("entries") or []]
-        return max(times) or None
+        stamps = {k: int(v) for k, v in (job.get("timestamps") or {}).items() if v}
+        entries = (history.get("exceptionHistory") or {}).get("entries") or []
+        return stamps, [int(e.get("timestamp", 0)) for e in entries]
+
+    def has_restarted(self) -> bool:
+        """Whether the job has been RESTARTING since it was submitted (its exact timestamps say;
+        a regional failover leaves no such state, but does leave an entry in the exception history)."""
+        known = self._stamps_and_failures()
+        return known is not None and (bool(known[0].get("RESTARTING")) or bool(known[1]))
+
+    def last_start_ms(self) -> int | None:
+        """When the job's tasks last (re)started, as far as Flink says: its RUNNING or RESTARTING
+        timestamp or its latest failure (a regional restart leaves only that); None if unknown."""
+        known = self._stamps_and_failures()
+        if known is None:
+            return None
+        stamps, failures = known
+        return max([stamps.get("RUNNING", 0), stamps.get("RESTARTING", 0), *failures]) or None
 
     def last_checkpoint(self) -> tuple[int, datetime] | None:
         """Number and completion time of the latest completed checkpoint."""
