@@ -54,7 +54,8 @@ def _cell(value: Any) -> str:
         value = value.replace("T", " ").removesuffix("Z")  # a window bound as served (ISO-8601, UTC)
     if isinstance(value, str) and value.endswith(".000") and value[:4].isdigit():
         return value[:-4]
-    return str(value)
+    text = str(value)
+    return text if len(text) <= 48 else f"{text[:40]}… ({len(text):,} chars)"  # a kept sketch, say
 
 
 def _plan(args: argparse.Namespace) -> Any:
