@@ -1,5 +1,6 @@
 """Roll-ups: an aggregate reading an aggregate (``from: per_minute``) with windows a multiple of
-its windows, its measures written over the record fields, computed from the finer step's parts.
+its windows (an hour of minutes here), its measures written over the record fields, computed
+from the finer step's parts.
 Against the plain-Python reference over the same records: exact measures equal, sketches within
 their documented bound, late records (merged into finer windows after they fired) included; and
 measures the finer step cannot give refused at their line."""
@@ -46,10 +47,10 @@ steps:
         first_user: first(user_id)
         top_pages: top_k(page, 3)
   - aggregate:
-      id: per_5m
+      id: per_hour
       from: per_minute
       group_by: [tenant_id]
-      window: {{tumbling: 5m}}
+      window: {{tumbling: 1h}}
       measures:
         events: count()
         total_bytes: sum(bytes)
@@ -63,7 +64,7 @@ steps:
         pages: top_k(page, 2)
 sinks:
   - postgres: {{table: per_minute, from: per_minute}}
-  - postgres: {{table: per_5m, from: per_5m}}
+  - postgres: {{table: per_hour, from: per_hour}}
 dead_letter: {{kafka: {{topic: clicks.dlq}}}}
 """
 
@@ -76,16 +77,17 @@ def write(tmp_path: Path, spec: str = SPEC) -> tuple[Path, Path]:
     return job, profiles
 
 
-def test_a_5_minute_rollup_of_the_minute_view_equals_the_measures_over_the_records(tmp_path: Path) -> None:
-    records = events(60_000, seed=11, behind=0.03)  # 3% behind the watermark: late parts of fired windows
+def test_an_hourly_rollup_of_the_minute_view_equals_the_measures_over_the_records(tmp_path: Path) -> None:
+    # three hours; 3% behind the watermark: late parts of minute windows that had fired
+    records = events(100_000, seed=11, behind=0.03, span_ms=3 * 3_600_000)
     job, profiles = write(tmp_path)
-    summary, rows = embedded_view(job, profiles, records, view="per_5m")
+    summary, rows = embedded_view(job, profiles, records, view="per_hour")
     assert summary.dead_lettered == 0 and summary.late == 0
     windows: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        windows[(r["tenant_id"], r["ts"] - r["ts"] % 300_000)].append(r)
+        windows[(r["tenant_id"], r["ts"] - r["ts"] % 3_600_000)].append(r)
     got = {(r["tenant_id"], _ms(r["window_start"])): r for r in rows}
-    assert set(got) == set(windows) and len(got) >= 8
+    assert set(got) == set(windows) and len(got) >= 15
     worst_hll = worst_dd = 0.0
     for key, rs in windows.items():
         row, latencies = got[key], sorted(float(r["latency_ms"]) for r in rs)
@@ -117,7 +119,7 @@ def test_a_5_minute_rollup_of_the_minute_view_equals_the_measures_over_the_recor
     minutes = [dict(zip(columns, r, strict=True)) for r in minute_rows]
     assert minutes and all(quantile(m["latency_ms_dd_sketch"], 0.95) == m["p95_ms"]
                            and distinct_count(m["user_id_hll_sketch"]) == m["users"] for m in minutes)
-    print(f"{len(got)} five-minute windows from {summary.view_updates} view updates; worst relative error: "
+    print(f"{len(got)} hourly windows from {summary.view_updates} view updates; worst relative error: "
           f"approx_count_distinct {worst_hll:.3%}, percentile {worst_dd:.3%}")
     assert worst_hll <= 0.0325 and worst_dd <= 0.01 + 1e-9
 
@@ -127,14 +129,14 @@ def test_a_5_minute_rollup_of_the_minute_view_equals_the_measures_over_the_recor
     ("        max_ms: max(latency_ms)", "        max_ms: min(bytes)", "has no min(bytes)"),
     ("        users: approx_count_distinct(user_id)", "        users: approx_count_distinct(page)",
      "keeps no approx_count_distinct of 'page'"),
-    ("      window: {tumbling: 5m}", "      window: {tumbling: 90s}", "a whole number of its windows"),
+    ("      window: {tumbling: 1h}", "      window: {tumbling: 90s}", "a whole number of its windows"),
     ("      group_by: [tenant_id]", "      group_by: [user_id]", "'user_id' is not one"),
 ])
 def test_a_measure_or_window_the_finer_step_cannot_give_is_refused_at_its_line(
         tmp_path: Path, rollup_line: str, written: str, said: str) -> None:
-    finer, coarser = SPEC.split("      id: per_5m\n")
+    finer, coarser = SPEC.split("      id: per_hour\n")
     assert rollup_line in coarser
-    job, _ = write(tmp_path, finer + "      id: per_5m\n" + coarser.replace(rollup_line, written, 1))
+    job, _ = write(tmp_path, finer + "      id: per_hour\n" + coarser.replace(rollup_line, written, 1))
     with pytest.raises(SpecError) as refused:
         build_plan(parse_job(job))
     text = str(refused.value)

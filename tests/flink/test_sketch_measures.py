@@ -25,7 +25,7 @@ QUANTILES = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
 PERCENTILE_BOUND, DISTINCT_BOUND = 0.01, 0.0325
 
 
-def events(n: int, seed: int = 5, behind: float = 0.0) -> list[dict]:
+def events(n: int, seed: int = 5, behind: float = 0.0, span_ms: int = 600_000) -> list[dict]:
     """Skewed: one tenant has half the events, all on one page (~5,000 distinct users a minute,
     past the exact range of the HyperLogLog), the others' users Pareto-distributed (a few users
     make most events); latencies log-normal; events up to 4 s out of order (the job allows 5 s);
@@ -37,7 +37,7 @@ def events(n: int, seed: int = 5, behind: float = 0.0) -> list[dict]:
     for i in range(n):
         big = rng.random() < 0.5
         tenant = "t-big" if big else f"t{rng.randrange(4)}"
-        ts = START + i * 600_000 // n - rng.randrange(4_000)
+        ts = START + i * span_ms // n - rng.randrange(4_000)
         if rng.random() < behind:
             ts -= rng.randrange(10_000, 25_000)
         user = f"u{rng.randrange(200_000)}" if big else f"u{int(rng.paretovariate(0.8)) % 200_000}"
