@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from headrace.jobs.sample import click_events
+from headrace.operators.sketches import quantile
 
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import PARTITIONS, assert_exact, fault_job, final_offsets, row_count, run_args
@@ -48,6 +49,11 @@ def test_influx_v1_points_are_exact_and_a_10_s_outage_is_ridden_out(
                                                   method="POST"), timeout=10).read()
     section = f"{{url: \"{influx_server.url}\", mode: v1, database: {unique}}}"
     job = with_influx(tmp_path, unique, profiles_file, section)
+    # a percentile with its sketch kept (keep_sketch: base64 text in a string field)
+    text = job.read_text().replace("      allowed_lateness: 30s",
+                                   "      allowed_lateness: 30s\n      keep_sketch: true", 1)
+    job.write_text(text.replace("        max_ms: max(latency_ms)\n",
+                                "        max_ms: max(latency_ms)\n        p95_ms: percentile(latency_ms, 0.95)\n"))
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(30_000, seed=91))
     phases = [events[:15_000], events[15_000:]]
@@ -72,6 +78,7 @@ def test_influx_v1_points_are_exact_and_a_10_s_outage_is_ridden_out(
         r = dict(zip(columns, values, strict=True))  # type: ignore[arg-type]
         got[(r["tenant_id"], r["page"], r["time"])] = (r["events"], r["total_bytes"], r["avg_ms"], r["min_ms"],
                                                        r["max_ms"], r["_records"])
+        assert quantile(r["latency_ms_dd_sketch"], 0.95) == r["p95_ms"], r  # the kept sketch reads back
     want = reference(placed, 30_000)
     assert got.keys() == want.keys()
     for key, (n, total, avg, lo, hi) in want.items():
