@@ -239,7 +239,7 @@ FROM {stored_from} GROUP BY {group}, {keys}""")
                         f"{sql_interval(size)}))")
             return f"TABLE(TUMBLE(TABLE {table}, DESCRIPTOR(`_event_time`), {sql_interval(size)}))"
 
-        if not self.allowed_lateness_ms:
+        if not self.merges:
             # every record judged on time is ahead of its partition's watermark, so of Flink's: the
             # window TVF (aggregated in two phases, a local one in the source task) takes them all
             views.append(f"""CREATE TEMPORARY VIEW {windows} AS
