@@ -142,7 +142,7 @@ class AggregateNode(ViewNode):
         return tuple(name for name, _ in self.group_by) + ("window_start", "window_end")
 
     def explain(self) -> str:
-        measures = ", ".join(f"{m.name}={m.function}({m.field or ''}{_arg(m)})" for m in self.measures)
+        measures = ", ".join(f"{m.name}={m.text}" for m in self.measures)
         if self.rollup_of is not None:
             return (f"roll-up of step '{self.rollup_of.id}': {self.window.describe()} by "
                     f"({', '.join(n for n, _ in self.group_by)}), merged from its windows' parts: {measures}")
@@ -521,18 +521,16 @@ def rollup_parts(coarse: AggregateNode, fine: AggregateNode) -> tuple[tuple[str,
     by_function: dict[tuple[str, str | None], Measure] = {}
     for m in fine.measures:
         by_function.setdefault((m.function, m.field), m)
-    same_sketch = {"percentile": "percentile", "approx_count_distinct": "approx_count_distinct",
-                   "count_distinct": "count_distinct", "first": "first", "last": "last", "top_k": "top_k"}
     for m in coarse.measures:
         p = f"_p_{m.name}"
         if m.function == "count" and m.field is None:
             found.append((p, "_p_records"))  # the records of a window, whatever the measures
             continue
-        if m.function in same_sketch:
+        if m.sketch:  # merged as the same sketch of the same field
             have = by_function.get((m.function, m.field))
             if have is None:
                 raise ValueError(m.name, f"step '{fine.id}' keeps no {m.function} of '{m.field}' to merge; "
-                                         f"add e.g. '{m.name}: {m.function}({m.field}{_arg(m)})' to it")
+                                         f"add e.g. '{m.name}: {m.text}' to it")
             found.append((p, f"_p_{have.name}"))
             continue
         avg = by_function.get(("avg", m.field))
@@ -559,10 +557,3 @@ def rollup_parts(coarse: AggregateNode, fine: AggregateNode) -> tuple[tuple[str,
             raise ValueError(m.name, f"{m.function}() cannot be rolled up")
     return tuple(found)
 
-
-def _arg(m: Measure) -> str:
-    if m.function == "percentile":
-        return f", {m.arg!r}"
-    if m.function == "top_k":
-        return f", {int(m.arg or 0)}"
-    return ""

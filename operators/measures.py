@@ -59,6 +59,12 @@ class Measure:
     sql_type: str | None = None
 
     @property
+    def text(self) -> str:
+        """The measure as written in a spec: ``percentile(latency_ms, 0.95)``, ``count()``."""
+        arg = {"percentile": f", {self.arg!r}", "top_k": f", {int(self.arg or 0)}"}.get(self.function, "")
+        return f"{self.function}({self.field or ''}{arg})"
+
+    @property
     def accuracy(self) -> str | None:
         """The documented accuracy of an estimated measure (None for exact ones)."""
         if self.function == "approx_count_distinct":

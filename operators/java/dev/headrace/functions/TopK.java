@@ -22,7 +22,11 @@ public final class TopK {
 
     /** {@code state} with one more {@code value}; may change {@code state} in place and return it. */
     public static byte[] add(byte[] state, String value, long count) {
-        byte[] bytes = value.getBytes(StandardCharsets.UTF_8);
+        return add(state, value.getBytes(StandardCharsets.UTF_8), count);
+    }
+
+    /** The same for a value's UTF-8 bytes (never kept: copied in). */
+    static byte[] add(byte[] state, byte[] bytes, long count) {
         int n = size(state);
         if (n == 0) {
             ByteBuffer out = ByteBuffer.allocate(4 + 8 + bytes.length + 8);
@@ -81,7 +85,7 @@ public final class TopK {
         for (int j = 0; j < m; j++) {
             int from = data + y.getInt(4 + 4 * j);
             int to = data + y.getInt(8 + 4 * j);
-            out = add(out, new String(b, from, to - from, StandardCharsets.UTF_8), y.getLong(data + used + 8 * j));
+            out = add(out, java.util.Arrays.copyOfRange(b, from, to), y.getLong(data + used + 8 * j));
         }
         return out;
     }
