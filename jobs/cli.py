@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -916,6 +917,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def python_error(message: str) -> str | None:
+    """The exception a Python worker's traceback ends with, quoted in a Java message.
+
+    >>> python_error("Error received from SDK harness: Traceback (most recent call last):\\n  File x\\n"
+    ...              "ZeroDivisionError: division by zero\\n\\nDuring handling...\\nRuntimeError: udaf x failed")
+    'RuntimeError: udaf x failed'
+    """
+    if "Traceback (most recent call last)" not in message:
+        return None
+    found = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$", message, re.M)
+    return f"{found[-1][0]}: {found[-1][1]}"[:300] if found else None
+
+
 def java_root_cause(exc: BaseException) -> str | None:
     """``Class: message`` of the innermost Java cause of a Py4J or PyFlink error, if there is one."""
     java = getattr(exc, "java_exception", None)
@@ -930,6 +944,10 @@ def java_root_cause(exc: BaseException) -> str | None:
     chain = [java]
     while chain[-1].getCause() is not None and chain[-1].getCause() is not chain[-1]:
         chain.append(chain[-1].getCause())
+    for link in reversed(chain):  # a Python worker's error (a udf raised): its own last line
+        raised = python_error(str(link.getMessage() or ""))
+        if raised:
+            return raised
     outside = [c for c in chain if not str(c.getClass().getName()).startswith(("java.", "javax.", "sun.", "jdk."))]
     cause = (outside or chain)[-1]
     message = (cause.getMessage() or "").strip()

@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from headrace.connectors.sqltext import ident, literal
-from headrace.operators import jvm
+from headrace.operators import jvm, udaf
 from headrace.operators.measures import SKETCH_FUNCTIONS, Measure, parse_measures
 from headrace.schemas.durations import MAX_INTERVAL_MS, format_duration_ms, sql_interval
 from headrace.schemas.errors import SpecError
-from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, StepKind, Stream, ViewNode, Wiring
+from headrace.schemas.kinds import ExecNode, NodeSql, PlanContext, Requirements, StepKind, Stream, ViewNode, Wiring
 from headrace.schemas.options import Duration, Identifier, SpecModel, StepOptions
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -107,6 +108,8 @@ class AggregateOptions(StepOptions):
     measures: dict[Identifier, MeasureExpression] = Field(min_length=1)
     #: store each percentile's and approx_count_distinct's sketch beside the measures, as bytes
     keep_sketch: bool = False
+    #: jars holding the Java classes of ``udaf(...)`` measures (paths relative to the job's project)
+    jars: list[str] = Field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -127,6 +130,8 @@ class AggregateNode(ViewNode):
     rollups: list[AggregateNode] = field(default_factory=list, compare=False, repr=False)
     #: ``keep_sketch``: per kept sketch, its column and the measure whose sketch it is
     kept: tuple[tuple[str, Measure], ...] = ()
+    #: the folder Python udaf() modules are imported from
+    project: Path = field(default_factory=Path.cwd)
 
     @property
     def judged_by(self) -> str:
@@ -177,7 +182,7 @@ SELECT {keys}, {start} AS `window_start`, TIMESTAMPADD(SECOND, {size_s}, {start}
        {columns}, `_p_records`
 FROM {wiring.view(fine.id, "parts")}""",
             f"""CREATE TEMPORARY VIEW {windows} AS
-SELECT {keys}, `window_start`, `window_end`, {', '.join(self.column_names())},
+SELECT {keys}, `window_start`, `window_end`, {', '.join(self.finished_columns())},
        {ident(RECORDS_COLUMN)}
 FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window_start`, `window_end`),
   spec => {literal(self.merge_spec())}, on_time => DESCRIPTOR(`window_time`), uid => {literal(self.merge_uid)}))""",
@@ -272,7 +277,7 @@ SELECT {keys}, `window_start`, `window_end`, `window_time`,
 FROM {tvf(behind)}""",
             f"CREATE TEMPORARY VIEW {parts} AS\nSELECT * FROM {partials} UNION ALL SELECT * FROM {units}",
             f"""CREATE TEMPORARY VIEW {windows} AS
-SELECT {keys}, `window_start`, `window_end`, {', '.join(self.column_names())},
+SELECT {keys}, `window_start`, `window_end`, {', '.join(self.finished_columns())},
        {ident(RECORDS_COLUMN)}
 FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window_start`, `window_end`),
   spec => {literal(self.merge_spec())}, on_time => DESCRIPTOR(`window_time`), uid => {literal(self.merge_uid)}))""",
@@ -296,6 +301,11 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
         """The measures' columns, then the kept sketches'."""
         return [ident(m.name) for m in self.measures] + [ident(column) for column, _ in self.kept]
 
+    def finished_columns(self) -> list[str]:
+        """:meth:`column_names` read from MergeWindows.java's output (user aggregates finished)."""
+        return ([f"{m.finish(ident(m.name))} AS {ident(m.name)}" for m in self.measures]
+                + [ident(column) for column, _ in self.kept])
+
     def kept_columns(self) -> list[str]:
         """The kept sketches as aggregate calls (windows computed in one piece)."""
         return [f"{measure.partials()[0][1]} AS {ident(column)}" for column, measure in self.kept]
@@ -315,8 +325,15 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
             spec["window_ms"] = self.window.tumbling
         return json.dumps(spec, separators=(",", ":"))
 
+    def register(self, t_env: Any, wiring: Wiring) -> None:
+        """The vectorized Python functions finishing the step's Python udaf() measures."""
+        for m in self.measures:
+            if m.function == "udaf" and not udaf.is_java(m):
+                t_env.create_temporary_function(udaf.python_function_name(self.id, m),
+                                                udaf.finishing_udf(m, self.project))
+
     def functions(self) -> tuple[str, ...]:
-        created = []
+        created = list(udaf.functions(self.measures))
         if any(m.sketch for m in self.measures):
             created += [f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS "
                         f"{literal(jvm.PACKAGE + '.' + java)} LANGUAGE JAVA" for name, java in SKETCH_FUNCTIONS.items()]
@@ -403,7 +420,15 @@ class Aggregate(StepKind):
                     raise SpecError(f"measure '{column}' is named twice", where=ctx.where("measures", name),
                                     hint="rename one of them (percentiles() names its columns <name>_p50 …)")
                 ftype = None
-                if measure.field is not None:
+                if measure.function == "udaf":
+                    for f in measure.fields:
+                        ctx.field(upstream, f, "measures", name, what="measure field")
+                    try:
+                        measure = udaf.resolve(measure, node_id, ctx.project, [ctx.project / j for j in opts.jars])
+                    except ValueError as exc:
+                        raise SpecError(str(exc), where=ctx.where("measures", name),
+                                        hint="see README, 'User-defined aggregates'") from None
+                elif measure.field is not None:
                     ftype = ctx.field(upstream, measure.field, "measures", name,
                                       numeric=measure.function in ("sum", "avg", "percentile"), what="measure field")
                     if measure.function in ("first", "last", "top_k"):
@@ -423,7 +448,8 @@ class Aggregate(StepKind):
                 raise SpecError("keep_sketch keeps the sketches of percentile and approx_count_distinct measures, "
                                 "and this step has none", where=ctx.where("keep_sketch"),
                                 hint="add one, or remove keep_sketch")
-        reads = list(opts.group_by) + [m.field for m in measures if m.field and m.field not in opts.group_by]
+        fields = [f for m in measures for f in (m.fields or ((m.field,) if m.field else ()))]
+        reads = list(opts.group_by) + [f for f in fields if f not in opts.group_by]
         view = ViewDef(name=node_id, keys=group_by, measures=tuple(zip((m.name for m in measures), types,
                                                                        strict=True))
                        + tuple((column, FieldType.BYTES) for column in kept),
@@ -433,7 +459,8 @@ class Aggregate(StepKind):
             id=node_id, kind=self.name, uid=uid, output=Stream(view=view, described_as=f"step '{node_id}'"),
             reads=tuple(dict.fromkeys(reads)), group_by=group_by, window=opts.window,
             allowed_lateness_ms=opts.allowed_lateness, measures=tuple(measures), measure_types=tuple(types),
-            kept=tuple(kept.items()),
+            kept=tuple(kept.items()), project=ctx.project,
+            requirements=Requirements(python=any(m.function == "udaf" and not udaf.is_java(m) for m in measures)),
             event_time_field=ctx.event_time_field, out_of_orderness_ms=ctx.out_of_orderness_ms)
 
 
@@ -525,6 +552,13 @@ def rollup_parts(coarse: AggregateNode, fine: AggregateNode) -> tuple[tuple[str,
         p = f"_p_{m.name}"
         if m.function == "count" and m.field is None:
             found.append((p, "_p_records"))  # the records of a window, whatever the measures
+            continue
+        if m.function == "udaf":  # the rows of the same fields, whatever function finishes them
+            rows = next((x for x in fine.measures if x.function == "udaf" and x.fields == m.fields), None)
+            if rows is None:
+                raise ValueError(m.name, f"step '{fine.id}' keeps no rows of ({', '.join(m.fields)}) to merge; "
+                                         f"add e.g. '{m.name}: {m.text}' to it")
+            found.append((p, f"_p_{rows.name}"))
             continue
         if m.sketch:  # merged as the same sketch of the same field
             have = by_function.get((m.function, m.field))

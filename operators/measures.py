@@ -4,7 +4,9 @@ values, then a relative standard error of 0.81%), ``percentile(x, q)`` (DDSketch
 relative, of the exact q-quantile), ``percentiles(x, [q, ...])`` (one percentile column per
 quantile, ``<name>_p50`` …), ``first(x)`` / ``last(x)`` (the non-null value of the record
 first or last by event time, ties broken by source partition and offset) and ``top_k(x, k)`` (the
-k most frequent values with their counts, exact, as JSON text). These keep a mergeable
+k most frequent values with their counts, exact, as JSON text), and ``udaf(path, x, y, ...)``, a
+user-defined aggregate (a Python function over pandas Series, or a Java ``AggregateFunction``:
+``operators/udaf.py``). These keep a mergeable
 state in the JVM (``operators/java/.../Sketches.java``, ``Picks.java``), so windows that take
 late records merge them exactly as the others do.
 
@@ -30,10 +32,10 @@ from typing import Any
 from headrace.schemas.types import FieldType
 
 FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "approx_count_distinct", "percentile",
-             "percentiles", "first", "last", "top_k")
+             "percentiles", "first", "last", "top_k", "udaf")
 #: the sketch each sketch-kept measure merges (Sketches.java, Picks.java)
 SKETCHES = {"count_distinct": "distinct", "approx_count_distinct": "hll", "percentile": "dd", "first": "first",
-            "last": "last", "top_k": "topk"}
+            "last": "last", "top_k": "topk", "udaf": "rows"}
 #: the JVM functions the sketch measures call (registered by the aggregate step)
 SKETCH_FUNCTIONS = {"hr_sketch": "SketchAgg", "hr_sketch_of": "SketchOf", "hr_sketch_count": "SketchRead$Count",
                     "hr_sketch_quantile": "SketchRead$Quantile", "hr_sketch_pick": "SketchRead$Pick",
@@ -42,6 +44,8 @@ _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*
                    r"(?:,\s*([0-9]*\.?[0-9]+)\s*)?\)\s*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PERCENTILES = re.compile(r"^\s*percentiles\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*\[([^\]]*)\]\s*\)\s*$", re.I)
+_UDAF = re.compile(r"^\s*udaf\s*\(\s*([A-Za-z_][A-Za-z0-9_.$]*)\s*((?:,\s*[A-Za-z_][A-Za-z0-9_]*\s*)+)\)\s*$",
+                   re.I)
 #: the columns of a record's place, by which first() and last() break ties of event time
 ORDER_COLUMNS = "`_event_ms`, `_partition`, `_offset`"
 
@@ -57,10 +61,18 @@ class Measure:
     arg: float | None = None
     #: the SQL type first() and last() cast their value back to (the field's)
     sql_type: str | None = None
+    #: udaf(): the fields it takes, its dotted path or class name, and once resolved
+    #: (``operators/udaf.py``) the SQL that finishes a window's rows into its value ("{rows}")
+    fields: tuple[str, ...] = ()
+    path: str | None = None
+    finish_sql: str | None = None
+    result: FieldType | None = None
 
     @property
     def text(self) -> str:
         """The measure as written in a spec: ``percentile(latency_ms, 0.95)``, ``count()``."""
+        if self.function == "udaf":
+            return f"udaf({', '.join((self.path or '', *self.fields))})"
         arg = {"percentile": f", {self.arg!r}", "top_k": f", {int(self.arg or 0)}"}.get(self.function, "")
         return f"{self.function}({self.field or ''}{arg})"
 
@@ -83,6 +95,8 @@ class Measure:
         or last value's with the record's event time, partition and offset."""
         if self.function in ("first", "last"):
             return f"`{self.field}`, {ORDER_COLUMNS}"
+        if self.function == "udaf":  # the record's values, one JSON array each
+            return f"JSON_ARRAY({', '.join(f'`{f}`' for f in self.fields)} NULL ON NULL)"
         return f"CAST(`{self.field}` AS DOUBLE)" if self.function == "percentile" else f"`{self.field}`"
 
     def _sketch_of(self) -> str:
@@ -94,6 +108,9 @@ class Measure:
 
     def read(self, sketch_sql: str) -> str:
         """The measure read from its sketch (SQL)."""
+        if self.function == "udaf":
+            assert self.finish_sql is not None, "udaf() not resolved"
+            return self.finish_sql.replace("{rows}", sketch_sql)
         if self.function == "percentile":
             return f"hr_sketch_quantile({sketch_sql}, CAST({self.arg!r} AS DOUBLE))"
         if self.function in ("first", "last"):
@@ -155,14 +172,23 @@ class Measure:
             return [self.name, result.flink_sql, "pick", first]
         if self.function == "top_k":
             return [self.name, result.flink_sql, "top", first, int(self.arg or 0), self._bare() == "TRUE"]
+        if self.function == "udaf":  # the rows, finished by the windows' view (:meth:`finish`)
+            return [self.name, "BYTES", "part", first]
         if self.sketch:
             return [self.name, result.flink_sql, "count", first, self.sketch]
         if self.function == "avg":
             return [self.name, result.flink_sql, "div", first, first + 1]
         return [self.name, result.flink_sql, "part", first]
 
+    def finish(self, column: str) -> str:
+        """The measure from the column MergeWindows.java writes for it (SQL)."""
+        return self.read(column) if self.function == "udaf" else column
+
     def result_type(self, field_type: FieldType | None) -> FieldType:
         """Type of the measure's column, given the type of its input field."""
+        if self.function == "udaf":
+            assert self.result is not None, "udaf() not resolved"
+            return self.result
         if self.function in ("count", "count_distinct", "approx_count_distinct"):
             return FieldType.INTEGER
         if self.function in ("avg", "percentile"):
@@ -174,6 +200,8 @@ class Measure:
 
     def fold(self, values: Iterable[object]) -> object:
         """The measure over ``values`` in plain Python (None for an empty or all-null input)."""
+        if self.function == "udaf":
+            raise ValueError("udaf() is folded by its own function (operators/udaf.py)")
         items = [v for v in values if v is not None] if self.field else list(values)
         if self.function == "count":
             return len(items)
@@ -243,6 +271,12 @@ def parse_measure(name: str, expression: object) -> Measure:
         raise ValueError(f"measure name '{name}' must be lower_snake_case (it becomes a column)")
     if not isinstance(expression, str):
         raise ValueError(f"expected a measure such as 'count()' or 'avg(latency_ms)', got {expression!r}")
+    udaf = _UDAF.match(expression)
+    if udaf is not None:
+        fields = tuple(f.strip() for f in udaf.group(2).split(",") if f.strip())
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"udaf() names a field twice in '{expression}'")
+        return Measure(name=name, function="udaf", field=fields[0], fields=fields, path=udaf.group(1))
     match = _CALL.match(expression)
     if not match and re.match(r"^\s*[A-Za-z_]\w*\s*\([^)]*$", expression):
         raise ValueError(f"'{expression}' is cut at a comma: in a {{...}} mapping a comma ends the value; write "
@@ -250,6 +284,9 @@ def parse_measure(name: str, expression: object) -> Measure:
     if not match:
         raise ValueError(f"'{expression}' is not a measure; write e.g. 'count()' or 'sum(bytes)'")
     function, field, arg = match.group(1).lower(), match.group(2), match.group(3)
+    if function == "udaf":
+        raise ValueError(f"udaf() takes a function's dotted path (or a Java class name) and its fields, e.g. "
+                         f"'udaf(mypkg.aggs.weighted_score, latency_ms, bytes)', not '{expression}'")
     if function not in FUNCTIONS:
         close = difflib.get_close_matches(function, FUNCTIONS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(FUNCTIONS)}"

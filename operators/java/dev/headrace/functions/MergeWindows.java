@@ -32,7 +32,7 @@ import java.util.concurrent.ConcurrentHashMap;
  * dropped once the watermark is past its end plus the allowed lateness, when no part of it can
  * come any more.
  *
- * <p>The spec, a literal: {@code {"parts": [[name, "sum"|"min"|"max"|"distinct"|"hll"|"dd"|"first"|"last"|"topk",
+ * <p>The spec, a literal: {@code {"parts": [[name, "sum"|"min"|"max"|"distinct"|"hll"|"dd"|"first"|"last"|"topk"|"rows",
  * SQL type], ...], "out": [[name, SQL type, "part", i] | [name, "DOUBLE", "div", i, j] | [name, "BIGINT",
  * "count", i, kind] | [name, "DOUBLE", "quantile", i, q] | [name, SQL type, "pick", i] | [name, "STRING",
  * "top", i, k, bare], ...],
@@ -188,6 +188,8 @@ public final class MergeWindows extends ProcessTableFunction<Row> {
                 return Picks.merge(op, (byte[]) have, (byte[]) value); // never changed in place
             case "topk":
                 return TopK.merge((byte[]) have, (byte[]) value); // a copy
+            case "rows":
+                return Sketches.merge(op, (byte[]) have, (byte[]) value); // a copy
             case "sum":
                 if (have instanceof Double || value instanceof Double) {
                     return ((Number) have).doubleValue() + ((Number) value).doubleValue();

@@ -20,6 +20,9 @@ import java.util.Arrays;
  *   <li>{@code first}, {@code last}: one record's value, by event time, partition and offset
  *       ({@link Picks}).
  *   <li>{@code topk}: every distinct value with its count ({@link TopK}).
+ *   <li>{@code rows} ({@code udaf}): every record's values, a JSON array each: an int, the length
+ *       used, then the arrays separated by commas (and room to grow, so that adding one is not a
+ *       copy of all). A user-defined aggregate finishes them ({@link UdafJava}, or Python).
  * </ul>
  */
 public final class Sketches {
@@ -61,6 +64,8 @@ public final class Sketches {
                 return addValue(state, ((Number) value).doubleValue(), 1);
             case "topk":
                 return TopK.add(state, text(value), 1);
+            case "rows":
+                return addRows(state, value.toString().getBytes(StandardCharsets.UTF_8), true);
             default:
                 throw new IllegalArgumentException("no sketch '" + kind + "'");
         }
@@ -84,6 +89,8 @@ public final class Sketches {
                 return Picks.merge(kind, a, b);
             case "topk":
                 return TopK.merge(a, b);
+            case "rows":
+                return addRows(a.clone(), Arrays.copyOfRange(b, 4, 4 + ByteBuffer.wrap(b).getInt(0)), false);
             case "dd": {
                 byte[] out = a;
                 ByteBuffer in = ByteBuffer.wrap(b);
@@ -97,6 +104,26 @@ public final class Sketches {
             default:
                 throw new IllegalArgumentException("no sketch '" + kind + "'");
         }
+    }
+
+    /** Rows with more rows appended (one, or several already comma-separated); grows by doubling. */
+    static byte[] addRows(byte[] state, byte[] rows, boolean room) {
+        if (state == null) {
+            byte[] out = new byte[4 + rows.length + (room ? rows.length * 3 : 0)];
+            ByteBuffer.wrap(out).putInt(0, rows.length);
+            System.arraycopy(rows, 0, out, 4, rows.length);
+            return out;
+        }
+        int used = ByteBuffer.wrap(state).getInt(0);
+        int need = 4 + used + 1 + rows.length;
+        byte[] out = state;
+        if (need > state.length) {
+            out = Arrays.copyOf(state, room ? Math.max(need, 2 * state.length) : need);
+        }
+        out[4 + used] = ',';
+        System.arraycopy(rows, 0, out, 5 + used, rows.length);
+        ByteBuffer.wrap(out).putInt(0, used + 1 + rows.length);
+        return out;
     }
 
     // -- reading ---------------------------------------------------------------------------------

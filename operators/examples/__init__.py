@@ -1,0 +1,1 @@
+"""Examples of user-defined aggregates (``udaf(...)`` measures), the ones the README shows."""
