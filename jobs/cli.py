@@ -195,7 +195,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out.print(f"registered {plan.schema.path.name} as subject '{subject}' (id {schema_id}) "
                   "in the embedded registry")
     path = Path(args.out) if args.out else embedded.topic_file(Path(profile.embedded.data_dir), topic, fmt.binary)
-    events = click_events(args.events, seed=args.seed)
+    events = click_events(args.events, seed=args.seed, emails=True)
     if fmt.binary:
         n = write_encoded(path, events, encoder_for(plan, schema_id))
     else:
@@ -237,7 +237,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     def items() -> Any:
         if args.generate is not None:
-            for event in click_events(args.generate, seed=args.seed):
+            for event in click_events(args.generate, seed=args.seed, emails=True):
                 payload = event.payload if encode is None else encoded_sample(event.payload, encode)
                 yield producer.json_object(event.payload), payload, event.timestamp_ms
             return

@@ -42,9 +42,13 @@ def _invalid(rng: random.Random, good: dict[str, object]) -> bytes:
     return json.dumps(bad).encode()
 
 
+#: the domains of the sample's e-mail addresses (with ``emails=True``)
+EMAIL_DOMAINS = ("example.com", "mail.example", "corp.example")
+
+
 def click_events(count: int, *, seed: int = 7, start_ms: int = START_MS, step_ms: int = 20,
                  tenants: int = 4, pages: int = 6, users: int = 300, max_jitter_ms: int = 4000,
-                 invalid_rate: float = 0.01, late_rate: float = 0.002) -> Iterator[SampleEvent]:
+                 invalid_rate: float = 0.01, late_rate: float = 0.002, emails: bool = False) -> Iterator[SampleEvent]:
     rng = random.Random(seed)
     page_names = ["/", "/pricing", "/docs", "/blog", "/signup", "/checkout", "/account", "/search"][:pages]
     for i in range(count):
@@ -67,6 +71,8 @@ def click_events(count: int, *, seed: int = 7, start_ms: int = START_MS, step_ms
         }
         if rng.random() < 0.8:
             event["bytes"] = rng.randrange(200, 50_000)
+        if emails:  # the user's address (no draw of the generator: the other fields stay as they were)
+            event["email"] = f"{event['user_id']}@{EMAIL_DOMAINS[int(str(event['user_id'])[1:]) % 3]}"
         payload = _invalid(rng, event) if kind == "invalid" else json.dumps(event).encode()
         yield SampleEvent(key=tenant.encode(), payload=payload, timestamp_ms=ts, kind=kind)
 

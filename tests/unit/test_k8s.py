@@ -107,7 +107,7 @@ def test_every_manifest_is_valid_for_its_kind(rendered: Path) -> None:
     # one FlinkSessionJob per job of the project, on the session cluster, upgraded through a savepoint
     jobs = of_kind(rendered, "FlinkSessionJob")
     assert sorted(j["metadata"]["name"] for j in jobs) == ["page-activity", "page-activity-avro",
-                                                          "page-activity-proto"]
+                                                          "page-activity-proto", "site-activity"]
     for job in jobs:
         spec = job["spec"]
         assert spec["deploymentName"] == "headrace-flink" and spec["job"]["upgradeMode"] == "savepoint"
