@@ -343,10 +343,11 @@ FROM TABLE({MERGE_FUNCTION}(input => TABLE {parts} PARTITION BY ({keys}, `window
         return tuple(created)
 
     def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
-        """The record fields whose values reach a sink: group keys and min/max fields."""
+        """The record fields whose values reach a sink as they are: group keys and the fields of
+        min, max, first and last (any record's value may be the one stored)."""
         stored = dict(self.group_by)
         for m in self.measures:
-            if m.field is not None and m.function in ("min", "max"):
+            if m.field is not None and m.function in ("min", "max", "first", "last"):
                 stored[m.field] = upstream.field_type(m.field) or FieldType.STRING
         return stored
 

@@ -28,7 +28,7 @@ from headrace.jobs.sample import SampleEvent, click_events
 from tests.integration.clirun import CliRun
 from tests.jobfiles import ROOT, example_job
 from tests.kafkautil import offsets_arg, partition_of, produce_placed, read_all
-from tests.reference import Expected, drop_replays, expected_outcome
+from tests.reference import Expected, drop_replays, expected_outcome, utc
 from tests.services import Broker, ObjectStore, Postgres, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -191,21 +191,25 @@ def test_a_run_killed_after_a_partition_was_read_to_its_stop_resumes_and_finishe
 
 
 def running_on_half(tmp_path: Path, broker: Broker, pg: Postgres, profiles: Path, name: str,
-                    seed: int) -> tuple[CliRun, list[tuple[int, bytes]], list[SampleEvent]]:
+                    seed: int, new_measures: bool = False) -> tuple[CliRun, list[tuple[int, bytes]], list[SampleEvent]]:
     """The first half of 30,000 events produced and the job running (view rows written) until it
-    has read both halves; returns the run, what was produced, and the second half."""
+    has read both halves; returns the run, what was produced, and the second half.
+    ``new_measures``: the job also has :data:`NEW_MEASURES`."""
     broker.create_topic(name, partitions=PARTITIONS)
     events = list(click_events(30_000, seed=seed))
     phases = [events[:15_000], events[15_000:]]
     placed = produce_placed(broker.bootstrap, name, phases[0], PARTITIONS)
-    run = CliRun(*run_args(fault_job(tmp_path, name), profiles, final_offsets(*phases)))
+    job = fault_job(tmp_path, name)
+    if new_measures:
+        with_new_measures(job)
+    run = CliRun(*run_args(job, profiles, final_offsets(*phases)))
     run.wait_for(lambda: row_count(pg, f"{name}_1m") > 0, 120, "view rows")
     return run, placed, phases[1]
 
 
 def test_postgres_down_for_15_s_is_reported_ridden_out_and_exact(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
-    run, placed, rest = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=62)
+    run, placed, rest = running_on_half(tmp_path, broker, pg, profiles_file, unique, seed=62, new_measures=True)
     pg.shut_down()
     try:
         placed += produce_placed(broker.bootstrap, unique, rest, PARTITIONS)
@@ -219,6 +223,7 @@ def test_postgres_down_for_15_s_is_reported_ridden_out_and_exact(
     assert restarts and all(len(line) < 400 for line in restarts), run.output[-3000:]
     assert "NoResourceAvailableException" not in run.output
     assert_exact(broker, pg, unique, placed)
+    assert_new_measures(pg, unique, expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000))
 
 
 def test_broker_frozen_for_20_s_is_reported_ridden_out_and_exact(
@@ -252,7 +257,8 @@ def test_broker_killed_for_20_s_and_started_again_loses_nothing(
         tmp_path: Path, durable_broker: Broker, broker: Broker, pg: Postgres, profiles_file: Path,
         unique: str) -> None:
     profiles_file.write_text(profiles_file.read_text().replace(broker.bootstrap, durable_broker.bootstrap))
-    run, placed, rest = running_on_half(tmp_path, durable_broker, pg, profiles_file, unique, seed=64)
+    run, placed, rest = running_on_half(tmp_path, durable_broker, pg, profiles_file, unique, seed=64,
+                                        new_measures=True)
     durable_broker.kill(signal.SIGTERM)  # tansu does not stop on SIGTERM: kill -9 after 5 s
     stopped = time.monotonic()
     try:
@@ -266,6 +272,44 @@ def test_broker_killed_for_20_s_and_started_again_loses_nothing(
     placed += produce_placed(durable_broker.bootstrap, unique, rest, PARTITIONS)
     assert run.finish() == 0, run.output[-3000:]
     assert_exact(durable_broker, pg, unique, placed)
+    assert_new_measures(pg, unique, expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000))
+
+
+#: the measures issue 15 added, checked in the record faults' test
+NEW_MEASURES = {"first_user": "first(user_id)", "last_user": "last(user_id)", "top_users": "top_k(user_id, 3)",
+                "p95_ms": "percentile(latency_ms, 0.95)", "users": "approx_count_distinct(user_id)"}
+
+
+def with_new_measures(job: Path) -> Path:
+    added = "".join(f"        {name}: {measure}\n" for name, measure in NEW_MEASURES.items())
+    last = "        max_ms: max(latency_ms)\n"
+    job.write_text(job.read_text().replace(last, last + added))
+    return job
+
+
+def assert_new_measures(pg: Postgres, table: str, expected: Expected) -> None:
+    """first/last (by event time, partition, offset), top_k and distinct users exact, p95 within 1%."""
+    windows: dict[tuple[Any, ...], list[tuple[tuple[int, Any, int], dict[str, Any]]]] = {}
+    for at, r in zip(expected.on_time_at, expected.on_time, strict=True):
+        start = r["ts"] - r["ts"] % 60_000
+        windows.setdefault((r["tenant_id"], r["page"], utc(start)), []).append(((r["ts"], *at), r))
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows = conn.execute(f'SELECT tenant_id, page, window_start, first_user, last_user, top_users, p95_ms, users '
+                            f'FROM "{table}_1m"').fetchall()
+    got = {r[:3]: r[3:] for r in rows}
+    assert got.keys() == windows.keys()
+    for key, placed in windows.items():
+        placed.sort(key=lambda x: x[0])
+        users = [r["user_id"] for _, r in placed]
+        latencies = sorted(float(r["latency_ms"]) for _, r in placed)
+        first, last, top, p95, distinct = got[key]
+        counts = Counter(users)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:3]
+        assert (first, last) == (users[0], users[-1]), key
+        assert json.loads(top) == [{"value": v, "count": n} for v, n in ranked], key
+        assert distinct == len(counts), key
+        exact = latencies[int(0.95 * (len(latencies) - 1))]
+        assert abs(p95 - exact) <= 0.01 * exact + 1e-9, key
 
 
 def bad_records() -> list[SampleEvent]:
@@ -293,7 +337,12 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
     events = list(click_events(8_000, seed=64))
     for i, bad in enumerate(bad_records()):
         events.insert(1_000 + 1_500 * i, bad)
-    job = fault_job(tmp_path, unique)
+    # a valid record whose user_id holds a NUL, which first()/last() would store as it is
+    ts = 1_767_225_800_000
+    record = {"tenant_id": "tenant-2", "user_id": "u\u0000x", "page": "/", "ts": ts, "latency_ms": 9}
+    nul_user = SampleEvent(key=b"tenant-2", payload=json.dumps(record).encode(), timestamp_ms=ts, kind="invalid")
+    events.insert(7_000, nul_user)
+    job = with_new_measures(fault_job(tmp_path, unique))
     job.write_text(job.read_text().replace("validate: {}", f"validate: {{engine: {engine}}}"))
     profiles_file.write_text(profiles_file.read_text().replace(
         'parallelism.default: "2"', f'parallelism.default: "{parallelism}"'))
@@ -302,7 +351,13 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
     assert run.finish() == 0, run.output[-3000:]
     print(run.output)
 
-    dead, _ = assert_exact(broker, pg, unique, placed)
+    expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000,
+                                keys=("tenant_id", "page", "user_id"))
+    assert len(expected.unstorable) == 2  # the NUL page, and the NUL user_id
+    dead, _ = assert_exact(broker, pg, unique, placed, expected)
+    assert_new_measures(pg, unique, expected)
+    nul_dead = next(d for d in dead if d["payload_sha256"] == sha(nul_user.payload))
+    assert nul_dead["step"] == f"sink.postgres.{unique}_1m" and nul_dead["error_path"] == "/user_id"
     by_sha = {d["payload_sha256"]: d for d in dead}
     huge, nul, future, largest = (by_sha[sha(e.payload)] for e in bad_records()[:4])
     binary = next(d for d in dead if d["error"].startswith("not valid JSON") and "\ufffd" in d["payload"])
