@@ -387,6 +387,16 @@ def zipf_users(events: int, users: int = 1_000_000, s: float = 1.1, seed: int = 
                           kind=event.kind)
 
 
+def distinct_pairs(events: int) -> int:
+    """The most distinct (tenant, page, user) of any hour of :func:`zipf_users` (valid records)."""
+    hours: dict[int, set[tuple[str, str, str]]] = {}
+    for event in zipf_users(events):
+        if event.kind == "valid":
+            r = json.loads(event.payload)
+            hours.setdefault(r["ts"] // 3_600_000, set()).add((r["tenant_id"], r["page"], r["user_id"]))
+    return max((len(v) for v in hours.values()), default=0)
+
+
 def load_users(pg: Postgres, table: str, users: int = 1_000_000) -> None:
     """The enrich step's PostgreSQL table: ``users`` rows (id, country, plan), with its key indexed."""
     countries, plans = ["DE", "FR", "US", "BR", "JP", "IN", "NG", "SE"], ["free", "team", "enterprise"]
@@ -521,6 +531,9 @@ def main() -> int:
                                                                     "(e.g. 1000000,10000000), each parallelism")
     parser.add_argument("--state-keys", type=int, default=0, metavar="KEYS",
                         help="also the state size of KEYS distinct group keys in one open window (e.g. 1000000)")
+    parser.add_argument("--distinct", type=int, default=0, metavar="EVENTS",
+                        help="also the sketch and exact-distinct jobs over EVENTS clicks of Zipf users (1M ids) in "
+                        "hour-long windows: what their state holds")
     parser.add_argument("--out", default=".headrace/bench", help="where results.json and the plot go")
     args = parser.parse_args()
     kinds = [k for k in args.only.split(",") if k]
@@ -567,6 +580,15 @@ def main() -> int:
             # with (a′) beside it: the fixed cost of a run (JVM, planning, JIT) weighs less the longer it runs
             throughput(extra[f"scale {count:,}"], ["framework", "sql-tvf"], parallelisms, 1, ends_of, base, pg,
                        count, {"framework": topic, "sql-tvf": topic}, label=f"scale{count}")
+        if args.distinct:
+            # an hour-long window holds an hour of users: a checkpoint every 2 s catches it nearly full
+            if "bench-zipf" not in ends_of:
+                ends_of["bench-zipf"] = preload(broker, "bench-zipf", args.distinct, source=zipf_users(args.distinct))
+            extra["distinct"] = {}
+            measured = ["framework", "framework-sketch", "framework-distinct"]
+            throughput(extra["distinct"], measured, [2], max(args.repeat, 1), ends_of, base, pg, args.distinct,
+                       dict.fromkeys(measured, "bench-zipf"), label="distinct",
+                       overrides={"window_s": 3600, "checkpoint_s": 2})
         if args.state_keys:
             topic = "bench-keys"
             ends_of[topic] = preload(broker, topic, 3 * args.state_keys, source=keyed_events(args.state_keys))
@@ -611,6 +633,15 @@ def main() -> int:
                 console.print(f"  {KINDS[cell.kind]}: largest checkpoint {cell.state_bytes / 2**20:,.1f} MiB for "
                               f"{args.state_keys:,} keys: {cell.state_bytes / args.state_keys * 1e6 / 2**20:,.1f} "
                               "MiB per million keys")
+    if "distinct" in extra:
+        pairs = distinct_pairs(args.distinct)
+        base_state = extra["distinct"].get(("framework", 2))
+        console.print(f"distinct users: the most (tenant, page, user) triples in one hour-long window: {pairs:,}")
+        for cell in extra["distinct"].values():
+            more = cell.state_bytes - (base_state.state_bytes if base_state else 0)
+            console.print(f"  {KINDS[cell.kind]}: largest checkpoint {cell.state_bytes / 2**20:,.1f} MiB"
+                          + (f", {more / 2**20:+,.1f} MiB over the job without it: about {more / pairs:,.0f} bytes "
+                             "per distinct value of a window" if cell.kind != "framework" and pairs else ""))
     sized = {f"{KINDS[k]} p{p}": c.state_bytes for (k, p), c in cells.items() if c.state_bytes}
     if sized:  # what the measures keep: the largest completed checkpoint of each job (every state, full size)
         console.print("largest checkpoint of each job (full state size): "
