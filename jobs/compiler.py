@@ -108,16 +108,20 @@ class Wiring:
         node = self.plan.node(node_id)
         upstream_id = self.plan.inputs[node_id]
         upstream = self.plan.node(upstream_id).output if upstream_id else None
-        stored = node.stored_fields(upstream) if upstream is not None else {}
         checks = []
-        for sink in self.plan.sinks_of(node_id):
-            for name, ftype in stored.items():
-                refusal = sink.unstorable(ident(name), ftype)
+        # this step's sinks, and those of the views computed from its records without judging
+        # them again (roll-ups): a value they would store is refused here, per record
+        views = [node, *(v for v in self.plan.view_steps if v.judged_by == node_id and v.id != node_id)]
+        for view in views:
+            stored = view.stored_fields(upstream) if upstream is not None else {}
+            for sink in self.plan.sinks_of(view.id):
+                for name, ftype in stored.items():
+                    refusal = sink.unstorable(ident(name), ftype)
+                    if refusal is not None:
+                        checks.append((sink.id, name, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
+                refusal = sink.unstorable_time("`_event_ms`")
                 if refusal is not None:
-                    checks.append((sink.id, name, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
-            refusal = sink.unstorable_time("`_event_ms`")
-            if refusal is not None:
-                checks.append((sink.id, self.plan.event_time_field, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
+                    checks.append((sink.id, self.plan.event_time_field, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
         return checks
 
 

@@ -144,3 +144,19 @@ def test_a_measure_or_window_the_finer_step_cannot_give_is_refused_at_its_line(
     text = str(refused.value)
     line = int(text.split(":")[1])
     assert job.read_text().splitlines()[line - 1] == written and said in text and "\n" not in text, text
+
+
+def test_a_value_a_rollups_sink_cannot_store_is_refused_per_record_by_the_finer_step(tmp_path: Path) -> None:
+    """first(user_id) of the hourly roll-up stores a record's user_id as it is: a NUL in it is a
+    dead letter of the minute step, named after the roll-up's sink, not a row PostgreSQL refuses."""
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.profiles import load_profile
+
+    job, _ = write(tmp_path)
+    profiles = tmp_path / "service.yaml"
+    profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:1'}\n"
+                        "    postgres: {host: 127.0.0.1, port: 1, database: d, user: u, password: p}\n")
+    sql = "\n".join(compile_job(build_plan(parse_job(job)), load_profile("svc", profiles)).statements)
+    views = sql.split("CREATE TEMPORARY VIEW")
+    unstorable = next(s for s in views if s.lstrip().startswith("`hr_per_minute_unstorable`"))
+    assert "'sink.postgres.per_hour'" in unstorable and "'user_id'" in unstorable, unstorable[:2000]
