@@ -97,3 +97,17 @@ def produce_placed(bootstrap: str, topic: str, events: Iterable[SampleEvent], pa
 
 def offsets_arg(ends: dict[int, int]) -> str:
     return ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))
+
+
+def raw_topic(broker: Any, topic: str) -> bytes:
+    """Every record of partition 0 of ``topic`` as ``key value`` lines (keys may be empty)."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"scan-{topic}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out, empty = [], 0
+    while empty < 3:
+        batch = [m for m in consumer.consume(num_messages=5000, timeout=1.0) if m.error() is None]
+        empty = 0 if batch else empty + 1
+        out += [(m.key() or b"") + b" " + (m.value() or b"") for m in batch]
+    consumer.close()
+    return b"\n".join(out)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import calendar
 import csv
+import hashlib
+import hmac
 import json
 import re
 import urllib.request
@@ -26,8 +28,7 @@ from headrace.connectors.redis import encode_part
 from headrace.jobs.sample import SampleEvent, click_events
 
 from tests.integration.clirun import CliRun
-from tests.integration.test_mask_outputs import raw_topic
-from tests.kafkautil import offsets_arg, produce_placed
+from tests.kafkautil import offsets_arg, produce_placed, raw_topic
 from tests.reference import expected_outcome
 from tests.services import Broker, InfluxServer, Postgres, RedisServer
 
@@ -140,11 +141,12 @@ def test_site_activity_on_postgres_redis_and_influx_equals_the_reference(
     assert len(strangers) == kinds["stranger"]
     records = [r | {"country": users[r["user_id"]]["country"], "plan": users[r["user_id"]]["plan"]} for _, r in known]
 
-    dead_at = {(d["source_partition"], d["source_offset"]) for d in (json.loads(x.split(b" ", 1)[1]) for x in
-                                                                      raw_topic(broker, f"{unique}.dlq").splitlines())}
+    dead_letters, late_records = raw_topic(broker, f"{unique}.dlq"), raw_topic(broker, f"{unique}.late")
+    dead_at = {(d["source_partition"], d["source_offset"])
+               for d in (json.loads(x.split(b" ", 1)[1]) for x in dead_letters.splitlines())}
     assert dead_at == want.dead_at | strangers
-    late_at = {(d["source_partition"], d["source_offset"]) for d in (json.loads(x.split(b" ", 1)[1]) for x in
-                                                                      raw_topic(broker, f"{unique}.late").splitlines())}
+    late_at = {(d["source_partition"], d["source_offset"])
+               for d in (json.loads(x.split(b" ", 1)[1]) for x in late_records.splitlines())}
     assert late_at == want.late_at
 
     minute = minute_reference(records)
@@ -186,7 +188,7 @@ def test_site_activity_on_postgres_redis_and_influx_equals_the_reference(
     # the accounting, exact; and no output holds a clear user id or e-mail address
     aggregated = sum(v["events"] for v in minute.values())
     assert EVENTS == aggregated + len(dead_at) + len(late_at)
-    outputs = {"dead letters": raw_topic(broker, f"{unique}.dlq"), "late": raw_topic(broker, f"{unique}.late"),
+    outputs = {"dead letters": dead_letters, "late": late_records,
                "postgres": repr(list(pg_minute.values()) + list(pg_hour.values())).encode(),
                "influx": json.dumps(series).encode(),
                "redis": b"\n".join(k + b" " + repr(client.hgetall(k)).encode()
@@ -194,3 +196,10 @@ def test_site_activity_on_postgres_redis_and_influx_equals_the_reference(
     assert all(outputs.values()), {k: len(v) for k, v in outputs.items()}
     for where, text in outputs.items():
         assert not re.search(rb"\bu\d+@|\"u\d+\"|stranger\d", text), where
+    # a payload that is not JSON is replaced by its length and keyed hash; the late records' user
+    # ids are the keyed hashes of the clear ones, as an independent HMAC computes them
+    assert b"masked_payload" in outputs["dead letters"]
+    hashed = {hmac.new(KEY.encode(), u.encode(), hashlib.sha256).hexdigest() for u in users}
+    late_users = {json.loads(json.loads(x.split(b" ", 1)[1])["payload"])["user_id"]
+                  for x in outputs["late"].splitlines()}
+    assert late_users and late_users <= hashed

@@ -418,26 +418,13 @@ def _snapped(event: SampleEvent) -> SampleEvent:
     return replace(event, payload=json.dumps(record).encode(), timestamp_ms=record["ts"])
 
 
-def test_kill_9_of_a_job_with_distinct_counts_and_percentiles_resumes_with_the_same_results(
-        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
-    """Their sketches are keyed state, in the checkpoint: a kill -9 mid-run and the same command
-    again give every window the reference's values (distinct counts exact, the percentile within
-    1%, first and last by event time with ties broken by partition and offset), records read twice
-    after the last checkpoint included."""
+def assert_sketch_measures(pg: Postgres, table: str, placed: list[tuple[int, bytes]]) -> None:
+    """The minute view's :data:`SKETCHES`: distinct counts exact, the percentile within 1%, first
+    and last by event time with ties broken by partition and offset (most windows need that)."""
     from collections import defaultdict
 
     from tests.reference import utc
 
-    broker.create_topic(unique, partitions=PARTITIONS)
-    events = [_snapped(e) for e in click_events(30_000, seed=64)]
-    phases = [events[:10_000], events[10_000:20_000], events[20_000:]]
-    job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text().replace("        max_ms: max(latency_ms)\n",
-                                           "        max_ms: max(latency_ms)\n" + SKETCHES))
-    args = run_args(job, profiles_file, final_offsets(*phases))
-    placed = killed_and_resumed(broker, pg, unique, args, CheckpointStore(tmp_path / "checkpoints", "page-activity"),
-                                phases)
-    assert_exact(broker, pg, unique, placed)  # the other measures, the outputs
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     windows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r, at in zip(expected.on_time, expected.on_time_at, strict=True):
@@ -445,7 +432,7 @@ def test_kill_9_of_a_job_with_distinct_counts_and_percentiles_resumes_with_the_s
     with psycopg.connect(**pg.conninfo()) as conn:
         rows = {r[:3]: r[3:] for r in conn.execute(
             f'SELECT tenant_id, page, window_start, users_exact, users, p95_ms, first_user, last_ms '
-            f'FROM "{unique}_1m"').fetchall()}
+            f'FROM "{table}"').fetchall()}
     assert set(rows) == set(windows)
     for key, records in windows.items():
         users = len({r["user_id"] for r in records})
@@ -481,12 +468,13 @@ ROLLUP = """  - aggregate:
 def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
         tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
         unique: str) -> None:
-    """A 5-minute roll-up of the minute view, computed from its parts, and the minute view's
-    sketches kept (``keep_sketch``) in PostgreSQL and Redis: after a kill -9 mid-run and the same
-    command again (records after the checkpoint read twice, late records merged into windows that
-    had fired), the minute view equals the reference row by row, its stored sketches read back to
-    its percentile and distinct count, and the roll-up equals the measures over the records of
-    each 5 minutes (its percentile within 1%)."""
+    """A minute view with distinct counts, a percentile, first and last (their states keyed state,
+    in the checkpoint), its sketches kept (``keep_sketch``) in PostgreSQL and Redis, and a
+    5-minute roll-up of it computed from its parts: after a kill -9 mid-run and the same command
+    again (records after the checkpoint read twice, late records merged into windows that had
+    fired), the minute view equals the reference row by row (:func:`assert_sketch_measures`), its
+    stored sketches read back to its percentile and distinct count, and the roll-up equals the
+    measures over the records of each 5 minutes (its percentile within 1%)."""
     from collections import defaultdict
 
     from headrace.operators.sketches import distinct_count, quantile
@@ -495,14 +483,12 @@ def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
     from tests.reference import utc
 
     broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(30_000, seed=66))
+    events = [_snapped(e) for e in click_events(30_000, seed=66)]
     phases = [events[:10_000], events[10_000:20_000], events[20_000:]]
     job = with_redis(tmp_path, unique, profiles_file, redis_server)
     text = job.read_text().replace("\nsinks:\n", "\n" + ROLLUP + "\nsinks:\n")
     text = text.replace("      allowed_lateness: 30s", "      allowed_lateness: 30s\n      keep_sketch: true", 1)
-    text = text.replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n"
-                        "        p95_ms: percentile(latency_ms, 0.95)\n"
-                        "        users: approx_count_distinct(user_id)\n", 1)
+    text = text.replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n" + SKETCHES, 1)
     text = text.replace(f"  - postgres: {{table: {unique}_1m}}",
                         f"  - postgres: {{table: {unique}_1m, from: aggregate}}\n"
                         f"  - postgres: {{table: {unique}_5m, from: per_5m}}")
@@ -512,6 +498,7 @@ def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
     placed = killed_and_resumed(broker, pg, unique, args, CheckpointStore(tmp_path / "checkpoints", "page-activity"),
                                 phases)
     assert_exact(broker, pg, unique, placed)  # the minute view, the outputs, the accounting
+    assert_sketch_measures(pg, f"{unique}_1m", placed)
     with psycopg.connect(**pg.conninfo()) as conn:
         kept = conn.execute(f'SELECT p95_ms, users, latency_ms_dd_sketch, user_id_hll_sketch FROM "{unique}_1m"'
                             ).fetchall()

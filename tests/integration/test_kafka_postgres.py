@@ -214,25 +214,34 @@ def test_flink_failure_prints_the_cause_without_java_trace(tmp_path: Path) -> No
     assert verbose.returncode == 1 and "at org.apache" in verbose.stderr
 
 
-def rows_while_running(job: Path, profiles: Path, table: str, pg: Postgres, wait_s: float) -> int:
-    """Start the job unbounded, count the view's rows after ``wait_s``, cancel the job."""
-    import time
-
+def rows_while_running(job: Path, profiles: Path, table: str, pg: Postgres, wait_s: float,
+                       until_rows: bool = False) -> tuple[int, float]:
+    """Start the job unbounded, count the view's rows after ``wait_s`` (or, ``until_rows``, as soon
+    as there are any, within ``wait_s``), cancel the job; the count and the seconds waited."""
     compiled = compile_job(build_plan(parse_job(job)), load_profile("test", profiles))
     result, _ = submit_local(compiled, say=lambda _: None)
+    started = time.monotonic()
     try:
-        time.sleep(wait_s)
-        with psycopg.connect(**pg.conninfo()) as conn:
-            row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
-        return int(row[0]) if row else 0
+        while time.monotonic() - started < wait_s:
+            time.sleep(0.5)
+            if until_rows and row_count(pg, table):
+                break
+        return row_count(pg, table), time.monotonic() - started
     finally:
         result.get_job_client().cancel().result()
+
+
+def row_count(pg: Postgres, table: str) -> int:
+    with psycopg.connect(**pg.conninfo()) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row else 0
 
 
 def test_idle_partition_does_not_hold_back_windows(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
     """Only partition 0 gets data: with idle_timeout the other partition stops holding the
-    watermark back and windows close while the job runs; without it they do not."""
+    watermark back and windows close while the job runs; without it they do not, in the time the
+    job with it took to write its first row and 10 s more."""
     from confluent_kafka import Producer
 
     broker.create_topic(unique, partitions=2)
@@ -242,12 +251,13 @@ def test_idle_partition_does_not_hold_back_windows(
     producer.flush(30)
     job = example_job(tmp_path, unique)
     job.write_text(job.read_text().replace("idle_timeout: 30s", "idle_timeout: 2s"))
-    assert rows_while_running(job, profiles_file, f"{unique}_1m", pg, wait_s=25) > 0
+    rows, took = rows_while_running(job, profiles_file, f"{unique}_1m", pg, wait_s=25, until_rows=True)
+    assert rows > 0
 
     stuck = tmp_path / "stuck.yaml"
     stuck.write_text(job.read_text().replace(", idle_timeout: 2s", "")
                      .replace("group: page-activity", "group: stuck").replace(f"{unique}_1m", f"{unique}_stuck"))
-    assert rows_while_running(stuck, profiles_file, f"{unique}_stuck", pg, wait_s=25) == 0
+    assert rows_while_running(stuck, profiles_file, f"{unique}_stuck", pg, wait_s=took + 10)[0] == 0
 
 
 def test_a_record_without_event_time_cannot_move_the_watermark(

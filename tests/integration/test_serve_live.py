@@ -54,7 +54,10 @@ steps:
       id: per_page
       group_by: [tenant_id, page]
       window: {{tumbling: 1m}}
-      measures: {{events: count(), avg_ms: avg(latency_ms)}}
+      measures:
+        events: count()
+        avg_ms: avg(latency_ms)
+        latency: percentiles(latency_ms, [0.5, 0.95, 0.99])
   - aggregate:
       id: per_tenant
       from: validate
@@ -114,8 +117,8 @@ def upsert(conn: psycopg.Connection[Any], table: str, keys: tuple[str, ...], sta
     columns = [*names, "window_start", "window_end", "events", "_records"]
     values = [*keys, start, start + timedelta(minutes=1), events, events]
     if len(keys) == 2:
-        columns.append("avg_ms")
-        values.append(events / 2)
+        columns += ["avg_ms", "latency_p50", "latency_p95", "latency_p99"]
+        values += [events / 2, events * 10.0, events * 20.5, events * 30.25]
     quoted = ", ".join(f'"{c}"' for c in columns)
     updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns[len(keys) + 2:])
     conn.execute(f'INSERT INTO "{table}" ({quoted}) VALUES ({", ".join(["%s"] * len(values))}) '  # type: ignore[arg-type]
@@ -306,7 +309,8 @@ def test_grpc_query_and_subscribe_with_the_same_rules(live: dict[str, Any], pg: 
         stream.cancel()
         writer.join()
     assert first == {"tenant_id": "t1", "page": "/c", "window_start": iso(new),
-                     "window_end": iso(new + timedelta(minutes=1)), "events": 3, "avg_ms": 1.5}
+                     "window_end": iso(new + timedelta(minutes=1)), "events": 3, "avg_ms": 1.5,
+                     "latency_p50": 30.0, "latency_p95": 61.5, "latency_p99": 90.75}
     # gRPC binds 127.0.0.1 as an IPv4-mapped IPv6 socket (::ffff:127.0.0.1): loopback still
     assert listening_on(live["grpc_port"]) <= {"0100007F", "0000000000000000FFFF00000100007F"}
     assert listening_on(live["grpc_port"])
@@ -331,8 +335,9 @@ def test_the_web_page_plots_a_view_and_adds_a_new_window_live(live: dict[str, An
             page.select_option("#view", table)
             page.wait_for_selector("#plot:not([disabled])")
             page.select_option("#key", json.dumps(["t1", "/a"], separators=(",", ":")))
-            # two measures together (as p50, p95 and p99 of a view would be), a line each
-            page.select_option("#measure", ["events", "avg_ms"])
+            # p50, p95 and p99 of the view together, a line each
+            quantiles = ["latency_p50", "latency_p95", "latency_p99"]
+            page.select_option("#measure", quantiles)
             page.click("#plot")
             page.wait_for_selector("#status:has-text('live')")
 
@@ -341,18 +346,19 @@ def test_the_web_page_plots_a_view_and_adds_a_new_window_live(live: dict[str, An
                         for d in page.locator(f"#chart circle.dot[data-measure='{measure}']").all()]
 
             with psycopg.connect(**pg.conninfo()) as conn:
-                want = conn.execute(f'SELECT window_start, events, avg_ms FROM "{table}" WHERE tenant_id = %s '  # type: ignore[arg-type]
-                                    "AND page = %s ORDER BY window_start", ("t1", "/a")).fetchall()
-            assert drawn("events") == [(iso(s), n) for s, n, _ in want]
-            assert drawn("avg_ms") == [(iso(s), a) for s, _, a in want if a is not None]
-            assert page.locator("#chart polyline.line").count() == 2 and "avg_ms" in page.inner_text("#legend")
+                want = conn.execute(f'SELECT window_start, latency_p50, latency_p95, latency_p99 FROM "{table}" '  # type: ignore[arg-type]
+                                    "WHERE tenant_id = %s AND page = %s ORDER BY window_start", ("t1", "/a")).fetchall()
+            for i, measure in enumerate(quantiles, start=1):
+                assert drawn(measure) == [(iso(row[0]), row[i]) for row in want], measure
+            legend = page.inner_text("#legend")
+            assert page.locator("#chart polyline.line").count() == 3 and all(q in legend for q in quantiles)
             time.sleep(1.0)
             new = START + timedelta(minutes=WINDOWS + 20)
             with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
                 upsert(conn, table, ("t1", "/a"), new, 4)  # a new window closes
-            fresh = f"#chart circle.dot.live[data-measure='events'][data-window='{iso(new)}']"
+            fresh = f"#chart circle.dot.live[data-measure='latency_p95'][data-window='{iso(new)}']"
             page.wait_for_selector(fresh, timeout=15_000)
-            assert page.get_attribute(fresh, "data-value") == "4"
+            assert page.get_attribute(fresh, "data-value") == "82"
             assert "1 update" in page.inner_text("#status")
             page.screenshot(path=str(ARTIFACTS / "web-page.png"))
             assert errors == []
