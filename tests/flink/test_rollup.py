@@ -81,7 +81,7 @@ def write(tmp_path: Path, spec: str = SPEC) -> tuple[Path, Path]:
 def test_an_hourly_rollup_of_the_minute_view_equals_the_measures_over_the_records(tmp_path: Path,
                                                                                   lateness: str) -> None:
     # three hours; with lateness, 3% behind the watermark: late parts of minute windows that had fired
-    records = events(100_000, seed=11, behind=0.03 if lateness == "30s" else 0.0, span_ms=3 * 3_600_000)
+    records = events(50_000, seed=11, behind=0.03 if lateness == "30s" else 0.0, span_ms=3 * 3_600_000)
     job, profiles = write(tmp_path, SPEC.replace("allowed_lateness: 30s", f"allowed_lateness: {lateness}"))
     summary, rows = embedded_view(job, profiles, records, view="per_hour")
     assert summary.dead_lettered == 0 and summary.late == 0

@@ -71,8 +71,13 @@ def udafs_jar(folder: Path) -> Path:
     return folder / "udafs.jar"
 
 
-def write(tmp_path: Path, spec: str) -> tuple[Path, Path]:
-    udafs_jar(tmp_path)
+@pytest.fixture(scope="module")
+def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return udafs_jar(tmp_path_factory.mktemp("udafs"))
+
+
+def write(tmp_path: Path, spec: str, jar: Path) -> tuple[Path, Path]:
+    (tmp_path / "udafs.jar").symlink_to(jar)
     job = tmp_path / "udafs.yaml"
     job.write_text(spec)
     profiles = tmp_path / "profiles.yaml"
@@ -86,12 +91,13 @@ def java_weighted(rows: list[dict]) -> float:
 
 
 @pytest.mark.parametrize("lateness", ["30s", "0s"])
-def test_python_and_java_aggregates_equal_the_function_over_each_window(tmp_path: Path, lateness: str) -> None:
+def test_python_and_java_aggregates_equal_the_function_over_each_window(tmp_path: Path, lateness: str,
+                                                                        jar: Path) -> None:
     spec = SPEC.replace("allowed_lateness: 30s", f"allowed_lateness: {lateness}")
     if lateness == "0s":  # no roll-up: the minute windows are window TVFs, in two phases
         spec = spec[:spec.index("  - aggregate:\n      id: per_10m")] + "sinks:\n  - postgres: {table: per_minute}\n" \
             + "dead_letter: {kafka: {topic: clicks.dlq}}\n"
-    job, profiles = write(tmp_path, spec)
+    job, profiles = write(tmp_path, spec, jar)
     records = events(30_000, seed=3, behind=0.03 if lateness == "30s" else 0.0, span_ms=20 * 60_000)
     summary, rows = embedded_view(job, profiles, records, view="per_minute")
     assert summary.dead_lettered == 0 and summary.late == 0
@@ -136,9 +142,9 @@ def test_python_and_java_aggregates_equal_the_function_over_each_window(tmp_path
     ("        slow: udaf(headrace.operators.examples.scores.slow_share, latency)", "latency"),
 ])
 def test_a_udaf_that_cannot_be_found_or_called_is_refused_at_its_line(tmp_path: Path, written: str,
-                                                                        said: str) -> None:
+                                                                        said: str, jar: Path) -> None:
     line = "        slow: udaf(headrace.operators.examples.scores.slow_share, latency_ms)"
-    job, _ = write(tmp_path, SPEC.replace(line, written))
+    job, _ = write(tmp_path, SPEC.replace(line, written), jar)
     with pytest.raises(SpecError) as refused:
         build_plan(parse_job(job))
     text = str(refused.value)

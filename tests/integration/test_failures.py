@@ -138,26 +138,6 @@ def killed_and_resumed(broker: Broker, pg: Postgres, topic: str, args: tuple[str
     return placed
 
 
-def test_kill_9_mid_run_and_the_same_command_resumes_exactly(
-        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
-    broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(45_000, seed=61))
-    phases = [events[:15_000], events[15_000:30_000], events[30_000:]]
-    job = fault_job(tmp_path, unique)
-    args = run_args(job, profiles_file, final_offsets(*phases))
-    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
-    placed = killed_and_resumed(broker, pg, unique, args, store, phases)
-    assert store.latest() is None  # the finished job leaves nothing to resume
-    assert_exact(broker, pg, unique, placed)
-
-    # --fresh reads the whole topic again from the earliest offsets: the view stays exact, and
-    # the outputs' repeats carry the same ids
-    fresh = CliRun(*args, "--fresh")
-    assert fresh.finish() == 0, fresh.output[-3000:]
-    assert fresh.line_matching("starting fresh") and not fresh.line_matching("resuming")
-    assert_exact(broker, pg, unique, placed)
-
-
 def test_a_run_killed_after_a_partition_was_read_to_its_stop_resumes_and_finishes(
         tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
     """Partition 0 is read to its stop offset before the kill; its split is finished and is not in
@@ -474,7 +454,8 @@ def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
     again (records after the checkpoint read twice, late records merged into windows that had
     fired), the minute view equals the reference row by row (:func:`assert_sketch_measures`), its
     stored sketches read back to its percentile and distinct count, and the roll-up equals the
-    measures over the records of each 5 minutes (its percentile within 1%)."""
+    measures over the records of each 5 minutes (its percentile within 1%). Then ``--fresh`` reads
+    the whole topic again: the views stay exact, the outputs' repeats carry the same ids."""
     from collections import defaultdict
 
     from headrace.operators.sketches import distinct_count, quantile
@@ -495,8 +476,9 @@ def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
     text = text.replace(f"  - redis: {{view: {unique}, ", f"  - redis: {{view: {unique}, from: aggregate, ")
     job.write_text(text)
     args = run_args(job, profiles_file, final_offsets(*phases))
-    placed = killed_and_resumed(broker, pg, unique, args, CheckpointStore(tmp_path / "checkpoints", "page-activity"),
-                                phases)
+    store = CheckpointStore(tmp_path / "checkpoints", "page-activity")
+    placed = killed_and_resumed(broker, pg, unique, args, store, phases)
+    assert store.latest() is None  # the finished job leaves nothing to resume
     assert_exact(broker, pg, unique, placed)  # the minute view, the outputs, the accounting
     assert_sketch_measures(pg, f"{unique}_1m", placed)
     with psycopg.connect(**pg.conninfo()) as conn:
@@ -524,3 +506,11 @@ def test_kill_9_of_a_job_with_a_rollup_resumes_with_both_views_exact(
         assert total == (sum(sizes) if sizes else None), key
         assert avg == pytest.approx(sum(r["latency_ms"] for r in rs) / len(rs), rel=1e-12), key
         assert abs(p99 - exact) <= 0.01 * exact + 1e-9 and users == len({r["user_id"] for r in rs}), key
+
+    # --fresh reads the whole topic again from the earliest offsets: the view stays exact, and
+    # the outputs' repeats carry the same ids
+    fresh = CliRun(*args, "--fresh")
+    assert fresh.finish() == 0, fresh.output[-3000:]
+    assert fresh.line_matching("starting fresh") and not fresh.line_matching("resuming")
+    assert_exact(broker, pg, unique, placed)
+    assert_sketch_measures(pg, f"{unique}_1m", placed)
