@@ -88,11 +88,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Write the example job and its schema into a project folder (from the installed package)."""
+    """Write the example jobs, the users table and the schema into a project folder (from the
+    installed package)."""
     import importlib.resources
 
     target = Path(args.dir)
-    files = {Path("jobs") / "page_activity.yaml": importlib.resources.files("headrace.jobs") / "page_activity.yaml",
+    jobs = importlib.resources.files("headrace.jobs")
+    files = {Path("jobs") / "page_activity.yaml": jobs / "page_activity.yaml",
+             Path("jobs") / "site_activity.yaml": jobs / "site_activity.yaml",
+             Path("jobs") / "data" / "users.csv": jobs / "data" / "users.csv",
              Path("schemas") / "click.schema.json":
                  importlib.resources.files("headrace.schemas") / "click.schema.json"}
     existing = [str(target / rel) for rel in files if (target / rel).exists()]

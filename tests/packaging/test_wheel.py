@@ -64,6 +64,8 @@ def test_the_installed_wheel_runs_jars_init_and_validate(installed: Path, tmp_pa
     out = run(installed / "headrace", "init", cwd=project, env=env)
     assert (project / "jobs" / "page_activity.yaml").read_bytes() == (ROOT / "jobs" / "page_activity.yaml").read_bytes()
     assert (project / "schemas" / "click.schema.json").is_file()
+    out = run(installed / "headrace", "validate", "jobs/site_activity.yaml", cwd=project, env=env)
+    assert out.startswith("ok: job 'site-activity'"), out  # its users table came along
     out = run(installed / "headrace", "validate", "jobs/page_activity.yaml", cwd=project, env=env)
     assert out.startswith("ok: job 'page-activity'"), out
     out = run(installed / "headrace", "explain", "jobs/page_activity.yaml", cwd=project, env=env)
