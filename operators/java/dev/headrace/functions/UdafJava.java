@@ -12,8 +12,6 @@ import java.io.IOException;
 import java.lang.reflect.Method;
 import java.net.URL;
 import java.net.URLClassLoader;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
@@ -26,7 +24,20 @@ import java.util.concurrent.ConcurrentHashMap;
  */
 public final class UdafJava extends ScalarFunction {
     private static final long serialVersionUID = 1L;
-    private static final Map<String, Method[]> FOUND = new ConcurrentHashMap<>();
+    /** A user's function, loaded once per class and jar, with the two methods called on it. */
+    private static final class Loaded {
+        final AggregateFunction<?, ?> function;
+        final Method accumulate;
+        final Method getValue;
+
+        Loaded(AggregateFunction<?, ?> function, Method accumulate, Method getValue) {
+            this.function = function;
+            this.accumulate = accumulate;
+            this.getValue = getValue;
+        }
+    }
+
+    private static final Map<String, Loaded> LOADED = new ConcurrentHashMap<>();
     private static final JsonFactory JSON = new JsonFactory();
 
     public @DataTypeHint("STRING") String eval(String className, String jar, @DataTypeHint("BYTES") byte[] rows) {
@@ -35,10 +46,9 @@ public final class UdafJava extends ScalarFunction {
         }
         Object value;
         try {
-            AggregateFunction<?, ?> function = instance(className, jar);
-            Method accumulate = FOUND.get(className + "\u0000" + jar)[0];
-            Class<?>[] types = accumulate.getParameterTypes();
-            Object acc = function.createAccumulator();
+            Loaded loaded = load(className, jar);
+            Class<?>[] types = loaded.accumulate.getParameterTypes();
+            Object acc = loaded.function.createAccumulator();
             Object[] args = new Object[types.length];
             args[0] = acc;
             int used = java.nio.ByteBuffer.wrap(rows).getInt(0);
@@ -56,11 +66,10 @@ public final class UdafJava extends ScalarFunction {
                         }
                         i++;
                     }
-                    accumulate.invoke(function, args);
+                    loaded.accumulate.invoke(loaded.function, args);
                 }
             }
-            Method getValue = FOUND.get(className + "\u0000" + jar)[1];
-            value = getValue.invoke(function, acc);
+            value = loaded.getValue.invoke(loaded.function, acc);
         } catch (ReflectiveOperationException | IOException e) {
             Throwable cause = e.getCause() != null ? e.getCause() : e;
             throw new IllegalStateException("udaf " + className + " failed: " + cause, cause);
@@ -99,11 +108,9 @@ public final class UdafJava extends ScalarFunction {
         return in.getText();
     }
 
-    private static final Map<String, AggregateFunction<?, ?>> INSTANCES = new ConcurrentHashMap<>();
-
-    private static AggregateFunction<?, ?> instance(String className, String jar) throws ReflectiveOperationException {
+    private static Loaded load(String className, String jar) throws ReflectiveOperationException {
         String key = className + "\u0000" + jar;
-        AggregateFunction<?, ?> have = INSTANCES.get(key);
+        Loaded have = LOADED.get(key);
         if (have != null) {
             return have;
         }
@@ -114,8 +121,7 @@ public final class UdafJava extends ScalarFunction {
                     (AggregateFunction<?, ?>) loader.loadClass(className).getDeclaredConstructor().newInstance();
             Method accumulate = null;
             Method getValue = null;
-            List<Method> methods = new ArrayList<>(List.of(function.getClass().getMethods()));
-            for (Method m : methods) {
+            for (Method m : function.getClass().getMethods()) {
                 if (m.getName().equals("accumulate") && (accumulate == null
                         || m.getParameterCount() > accumulate.getParameterCount())) {
                     accumulate = m;
@@ -127,9 +133,9 @@ public final class UdafJava extends ScalarFunction {
             if (accumulate == null || getValue == null) {
                 throw new NoSuchMethodException(className + " has no public accumulate(acc, ...) and getValue(acc)");
             }
-            FOUND.put(key, new Method[] {accumulate, getValue});
-            INSTANCES.put(key, function);
-            return function;
+            Loaded loaded = new Loaded(function, accumulate, getValue);
+            LOADED.put(key, loaded);
+            return loaded;
         } catch (java.net.MalformedURLException e) {
             throw new IllegalArgumentException(jar, e);
         }
