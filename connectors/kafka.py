@@ -20,6 +20,9 @@ from headrace.schemas.errors import ServiceError
 from headrace.schemas.kafka import KafkaConnection
 from headrace.schemas.kinds import SourceDecoding
 
+#: the source's ``fetch.max.wait.ms`` unless the profile's ``kafka.java`` sets it (see :func:`source_ddl`)
+FETCH_MAX_WAIT_MS = 50
+
 
 def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, decoding: SourceDecoding,
                out_of_orderness_ms: int, idle_timeout_ms: int | None, properties: dict[str, str],
@@ -39,6 +42,12 @@ def source_ddl(table: str, *, topic: str, bootstrap: str, group: str, decoding: 
         "properties.group.id": group,
         "properties.auto.offset.reset": "earliest",
         "scan.startup.mode": "earliest-offset" if from_earliest else "group-offsets",
+        # how long the broker may hold a fetch when it has nothing new. Kafka answers as soon as
+        # a record arrives; tansu holds every fetch for the whole wait (measured at 2,000 records/s:
+        # produced → received p50 407 ms / p99 1,339 ms with Kafka's default 500 ms, 54 / 147 ms
+        # with 50 ms), and the record that closes a window waits with it. A caught-up reader
+        # pays 20 empty fetches a second for it; a reader with a backlog never waits.
+        "properties.fetch.max.wait.ms": str(FETCH_MAX_WAIT_MS),
     }
     if bounded_offsets is not None:
         options["scan.bounded.mode"] = "specific-offsets"

@@ -17,6 +17,8 @@ CREATE TEMPORARY TABLE clicks (
   'topic' = '${TOPIC}',
   'properties.bootstrap.servers' = '${BOOTSTRAP}',
   'properties.group.id' = '${GROUP}',
+  -- as Headrace's source reads (connectors/kafka.py): tansu holds each fetch for the whole wait
+  'properties.fetch.max.wait.ms' = '${FETCH_WAIT_MS}',
   'scan.startup.mode' = 'earliest-offset',
   'scan.bounded.mode' = 'specific-offsets',
   'scan.bounded.specific-offsets' = '${OFFSETS}',

@@ -256,6 +256,7 @@ def run_sql(s: dict[str, Any], tvf: bool = False) -> None:
     """(a) sql/page_activity_baseline.sql, a group window with late firing; or (``tvf``) (a′)
     sql/page_activity_baseline_tvf.sql, a window TVF aggregated in two phases over mini-batches."""
     os.environ.setdefault("_python_worker_execution_mode", "process")
+    from headrace.connectors.kafka import FETCH_MAX_WAIT_MS
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
@@ -278,7 +279,7 @@ def run_sql(s: dict[str, Any], tvf: bool = False) -> None:
     sql = (ROOT / "sql" / ("page_activity_baseline_tvf.sql" if tvf else "page_activity_baseline.sql")).read_text()
     values = {"TOPIC": s["topic"], "BOOTSTRAP": s["bootstrap"], "GROUP": s["group"], "TABLE": s["table"],
               "JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s['pg_port']}/postgres", "WINDOW_S": str(s["window_s"]),
-              "OOO_S": str(s["ooo_s"]),
+              "OOO_S": str(s["ooo_s"]), "FETCH_WAIT_MS": str(FETCH_MAX_WAIT_MS),
               "OFFSETS": ";".join(f"partition:{p},offset:{o}" for p, o in s["offsets"].items())}
     for key, value in values.items():
         sql = sql.replace("${" + key + "}", value)

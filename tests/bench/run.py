@@ -238,6 +238,13 @@ def binary_encoder(topic: str, registry: str) -> Any:
     return encode
 
 
+#: the live producers' linger: librdkafka's default (and the Java client's since Kafka 4.0). With 0,
+#: every record was a batch of its own, and tansu lists every batch of a partition on each fetch,
+#: so its fetches slowed as the run went on (at a 50 ms fetch wait the job fell seconds behind in
+#: 30 s): a load no batching producer puts on a broker.
+LIVE_LINGER_MS = 5
+
+
 def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
                 rate: int, seconds: int) -> dict[str, Any]:
     """Events produced live at ``rate`` per second with event time = the wall clock, into 5 s
@@ -276,7 +283,7 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
 
     def produce_live() -> None:
         time.sleep(2.0)  # let the Python workers finish starting
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": LIVE_LINGER_MS})
         pages = ["/", "/pricing", "/docs", "/blog", "/signup", "/checkout"]
         t0 = time.time()
         for i in range(total):
@@ -325,11 +332,12 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
 
 def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]:
     """The broker's share of the latency, alone: records produced live at ``rate`` (as the
-    latency run produces them) and read by a plain consumer with the fetch settings of Flink's
-    Kafka source (fetch.max.wait.ms 500, fetch.min.bytes 1), its partitions assigned as Flink's
+    latency run produces them) and read by a plain consumer with the fetch settings of Headrace's
+    Kafka source (fetch.max.wait.ms 50, fetch.min.bytes 1), its partitions assigned as Flink's
     source assigns them (no consumer group to join first); produced → received. Producing starts
     once the consumer has fetched."""
     from confluent_kafka import Consumer, TopicPartition
+    from headrace.connectors.kafka import FETCH_MAX_WAIT_MS
 
     topic = "lat_broker_probe"
     broker.create_topic(topic, partitions=2)
@@ -339,7 +347,7 @@ def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]
     def consume() -> None:
         consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "fetch.wait.max.ms": 500, "fetch.min.bytes": 1})
+                             "fetch.wait.max.ms": FETCH_MAX_WAIT_MS, "fetch.min.bytes": 1})
         consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
         consumer.poll(1.0)
         reading.set()
@@ -352,7 +360,7 @@ def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
     reading.wait(30)
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": LIVE_LINGER_MS})
     t0 = time.time()
     for i in range(rate * seconds):
         delay = t0 + i / rate - time.time()
