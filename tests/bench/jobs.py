@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -224,23 +225,25 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", va
                         f"    flink: {{{flink}}}\n")
     offsets = {int(k): v for k, v in s["offsets"].items()}
     compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets)
+    started = time.time()
     result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
     clock = Clock(s["rest_port"])  # after submission, as in run_sql
     result.wait()
     clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
     if variant == "enrich":
-        lookups(compiled.plan.name)
+        lookups(compiled.plan.name, started)
 
 
-def lookups(job: str) -> None:
+def lookups(job: str, since: float) -> None:
     """``BENCH_LOOKUPS``: what the enrich step's workers answered from each cache level (their
-    files in .headrace/stats), for the harness."""
+    files in .headrace/stats written since ``since``: earlier runs leave theirs), for the harness."""
     from headrace.operators.enrich import STATS_DIR
     from headrace.operators.lookup import LookupStats
 
     total = LookupStats()
     for path in STATS_DIR.glob(f"{job}.enrich.*.json"):
-        total = total.merged(LookupStats.from_json(path.read_text()))
+        if path.stat().st_mtime >= since:
+            total = total.merged(LookupStats.from_json(path.read_text()))
     keys = max(total.keys, 1)
     print(f"BENCH_LOOKUPS L1 {total.l1_hits / keys:.1%}, L2 {total.l2_hits / keys:.1%}, "
           f"L3 {total.l3_hits / keys:.1%}, misses {total.misses / keys:.1%} of {total.keys:,} keys", flush=True)

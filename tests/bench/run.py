@@ -535,6 +535,8 @@ def main() -> int:
                         help=f"jobs of the throughput runs, of: {','.join(KINDS)}")
     parser.add_argument("--enrich", type=int, default=0, metavar="EVENTS",
                         help="also the enrichment comparison over EVENTS Zipf-keyed events (e.g. 3000000)")
+    parser.add_argument("--enrich-users", type=int, default=1_000_000, metavar="USERS",
+                        help="the enrichment comparison's Zipf over this many users (default 1,000,000)")
     parser.add_argument("--scale", default="", metavar="N,N", help="also the example job at these event counts "
                                                                     "(e.g. 1000000,10000000), each parallelism")
     parser.add_argument("--state-keys", type=int, default=0, metavar="KEYS",
@@ -576,7 +578,8 @@ def main() -> int:
         if args.enrich:
             redis = RedisServer.start()
             load_users(pg, "bench_users")
-            ends_of["bench-zipf"] = preload(broker, "bench-zipf", args.enrich, source=zipf_users(args.enrich))
+            ends_of["bench-zipf"] = preload(broker, "bench-zipf", args.enrich,
+                                            source=zipf_users(args.enrich, users=args.enrich_users))
             extra["enrich"] = {}
             throughput(extra["enrich"], ["framework", "framework-enrich"], [2], args.repeat, ends_of,
                        {**base, "redis_port": redis.port}, pg, args.enrich,
