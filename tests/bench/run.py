@@ -246,13 +246,17 @@ LIVE_LINGER_MS = 5
 
 
 def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
-                rate: int, seconds: int) -> dict[str, Any]:
+                rate: int, seconds: int, read_probe: bool = False) -> dict[str, Any]:
     """Events produced live at ``rate`` per second with event time = the wall clock, into 5 s
     windows with 1 s of out-of-orderness, two partitions written alternately; PostgreSQL polled
     every 10 ms. Per event: produced → its window's row visible. Per window: the moment the
     watermark passes its end (the later partition's first event at or past end + 1 s was
     produced: from then on the source's per-partition watermarks allow the window to fire)
-    → its row visible. All times are this process's clock."""
+    → its row visible; with ``read_probe``, also the same from when a plain consumer beside the
+    job, with the source's fetch settings, received that event (the broker's trip taken out, as
+    near as one reader can tell when another one read it: measured, it can be off by 100 ms either
+    way, and the second reader doubles tansu's fetch load, which slows its delivery to the job).
+    All times are this process's clock."""
     topic = table = f"lat_{kind.replace('-', '_')}"
     broker.create_topic(topic, partitions=2)
     if not kind.startswith("framework"):
@@ -263,6 +267,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
                 "window_s": 5, "ooo_s": 1, "rest_port": free_port(), "parallelism": 2}
     produced: list[tuple[float, tuple[str, str, int]]] = []
     passing: dict[tuple[int, int], float] = {}  # (partition, window end) -> first event at or past end + ooo
+    passing_offset: dict[tuple[int, int], int] = {}  # … and that event's offset in its partition
+    received: dict[tuple[int, int], float] = {}  # (partition, offset) -> received by the probe
     seen: dict[tuple[str, str, int], float] = {}
     stop = threading.Event()
 
@@ -301,10 +307,28 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
             produced.append((now, (tenant, page, ts - ts % 5000)))
             end = (ts - 1000) - (ts - 1000) % 5000  # the latest window end this event's partition passes
             passing.setdefault((i % 2, end), now)
+            passing_offset.setdefault((i % 2, end), i // 2)
         producer.flush(30)
+
+    def probe() -> None:
+        from confluent_kafka import Consumer, TopicPartition
+        from headrace.connectors.kafka import FETCH_MAX_WAIT_MS
+
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
+                             "fetch.min.bytes": 1})
+        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is not None and message.error() is None:
+                received[(message.partition(), message.offset())] = time.time()
+        consumer.close()
 
     poller = threading.Thread(target=poll_pg, daemon=True)
     poller.start()
+    reader = threading.Thread(target=probe, daemon=True)
+    if read_probe:
+        reader.start()
     producer_thread = threading.Thread(target=produce_live, daemon=True)
     code = run_job(kind, settings, on_running=producer_thread.start).code
     if producer_thread.ident is not None:
@@ -312,22 +336,29 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     time.sleep(1.0)
     stop.set()
     poller.join()
+    if read_probe:
+        reader.join(10)
     nothing = {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan,
-               "event_to_row": [], "close_to_row": []}
+               "read_p50": math.nan, "read_p99": math.nan, "event_to_row": [], "close_to_row": [],
+               "read_to_row": []}
     if code != 0 or not produced:
         return nothing
     # windows still open when input ended are closed by end-of-input, not by the watermark: skip them
     last_ts = max(w for _, (_, _, w) in produced)
     lat = [seen[w] - t for t, w in produced if w[2] < last_ts - 5000 and w in seen]
-    close = []
+    close, read = [], []
     for w in {w for _, w in produced if w[2] < last_ts - 5000 and w in seen}:
         end = w[2] + 5000
         moments = [passing.get((p, end)) for p in (0, 1)]
         if all(m is not None for m in moments):
             close.append(seen[w] - max(m for m in moments if m is not None))
+        reads = [received.get((p, passing_offset.get((p, end), -1))) for p in (0, 1)]
+        if all(r is not None for r in reads):
+            read.append(seen[w] - max(r for r in reads if r is not None))
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else math.nan  # noqa: E731
     return {"p50": q(lat, 50), "p99": q(lat, 99), "close_p50": q(close, 50), "close_p99": q(close, 99),
-            "event_to_row": lat, "close_to_row": close}
+            "read_p50": q(read, 50), "read_p99": q(read, 99),
+            "event_to_row": lat, "close_to_row": close, "read_to_row": read}
 
 
 def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]:
@@ -494,7 +525,8 @@ def stronger(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | Non
 def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("job", "p", "events/s", "runs", "spread", "CPU-s/M events", "spread", "× stronger SQL",
-                "CPU × stronger", "rows", "event→row p50 / p99", "close→row p50 / p99"):
+                "CPU × stronger", "rows", "event→row p50 / p99", "close→row p50 / p99",
+                "close (read)→row p50 / p99"):
         table.add_column(col, justify="left" if col == "job" else "right")
     ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
     for (kind, parallelism), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(KINDS).index(kv[0][0]))):
@@ -507,19 +539,21 @@ def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: di
                       f"{cell.cpu_per_m:.1f}", cell.spread(cell.cpu), f"{ratio:.2f}", f"{cpu_ratio:.2f}",
                       f"{cell.rows:,}",
                       f"{ms(lat.get('p50', math.nan))} / {ms(lat.get('p99', math.nan))}" if lat else "",
-                      f"{ms(lat.get('close_p50', math.nan))} / {ms(lat.get('close_p99', math.nan))}" if lat else "")
+                      f"{ms(lat.get('close_p50', math.nan))} / {ms(lat.get('close_p99', math.nan))}" if lat else "",
+                      f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}" if lat else "")
     return table
 
 
 def latency_table(title: str, latency: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("job", "windows", "event→row p50 / p99", "close→row p50 / p99"):
+    for col in ("job", "windows", "event→row p50 / p99", "close→row p50 / p99", "close (read)→row p50 / p99"):
         table.add_column(col, justify="left" if col == "job" else "right")
     ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
     for kind, lat in latency.items():
         if kind in KINDS:
             table.add_row(KINDS[kind], f"{len(lat.get('close_to_row', [])):,}",
-                          f"{ms(lat['p50'])} / {ms(lat['p99'])}", f"{ms(lat['close_p50'])} / {ms(lat['close_p99'])}")
+                          f"{ms(lat['p50'])} / {ms(lat['p99'])}", f"{ms(lat['close_p50'])} / {ms(lat['close_p99'])}",
+                          f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}")
     return table
 
 
@@ -528,6 +562,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=3_000_000)
     parser.add_argument("--rate", type=int, default=2000, help="events/s in the latency run")
     parser.add_argument("--seconds", type=int, default=30, help="length of the latency run (0: none)")
+    parser.add_argument("--read-probe", action="store_true",
+                        help="in the latency runs, also close→row from when a second reader got the closing event")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per job (median shown; 0: none, "
                                                               "latency only)")
     parser.add_argument("--parallelism", default="1,2", help="parallelisms of the throughput runs")
@@ -617,7 +653,7 @@ def main() -> int:
                 live = {**base, "bootstrap": fresh.bootstrap}
                 for kind in [k for k in kinds if k not in TOPICS]:
                     console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
-                    latency[kind] = latency_run(kind, fresh, pg, live, args.rate, args.seconds)
+                    latency[kind] = latency_run(kind, fresh, pg, live, args.rate, args.seconds, args.read_probe)
                 console.print(f"latency: the broker alone at {args.rate:,} events/s for {args.seconds}s …")
                 latency["broker"] = broker_delivery(fresh, args.rate, args.seconds)
             finally:
