@@ -616,7 +616,8 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         except ValueError:
             raise HeadraceError(f"job spec {path} is outside the project {project}",
                                 hint="keep the job specs under the project's jobs/ (or pass --project)") from None
-        jobs.append((k8s.JobFile(plan.name, relative), args.parallelism or plan.spec.parallelism))
+        environment = sorted({n for node in (*plan.steps, *plan.sinks) for n in node.environment(profile)})
+        jobs.append((k8s.JobFile(plan.name, relative, tuple(environment)), args.parallelism or plan.spec.parallelism))
     out_dir = Path(args.out)
     written = k8s.render(profile, profiles, jobs, project, out_dir)
     manifests = [p for p in written if p.suffix == ".yaml" and "image" not in p.relative_to(out_dir).parts]

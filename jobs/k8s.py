@@ -73,6 +73,8 @@ class JobFile:
 
     name: str
     relative: Path
+    #: the environment variables its steps and sinks read (a mask key): the pods get them from the Secret
+    environment: tuple[str, ...] = ()
 
 
 def _resource_name(job: str) -> str:
@@ -405,6 +407,8 @@ def render(profile: Profile, profiles_path: Path, jobs: list[tuple[JobFile, int 
     _check(profile)
     profiles_text = profiles_path.read_text(encoding="utf-8")
     names = secret_names(profiles_text, profile)
+    # what the jobs' tasks read (a mask key) goes to the Flink pods only, not to serve's
+    flink_names = sorted(set(names) | {n for job, _ in jobs for n in job.environment})
     k8s = profile.kubernetes
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -415,7 +419,7 @@ def render(profile: Profile, profiles_path: Path, jobs: list[tuple[JobFile, int 
         path.write_text(text, encoding="utf-8")
         written.append(path)
 
-    write("flink-session.yaml", _dump([flink_deployment(profile, names)]))
+    write("flink-session.yaml", _dump([flink_deployment(profile, flink_names)]))
     write("flink-metrics.yaml", _dump(flink_metrics(profile)))
     for job, parallelism in jobs:
         write(f"jobs/{_resource_name(job.name)}.yaml", _dump([session_job(profile, job, parallelism)]))
@@ -425,7 +429,7 @@ def render(profile: Profile, profiles_path: Path, jobs: list[tuple[JobFile, int 
     resources = [p.relative_to(out).as_posix() for p in written]
     write("kustomization.yaml", _dump([{"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                                         "namespace": k8s.namespace, "resources": resources}]))
-    write("SECRETS.md", _secrets_text(profile, names))
+    write("SECRETS.md", _secrets_text(profile, flink_names))
     write("image/Dockerfile", dockerfile(profile))
     written += _image_context(profiles_text, project, jobs, out / "image", jars_dir)
     return written
@@ -434,7 +438,8 @@ def render(profile: Profile, profiles_path: Path, jobs: list[tuple[JobFile, int 
 def _secrets_text(profile: Profile, names: list[str]) -> str:
     k8s = profile.kubernetes
     lines = [f"# Secrets the pods of namespace '{k8s.namespace}' read (create them before applying)", "",
-             f"- `{k8s.secret}`: one key per environment variable the profile '{profile.name}' names:"]
+             f"- `{k8s.secret}`: one key per environment variable the profile '{profile.name}' names, "
+             "and per key the jobs' steps read (the mask step's, for Flink's pods only):"]
     lines += [f"  - `{name}`" for name in names] or ["  - (none: the profile names no variable)"]
     lines += [f"- `{k8s.s3_secret}` (optional; without it the pods use their cloud identity): "
               "`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`"]

@@ -122,6 +122,9 @@ class MaskNode(StepNode):
     def output_functions(self) -> tuple[str, ...]:
         return dead_letter_functions()
 
+    def environment(self, profile: Profile) -> frozenset[str]:
+        return frozenset({mask_key_env(profile)})
+
     def check_environment(self, profile: Profile) -> None:
         """A job that masks fields runs here only with its key in this process's environment."""
         name = mask_key_env(profile)

@@ -187,6 +187,11 @@ class Node(ABC):
     def check_environment(self, profile: Profile) -> None:  # noqa: B027 (most nodes need nothing)
         """Before a local run: what it needs of this process's environment (a key), else a HeadraceError."""
 
+    def environment(self, profile: Profile) -> frozenset[str]:
+        """The environment variables its tasks read where the job runs (a key): on Kubernetes the
+        pods get them from the Secret."""
+        return frozenset()
+
     def run_report(self, same_kind: list[Any], job: str, since: float) -> Any:
         """What ``headrace run`` prints at the end for this kind's nodes of the job (``same_kind``;
         asked once, of the first): a rich renderable, or None for nothing."""

@@ -180,6 +180,20 @@ def test_no_secret_value_in_any_rendered_file(rendered: Path) -> None:
     assert all(f"`{name}`" in listed for name in SECRETS)
 
 
+def test_the_mask_key_of_a_masking_job_reaches_flink_pods_only(rendered: Path) -> None:
+    # jobs/site_activity.yaml masks fields: its TaskManagers read the key from the Secret
+    flink = [d["spec"]["podTemplate"]["spec"] for d in of_kind(rendered, "FlinkDeployment")]
+    serve = [d["spec"]["template"]["spec"] for d in of_kind(rendered, "Deployment")]
+    assert flink and serve
+    for pod in flink:
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["HEADRACE_MASK_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "headrace-secrets",
+                                                                         "key": "HEADRACE_MASK_KEY"}
+    for pod in serve:
+        assert "HEADRACE_MASK_KEY" not in {e["name"] for e in pod["containers"][0]["env"]}
+    assert "`HEADRACE_MASK_KEY`" in (rendered / "SECRETS.md").read_text()
+
+
 def test_pods_run_locked_down_with_the_profiles_sizes(rendered: Path) -> None:
     pods = pod_specs(rendered)
     assert len(pods) == 2
