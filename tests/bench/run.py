@@ -311,13 +311,7 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
         producer.flush(30)
 
     def probe() -> None:
-        from confluent_kafka import Consumer, TopicPartition
-        from headrace.connectors.kafka import FETCH_MAX_WAIT_MS
-
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
-                             "enable.auto.commit": False, "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
-                             "fetch.min.bytes": 1})
-        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+        consumer = source_like_reader(broker, topic)
         while not stop.is_set():
             message = consumer.poll(0.05)
             if message is not None and message.error() is None:
@@ -326,8 +320,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
 
     poller = threading.Thread(target=poll_pg, daemon=True)
     poller.start()
-    reader = threading.Thread(target=probe, daemon=True)
-    if read_probe:
+    reader = threading.Thread(target=probe, daemon=True) if read_probe else None
+    if reader is not None:
         reader.start()
     producer_thread = threading.Thread(target=produce_live, daemon=True)
     code = run_job(kind, settings, on_running=producer_thread.start).code
@@ -336,7 +330,7 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     time.sleep(1.0)
     stop.set()
     poller.join()
-    if read_probe:
+    if reader is not None:
         reader.join(10)
     nothing = {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan,
                "read_p50": math.nan, "read_p99": math.nan, "event_to_row": [], "close_to_row": [],
@@ -361,25 +355,31 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
             "event_to_row": lat, "close_to_row": close, "read_to_row": read}
 
 
-def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]:
-    """The broker's share of the latency, alone: records produced live at ``rate`` (as the
-    latency run produces them) and read by a plain consumer with the fetch settings of Headrace's
-    Kafka source (fetch.max.wait.ms 50, fetch.min.bytes 1), its partitions assigned as Flink's
-    source assigns them (no consumer group to join first); produced → received. Producing starts
-    once the consumer has fetched."""
+def source_like_reader(broker: Broker, topic: str) -> Any:
+    """A plain consumer of ``topic``'s partitions 0 and 1 from offset 0, with the fetch settings of
+    Headrace's Kafka source (fetch.max.wait.ms 50, fetch.min.bytes 1) and its partitions assigned
+    as Flink's source assigns them (no consumer group to join first)."""
     from confluent_kafka import Consumer, TopicPartition
     from headrace.connectors.kafka import FETCH_MAX_WAIT_MS
 
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": FETCH_MAX_WAIT_MS, "fetch.min.bytes": 1})
+    consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+    return consumer
+
+
+def broker_delivery(broker: Broker, rate: int, seconds: int) -> dict[str, float]:
+    """The broker's share of the latency, alone: records produced live at ``rate`` (as the
+    latency run produces them) and read by :func:`source_like_reader`; produced → received.
+    Producing starts once the consumer has fetched."""
     topic = "lat_broker_probe"
     broker.create_topic(topic, partitions=2)
     delivered: list[float] = []
     stop, reading = threading.Event(), threading.Event()
 
     def consume() -> None:
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-probe",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "fetch.wait.max.ms": FETCH_MAX_WAIT_MS, "fetch.min.bytes": 1})
-        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+        consumer = source_like_reader(broker, topic)
         consumer.poll(1.0)
         reading.set()
         while not stop.is_set():

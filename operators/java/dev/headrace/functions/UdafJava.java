@@ -28,11 +28,13 @@ public final class UdafJava extends ScalarFunction {
     private static final class Loaded {
         final AggregateFunction<?, ?> function;
         final Method accumulate;
+        final Class<?>[] types; // accumulate's parameters (getParameterTypes copies them per call)
         final Method getValue;
 
         Loaded(AggregateFunction<?, ?> function, Method accumulate, Method getValue) {
             this.function = function;
             this.accumulate = accumulate;
+            this.types = accumulate.getParameterTypes();
             this.getValue = getValue;
         }
     }
@@ -47,7 +49,7 @@ public final class UdafJava extends ScalarFunction {
         Object value;
         try {
             Loaded loaded = load(className, jar);
-            Class<?>[] types = loaded.accumulate.getParameterTypes();
+            Class<?>[] types = loaded.types;
             Object acc = loaded.function.createAccumulator();
             Object[] args = new Object[types.length];
             args[0] = acc;
