@@ -161,6 +161,8 @@ def job_config(plan: Plan, profile: Profile) -> dict[str, str]:
         # no checkpoints to resume from and the results are collected by this process: a local
         # run that fails should stop and say why
         config["restart-strategy.type"] = "none"
+    for node in (*plan.steps, *plan.sinks):
+        config.update(node.flink_options())
     config.update(profile.flink)
     return config
 

@@ -179,7 +179,13 @@ class Node(ABC):
         return ()
 
     def register(self, t_env: Any, wiring: Wiring) -> None:  # noqa: B027 (most nodes have none)
-        """Register its Python functions with a TableEnvironment (before any SQL runs)."""
+        """Register the functions it makes per job (Python functions, or JVM functions built
+        with a spec) with a TableEnvironment (before any SQL runs)."""
+
+    def flink_options(self) -> dict[str, str]:
+        """Flink options the job needs for this node's operators (a profile's ``flink:`` may
+        still override them)."""
+        return {}
 
     def prepare(self, profile: Profile) -> None:  # noqa: B027 (most nodes need nothing)
         """Preflight: make its store ready (create tables) or check it answers, else a ServiceError."""
