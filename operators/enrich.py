@@ -13,13 +13,22 @@
           l1: {size: 100000, ttl: 10m, miss_ttl: 1m, persist: .headrace/cache/users}
           l2: {prefix: "enrich:users:", ttl: 1h}    # Redis in front of PostgreSQL (optional)
         on_miss: keep                               # keep (fields null) | drop | dead_letter
+        engine: auto                                # auto | jvm | python
 
 With ``on_miss: drop`` or ``dead_letter`` a key counts as found only when its row has a value for
 every looked-up field; those fields are then never null downstream (so they can be group keys).
 
-Only the key crosses into Python: a vectorized function gets a batch of keys and answers them
-through :class:`operators.lookup.Lookup` (L1 in the worker, L2 Redis, L3 the source, each asked
-once per batch for what the level above did not have); the rest of the record stays in the JVM.
+Two engines answer the lookups, with the same levels and the same results:
+
+- **jvm** (``auto``'s choice for PostgreSQL and Redis sources): an asynchronous Flink function
+  (``EnrichLookup.java``). L1 is shared by the step's subtasks in one JVM and answers on the task
+  thread; the keys it lacks go to one batcher thread that asks L2 (Redis, one pipelined call per
+  batch) and then L3 (one ``= ANY(?)`` query per batch) while the task goes on with the next
+  records (Flink keeps their order). No record crosses into Python.
+- **python** (``auto``'s choice for a ``file`` source or ``l1.persist``): a vectorized Python
+  function gets a batch of keys and answers them through :class:`operators.lookup.Lookup` (L1 in
+  the worker, L2 Redis, L3 the source); only the key crosses into Python.
+
 A source that does not answer is retried with bounded backoff, then the job fails and restarts
 from its checkpoint. Each worker writes what its lookups did (hits per level, misses, batch
 latency) to ``.headrace/stats/``, and ``headrace run`` prints the sum at the end.
@@ -27,6 +36,7 @@ latency) to ``.headrace/stats/``, and ``headrace run`` prints the sum at the end
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +67,7 @@ FOUND_FUNCTION = "hr_found"
 BARRIER_FUNCTION = "hr_barrier"
 FOUND_CLASS = f"{jvm.PACKAGE}.LookupFound"
 BARRIER_CLASS = f"{jvm.PACKAGE}.Barrier"
+LOOKUP_CLASS = f"{jvm.PACKAGE}.EnrichLookup"
 #: where workers of local runs leave their lookup counts (relative to the working directory)
 STATS_DIR = Path(".headrace") / "stats"
 
@@ -132,6 +143,17 @@ class EnrichOptions(StepOptions):
     cache: CacheOptions = CacheOptions()
     on_miss: Literal["keep", "drop", "dead_letter"] = "keep"
     retry_for: Duration = 30_000
+    #: where the lookups run: ``auto`` is the JVM unless the step needs Python (a file source, l1.persist)
+    engine: Literal["auto", "jvm", "python"] = "auto"
+
+
+def python_only(opts: EnrichOptions) -> str | None:
+    """What of a step only the Python engine has, or None."""
+    if opts.source.file is not None:
+        return "a 'file' source"
+    if opts.cache.l1.persist:
+        return "'cache.l1.persist'"
+    return None
 
 
 def convert(value: Any, ftype: FieldType) -> Any:
@@ -272,6 +294,7 @@ class EnrichNode(StepNode):
     added: tuple[tuple[str, FieldType], ...]
     job: str
     project: str
+    jvm: bool  # the lookups run in the JVM (EnrichLookup.java), not in Python
 
     @property
     def function(self) -> str:
@@ -291,19 +314,54 @@ class EnrichNode(StepNode):
         levels = f"L1 {l1.size:,} × {format_duration_ms(l1.ttl)} (misses {format_duration_ms(l1.miss_ttl)})"
         if opts.cache.l2 is not None:
             levels += f", L2 redis × {format_duration_ms(opts.cache.l2.ttl)}"
-        return (f"look up {', '.join(self.adds)} by {opts.key} from {where} ({levels}; batched, in Python); "
+        engine = "in the JVM, asynchronous" if self.jvm else "in Python"
+        return (f"look up {', '.join(self.adds)} by {opts.key} from {where} ({levels}; batched, {engine}); "
                 f"on miss: {opts.on_miss}")
 
     def owns(self, node: ExecNode) -> bool:
-        return node.kind.startswith("python-") and node.calls(self.function)
+        kind = "async-calc" if self.jvm else "python-"
+        return node.kind.startswith(kind) and node.calls(self.function)
 
     def functions(self) -> tuple[str, ...]:
         return (f"CREATE TEMPORARY SYSTEM FUNCTION {FOUND_FUNCTION} AS {literal(FOUND_CLASS)} LANGUAGE JAVA",
                 f"CREATE TEMPORARY SYSTEM FUNCTION {BARRIER_FUNCTION} AS {literal(BARRIER_CLASS)} LANGUAGE JAVA")
 
+    def carried(self, wiring: Wiring) -> tuple[tuple[str, FieldType], ...]:
+        """The JVM engine's record fields that go through the lookup as its argument: Flink 2.3's
+        asynchronous calc forwards a BIGINT, DOUBLE or BOOLEAN column without its null flag
+        (a NULL came out as -1; see EnrichLookup.java), so these come back in ``_e._carried``."""
+        if not self.jvm:
+            return ()
+        primitive = (FieldType.INTEGER, FieldType.NUMBER, FieldType.BOOLEAN)
+        return tuple((name, ftype) for name in wiring.carried(self.id)
+                     if (ftype := self.output.field_type(name)) in primitive)
+
     def register(self, t_env: Any, wiring: Wiring) -> None:
-        t_env.create_temporary_function(self.function, enrich_udf(self.config(wiring.profile),
-                                                                  Path.cwd() / STATS_DIR))
+        config = self.config(wiring.profile)
+        if not self.jvm:
+            t_env.create_temporary_function(self.function, enrich_udf(config, Path.cwd() / STATS_DIR))
+            return
+        from pyflink.java_gateway import get_gateway
+
+        # an instance made with its spec: the spec holds the stores' passwords, which SQL text
+        # (shown in operator names and plans) must not
+        spec = jvm_spec(config, Path.cwd() / STATS_DIR, self.carried(wiring))
+        function = get_gateway().jvm.dev.headrace.functions.EnrichLookup(spec)
+        t_env._j_tenv.createTemporarySystemFunction(self.function, function)
+
+    def flink_options(self) -> dict[str, str]:
+        if not self.jvm:
+            return {}
+        return {
+            # the outputs reading the step (on time, late, dead letters) share one lookup
+            "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
+            # records in flight per subtask: L1 answers at once, a batch of misses takes a round trip
+            "table.exec.async-scalar.max-concurrent-operations": "2000",
+            # the function retries its stores itself (for retry_for, each call under a socket
+            # timeout), then fails the records; Flink's timeout would cost a timer per record
+            "table.exec.async-scalar.retry-strategy": "NO_RETRY",
+            "table.exec.async-scalar.timeout": "0 ms",
+        }
 
     def config(self, profile: Profile) -> LookupConfig:
         src = self.options.source
@@ -351,12 +409,19 @@ class EnrichNode(StepNode):
         carried = wiring.carried(self.id)
         looked, output = wiring.view(self.id, "looked"), wiring.view(self.id, "enriched")
         key = ident(self.options.key)
-        views = [f"CREATE TEMPORARY VIEW {looked} AS\nSELECT *, {self.function}(CAST({key} AS STRING)) AS `_e`\n"
-                 f"FROM {input_view}"]
+        packed = self.carried(wiring)
+        argument = ""
+        if packed:
+            row = ", ".join(f"{ident(n)} {t.flink_sql}" for n, t in packed)
+            argument = f", CAST(ROW({', '.join(ident(n) for n, _ in packed)}) AS ROW<{row}>)"
+        call = f"{self.function}(CAST({key} AS STRING){argument})"
+        views = [f"CREATE TEMPORARY VIEW {looked} AS\nSELECT *, {call} AS `_e`\nFROM {input_view}"]
         # the late judgement's column through a barrier: the outputs (on time, late, dead letters)
         # then share one lookup instead of each running its own (see Barrier.java)
         columns = [ident(c) if c != "_max_seen" else f"{BARRIER_FUNCTION}(`_max_seen`) AS `_max_seen`"
-                   for c in SYSTEM_COLUMNS] + [ident(c) for c in carried]
+                   for c in SYSTEM_COLUMNS]
+        through = {n for n, _ in packed}
+        columns += [f"`_e`.`_carried`.{ident(c)} AS {ident(c)}" if c in through else ident(c) for c in carried]
         columns += [f"`_e`.{ident(n)} AS {ident(n)}" for n in self.adds]
         # a correlate, not WHERE _e._found: a filter on a Python function's result trips Flink's
         # planner (RemoteCalcSplitRule); see LookupFound.java
@@ -365,7 +430,8 @@ class EnrichNode(StepNode):
         dead: tuple[str, ...] = ()
         if self.options.on_miss == "dead_letter":
             missed = wiring.view(self.id, "missed")
-            error = (f"CONCAT('enrich: no row for {self.options.key} ', COALESCE(CAST({key} AS STRING), 'NULL'), "
+            shown = f"`_e`.`_carried`.{key}" if self.options.key in through else key
+            error = (f"CONCAT('enrich: no row for {self.options.key} ', COALESCE(CAST({shown} AS STRING), 'NULL'), "
                      f"{literal(' in the ' + self.options.source.kind + ' source')})")
             views.append(f"CREATE TEMPORARY VIEW {missed} AS\n"
                          f"{wiring.dead_letter_select(literal(self.id), literal('/' + self.options.key), error)}\n"
@@ -407,6 +473,29 @@ class EnrichNode(StepNode):
             table.caption_justify = "left"
         return table
 
+def jvm_spec(config: LookupConfig, stats_dir: Path, carried: tuple[tuple[str, FieldType], ...] = ()) -> str:
+    """The JVM engine's spec (EnrichSpec.java): the step, its levels and the stores' connections."""
+    opts = config.options
+    src = opts.source
+    spec: dict[str, Any] = {
+        "job": config.job, "step": config.step, "fields": [[n, t.value[0]] for n, t in config.fields],
+        "strict": opts.on_miss != "keep", "l1_size": opts.cache.l1.size, "ttl_ms": opts.cache.l1.ttl,
+        "miss_ttl_ms": opts.cache.l1.miss_ttl, "retry_for_ms": opts.retry_for,
+        "retry_for_text": format_duration_ms(opts.retry_for), "stats_dir": str(stats_dir.resolve()),
+        "source": (src.postgres.model_dump() if src.postgres else {"prefix": src.redis.prefix} if src.redis else {}),
+        "postgres": config.postgres, "carried": [[n, t.value[0]] for n, t in carried],
+    }
+    if opts.cache.l2 is not None and config.redis is not None:
+        spec["l2_prefix"] = opts.cache.l2.prefix or f"headrace:enrich:{config.job}:{config.step}:"
+        spec["l2_ttl_ms"] = opts.cache.l2.ttl
+    if config.redis is not None:
+        redis = dict(config.redis)
+        redis["timeout_ms"] = int(float(redis.pop("socket_timeout", 5)) * 1000)
+        redis.pop("socket_connect_timeout", None)
+        spec["redis"] = redis
+    return json.dumps(spec)
+
+
 class Enrich(StepKind):
     name = "enrich"
     options = EnrichOptions
@@ -427,9 +516,15 @@ class Enrich(StepKind):
         services = {opts.source.kind} - {"file"}
         if opts.cache.l2 is not None:
             services.add("redis")
+        needs_python = python_only(opts)
+        if opts.engine == "jvm" and needs_python:
+            raise SpecError(f"the JVM engine does not have {needs_python}", where=ctx.where("engine"),
+                            hint="use 'engine: python' (or auto), or drop what only Python has")
+        in_jvm = opts.engine != "python" and needs_python is None
         return EnrichNode(
             id=node_id, kind=self.name, uid=uid, reads=(opts.key,), options=opts, added=added, job=ctx.job,
-            project=str(ctx.project),
+            project=str(ctx.project), jvm=in_jvm,
             output=Stream(fields=upstream.fields + added, required=upstream.required | always,
                           described_as=f"{upstream.described_as} + step '{node_id}'"),
-            requirements=Requirements(services=frozenset(services), python=True))
+            requirements=Requirements(jars=frozenset({"postgres"} if in_jvm and opts.source.postgres else ()),
+                                      services=frozenset(services), python=not in_jvm))

@@ -1,0 +1,49 @@
+package dev.headrace.functions;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+
+/**
+ * The JVM engine's value conversion, line by line, for {@code tests/unit/test_enrich_jvm.py} to
+ * hold against Python's {@code convert()}: each stdin line is {@code [type, value]}, the value as a
+ * store gives it (a JSON scalar; {@code {"decimal": "1.50"}} for a numeric column; {@code {"l2":
+ * "<text>"}} for a value read back from L2), and each stdout line the converted value as JSON.
+ */
+public final class EnrichCheck {
+    private EnrichCheck() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        ObjectMapper json = new ObjectMapper();
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        StringBuilder out = new StringBuilder();
+        for (String line = in.readLine(); line != null; line = in.readLine()) {
+            JsonNode item = json.readTree(line);
+            JsonNode v = item.get(1);
+            Object raw;
+            if (v.has("decimal")) {
+                raw = new BigDecimal(v.get("decimal").asText());
+            } else if (v.has("l2")) {
+                raw = EnrichLevels.decode(v.get("l2").asText().getBytes(StandardCharsets.UTF_8));
+            } else if (v.has("written")) { // written to L2 by the JVM, read back
+                Object value = v.get("written").has("decimal") ? new BigDecimal(v.get("written").get("decimal").asText())
+                        : EnrichLevels.decode(v.get("written").toString().getBytes(StandardCharsets.UTF_8));
+                raw = EnrichLevels.decode(EnrichLevels.toJson(value).getBytes(StandardCharsets.UTF_8));
+            } else {
+                raw = EnrichLevels.decode(v.toString().getBytes(StandardCharsets.UTF_8));
+            }
+            Object converted = EnrichLevels.convert(raw, item.get(0).asText().charAt(0));
+            if (converted instanceof Double && !Double.isFinite((Double) converted)) {
+                out.append(json.writeValueAsString(EnrichLevels.pyStr(converted))).append('\n');
+            } else {
+                out.append(json.writeValueAsString(converted)).append('\n');
+            }
+        }
+        System.out.print(out);
+    }
+}

@@ -1,0 +1,126 @@
+"""The JVM engine of the enrich step converts looked-up values exactly as the Python engine's
+``convert()`` does (both engines must give a job the same rows), held over edge values and a few
+thousand random ones, through the JVM's own code (``EnrichCheck.java`` runs ``EnrichLevels``)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from headrace.operators import jvm
+from headrace.operators.enrich import convert
+from headrace.operators.lookup import _decode
+from headrace.schemas.types import FieldType
+
+TYPES = {"s": FieldType.STRING, "i": FieldType.INTEGER, "n": FieldType.NUMBER, "b": FieldType.BOOLEAN}
+EDGES: list[Any] = [
+    None, "", " ", "42", " 42 ", "-7", "+7", "4_2", "1e3", "3.7", "-0", "007", "9223372036854775807",
+    "true", "True", "YES", "t", "1", "0", "no", "inf", "-Infinity", "nan", "NaN", "1.", ".5", "abc", "ünïcode",
+    "a\x00b", 0, 1, -1, 42, 2**53, 2**62, True, False, 0.0, -0.0, 1.0, 1.5, 3.7, -3.7, 1e-5, 1.5e-4, 1e15, 1e16,
+    1e20, 1.2345e10, 123456.789, 1e-300, {"decimal": "1.50"}, {"decimal": "-0.001"}, {"decimal": "12345678901234"},
+    {"decimal": "1E+3"}, {"l2": '"quoted"'}, {"l2": "not json"}, {"l2": "12"}, {"l2": "1.25"}, {"l2": "true"},
+    {"l2": "null"}, {"l2": '"7"'},
+]
+
+
+def python_side(ftype: str, value: Any) -> Any:
+    if isinstance(value, dict) and "decimal" in value:
+        raw: Any = Decimal(value["decimal"])
+    elif isinstance(value, dict) and "l2" in value:
+        raw = _decode(value["l2"].encode())
+    elif isinstance(value, dict) and "written" in value:  # written to L2 as JSON, read back
+        raw = _decode(json.dumps(value["written"]).encode())
+    else:
+        raw = value
+    out = convert(raw, TYPES[ftype])
+    if isinstance(out, int) and not isinstance(out, bool) and not -(2**63) <= out < 2**63:
+        return None  # beyond BIGINT: the JVM gives null (Python's value would fail the job in Flink)
+    return str(out) if isinstance(out, float) and out != out or out in (float("inf"), float("-inf")) else out
+
+
+def jvm_side(items: list[list[Any]]) -> list[Any]:
+    jar = jvm.build(say=lambda _: None)
+    classpath = f"{jar}:{jvm._flink_lib() / '*'}"
+    done = subprocess.run(["java", "-cp", classpath, f"{jvm.PACKAGE}.EnrichCheck"], check=True, capture_output=True,
+                          input="".join(json.dumps(item) + "\n" for item in items), text=True, timeout=120)
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def random_values(rng: random.Random, n: int) -> list[Any]:
+    values: list[Any] = []
+    for _ in range(n):
+        pick = rng.randrange(6)
+        if pick == 0:
+            values.append(rng.randint(-(2**62), 2**62))
+        elif pick == 1:
+            values.append(rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-8, 12))
+        elif pick == 2:
+            values.append(str(rng.randint(-10**6, 10**6)) if rng.random() < 0.5 else f"{rng.uniform(-100, 100):.3f}")
+        elif pick == 3:
+            values.append("".join(rng.choice("0123456789.-+eE _aTtYyNn") for _ in range(rng.randint(0, 6))))
+        elif pick == 4:
+            values.append({"written": rng.choice([rng.randint(-999, 999), rng.random() * 100, "x y", True, None])})
+        else:
+            values.append({"decimal": f"{rng.randint(-10**8, 10**8)}.{rng.randint(0, 99):02d}"})
+    return values
+
+
+def test_both_engines_convert_every_value_alike() -> None:
+    values = EDGES + random_values(random.Random(7), 3_000)
+    items = [[t, v] for v in values for t in TYPES if v is not None]
+    got = jvm_side(items)
+    assert len(got) == len(items)
+    differ = [(t, v, want, have) for (t, v), have in zip(items, got, strict=True)
+              if (want := python_side(t, v)) != have or type(want) is not type(have)]
+    assert not differ, f"{len(differ)} differ: {differ[:30]}"
+
+
+@pytest.mark.parametrize("value", [Decimal("1.50"), 3, "x\ny"])
+def test_values_the_jvm_writes_to_l2_read_back_as_written(value: Any) -> None:
+    """L2 holds what L3 answered as JSON; the JVM's write-back of a numeric column is a number
+    (Python's json.dumps refuses a Decimal: its write-back of such a row is counted as an L2 error)."""
+    item = {"written": {"decimal": str(value)} if isinstance(value, Decimal) else value}
+    assert jvm_side([["n" if not isinstance(value, str) else "s", item]]) == [
+        float(value) if not isinstance(value, str) else value]
+
+
+def planned_enrich(tmp_path: Path, step: str) -> Any:
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
+
+    root = Path(__file__).resolve().parents[2]
+    job = tmp_path / "job.yaml"
+    job.write_text((root / "jobs" / "page_activity.yaml").read_text()
+                   .replace("schemas/click.schema.json", str(root / "schemas" / "click.schema.json"))
+                   .replace("  - validate: {}", "  - validate: {}\n  - enrich: " + step))
+    return next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
+
+
+def test_auto_takes_the_jvm_for_stores_and_python_for_what_only_python_has(tmp_path: Path) -> None:
+    pg = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {postgres: {table: users, "
+                                  "key_column: id}}}")
+    assert pg.jvm and not pg.requirements.python and pg.requirements.jars == {"postgres"}
+    assert "in the JVM" in pg.explain()
+    assert pg.flink_options()["table.exec.async-scalar.retry-strategy"] == "NO_RETRY"
+    redis = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {redis: {prefix: 'u:'}}}")
+    assert redis.jvm and not redis.requirements.jars
+    for python_only in ("source: {file: {path: users.csv}}",
+                        "source: {redis: {prefix: 'u:'}}, cache: {l1: {persist: .cache}}",
+                        "source: {redis: {prefix: 'u:'}}, engine: python"):
+        node = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, " + python_only + "}")
+        assert not node.jvm and node.requirements.python and "in Python" in node.explain()
+        assert node.flink_options() == {}
+
+
+def test_the_jvm_engine_refuses_what_only_python_has_in_one_line_at_its_line(tmp_path: Path) -> None:
+    from headrace.schemas.errors import SpecError
+
+    with pytest.raises(SpecError) as caught:
+        planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {file: {path: u.csv}}, engine: jvm}")
+    assert "the JVM engine does not have a 'file' source" in str(caught.value)
+    assert str(caught.value).startswith(f"{tmp_path / 'job.yaml'}:") and "\n" not in str(caught.value)
