@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
 from headrace.jobs.sample import click_events
 
 from tests.integration.clirun import CliRun
@@ -45,6 +47,8 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
                    .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]"))
     profiles_file.write_text(profiles_file.read_text().replace(
         "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
+    lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
+    assert "in the JVM" in lookup.explain()  # auto: a PostgreSQL source is looked up in the JVM
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(30_000, seed=71))
     phases = [events[:15_000], events[15_000:]]
@@ -90,3 +94,60 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
     assert 0 < len(written) <= 250
     table = "\n".join(run.lines[run.lines.index(next(line for line in run.lines if line.startswith("lookups"))):])
     assert "L2 (redis)" in table and "enrich" in table, run.output[-2000:]
+
+
+def test_lookups_from_redis_hashes_in_the_jvm_ride_out_a_10_s_redis_outage_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
+        unique: str) -> None:
+    """The JVM engine's own Redis client: users as hashes (text values, a tier that is not an
+    integer for some, a country with a NUL and one in four-byte UTF-8), Redis stopped for 10 s while
+    the job runs (the lookups retried, L1 answering what it has), and the view equal to a plain-Python
+    join that converts values as the Python engine does."""
+    from headrace.operators.enrich import convert
+    from headrace.schemas.types import FieldType
+
+    client: Any = redis_server.client()
+    countries = ["NO", "S\x00E", "D\U0001f600K", "FI", "IS"]
+    users = {f"u{i}": (countries[i % 5], str(i % 3) if i % 7 else "x") for i in range(250)}
+    for user, (country, tier) in users.items():
+        client.hset(f"{unique}:user:{user}", mapping={"country": country, "tier": tier})
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text()
+                   .replace("  - validate: {}", "  - validate: {}\n  - enrich:\n      key: user_id\n"
+                            "      fields: {country: string, tier: integer}\n"
+                            f"      source: {{redis: {{prefix: '{unique}:user:'}}}}\n"
+                            "      cache: {l1: {ttl: 1s, miss_ttl: 1s}}\n"
+                            "      on_miss: drop")
+                   .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]")
+                   .replace("events: count()", "events: count()\n        tiers: sum(tier)"))
+    profiles_file.write_text(profiles_file.read_text().replace(
+        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
+    lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
+    assert "in the JVM" in lookup.explain()
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(20_000, seed=72))
+    phases = [events[:10_000], events[10_000:]]
+    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
+    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
+    redis_server.shut_down()
+    try:
+        placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
+        time.sleep(10)
+    finally:
+        redis_server.start_again()
+    assert run.finish() == 0, run.output[-3000:]
+
+    expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
+    want: dict[tuple[Any, ...], list[int]] = {}
+    for r in expected.on_time:
+        if r["user_id"] in users:  # on_miss drop: a found key has every field (tier 'x' is no integer)
+            country, tier = users[r["user_id"]]
+            if convert(tier, FieldType.INTEGER) is None or "\x00" in country:
+                continue  # not found; a group key PostgreSQL cannot store is a dead letter
+            counts = want.setdefault((r["tenant_id"], country, utc(r["ts"] - r["ts"] % 60_000)), [0, 0])
+            counts[0] += 1
+            counts[1] += int(tier)
+    with psycopg.connect(**pg.conninfo()) as conn:
+        rows = conn.execute(f'SELECT tenant_id, country, window_start, events, tiers FROM "{unique}_1m"').fetchall()
+    assert {r[:3]: [r[3], r[4]] for r in rows} == want

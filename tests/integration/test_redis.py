@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from headrace.connectors.redis import encode_part
+from headrace.jobs.loader import parse_job
+from headrace.jobs.plan import build_plan
 from headrace.jobs.sample import click_events
 
 from tests.integration.clirun import CliRun
@@ -100,19 +103,33 @@ def test_redis_sink_writes_exact_hashes_and_rides_out_a_10_s_outage(
     assert_redis_exact(redis_server, unique, placed)
 
 
+@pytest.mark.parametrize("source", ["file", "postgres"])
 def test_kill_9_of_a_job_with_enrich_and_redis_resumes_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
-        unique: str) -> None:
-    """Durable runs hold for the Python kinds too: the lookup and the Redis writer restored from
-    the checkpoint, and every store equal to the reference after a kill -9 and the same command."""
+        unique: str, source: str) -> None:
+    """Durable runs hold for both enrich engines (a file source is looked up in Python, PostgreSQL
+    in the JVM, with records in flight in the asynchronous operator's state) and the Redis writer:
+    restored from the checkpoint, every store equal to the reference after a kill -9 and the same
+    command."""
     from headrace.jobs.checkpoints import CheckpointStore
 
     job = with_redis(tmp_path, unique, profiles_file, redis_server)
-    users = tmp_path / "users.jsonl"
-    users.write_text("".join(f'{{"user_id": "u{i}", "plan": "p{i % 4}"}}\n' for i in range(250)))
+    if source == "file":
+        users = tmp_path / "users.jsonl"
+        users.write_text("".join(f'{{"user_id": "u{i}", "plan": "p{i % 4}"}}\n' for i in range(250)))
+        looked_up = f"{{file: {{path: {users}}}}}"
+    else:
+        with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+            conn.execute(f'CREATE TABLE "{unique}_users" (user_id text PRIMARY KEY, plan text)')
+            with conn.cursor().copy(f'COPY "{unique}_users" (user_id, plan) FROM STDIN') as copy:
+                for i in range(250):
+                    copy.write_row((f"u{i}", f"p{i % 4}"))
+        looked_up = f"{{postgres: {{table: {unique}_users, key_column: user_id}}}}"
     job.write_text(job.read_text().replace(
         "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
-                            f"source: {{file: {{path: {users}}}}}}}"))
+                            f"source: {looked_up}}}"))
+    lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
+    assert ("in the JVM" if source == "postgres" else "in Python") in lookup.explain()
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(45_000, seed=83))
     phases = [events[:15_000], events[15_000:30_000], events[30_000:]]
