@@ -43,12 +43,12 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
                             f"      source: {{postgres: {{table: {unique}_users, key_column: id}}}}\n"
                             # short L1 lives: lookups keep reaching L2 and, for misses, PostgreSQL
                             "      cache: {l1: {ttl: 1s, miss_ttl: 1s}, l2: {ttl: 1h}}\n"
-                            "      on_miss: dead_letter")
+                            "      on_miss: dead_letter\n      engine: jvm")
                    .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]"))
     profiles_file.write_text(profiles_file.read_text().replace(
         "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
     lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
-    assert "in the JVM" in lookup.explain()  # auto: a PostgreSQL source is looked up in the JVM
+    assert "in the JVM" in lookup.explain()
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(30_000, seed=71))
     phases = [events[:15_000], events[15_000:]]
@@ -117,7 +117,7 @@ def test_lookups_from_redis_hashes_in_the_jvm_ride_out_a_10_s_redis_outage_exact
                             "      fields: {country: string, tier: integer}\n"
                             f"      source: {{redis: {{prefix: '{unique}:user:'}}}}\n"
                             "      cache: {l1: {ttl: 1s, miss_ttl: 1s}}\n"
-                            "      on_miss: drop")
+                            "      on_miss: drop\n      engine: jvm")
                    .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]")
                    .replace("events: count()", "events: count()\n        tiers: sum(tier)"))
     profiles_file.write_text(profiles_file.read_text().replace(

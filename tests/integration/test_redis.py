@@ -107,8 +107,8 @@ def test_redis_sink_writes_exact_hashes_and_rides_out_a_10_s_outage(
 def test_kill_9_of_a_job_with_enrich_and_redis_resumes_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
         unique: str, source: str) -> None:
-    """Durable runs hold for both enrich engines (a file source is looked up in Python, PostgreSQL
-    in the JVM, with records in flight in the asynchronous operator's state) and the Redis writer:
+    """Durable runs hold for both enrich engines (a file source looked up in Python, PostgreSQL in
+    the JVM, with records in flight in the asynchronous operator's state) and the Redis writer:
     restored from the checkpoint, every store equal to the reference after a kill -9 and the same
     command."""
     from headrace.jobs.checkpoints import CheckpointStore
@@ -124,7 +124,7 @@ def test_kill_9_of_a_job_with_enrich_and_redis_resumes_exactly(
             with conn.cursor().copy(f'COPY "{unique}_users" (user_id, plan) FROM STDIN') as copy:
                 for i in range(250):
                     copy.write_row((f"u{i}", f"p{i % 4}"))
-        looked_up = f"{{postgres: {{table: {unique}_users, key_column: user_id}}}}"
+        looked_up = f"{{postgres: {{table: {unique}_users, key_column: user_id}}}}, engine: jvm"
     job.write_text(job.read_text().replace(
         "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
                             f"source: {looked_up}}}"))

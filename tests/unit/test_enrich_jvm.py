@@ -101,18 +101,18 @@ def planned_enrich(tmp_path: Path, step: str) -> Any:
     return next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
 
 
-def test_auto_takes_the_jvm_for_stores_and_python_for_what_only_python_has(tmp_path: Path) -> None:
+def test_auto_is_python_and_jvm_is_asked_for(tmp_path: Path) -> None:
     pg = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {postgres: {table: users, "
-                                  "key_column: id}}}")
+                                  "key_column: id}}, engine: jvm}")
     assert pg.jvm and not pg.requirements.python and pg.requirements.jars == {"postgres"}
     assert "in the JVM" in pg.explain()
     assert pg.flink_options()["table.exec.async-scalar.retry-strategy"] == "NO_RETRY"
-    redis = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {redis: {prefix: 'u:'}}}")
+    redis = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {redis: {prefix: 'u:'}}, "
+                                     "engine: jvm}")
     assert redis.jvm and not redis.requirements.jars
-    for python_only in ("source: {file: {path: users.csv}}",
-                        "source: {redis: {prefix: 'u:'}}, cache: {l1: {persist: .cache}}",
-                        "source: {redis: {prefix: 'u:'}}, engine: python"):
-        node = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, " + python_only + "}")
+    for python in ("source: {file: {path: users.csv}}", "source: {redis: {prefix: 'u:'}}",
+                   "source: {postgres: {table: users, key_column: id}}, cache: {l1: {persist: .cache}}"):
+        node = planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, " + python + "}")
         assert not node.jvm and node.requirements.python and "in Python" in node.explain()
         assert node.flink_options() == {}
 
