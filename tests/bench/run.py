@@ -61,7 +61,8 @@ KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "framework-proto": "Headrace, Protobuf (Confluent wire format)",
          "sql": "(a) hand-written Flink SQL", "sql-tvf": "(a′) hand-written Flink SQL, window TVF, two-phase",
          "datastream": "(b) hand-written PyFlink DataStream",
-         "framework-enrich": "Headrace + enrich (Zipf users, PostgreSQL via L1/L2)",
+         "framework-enrich": "Headrace + enrich (Zipf users, PostgreSQL via L1/L2; JVM engine)",
+         "framework-enrich-python": "Headrace + enrich, the Python engine",
          "framework-state": "Headrace, state of many keys", "framework-l0": "Headrace, allowed_lateness 0",
          "sql-state": "(a) SQL, state of many keys",
          "framework-sketch": "Headrace + p95 (DDSketch) + approx. distinct users (HLL)",
@@ -617,9 +618,9 @@ def main() -> int:
             ends_of["bench-zipf"] = preload(broker, "bench-zipf", args.enrich,
                                             source=zipf_users(args.enrich, users=args.enrich_users))
             extra["enrich"] = {}
-            throughput(extra["enrich"], ["framework", "framework-enrich"], [2], args.repeat, ends_of,
-                       {**base, "redis_port": redis.port}, pg, args.enrich,
-                       {"framework": "bench-zipf", "framework-enrich": "bench-zipf"}, label="enrich")
+            measured = ["framework", "framework-enrich", "framework-enrich-python"]
+            throughput(extra["enrich"], measured, [2], args.repeat, ends_of, {**base, "redis_port": redis.port}, pg,
+                       args.enrich, dict.fromkeys(measured, "bench-zipf"), label="enrich")
         for count in [int(n) for n in args.scale.split(",") if n]:
             topic = f"bench-{count}"
             ends_of[topic] = preload(broker, topic, count)
