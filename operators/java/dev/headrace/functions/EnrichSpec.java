@@ -4,7 +4,6 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 
 /**
  * An enrich step's lookup as {@code operators/enrich.py} hands it to the JVM (a JSON text given to
@@ -87,8 +86,9 @@ final class EnrichSpec {
     static EnrichSpec parse(String text) {
         try {
             return new EnrichSpec(new ObjectMapper().readTree(text));
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
+        } catch (IOException | RuntimeException e) { // never the text in the message: it holds passwords
+            throw new IllegalArgumentException("the enrich step's spec is not what operators/enrich.py writes: "
+                    + e.getClass().getSimpleName());
         }
     }
 
