@@ -27,6 +27,44 @@ SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
 COUNTRIES = ["NO", "SE", "DK", "FI", "IS"]
 
 
+def jvm_enrich_job(tmp_path: Path, unique: str, profiles_file: Path, redis_server: RedisServer, step: str,
+                   measures: str = "") -> Path:
+    """The example job with ``step`` (the enrich step's options, in the JVM) before the aggregate,
+    grouped by the looked-up country, with Redis in the profile."""
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text()
+                   .replace("  - validate: {}", "  - validate: {}\n  - enrich:\n      key: user_id\n"
+                            "      fields: {country: string, tier: integer}\n" + step + "      engine: jvm\n")
+                   .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]")
+                   .replace("events: count()", "events: count()" + measures))
+    profiles_file.write_text(profiles_file.read_text().replace(
+        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
+    lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
+    assert "in the JVM" in lookup.explain()
+    return job
+
+
+def run_through_outage(store: Any, broker: Broker, pg: Postgres, job: Path, profiles_file: Path, unique: str,
+                       events: list[Any], progress: str | None = None) -> tuple[list[tuple[int, bytes]], CliRun]:
+    """The first half of ``events`` read into the view, ``store`` stopped while the second half is
+    produced (for 10 s, or until the run's progress names it and 8 s more), started again, and the
+    run finished."""
+    half = len(events) // 2
+    placed = produce_placed(broker.bootstrap, unique, events[:half], PARTITIONS)
+    run = CliRun(*run_args(job, profiles_file, final_offsets(events[:half], events[half:])))
+    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
+    store.shut_down()
+    try:
+        placed += produce_placed(broker.bootstrap, unique, events[half:], PARTITIONS)
+        if progress is not None:
+            run.wait_for(lambda: run.line_matching(progress) is not None, 30, f"a progress line '{progress}'")
+        time.sleep(8 if progress is not None else 10)
+    finally:
+        store.start_again()
+    assert run.finish() == 0, run.output[-3000:]
+    return placed, run
+
+
 def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
         unique: str) -> None:
@@ -36,33 +74,13 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
         with conn.cursor().copy(f'COPY "{unique}_users" (id, country, tier) FROM STDIN') as copy:
             for i, (user, country) in enumerate(users.items()):
                 copy.write_row((user, country, i % 3))
-    job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text()
-                   .replace("  - validate: {}", "  - validate: {}\n  - enrich:\n      key: user_id\n"
-                            "      fields: {country: string, tier: integer}\n"
-                            f"      source: {{postgres: {{table: {unique}_users, key_column: id}}}}\n"
-                            # short L1 lives: lookups keep reaching L2 and, for misses, PostgreSQL
-                            "      cache: {l1: {ttl: 1s, miss_ttl: 1s}, l2: {ttl: 1h}}\n"
-                            "      on_miss: dead_letter\n      engine: jvm")
-                   .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]"))
-    profiles_file.write_text(profiles_file.read_text().replace(
-        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
-    lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
-    assert "in the JVM" in lookup.explain()
+    # short L1 lives: lookups keep reaching L2 and, for misses, PostgreSQL
+    job = jvm_enrich_job(tmp_path, unique, profiles_file, redis_server,
+                         f"      source: {{postgres: {{table: {unique}_users, key_column: id}}}}\n"
+                         "      cache: {l1: {ttl: 1s, miss_ttl: 1s}, l2: {ttl: 1h}}\n      on_miss: dead_letter\n")
     broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(30_000, seed=71))
-    phases = [events[:15_000], events[15_000:]]
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
-    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
-    pg.shut_down()
-    try:
-        placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
-        run.wait_for(lambda: run.line_matching("not answering") is not None, 30, "a progress line naming PostgreSQL")
-        time.sleep(8)
-    finally:
-        pg.start_again()
-    assert run.finish() == 0, run.output[-3000:]
+    placed, run = run_through_outage(pg, broker, pg, job, profiles_file, unique, list(click_events(30_000, seed=71)),
+                                     progress="not answering")
 
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     # a record whose user is unknown is a dead letter of the enrich step, late or not (the lookup
@@ -86,7 +104,7 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
     with psycopg.connect(**pg.conninfo()) as conn:
         rows = conn.execute(f'SELECT tenant_id, country, window_start, events FROM "{unique}_1m"').fetchall()
     assert {r[:3]: r[3] for r in rows} == dict(want)
-    assert len(events) == sum(want.values()) + len(dead) + len(late)
+    assert len(placed) == sum(want.values()) + len(dead) + len(late)
 
     # L2 holds what L3 answered (written back), and the run says how each level answered
     client: Any = redis_server.client()
@@ -111,32 +129,13 @@ def test_lookups_from_redis_hashes_in_the_jvm_ride_out_a_10_s_redis_outage_exact
     users = {f"u{i}": (countries[i % 5], str(i % 3) if i % 7 else "x") for i in range(250)}
     for user, (country, tier) in users.items():
         client.hset(f"{unique}:user:{user}", mapping={"country": country, "tier": tier})
-    job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text()
-                   .replace("  - validate: {}", "  - validate: {}\n  - enrich:\n      key: user_id\n"
-                            "      fields: {country: string, tier: integer}\n"
-                            f"      source: {{redis: {{prefix: '{unique}:user:'}}}}\n"
-                            "      cache: {l1: {ttl: 1s, miss_ttl: 1s}}\n"
-                            "      on_miss: drop\n      engine: jvm")
-                   .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]")
-                   .replace("events: count()", "events: count()\n        tiers: sum(tier)"))
-    profiles_file.write_text(profiles_file.read_text().replace(
-        "    state:", f"    redis: {{port: {redis_server.port}}}\n    state:"))
-    lookup = next(node for node in build_plan(parse_job(job)).steps if node.kind == "enrich")
-    assert "in the JVM" in lookup.explain()
+    job = jvm_enrich_job(tmp_path, unique, profiles_file, redis_server,
+                         f"      source: {{redis: {{prefix: '{unique}:user:'}}}}\n"
+                         "      cache: {l1: {ttl: 1s, miss_ttl: 1s}}\n      on_miss: drop\n",
+                         measures="\n        tiers: sum(tier)")
     broker.create_topic(unique, partitions=PARTITIONS)
-    events = list(click_events(20_000, seed=72))
-    phases = [events[:10_000], events[10_000:]]
-    placed = produce_placed(broker.bootstrap, unique, phases[0], PARTITIONS)
-    run = CliRun(*run_args(job, profiles_file, final_offsets(*phases)))
-    run.wait_for(lambda: row_count(pg, f"{unique}_1m") > 0, 120, "view rows")
-    redis_server.shut_down()
-    try:
-        placed += produce_placed(broker.bootstrap, unique, phases[1], PARTITIONS)
-        time.sleep(10)
-    finally:
-        redis_server.start_again()
-    assert run.finish() == 0, run.output[-3000:]
+    placed, _ = run_through_outage(redis_server, broker, pg, job, profiles_file, unique,
+                                   list(click_events(20_000, seed=72)))
 
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000)
     want: dict[tuple[Any, ...], list[int]] = {}

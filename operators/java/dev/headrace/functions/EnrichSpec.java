@@ -43,20 +43,10 @@ final class EnrichSpec {
     private EnrichSpec(JsonNode s) {
         job = s.get("job").asText();
         step = s.get("step").asText();
-        JsonNode fields = s.get("fields");
-        fieldNames = new String[fields.size()];
-        fieldTypes = new char[fields.size()];
-        for (int i = 0; i < fields.size(); i++) {
-            fieldNames[i] = fields.get(i).get(0).asText();
-            fieldTypes[i] = fields.get(i).get(1).asText().charAt(0);
-        }
-        JsonNode carried = s.path("carried");
-        carriedNames = new String[carried.size()];
-        carriedTypes = new char[carried.size()];
-        for (int i = 0; i < carried.size(); i++) {
-            carriedNames[i] = carried.get(i).get(0).asText();
-            carriedTypes[i] = carried.get(i).get(1).asText().charAt(0);
-        }
+        fieldNames = names(s.get("fields"));
+        fieldTypes = types(s.get("fields"));
+        carriedNames = names(s.path("carried"));
+        carriedTypes = types(s.path("carried"));
         strict = s.get("strict").asBoolean();
         l1Size = s.get("l1_size").asInt();
         ttlMs = s.get("ttl_ms").asLong();
@@ -90,6 +80,24 @@ final class EnrichSpec {
             throw new IllegalArgumentException("the enrich step's spec is not what operators/enrich.py writes: "
                     + e.getClass().getSimpleName());
         }
+    }
+
+    /** The names of {@code [[name, type], …]}. */
+    private static String[] names(JsonNode pairs) {
+        String[] names = new String[pairs.size()];
+        for (int i = 0; i < names.length; i++) {
+            names[i] = pairs.get(i).get(0).asText();
+        }
+        return names;
+    }
+
+    /** The type codes of {@code [[name, type], …]}: 's', 'i', 'n' or 'b'. */
+    private static char[] types(JsonNode pairs) {
+        char[] types = new char[pairs.size()];
+        for (int i = 0; i < types.length; i++) {
+            types[i] = pairs.get(i).get(1).asText().charAt(0);
+        }
+        return types;
     }
 
     private static String text(JsonNode node, String name) {
