@@ -327,7 +327,7 @@ class EnrichNode(StepNode):
         return (f"CREATE TEMPORARY SYSTEM FUNCTION {FOUND_FUNCTION} AS {literal(FOUND_CLASS)} LANGUAGE JAVA",
                 f"CREATE TEMPORARY SYSTEM FUNCTION {BARRIER_FUNCTION} AS {literal(BARRIER_CLASS)} LANGUAGE JAVA")
 
-    def carried(self, wiring: Wiring) -> tuple[tuple[str, FieldType], ...]:
+    def passed_through(self, wiring: Wiring) -> tuple[tuple[str, FieldType], ...]:
         """The JVM engine's record fields that go through the lookup as its argument: Flink 2.3's
         asynchronous calc forwards a BIGINT, DOUBLE or BOOLEAN column without its null flag
         (a NULL came out as -1; see EnrichLookup.java), so these come back in ``_e._carried``."""
@@ -348,7 +348,7 @@ class EnrichNode(StepNode):
 
         # an instance made with its spec: the spec holds the stores' passwords, which SQL text
         # (shown in operator names and plans) must not
-        spec = jvm_spec(config, Path.cwd() / STATS_DIR, self.carried(wiring))
+        spec = jvm_spec(config, Path.cwd() / STATS_DIR, self.passed_through(wiring))
         function = reduce(getattr, LOOKUP_CLASS.split("."), get_gateway().jvm)(spec)
         t_env._j_tenv.createTemporarySystemFunction(self.function, function)
 
@@ -412,7 +412,7 @@ class EnrichNode(StepNode):
         carried = wiring.carried(self.id)
         looked, output = wiring.view(self.id, "looked"), wiring.view(self.id, "enriched")
         key = ident(self.options.key)
-        packed = self.carried(wiring)
+        packed = self.passed_through(wiring)
         argument = ""
         if packed:
             row = ", ".join(f"{ident(n)} {t.flink_sql}" for n, t in packed)

@@ -135,6 +135,9 @@ final class EnrichLevels {
     private final AtomicLong batches = new AtomicLong();
     private final ArrayDeque<Double> batchMs = new ArrayDeque<>();
     private final Path statsFile;
+    // what the stats file last counted (written by the batcher thread, then by release())
+    private long writtenKeys = -1;
+    private long writtenBatches = -1;
 
     private Resp l2;
     private Resp redisSource;
@@ -157,8 +160,7 @@ final class EnrichLevels {
         notFound = none;
         String instance = "jvm-" + ProcessHandle.current().pid() + "-"
                 + Long.toHexString(ThreadLocalRandom.current().nextLong() & 0xffffffffL);
-        statsFile = spec.statsDir == null ? null
-                : Paths.get(spec.statsDir, spec.job + "." + spec.step + "." + instance + ".json");
+        statsFile = Paths.get(spec.statsDir, spec.job + "." + spec.step + "." + instance + ".json");
         batcher = new Thread(this::run, "headrace-enrich-" + spec.step);
         batcher.setDaemon(true);
         batcher.start();
@@ -313,7 +315,7 @@ final class EnrichLevels {
         Map<String, Object[]> found = new HashMap<>();
         if (spec.l2Prefix != null) {
             try {
-                found = l2Fetch(wanted, spec.l2Prefix, true);
+                found = hashes(l2(), wanted, spec.l2Prefix, true);
             } catch (IOException e) { // a cache that does not answer is skipped: L3 has the data
                 l2Errors.incrementAndGet();
                 closeL2();
@@ -549,11 +551,12 @@ final class EnrichLevels {
 
     // ---- L2 ----------------------------------------------------------------------------------
 
-    private Map<String, Object[]> l2Fetch(List<String> keys, String prefix, boolean json) throws IOException {
+    /** The L2 connection, opened when first needed (and again after an error closed it). */
+    private Resp l2() throws IOException {
         if (l2 == null) {
             l2 = spec.redis();
         }
-        return hashes(l2, keys, prefix, json);
+        return l2;
     }
 
     private Map<String, Object[]> hashes(Resp redis, List<String> keys, String prefix, boolean json) throws IOException {
@@ -589,9 +592,6 @@ final class EnrichLevels {
 
     /** Write-back: each row as the hash L2 reads (values as JSON), with the TTL. */
     private void l2Store(Map<String, Object[]> rows) throws IOException {
-        if (l2 == null) {
-            l2 = spec.redis();
-        }
         List<String[]> commands = new ArrayList<>(rows.size() * 2);
         for (Map.Entry<String, Object[]> row : rows.entrySet()) {
             String[] hset = new String[2 + 2 * spec.fieldNames.length];
@@ -606,7 +606,7 @@ final class EnrichLevels {
                 commands.add(new String[] {"PEXPIRE", hset[1], Long.toString(spec.l2TtlMs)});
             }
         }
-        for (Object reply : l2.pipeline(commands)) {
+        for (Object reply : l2().pipeline(commands)) {
             if (reply instanceof Resp.ReplyError) {
                 throw (Resp.ReplyError) reply;
             }
@@ -799,18 +799,22 @@ final class EnrichLevels {
     // ---- stats and connections ---------------------------------------------------------------
 
     private void writeStats() {
-        if (statsFile == null) {
-            return;
+        long asked = keys.sum();
+        long answered = batches.get();
+        if (asked == writtenKeys && answered == writtenBatches) {
+            return; // nothing new since the last write (an idle step does not rewrite its file)
         }
+        writtenKeys = asked;
+        writtenBatches = answered;
         StringBuilder ms = new StringBuilder();
         synchronized (batchMs) {
             for (Double d : batchMs) {
                 ms.append(ms.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.3f", d));
             }
         }
-        String json = "{\"keys\": " + keys.sum() + ", \"l1_hits\": " + l1Hits.sum() + ", \"l2_hits\": " + l2Hits.get()
+        String json = "{\"keys\": " + asked + ", \"l1_hits\": " + l1Hits.sum() + ", \"l2_hits\": " + l2Hits.get()
                 + ", \"l3_hits\": " + l3Hits.get() + ", \"misses\": " + misses.get() + ", \"l2_errors\": "
-                + l2Errors.get() + ", \"batches\": " + batches.get() + ", \"batch_ms\": [" + ms
+                + l2Errors.get() + ", \"batches\": " + answered + ", \"batch_ms\": [" + ms
                 + "], \"l1_loaded\": 0, \"first_batch_keys\": 0, \"first_batch_l1_hits\": 0}";
         try {
             Files.createDirectories(statsFile.getParent());
