@@ -1,0 +1,69 @@
+"""The embedded run's batched reader of a collect sink (``runner.collected_rows``) against PyFlink's own.
+
+The embedded run reads its results through ``CollectedRows`` (one py4j call per batch). It must
+give what PyFlink's per-row iterator gives: every row, in order, with its kind, the awkward
+strings intact; and a job that fails must fail the reader with the job's own error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from headrace.jobs.runner import collected_rows
+from headrace.operators import jvm
+from py4j.protocol import Py4JJavaError
+
+pytestmark = pytest.mark.flink
+
+AWKWARD = ["plain", "nul \x00 in", "four-byte 😀 utf-8", "line\nbreak\ttab", 'quote " back \\ slash',
+           "\u2028 separators \u2029", "", None]
+HUGE = "x" * 1_000_000
+
+
+def _t_env() -> Any:
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    env = StreamExecutionEnvironment.get_execution_environment(Configuration.from_dict({"parallelism.default": "1"}))
+    env.add_jars(jvm.build().resolve().as_uri())
+    return StreamTableEnvironment.create(env)
+
+
+def _pyflink_rows(t_env: Any, query: str) -> list[list[Any]]:
+    with t_env.execute_sql(query).collect() as rows:
+        return [[int(row.get_row_kind().value), *row] for row in rows]
+
+
+def test_batches_equal_pyflink_rows_kinds_and_awkward_strings() -> None:
+    from pyflink.table import DataTypes
+
+    t_env = _t_env()
+    # 600 keys, each counted twice: +I, then -U and +U (1,801 rows in batches of 250); one huge string
+    elements = [(i % 600, AWKWARD[i % len(AWKWARD)]) for i in range(1_200)] + [(600, HUGE)]
+    t_env.create_temporary_view("probe", t_env.from_elements(elements, DataTypes.ROW(
+        [DataTypes.FIELD("k", DataTypes.BIGINT()), DataTypes.FIELD("s", DataTypes.STRING())])))
+    query = "SELECT k, COUNT(*) AS n, MAX(s) AS s FROM probe GROUP BY k"
+    want = _pyflink_rows(t_env, query)
+    got = list(collected_rows(t_env.execute_sql(query), batch=250))
+    assert len(want) == 1_801
+    assert {row[0] for row in want} == {0, 1, 2}  # +I, -U, +U
+    assert got == want
+    assert {row[3] for row in got} >= {s for s in AWKWARD if s is not None} | {HUGE}
+
+
+def test_a_failing_job_fails_the_reader_with_its_own_error() -> None:
+    from pyflink.table import DataTypes
+
+    t_env = _t_env()
+    t_env.create_temporary_view("probe", t_env.from_elements([("1",), ("2",), ("not a number",)], DataTypes.ROW(
+        [DataTypes.FIELD("s", DataTypes.STRING())])))
+    with pytest.raises(Py4JJavaError) as failed:
+        list(collected_rows(t_env.execute_sql("SELECT CAST(s AS INT) FROM probe")))
+    chain = []
+    cause = failed.value.java_exception
+    while cause is not None:
+        chain.append(str(cause.toString()))
+        cause = cause.getCause()
+    assert any("not a number" in line for line in chain), chain
