@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from headrace.jobs import classarchive
 from headrace.schemas.errors import HeadraceError
 from headrace.schemas.profile import Profile
 from rich.console import Console
@@ -315,6 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.print(f"{summary.records_in:,} records in, {summary.dead_lettered:,} dead-lettered "
                       f"({plan.dead_letter_topic}) → {per_step} ({plan.late_topic}); {summary.seconds:.1f}s")
         print_reports(plan, started)
+        classarchive.save(say)
         return 0
     store, restore = _resume_point(profile, plan.name, args.fresh, say)
     compiled = compile_job(plan, profile, bounded_offsets=_offsets(args.stop_at_offsets), from_earliest=args.fresh)
@@ -963,6 +965,8 @@ def java_root_cause(exc: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     global err
     args = build_parser().parse_args(argv)
+    if argv is None:  # the headrace command itself, not a caller in its own interpreter
+        classarchive.allow_writing()
     console = err
     if args.log_format == "json" or args.command == "serve":
         from headrace.connectors import logs

@@ -22,6 +22,7 @@ from typing import Any
 
 from headrace.connectors import embedded, jars, kafka
 from headrace.connectors.sqltext import masked
+from headrace.jobs import classarchive
 from headrace.jobs.checkpoints import RetainedCheckpoint
 from headrace.jobs.cluster import ClusterClient
 from headrace.jobs.compiler import CHECKED_VIEW, CompiledJob
@@ -83,9 +84,19 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
     """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
     jvm_in_utc()
     args = os.environ.get("JVM_ARGS", "")
-    if compiled.profile.embedded is not None and os.environ.get("HEADRACE_EMBEDDED_JIT") != "full" \
-            and EMBEDDED_JVM not in args.split():
-        os.environ["JVM_ARGS"] = f"{args} {EMBEDDED_JVM}".strip()
+    if compiled.profile.embedded is not None:
+        if os.environ.get("HEADRACE_EMBEDDED_JIT") != "full" and EMBEDDED_JVM not in args.split():
+            args = f"{args} {EMBEDDED_JVM}".strip()
+        os.environ["JVM_ARGS"] = args
+        archive = classarchive.jvm_args(args.split())
+        if archive:  # the JVM starts from the classes the last run loaded (jobs/classarchive.py)
+            from pyflink.java_gateway import get_gateway
+
+            os.environ["JVM_ARGS"] = " ".join([args, *archive])
+            try:
+                get_gateway()
+            finally:  # not for the JVMs this process's children start
+                os.environ["JVM_ARGS"] = args
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
     # the per-record validate UDF then scales with parallelism instead of sharing one GIL.
     os.environ.setdefault("_python_worker_execution_mode", "process")
