@@ -28,11 +28,11 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     if latency:
         right = axes[0][1]
         for kind, values in latency.items():
-            for key, style in (("close_to_row", "-"), ("event_to_row", ":")):
-                xs = sorted(v * 1000 for v in values[key])
+            for key, style, what in (("close_to_row", "-", "window close"), ("event_to_row", ":", "event"),
+                                     ("watermark_to_row", "--", "watermark past the end")):
+                xs = sorted(v * 1000 for v in values.get(key, []))
                 if xs:
-                    right.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], style,
-                               label=f"{kind}: {'window close' if key == 'close_to_row' else 'event'} → row")
+                    right.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], style, label=f"{kind}: {what} → row")
         right.axvline(200, color="red", linewidth=0.8)
         right.set_xscale("log")
         right.set_xlabel("ms (log scale); red: 200 ms")

@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -325,7 +327,12 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     if reader is not None:
         reader.start()
     producer_thread = threading.Thread(target=produce_live, daemon=True)
-    code = run_job(kind, settings, on_running=producer_thread.start).code
+    traces = Path(tempfile.mkdtemp(prefix="headrace-watermarks-"))
+    os.environ["HEADRACE_TRACE_WATERMARKS"] = str(traces)  # Headrace's source notes its watermarks
+    try:
+        code = run_job(kind, settings, on_running=producer_thread.start).code
+    finally:
+        os.environ.pop("HEADRACE_TRACE_WATERMARKS", None)
     if producer_thread.ident is not None:
         producer_thread.join()
     time.sleep(1.0)
@@ -334,16 +341,20 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     if reader is not None:
         reader.join(10)
     nothing = {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan,
-               "read_p50": math.nan, "read_p99": math.nan, "event_to_row": [], "close_to_row": [],
-               "read_to_row": []}
+               "read_p50": math.nan, "read_p99": math.nan, "wm_p50": math.nan, "wm_p99": math.nan,
+               "event_to_row": [], "close_to_row": [], "read_to_row": [], "watermark_to_row": []}
+    passed = watermark_passes(traces)
+    shutil.rmtree(traces, ignore_errors=True)
     if code != 0 or not produced:
         return nothing
     # windows still open when input ended are closed by end-of-input, not by the watermark: skip them
     last_ts = max(w for _, (_, _, w) in produced)
     lat = [seen[w] - t for t, w in produced if w[2] < last_ts - 5000 and w in seen]
-    close, read = [], []
+    close, read, after_watermark = [], [], []
     for w in {w for _, w in produced if w[2] < last_ts - 5000 and w in seen}:
         end = w[2] + 5000
+        if end in passed:
+            after_watermark.append(seen[w] - passed[end])
         moments = [passing.get((p, end)) for p in (0, 1)]
         if all(m is not None for m in moments):
             close.append(seen[w] - max(m for m in moments if m is not None))
@@ -353,7 +364,29 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 1 else math.nan  # noqa: E731
     return {"p50": q(lat, 50), "p99": q(lat, 99), "close_p50": q(close, 50), "close_p99": q(close, 99),
             "read_p50": q(read, 50), "read_p99": q(read, 99),
-            "event_to_row": lat, "close_to_row": close, "read_to_row": read}
+            "wm_p50": q(after_watermark, 50), "wm_p99": q(after_watermark, 99),
+            "event_to_row": lat, "close_to_row": close, "read_to_row": read, "watermark_to_row": after_watermark}
+
+
+def watermark_passes(traces: Path, window_ms: int = 5000) -> dict[int, float]:
+    """Window end (ms) → the wall-clock moment (s) the job's watermark passed it: when the last of
+    the source's subtasks passed on a watermark ≥ end − 1 (a window [start, end) fires at
+    end − 1), from the traces ``HEADRACE_TRACE_WATERMARKS`` has Headrace's source write (the
+    hand-written jobs write none). Flink's clock and this process's are the same system clock."""
+    firsts: dict[int, list[tuple[int, float]]] = {}  # subtask -> [(watermark, wall s)], ascending
+    for file in traces.glob("watermarks-*.tsv"):
+        for line in file.read_text().splitlines():
+            subtask, watermark, wall = (int(x) for x in line.split("\t"))
+            firsts.setdefault(subtask, []).append((watermark, wall / 1000))
+    if not firsts:
+        return {}
+    ends = sorted({(w + 1) - (w + 1) % window_ms for marks in firsts.values() for w, _ in marks if w >= window_ms - 1})
+    passes: dict[int, float] = {}
+    for end in ends:
+        moments = [next((t for w, t in sorted(marks) if w >= end - 1), None) for marks in firsts.values()]
+        if all(m is not None for m in moments):
+            passes[end] = max(m for m in moments if m is not None)
+    return passes
 
 
 def source_like_reader(broker: Broker, topic: str) -> Any:
@@ -527,7 +560,7 @@ def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: di
     table = Table(title=title, title_justify="left")
     for col in ("job", "p", "events/s", "runs", "spread", "CPU-s/M events", "spread", "× stronger SQL",
                 "CPU × stronger", "rows", "event→row p50 / p99", "close→row p50 / p99",
-                "close (read)→row p50 / p99"):
+                "close (read)→row p50 / p99", "watermark→row p50 / p99"):
         table.add_column(col, justify="left" if col == "job" else "right")
     ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
     for (kind, parallelism), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(KINDS).index(kv[0][0]))):
@@ -541,20 +574,23 @@ def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: di
                       f"{cell.rows:,}",
                       f"{ms(lat.get('p50', math.nan))} / {ms(lat.get('p99', math.nan))}" if lat else "",
                       f"{ms(lat.get('close_p50', math.nan))} / {ms(lat.get('close_p99', math.nan))}" if lat else "",
-                      f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}" if lat else "")
+                      f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}" if lat else "",
+                      f"{ms(lat.get('wm_p50', math.nan))} / {ms(lat.get('wm_p99', math.nan))}" if lat else "")
     return table
 
 
 def latency_table(title: str, latency: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("job", "windows", "event→row p50 / p99", "close→row p50 / p99", "close (read)→row p50 / p99"):
+    for col in ("job", "windows", "event→row p50 / p99", "close→row p50 / p99", "close (read)→row p50 / p99",
+                "watermark→row p50 / p99"):
         table.add_column(col, justify="left" if col == "job" else "right")
     ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
     for kind, lat in latency.items():
         if kind in KINDS:
             table.add_row(KINDS[kind], f"{len(lat.get('close_to_row', [])):,}",
                           f"{ms(lat['p50'])} / {ms(lat['p99'])}", f"{ms(lat['close_p50'])} / {ms(lat['close_p99'])}",
-                          f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}")
+                          f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}",
+                          f"{ms(lat.get('wm_p50', math.nan))} / {ms(lat.get('wm_p99', math.nan))}")
     return table
 
 

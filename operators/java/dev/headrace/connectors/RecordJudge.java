@@ -11,12 +11,19 @@ import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.data.TimestampData;
 
+import java.io.IOException;
+import java.io.Writer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -34,7 +41,10 @@ import java.util.Map;
  * run did. It runs in the source task, so nothing is shuffled and no keyed state is touched per
  * record. Records without an event time count as 0, as for the watermark.
  *
- * <p>It counts the records it reads in {@code headrace.records_in}.
+ * <p>It counts the records it reads in {@code headrace.records_in}. With the environment variable
+ * {@code HEADRACE_TRACE_WATERMARKS} set to a directory (the benchmark's latency runs), it writes
+ * there, per subtask, each new watermark it passes on and the wall clock when it came: the moment
+ * a window can close, which the benchmark measures a window's row from.
  */
 final class RecordJudge extends AbstractStreamOperator<RowData> implements OneInputStreamOperator<RowData, RowData> {
     private static final long serialVersionUID = 1L;
@@ -51,6 +61,8 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     private transient ListState<Tuple2<Integer, Long>> state;
     private transient Counter recordsIn;
     private transient StreamRecord<RowData> out;
+    private transient Writer trace;
+    private transient long traced;
 
     RecordJudge(String decoder, String spec, boolean base64, boolean partitioned) {
         this.decoder = decoder;
@@ -79,6 +91,38 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
         decoding = RecordDecoder.of(decoder, spec);
         recordsIn = getMetricGroup().addGroup("headrace").counter("records_in");
         out = new StreamRecord<>(null);
+        String traceDir = System.getenv("HEADRACE_TRACE_WATERMARKS");
+        if (traceDir != null && !traceDir.isEmpty()) {
+            Path file = Paths.get(traceDir, "watermarks-" + getRuntimeContext().getJobInfo().getJobId() + "-"
+                    + getRuntimeContext().getTaskInfo().getIndexOfThisSubtask() + "-"
+                    + getRuntimeContext().getTaskInfo().getAttemptNumber() + ".tsv");
+            trace = Files.newBufferedWriter(file, StandardCharsets.UTF_8);
+            traced = Long.MIN_VALUE;
+        }
+    }
+
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+        if (trace != null && mark.getTimestamp() > traced) {
+            traced = mark.getTimestamp();
+            trace.write(getRuntimeContext().getTaskInfo().getIndexOfThisSubtask() + "\t" + traced + "\t"
+                    + System.currentTimeMillis() + "\n");
+            trace.flush();
+        }
+        super.processWatermark(mark);
+    }
+
+    @Override
+    public void close() throws Exception {
+        if (trace != null) {
+            try {
+                trace.close();
+            } catch (IOException e) {
+                LOG.warn("could not close the watermark trace", e);
+            }
+            trace = null;
+        }
+        super.close();
     }
 
     @Override
