@@ -1,5 +1,5 @@
-"""The enrich step's lookup levels in plain Python (stores faked here; tests/integration/test_enrich.py
-uses real PostgreSQL and Redis)."""
+"""The enrich step's lookup levels in plain Python (stores faked here; tests/integration/test_enrich_stores.py
+and test_enrich_persist.py use real PostgreSQL and Redis)."""
 
 from __future__ import annotations
 
