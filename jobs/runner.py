@@ -257,7 +257,7 @@ def collected_rows(result: Any, batch: int = 5000, wait_ms: int = 1000) -> Itera
     """
     from pyflink.java_gateway import get_gateway
 
-    rows = get_gateway().jvm.dev.headrace.connectors.CollectedRows(result._j_table_result.collect(), batch * 2)
+    rows = get_gateway().jvm.dev.headrace.connectors.CollectedRows(result._j_table_result.collect())
     try:
         while (text := rows.next(batch, wait_ms)) is not None:
             yield from json.loads(text)

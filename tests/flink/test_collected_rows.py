@@ -67,3 +67,28 @@ def test_a_failing_job_fails_the_reader_with_its_own_error() -> None:
         chain.append(str(cause.toString()))
         cause = cause.getCause()
     assert any("not a number" in line for line in chain), chain
+
+
+def test_a_batch_is_bounded_by_size_as_well_as_by_rows() -> None:
+    import json
+
+    from pyflink.java_gateway import get_gateway
+
+    _t_env()  # the gateway, with Headrace's jar
+    jvm = get_gateway().jvm
+    rows = jvm.java.util.ArrayList()
+    for i in range(40):  # 40 rows of 300,000 characters: 12 M in all
+        row = jvm.org.apache.flink.types.Row.withPositions(2)
+        row.setField(0, str(i))
+        row.setField(1, "y" * 300_000)
+        rows.add(row)
+    reader = jvm.dev.headrace.connectors.CollectedRows(
+        jvm.org.apache.flink.util.CloseableIterator.adapterForIterator(rows.iterator()))
+    sizes, seen = [], []
+    while (text := reader.next(1000, 5000)) is not None:
+        batch = json.loads(text)
+        sizes.append(len(batch))
+        seen += [row[1] for row in batch]
+    reader.close()
+    assert seen == [str(i) for i in range(40)]
+    assert max(sizes) <= 14 and len([s for s in sizes if s]) >= 3, sizes  # ~4 M characters a batch
