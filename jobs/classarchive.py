@@ -93,6 +93,7 @@ def jvm_args(other_args: list[str]) -> list[str]:
     if not _may_write:
         return []
     directory().mkdir(parents=True, exist_ok=True)
+    _forget_stale_parts()  # runs that failed before they could save theirs leave ~120 MB each
     _writing = directory() / f"{key}.{os.getpid()}.part"
     return [f"-XX:ArchiveClassesAtExit={_writing}", QUIET]
 
