@@ -92,8 +92,11 @@ def jvm_args(other_args: list[str]) -> list[str]:
         return [f"-XX:SharedArchiveFile={final}", QUIET]
     if not _may_write:
         return []
-    directory().mkdir(parents=True, exist_ok=True)
-    _forget_stale_parts()  # runs that failed before they could save theirs leave ~120 MB each
+    try:
+        directory().mkdir(parents=True, exist_ok=True)
+        _forget_stale_parts()  # runs that failed before they could save theirs leave ~120 MB each
+    except OSError:  # an unwritable cache: runs start as they always did
+        return []
     _writing = directory() / f"{key}.{os.getpid()}.part"
     return [f"-XX:ArchiveClassesAtExit={_writing}", QUIET]
 
@@ -133,6 +136,14 @@ def save(say: Callable[[str], None]) -> None:
     part, _writing = _writing, None
     if part is None:
         return
+    try:
+        _save(part, say)
+    except OSError as exc:  # the run itself succeeded: say so, and start as before next time
+        part.unlink(missing_ok=True)
+        say(f"  not saved ({exc}); runs start as before")
+
+
+def _save(part: Path, say: Callable[[str], None]) -> None:
     pid = _gateway_pid()
     if pid is None:
         part.unlink(missing_ok=True)

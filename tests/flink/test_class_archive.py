@@ -86,3 +86,7 @@ def test_a_caller_in_its_own_interpreter_never_writes_one(tmp_path: Path, monkey
     assert classarchive.jvm_args(["-Dx=2"])[0].startswith("-XX:ArchiveClassesAtExit=")  # other flags, other key
     monkeypatch.setenv("HEADRACE_EMBEDDED_CDS", "off")
     assert classarchive.jvm_args(["-Dx=1"]) == []
+    monkeypatch.delenv("HEADRACE_EMBEDDED_CDS")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("HEADRACE_CDS_DIR", str(tmp_path / "a-file" / "cds"))  # a cache that cannot be made
+    assert classarchive.jvm_args(["-Dx=1"]) == []
