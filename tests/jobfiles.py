@@ -55,3 +55,19 @@ def embedded_view(job: Path, profiles: Path, events: list[dict], view: str = "pa
     columns, rows = store.rows(view)
     store.close()
     return summary, [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def cli_embedded_run(tmp_path: Path, env: dict[str, str], events: int = 5000) -> Any:
+    """``headrace run`` of the example, as a new process of the CLI, under an embedded profile with
+    its data in ``tmp_path / 'local'`` holding ``events`` sample events; returns a function that
+    runs it (again) and gives the finished process."""
+    import subprocess
+    import sys
+
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {tmp_path / 'local'}}}\n")
+    cli = [sys.executable, "-m", "headrace.jobs.cli"]
+    subprocess.run([*cli, "generate", "--events", str(events), "--out", str(tmp_path / "local" / "clicks.jsonl")],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    run = [*cli, "run", "jobs/page_activity.yaml", "--profiles", str(profiles), "--limit", "1"]
+    return lambda: subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

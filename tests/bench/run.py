@@ -382,8 +382,9 @@ def watermark_passes(traces: Path, window_ms: int = 5000) -> dict[int, float]:
         return {}
     ends = sorted({(w + 1) - (w + 1) % window_ms for marks in firsts.values() for w, _ in marks if w >= window_ms - 1})
     passes: dict[int, float] = {}
+    ordered = [sorted(marks) for marks in firsts.values()]
     for end in ends:
-        moments = [next((t for w, t in sorted(marks) if w >= end - 1), None) for marks in firsts.values()]
+        moments = [next((t for w, t in marks if w >= end - 1), None) for marks in ordered]
         if all(m is not None for m in moments):
             passes[end] = max(m for m in moments if m is not None)
     return passes

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from headrace.jobs import classarchive
 
+from tests.jobfiles import cli_embedded_run
+
 pytestmark = pytest.mark.flink
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _outputs(local: Path) -> tuple[list[tuple], list[str], list[str]]:
@@ -33,8 +32,6 @@ def _outputs(local: Path) -> tuple[list[tuple], list[str], list[str]]:
 
 
 def test_the_first_run_keeps_an_archive_and_the_next_run_starts_from_it(tmp_path: Path) -> None:
-    profiles = tmp_path / "profiles.yaml"
-    profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {tmp_path / 'local'}}}\n")
     cds = tmp_path / "cds"
     cds.mkdir()
     stale = cds / "0123456789abcdef.999999999.part"  # a writer killed mid-write: no such process
@@ -42,12 +39,9 @@ def test_the_first_run_keeps_an_archive_and_the_next_run_starts_from_it(tmp_path
     env = {**os.environ, "HEADRACE_CDS_DIR": str(cds),
            "JVM_ARGS": f"-Xlog:class+load=info:file={tmp_path}/classes-%p.log"}
     env.pop("HEADRACE_EMBEDDED_CDS", None)
-    cli = [sys.executable, "-m", "headrace.jobs.cli"]
-    subprocess.run([*cli, "generate", "--events", "5000", "--out", str(tmp_path / "local" / "clicks.jsonl")],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
-    run = [*cli, "run", "jobs/page_activity.yaml", "--profiles", str(profiles), "--limit", "1"]
+    run = cli_embedded_run(tmp_path, env)
 
-    first = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    first = run()
     assert first.returncode == 0, first.stderr[-3000:]
     assert "saving the JVM's loaded classes" in first.stderr
     archives = list(cds.iterdir())
@@ -57,7 +51,7 @@ def test_the_first_run_keeps_an_archive_and_the_next_run_starts_from_it(tmp_path
     for log in tmp_path.glob("classes-*.log"):
         log.unlink()
 
-    second = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    second = run()
     assert second.returncode == 0, second.stderr[-3000:]
     assert "saving" not in second.stderr and list(cds.iterdir()) == archives
     logs = list(tmp_path.glob("classes-*.log"))

@@ -7,35 +7,26 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.bench.run import watermark_passes
+from tests.jobfiles import cli_embedded_run
 
 pytestmark = pytest.mark.flink
-ROOT = Path(__file__).resolve().parents[2]
 LONG_MAX = 2**63 - 1
 
 
 def test_a_real_run_notes_rising_watermarks_that_trail_its_events(tmp_path: Path) -> None:
-    profiles = tmp_path / "profiles.yaml"
-    profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {tmp_path / 'local'}}}\n")
     traces = tmp_path / "traces"
     traces.mkdir()
     env = {**os.environ, "HEADRACE_TRACE_WATERMARKS": str(traces), "HEADRACE_EMBEDDED_CDS": "off"}
-    cli = [sys.executable, "-m", "headrace.jobs.cli"]
-    events = tmp_path / "local" / "clicks.jsonl"
-    subprocess.run([*cli, "generate", "--events", "5000", "--out", str(events)], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
-    done = subprocess.run([*cli, "run", "jobs/page_activity.yaml", "--profiles", str(profiles), "--limit", "1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = cli_embedded_run(tmp_path, env)()
     assert done.returncode == 0, done.stderr[-3000:]
 
     stamps = set()
-    for line in events.read_text().splitlines():
+    for line in (tmp_path / "local" / "clicks.jsonl").read_text().splitlines():
         try:
             ts = json.loads(line).get("ts")
         except ValueError:

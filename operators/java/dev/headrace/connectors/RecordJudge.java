@@ -62,6 +62,7 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     private transient Counter recordsIn;
     private transient StreamRecord<RowData> out;
     private transient Writer trace;
+    private transient String tracePrefix;
     private transient long traced;
 
     RecordJudge(String decoder, String spec, boolean base64, boolean partitioned) {
@@ -93,9 +94,10 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
         out = new StreamRecord<>(null);
         String traceDir = System.getenv("HEADRACE_TRACE_WATERMARKS");
         if (traceDir != null && !traceDir.isEmpty()) {
+            int subtask = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
             Path file = Paths.get(traceDir, "watermarks-" + getRuntimeContext().getJobInfo().getJobId() + "-"
-                    + getRuntimeContext().getTaskInfo().getIndexOfThisSubtask() + "-"
-                    + getRuntimeContext().getTaskInfo().getAttemptNumber() + ".tsv");
+                    + subtask + "-" + getRuntimeContext().getTaskInfo().getAttemptNumber() + ".tsv");
+            tracePrefix = subtask + "\t";
             trace = Files.newBufferedWriter(file, StandardCharsets.UTF_8);
             traced = Long.MIN_VALUE;
         }
@@ -105,8 +107,7 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     public void processWatermark(Watermark mark) throws Exception {
         if (trace != null && mark.getTimestamp() > traced) {
             traced = mark.getTimestamp();
-            trace.write(getRuntimeContext().getTaskInfo().getIndexOfThisSubtask() + "\t" + traced + "\t"
-                    + System.currentTimeMillis() + "\n");
+            trace.write(tracePrefix + traced + "\t" + System.currentTimeMillis() + "\n");
             trace.flush();
         }
         super.processWatermark(mark);
