@@ -26,13 +26,14 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
     """Settings every job gets, plus experiments from $HEADRACE_BENCH_FLINK (a JSON object)."""
     # every job keeps durable state the same way Headrace does (RocksDB, incremental checkpoints)
     checkpoints = (Path(s["workdir"]) / "checkpoints").resolve().as_uri()
-    return {**json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}")),
-            "parallelism.default": str(s.get("parallelism", 2)), "rest.port": str(s["rest_port"]),
+    return {"parallelism.default": str(s.get("parallelism", 2)), "rest.port": str(s["rest_port"]),
             "rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1",
             "execution.checkpointing.interval": f"{s.get('checkpoint_s', 10)} s",
-            "web.refresh-interval": "200",
+            "web.refresh-interval": "200", "web.checkpoints.history": "1000",
             "table.local-time-zone": "UTC", "state.backend.type": "rocksdb",
-            "execution.checkpointing.incremental": "true", "execution.checkpointing.dir": checkpoints}
+            "execution.checkpointing.incremental": "true", "execution.checkpointing.dir": checkpoints,
+            # last, so that an experiment can change any of the above (the state backend, the interval)
+            **json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}"))}
 
 
 class Clock:
@@ -48,6 +49,7 @@ class Clock:
         self.port, self.seen = port, {}  # type: ignore[var-annotated]
         self.state_bytes = 0  # the largest full state size of a completed checkpoint
         self.peak_rss = 0  # bytes: this process, its JVM and the Python workers, together
+        self.checkpoints: dict[int, tuple[int, int]] = {}  # completed: id -> (triggered, last ack) in ms
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         threading.Thread(target=self._sample_memory, daemon=True).start()
@@ -72,9 +74,14 @@ class Clock:
                         starts = [v.get("start-time", -1) for v in detail["vertices"]]
                         self.seen = {"timestamps": detail["timestamps"], "vertex_starts": starts}
                         running = bool(detail["timestamps"].get("RUNNING")) and all(t > 0 for t in starts)
-                    completed = (get(f"/jobs/{job['jid']}/checkpoints").get("latest") or {}).get("completed")
+                    checkpoints = get(f"/jobs/{job['jid']}/checkpoints")
+                    completed = (checkpoints.get("latest") or {}).get("completed")
                     if completed:
                         self.state_bytes = max(self.state_bytes, int(completed.get("state_size") or 0))
+                    for c in checkpoints.get("history") or []:
+                        if c.get("status") == "COMPLETED":  # when each ran, on the JobManager's clock
+                            self.checkpoints[int(c["id"])] = (int(c["trigger_timestamp"]),
+                                                              int(c["latest_ack_timestamp"]))
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.5 if running else 0.2)
@@ -119,7 +126,8 @@ class Clock:
     def report(self, net_runtime_ms: int) -> None:
         print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms,
                                            "cpu_s": tree_cpu_seconds(os.getpid()),
-                                           "state_bytes": self.state_bytes, "peak_rss": self.peak_rss}), flush=True)
+                                           "state_bytes": self.state_bytes, "peak_rss": self.peak_rss,
+                                           "checkpoints": sorted(self.checkpoints.values())}), flush=True)
         if self.threads:
             print("BENCH_THREADS " + json.dumps({k: round(v, 2) for k, v in self.thread_groups().items()}),
                   file=sys.stderr, flush=True)

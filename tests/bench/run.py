@@ -90,6 +90,7 @@ class Run:
     peak_rss: int = 0
     state_bytes: int = 0
     output: tuple[str, ...] = ()
+    checkpoints: tuple[tuple[int, int], ...] = ()  # completed ones: (triggered, last ack), ms of the wall clock
 
 
 def flink_seconds(output: list[str]) -> float:
@@ -150,7 +151,8 @@ def _run_job_once(kind: str, settings: dict[str, Any], on_running: Any = None) -
     clock = json.loads(line.split(" ", 1)[1]) if line is not None else {}
     # the job's process tree, JVM and Python workers included
     return Run(flink_seconds(output), float(clock.get("cpu_s", cpu)), proc.returncode,
-               int(clock.get("peak_rss", 0)), int(clock.get("state_bytes", 0)), tuple(output))
+               int(clock.get("peak_rss", 0)), int(clock.get("state_bytes", 0)), tuple(output),
+               tuple((int(a), int(b)) for a, b in clock.get("checkpoints", [])))
 
 
 def create_view_table(pg: Postgres, table: str) -> None:
@@ -330,7 +332,8 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     traces = Path(tempfile.mkdtemp(prefix="headrace-watermarks-"))
     os.environ["HEADRACE_TRACE_WATERMARKS"] = str(traces)  # Headrace's source notes its watermarks
     try:
-        code = run_job(kind, settings, on_running=producer_thread.start).code
+        run = run_job(kind, settings, on_running=producer_thread.start)
+        code = run.code
     finally:
         os.environ.pop("HEADRACE_TRACE_WATERMARKS", None)
     if producer_thread.ident is not None:
@@ -342,7 +345,7 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
         reader.join(10)
     nothing = {"p50": math.nan, "p99": math.nan, "close_p50": math.nan, "close_p99": math.nan,
                "read_p50": math.nan, "read_p99": math.nan, "wm_p50": math.nan, "wm_p99": math.nan,
-               "event_to_row": [], "close_to_row": [], "read_to_row": [], "watermark_to_row": []}
+               "event_to_row": [], "close_to_row": [], "read_to_row": [], "watermark_to_row": [], "windows": []}
     passed = watermark_passes(traces)
     shutil.rmtree(traces, ignore_errors=True)
     if code != 0 or not produced:
@@ -351,10 +354,12 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     last_ts = max(w for _, (_, _, w) in produced)
     lat = [seen[w] - t for t, w in produced if w[2] < last_ts - 5000 and w in seen]
     close, read, after_watermark = [], [], []
+    slowest: dict[int, float] = {}  # window end -> its last row's watermark -> row
     for w in {w for _, w in produced if w[2] < last_ts - 5000 and w in seen}:
         end = w[2] + 5000
         if end in passed:
             after_watermark.append(seen[w] - passed[end])
+            slowest[end] = max(slowest.get(end, 0.0), seen[w] - passed[end])
         moments = [passing.get((p, end)) for p in (0, 1)]
         if all(m is not None for m in moments):
             close.append(seen[w] - max(m for m in moments if m is not None))
@@ -365,7 +370,32 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
     return {"p50": q(lat, 50), "p99": q(lat, 99), "close_p50": q(close, 50), "close_p99": q(close, 99),
             "read_p50": q(read, 50), "read_p99": q(read, 99),
             "wm_p50": q(after_watermark, 50), "wm_p99": q(after_watermark, 99),
-            "event_to_row": lat, "close_to_row": close, "read_to_row": read, "watermark_to_row": after_watermark}
+            "event_to_row": lat, "close_to_row": close, "read_to_row": read, "watermark_to_row": after_watermark,
+            "windows": window_checkpoints(slowest, passed, run.checkpoints)}
+
+
+def window_checkpoints(slowest: dict[int, float], passed: dict[int, float],
+                       checkpoints: tuple[tuple[int, int], ...]) -> list[tuple[int, float, bool]]:
+    """Per window (end ms): its slowest row's watermark → row (s), and whether a checkpoint was
+    running (triggered before the row was visible, last acknowledged after the watermark passed)."""
+    windows = []
+    for end, took in sorted(slowest.items()):
+        start, visible = passed[end] * 1000, (passed[end] + took) * 1000
+        windows.append((end, took, any(t <= visible and a >= start for t, a in checkpoints)))
+    return windows
+
+
+def checkpoint_line(windows: list[tuple[int, float, bool]], limit: float = 0.2) -> str:
+    """How many windows took longer than ``limit`` and how many of those met a checkpoint."""
+    slow = [w for w in windows if w[1] > limit]
+    met = [w[1] for w in windows if w[2]]
+    others = [w[1] for w in windows if not w[2]]
+    first = windows[0][1] * 1000 if windows else math.nan
+    return (f"{len(slow)} of {len(windows)} windows over {limit * 1000:.0f} ms (watermark→last row; the first "
+            f"{first:,.0f} ms), "
+            f"{sum(1 for w in slow if w[2])} of them during a checkpoint; "
+            f"{len(met)} windows met a checkpoint: slowest {max(met, default=math.nan) * 1000:,.0f} ms, "
+            f"the others' slowest {max(others, default=math.nan) * 1000:,.0f} ms")
 
 
 def watermark_passes(traces: Path, window_ms: int = 5000) -> dict[int, float]:
@@ -692,6 +722,8 @@ def main() -> int:
                 for kind in [k for k in kinds if k not in TOPICS]:
                     console.print(f"latency: {KINDS[kind]} at {args.rate:,} events/s for {args.seconds}s …")
                     latency[kind] = latency_run(kind, fresh, pg, live, args.rate, args.seconds, args.read_probe)
+                    if latency[kind]["windows"]:
+                        console.print("  " + checkpoint_line(latency[kind]["windows"]))
                 console.print(f"latency: the broker alone at {args.rate:,} events/s for {args.seconds}s …")
                 latency["broker"] = broker_delivery(fresh, args.rate, args.seconds)
             finally:
