@@ -50,17 +50,41 @@ class RunSummary:
 
 UTC_JVM = "-Duser.timezone=UTC"
 
+#: the embedded profile's JVM: a local run of a sample is over in seconds, before C2 (the JIT's
+#: optimizing tier) pays for itself; on 2 cores its compiler threads took the job's CPU
+EMBEDDED_JVM = "-XX:TieredStopAtLevel=1"
 
-def jvm_in_utc() -> None:
-    """Start this process's Flink JVM in UTC (read when PyFlink launches it, so call this first).
 
-    The JDBC connector converts TIMESTAMP values through the JVM's default zone: in a zone with
-    daylight saving, window bounds around the change would shift by an hour and overwrite each
-    other. ``table.local-time-zone`` does not reach that code; the JVM's own zone does.
+def start_jvm(embedded: bool) -> None:
+    """Start this process's Flink JVM (PyFlink's gateway, which the local mini-cluster runs in)
+    with Headrace's options; nothing when it runs already. PyFlink reads them from ``JVM_ARGS``,
+    set here only while the JVM starts: the JVMs this process's children start (a session
+    cluster's, through Flink's scripts, which read it too) keep their own.
+
+    In UTC: the JDBC connector converts TIMESTAMP values through the JVM's default zone: in a zone
+    with daylight saving, window bounds around the change would shift by an hour and overwrite
+    each other. ``table.local-time-zone`` does not reach that code; the JVM's own zone does.
+    Embedded, with the first JIT tier only and the class archive of the last run
+    (jobs/classarchive.py).
     """
-    args = os.environ.get("JVM_ARGS", "")
-    if UTC_JVM not in args.split():
-        os.environ["JVM_ARGS"] = f"{args} {UTC_JVM}".strip()
+    from pyflink.java_gateway import get_gateway
+
+    previous = os.environ.get("JVM_ARGS")
+    args = (previous or "").split()
+    if UTC_JVM not in args:
+        args.append(UTC_JVM)
+    if embedded:
+        if os.environ.get("HEADRACE_EMBEDDED_JIT") != "full" and EMBEDDED_JVM not in args:
+            args.append(EMBEDDED_JVM)
+        args += classarchive.jvm_args(args)
+    os.environ["JVM_ARGS"] = " ".join(args)
+    try:
+        get_gateway()
+    finally:
+        if previous is None:
+            os.environ.pop("JVM_ARGS", None)
+        else:
+            os.environ["JVM_ARGS"] = previous
 
 
 def registry_secret(profile: Profile) -> None:
@@ -75,28 +99,9 @@ def registry_secret(profile: Profile) -> None:
     get_gateway().jvm.java.lang.System.setProperty("headrace.registry.password", registry.password.get_secret_value())
 
 
-#: the embedded profile's JVM: a local run of a sample is over in seconds, before C2 (the JIT's
-#: optimizing tier) pays for itself; on 2 cores its compiler threads took the job's CPU
-EMBEDDED_JVM = "-XX:TieredStopAtLevel=1"
-
-
 def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[str, str] | None = None) -> Any:
     """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
-    jvm_in_utc()
-    args = os.environ.get("JVM_ARGS", "")
-    if compiled.profile.embedded is not None:
-        if os.environ.get("HEADRACE_EMBEDDED_JIT") != "full" and EMBEDDED_JVM not in args.split():
-            args = f"{args} {EMBEDDED_JVM}".strip()
-        os.environ["JVM_ARGS"] = args
-        archive = classarchive.jvm_args(args.split())
-        if archive:  # the JVM starts from the classes the last run loaded (jobs/classarchive.py)
-            from pyflink.java_gateway import get_gateway
-
-            os.environ["JVM_ARGS"] = " ".join([args, *archive])
-            try:
-                get_gateway()
-            finally:  # not for the JVMs this process's children start
-                os.environ["JVM_ARGS"] = args
+    start_jvm(compiled.profile.embedded is not None)
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
     # the per-record validate UDF then scales with parallelism instead of sharing one GIL.
     os.environ.setdefault("_python_worker_execution_mode", "process")

@@ -131,3 +131,34 @@ def test_jvm_functions_jar_is_named_after_its_sources(tmp_path: Path, monkeypatc
     source = next(copy.rglob("EventTime.java"))
     source.write_text(source.read_text() + "\n// edited\n")
     assert jvm.jar_path() != before  # an edit builds a new one, never a stale jar
+
+
+def test_jvm_options_reach_this_process_jvm_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headrace's JVM options are in JVM_ARGS while PyFlink starts its gateway, and gone after:
+    a session cluster started later from the same process (Flink's scripts read JVM_ARGS too) must
+    not run with the embedded profile's first JIT tier only."""
+    import os
+
+    from headrace.jobs import classarchive, runner
+    from pyflink import java_gateway
+
+    seen: list[str | None] = []
+
+    def gateway() -> None:
+        seen.append(os.environ.get("JVM_ARGS"))
+        if len(seen) == 3:
+            raise RuntimeError("the JVM did not start")
+
+    monkeypatch.setattr(java_gateway, "get_gateway", gateway)
+    monkeypatch.setattr(classarchive, "jvm_args", lambda args: ["-XX:SharedArchiveFile=/x.jsa"])
+    monkeypatch.delenv("HEADRACE_EMBEDDED_JIT", raising=False)
+    monkeypatch.setenv("JVM_ARGS", "-Xmx1g")
+    runner.start_jvm(embedded=True)
+    assert seen[-1] == "-Xmx1g -Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:SharedArchiveFile=/x.jsa"
+    assert os.environ["JVM_ARGS"] == "-Xmx1g"
+    monkeypatch.delenv("JVM_ARGS")
+    runner.start_jvm(embedded=False)
+    assert seen[-1] == "-Duser.timezone=UTC" and "JVM_ARGS" not in os.environ
+    with pytest.raises(RuntimeError):
+        runner.start_jvm(embedded=True)
+    assert "JVM_ARGS" not in os.environ
