@@ -375,17 +375,18 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
 
 
 def window_checkpoints(slowest: dict[int, float], passed: dict[int, float],
-                       checkpoints: tuple[tuple[int, int], ...]) -> list[tuple[int, float, bool]]:
-    """Per window (end ms): its slowest row's watermark → row (s), and whether a checkpoint was
-    running (triggered before the row was visible, last acknowledged after the watermark passed)."""
+                       checkpoints: tuple[tuple[int, int], ...]) -> list[tuple[int, float, bool, float]]:
+    """Per window (end ms): its slowest row's watermark → row (s), whether a checkpoint was
+    running (triggered before the row was visible, last acknowledged after the watermark passed),
+    and when the watermark passed (wall clock, s)."""
     windows = []
     for end, took in sorted(slowest.items()):
         start, visible = passed[end] * 1000, (passed[end] + took) * 1000
-        windows.append((end, took, any(t <= visible and a >= start for t, a in checkpoints)))
+        windows.append((end, took, any(t <= visible and a >= start for t, a in checkpoints), passed[end]))
     return windows
 
 
-def checkpoint_line(windows: list[tuple[int, float, bool]], limit: float = 0.2) -> str:
+def checkpoint_line(windows: list[tuple[int, float, bool, float]], limit: float = 0.2) -> str:
     """How many windows took longer than ``limit`` and how many of those met a checkpoint."""
     slow = [w for w in windows if w[1] > limit]
     met = [w[1] for w in windows if w[2]]
