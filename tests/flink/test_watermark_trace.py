@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.run import watermark_passes
+from tests.bench.run import checkpoint_line, watermark_passes, window_checkpoints
 from tests.jobfiles import cli_embedded_run
 
 pytestmark = pytest.mark.flink
@@ -56,3 +56,15 @@ def test_a_window_end_passes_when_the_last_subtask_passes_it(tmp_path: Path) -> 
     # end 10000 fires at 9999: subtask 0 at 1000.2 s, subtask 1 at 1000.4 s; end 15000 never passed
     assert passes == {5000: 1000.3, 10000: 1000.4}
     assert watermark_passes(tmp_path / "none") == {}
+
+
+def test_a_window_meets_a_checkpoint_that_runs_between_its_watermark_and_its_row() -> None:
+    passed = {5000: 1000.0, 10000: 1005.0, 15000: 1010.0}
+    slowest = {5000: 0.25, 10000: 0.05, 15000: 0.30}
+    # (triggered, last acknowledged) in ms: one ends as the first window's watermark passes, one
+    # starts after the second window's row was visible, one runs through the third window
+    checkpoints = ((999_900, 1_000_000), (1_005_060, 1_005_100), (1_010_100, 1_010_200))
+    windows = window_checkpoints(slowest, passed, checkpoints)
+    assert [(end, met) for end, _, met, _ in windows] == [(5000, True), (10000, False), (15000, True)]
+    assert checkpoint_line(windows).startswith("2 of 3 windows over 200 ms (watermark→last row; the first 250 ms), "
+                                               "2 of them during a checkpoint; 2 windows met a checkpoint")
