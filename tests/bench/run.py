@@ -307,7 +307,12 @@ def latency_run(kind: str, broker: Broker, pg: Postgres, base: dict[str, Any],
             tenant, page = f"tenant-{i % 4}", pages[(i // 4) % len(pages)]
             body = json.dumps({"tenant_id": tenant, "user_id": f"u{i % 300}", "page": page, "ts": ts,
                                "latency_ms": i % 500, "bytes": 1000 + i % 7000}).encode()
-            producer.produce(topic, body, key=tenant.encode(), partition=i % 2, timestamp=ts)
+            while True:
+                try:
+                    producer.produce(topic, body, key=tenant.encode(), partition=i % 2, timestamp=ts)
+                    break
+                except BufferError:  # the broker is 100,000 records behind: wait for it, do not die
+                    producer.poll(0.05)  # (a producer thread that died left the job waiting for ever)
             producer.poll(0)
             produced.append((now, (tenant, page, ts - ts % 5000)))
             end = (ts - 1000) - (ts - 1000) % 5000  # the latest window end this event's partition passes
