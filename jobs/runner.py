@@ -7,11 +7,14 @@ output topics, view tables), then one statement set — one Flink job reading th
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -85,6 +88,42 @@ def start_jvm(embedded: bool) -> None:
             os.environ.pop("JVM_ARGS", None)
         else:
             os.environ["JVM_ARGS"] = previous
+
+
+#: where this process's local jobs keep RocksDB's LOG files (``rocksdb_log_dir``)
+_rocksdb_logs: Path | None = None
+ROCKSDB_LOG_PREFIX = "headrace-rocksdb-log-"
+
+
+def rocksdb_log_dir(config: dict[str, str]) -> dict[str, str]:
+    """A local (mini-cluster) job's RocksDB LOG files in a directory of this process's, removed
+    when it exits, instead of PyFlink's log directory in the virtualenv, where Flink puts them
+    once ``log.file`` is set: one file per stateful operator and subtask of every run, never
+    removed (118 files, 11 MB after a day of runs). Flink's own default without ``log.file``
+    keeps them in the instance's directory, which goes with the job. A directory left by a
+    process that was killed is removed by the next one. {} when the job's state is not in RocksDB
+    or the profile chose a directory."""
+    global _rocksdb_logs
+    if config.get("state.backend.type") != "rocksdb" or "state.backend.rocksdb.log.dir" in config:
+        return {}
+    if _rocksdb_logs is None or not _rocksdb_logs.is_dir():
+        for stale in Path(tempfile.gettempdir()).glob(ROCKSDB_LOG_PREFIX + "*"):
+            pid = stale.name[len(ROCKSDB_LOG_PREFIX):].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        _rocksdb_logs = Path(tempfile.mkdtemp(prefix=f"{ROCKSDB_LOG_PREFIX}{os.getpid()}-"))
+        atexit.register(shutil.rmtree, _rocksdb_logs, True)
+    return {"state.backend.rocksdb.log.dir": str(_rocksdb_logs)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def registry_secret(profile: Profile) -> None:
@@ -218,7 +257,7 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
         store.ensure_table(view)
     started = time.monotonic()
     say(f"starting Flink (local mini-cluster) for job '{plan.name}' over {records_in:,} records in {source_file}")
-    t_env = table_environment(compiled, [])
+    t_env = table_environment(compiled, [], rocksdb_log_dir(compiled.config))
     result = t_env.execute_sql(compiled.collect_query)
     last_report = time.monotonic()
     views = {"view:" + view.name: view for view in compiled.view_tables}
@@ -382,6 +421,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
              "web.refresh-interval": "500"}
     if restore is not None:
         extra["execution.state-recovery.path"] = restore.path.resolve().as_uri()
+    extra.update(rocksdb_log_dir(compiled.config))
     t_env = table_environment(compiled, jar_paths, extra)
     result = _execute_plan(compiled, t_env)
     client = result.get_job_client()

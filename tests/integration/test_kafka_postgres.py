@@ -30,14 +30,15 @@ SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
 HEADRACE = [sys.executable, "-m", "headrace.jobs.cli"]
 
 
-def run_job(job: Path, profiles: Path, ends: dict[int, int], group: str | None = None) -> None:
+def run_job(job: Path, profiles: Path, ends: dict[int, int], group: str | None = None) -> str | None:
     text = job.read_text()
     if group:
         text = text.replace("group: page-activity", f"group: {group}")
     job.write_text(text)
     compiled = compile_job(build_plan(parse_job(job)), load_profile("test", profiles), bounded_offsets=ends)
-    result, _ = submit_local(compiled, say=lambda _: None)
+    result, summary = submit_local(compiled, say=lambda _: None)
     result.wait()
+    return summary.job_id
 
 
 def view_rows(pg: Postgres, table: str) -> dict[tuple, tuple]:
@@ -54,7 +55,15 @@ def test_kafka_job_upserts_views_and_dead_letters_with_origin(
     ends = produce(broker.bootstrap, unique, events, partitions=2)
     job = example_job(tmp_path, unique)
 
-    run_job(job, profiles_file, ends)
+    job_id = run_job(job, profiles_file, ends)
+
+    # RocksDB's LOG files are in this process's directory, not PyFlink's (where they piled up)
+    import pyflink
+    from headrace.jobs import runner
+
+    assert job_id and runner._rocksdb_logs is not None
+    assert list(runner._rocksdb_logs.glob(f"*job_{job_id}_*LOG*"))
+    assert not list((Path(pyflink.__file__).parent / "log").glob(f"*job_{job_id}_*"))
 
     invalid = [e for e in events if not is_valid(e.payload, SCHEMA)]
     dead = read_all(broker.bootstrap, f"{unique}.dlq", len(invalid))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,30 @@ def test_jvm_options_reach_this_process_jvm_only(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RuntimeError):
         runner.start_jvm(embedded=True)
     assert "JVM_ARGS" not in os.environ
+
+
+def test_local_rocksdb_logs_go_to_a_directory_of_the_process_and_a_dead_ones_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from headrace.jobs import runner
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(runner, "_rocksdb_logs", None)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{runner.ROCKSDB_LOG_PREFIX}{done.stdout.strip()}-x1"
+    living = tmp_path / f"{runner.ROCKSDB_LOG_PREFIX}1-x2"  # init's: alive
+    for directory in (dead, living):
+        directory.mkdir()
+        (directory / "db_LOG").write_text("log")
+
+    assert runner.rocksdb_log_dir({"state.backend.type": "hashmap"}) == {}
+    assert runner.rocksdb_log_dir({"state.backend.type": "rocksdb", "state.backend.rocksdb.log.dir": "/x"}) == {}
+    chosen = Path(runner.rocksdb_log_dir({"state.backend.type": "rocksdb"})["state.backend.rocksdb.log.dir"])
+
+    assert chosen.is_dir() and chosen.parent == tmp_path
+    assert chosen.name.startswith(f"{runner.ROCKSDB_LOG_PREFIX}{os.getpid()}-")
+    assert not dead.exists() and living.exists()
+    # one directory for every local job of the process
+    assert runner.rocksdb_log_dir({"state.backend.type": "rocksdb"}) == {"state.backend.rocksdb.log.dir": str(chosen)}
