@@ -17,6 +17,12 @@ _counter = itertools.count()
 #: the mask step's key: set before any test starts the (shared) JVM, which reads it from its own
 #: environment, fixed when it starts
 os.environ.setdefault("HEADRACE_MASK_KEY", "headrace-test-mask-key-0123456789")
+#: every JVM of the tests (this process's, the session clusters', the `headrace run` children's)
+#: on the JIT's first tier, as the embedded profile runs: the tests' jobs are over in seconds,
+#: before C2 pays for its compiler thread, which on 2 cores takes the CPU the job needs (measured
+#: 2026-12-06: tests/integration/test_cluster.py 244 s with C2, 206 s without). What a test
+#: checks does not depend on the JIT tier; ``JVM_ARGS`` set outside the tests wins.
+os.environ.setdefault("JVM_ARGS", "-XX:TieredStopAtLevel=1")
 
 
 @pytest.fixture(scope="session")
