@@ -483,6 +483,12 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     back in its reader, and the metrics are fetched every second), a partition the source does not
     report counts as read to its end.
 
+    A restart (the tasks' start time moves) after every stop offset was reached starts this over:
+    the restored source reads again from its checkpoint, and the new attempt's offsets count once
+    a checkpoint has completed 3 s after the restart. (Draining on the failed attempt's offsets
+    ended jobs before they had read those records again: views short of records, seen once after
+    a PostgreSQL outage with the enrich step; tests/unit/test_failure_logic.py.)
+
     A source that was not restored (``restored`` false and the job never restarted) finishes by
     itself, and is left to: the drain is a synchronous savepoint, which the source's task declines
     while it closes, and Flink fails the job over on that refusal. Such a job is drained only if it
@@ -497,6 +503,7 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     draining = False
     last_drain_check = started
     read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
+    read_all_start: int | None = None  # when the tasks had last (re)started, then (ms)
     was_down: set[str] = set()  # services down at the last progress line
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the progress line asks PostgreSQL and the broker, which may take seconds to time out
@@ -511,14 +518,23 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                 last_drain_check = time.monotonic()
                 checkpoint = job.last_checkpoint()
                 number = checkpoint[0] if checkpoint else 0
+                start = job.last_start_ms()
+                if read_all_at is not None and start is not None and start != read_all_start:
+                    # the tasks restarted since: the restored source reads again from its checkpoint,
+                    # so what the failed attempt had fetched counts for nothing (draining now would
+                    # end the job before it reads those records again)
+                    read_all_at = None
                 if read_all_at is None:
                     fetched = job.read_offsets()
-                    # resumed: a partition without a split was read to its end before the checkpoint
-                    settled = checkpoint is not None and (restored or job.has_restarted()) and \
-                        checkpoint[1].timestamp() * 1000 >= (job.last_start_ms() or float("inf")) + 3000
-                    if fetched is not None and (fetched or settled) and all(
+                    restarted = job.has_restarted()
+                    # resumed: a partition without a split was read to its end before the checkpoint.
+                    # After a restart the offsets count only then as well: until the new attempt's
+                    # metrics come, Flink may still show the failed attempt's
+                    settled = checkpoint is not None and (restored or restarted) and \
+                        checkpoint[1].timestamp() * 1000 >= (start or float("inf")) + 3000
+                    if fetched is not None and (fetched or settled) and (settled or not restarted) and all(
                             fetched.get(p, o - 1 if settled else -1) >= o - 1 for p, o in stop_at.items() if o > 0):
-                        read_all_at = number
+                        read_all_at, read_all_start = number, start
                 elif number >= read_all_at + (2 if restored or job.has_restarted() else 20):
                     say("  … every partition has been read to its stop offset: finishing the job")
                     savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)

@@ -97,3 +97,93 @@ def test_profile_names_state_storage_and_cluster(tmp_path: Path) -> None:
     assert profile.state.uri(profile.state.savepoints) == (Path.cwd() / "sp").as_uri()
     assert profile.cluster.rest == "http://flink:8081"
     assert load_profile("local").state.checkpoints_local == Path(".headrace/checkpoints")
+
+
+class _Clock:
+    """``time`` for :func:`headrace.jobs.runner.watch`: sleeping moves it on at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _FakeJob:
+    """A bounded job's REST answers, one checkpoint a second: its source has fetched every record
+    before its stop offsets from the start, and its tasks restart at ``restart_at`` (s) if given;
+    after that the offsets Flink shows are the failed attempt's until the new attempt reports."""
+
+    START_MS = 1_800_000_000_000
+
+    def __init__(self, clock: _Clock, restart_at: float | None) -> None:
+        from types import SimpleNamespace
+
+        self.clock, self.restart_at = clock, restart_at
+        self.job_id = "j"
+        self.stopped_at: float | None = None
+        self.client = SimpleNamespace(stop=self._stop)
+
+    def _restarted(self) -> bool:
+        return self.restart_at is not None and self.clock.now >= self.restart_at
+
+    def _stop(self, job_id: str, savepoints: str, drain: bool) -> None:
+        assert drain
+        self.stopped_at = self.clock.now
+
+    def new_restarts(self) -> list[object]:
+        return []
+
+    def has_restarted(self) -> bool:
+        return self._restarted()
+
+    def last_start_ms(self) -> int:
+        return self.START_MS + int(self.restart_at * 1000 if self._restarted() and self.restart_at else 0)
+
+    def last_checkpoint(self) -> tuple[int, object]:
+        from datetime import UTC, datetime
+
+        number = int(self.clock.now)
+        return number, datetime.fromtimestamp(self.START_MS / 1000 + number, UTC)
+
+    def read_offsets(self) -> dict[int, int]:
+        return {0: 99, 1: 49}
+
+
+def _watch(monkeypatch: pytest.MonkeyPatch, restart_at: float | None) -> float | None:
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from headrace.jobs import runner
+
+    clock = _Clock()
+    job = _FakeJob(clock, restart_at)
+    monkeypatch.setattr(runner, "time", clock)
+    monkeypatch.setattr(runner, "JobWatch", lambda client, job_id: job)
+    done: Future[None] = Future()
+    result = SimpleNamespace(get_job_client=lambda: SimpleNamespace(get_job_execution_result=lambda: done),
+                             wait=lambda: None)
+    job.client.stop = lambda job_id, savepoints, drain: (job._stop(job_id, savepoints, drain), done.set_result(None))
+    state = SimpleNamespace(uri=lambda path: f"file:///{path}", savepoints="savepoints")
+    compiled = SimpleNamespace(profile=SimpleNamespace(state=state))
+    summary = SimpleNamespace(rest_url="http://127.0.0.1:1", job_id="j")
+    runner.watch(result, compiled, summary, lambda _: None, every_s=1e9, stop_at={0: 100, 1: 50})  # type: ignore[arg-type]
+    return job.stopped_at
+
+
+def test_a_bounded_job_is_drained_20_checkpoints_after_its_source_read_everything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped = _watch(monkeypatch, restart_at=None)
+    assert stopped is not None and 21 <= stopped <= 24
+
+
+def test_a_restart_after_the_source_read_everything_waits_for_the_new_attempt_before_draining(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failed attempt had fetched every record, but the restored source reads again from its
+    checkpoint: drained at once, the job would end before reading them (views short of records).
+    Its offsets count once a checkpoint has completed 3 s after the restart, then 2 more."""
+    stopped = _watch(monkeypatch, restart_at=10.0)
+    assert stopped is not None and stopped >= 10 + 3 + 2
