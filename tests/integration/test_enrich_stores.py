@@ -103,7 +103,7 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
             want[(r["tenant_id"], users[r["user_id"]], utc(start))] += 1
     with psycopg.connect(**pg.conninfo()) as conn:
         rows = conn.execute(f'SELECT tenant_id, country, window_start, events FROM "{unique}_1m"').fetchall()
-    assert {r[:3]: r[3] for r in rows} == dict(want)
+    assert {r[:3]: r[3] for r in rows} == dict(want), run.output[-3000:]
     assert len(placed) == sum(want.values()) + len(dead) + len(late)
 
     # L2 holds what L3 answered (written back), and the run says how each level answered
