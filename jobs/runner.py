@@ -486,8 +486,9 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     A restart (the tasks' start time moves) after every stop offset was reached starts this over:
     the restored source reads again from its checkpoint, and the new attempt's offsets count once
     a checkpoint has completed 3 s after the restart. (Draining on the failed attempt's offsets
-    ended jobs before they had read those records again: views short of records, seen once after
-    a PostgreSQL outage with the enrich step; tests/unit/test_failure_logic.py.)
+    could end a job before it had read those records again, leaving its views short of them: the
+    likely cause, not proven, of one such run of the enrich step's PostgreSQL outage test;
+    tests/unit/test_failure_logic.py shows the logic.)
 
     A source that was not restored (``restored`` false and the job never restarted) finishes by
     itself, and is left to: the drain is a synchronous savepoint, which the source's task declines
