@@ -73,12 +73,14 @@ def start_jvm(embedded: bool) -> None:
     from pyflink.java_gateway import get_gateway
 
     previous = os.environ.get("JVM_ARGS")
-    args = (previous or "").split()
-    if UTC_JVM not in args:
-        args.append(UTC_JVM)
+    given = (previous or "").split()
+    # Headrace's own options always last and in one order, whether JVM_ARGS held them or not: the
+    # class archive is keyed by the whole line, and the tests (which set the first JIT tier in
+    # JVM_ARGS) would otherwise write archives of their own beside the user's, evicting it
+    args = [arg for arg in given if arg not in (UTC_JVM, EMBEDDED_JVM)] + [UTC_JVM]
+    if EMBEDDED_JVM in given or (embedded and os.environ.get("HEADRACE_EMBEDDED_JIT") != "full"):
+        args.append(EMBEDDED_JVM)
     if embedded:
-        if os.environ.get("HEADRACE_EMBEDDED_JIT") != "full" and EMBEDDED_JVM not in args:
-            args.append(EMBEDDED_JVM)
         args += classarchive.jvm_args(args)
     os.environ["JVM_ARGS"] = " ".join(args)
     try:

@@ -163,6 +163,12 @@ def test_jvm_options_reach_this_process_jvm_only(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RuntimeError):
         runner.start_jvm(embedded=True)
     assert "JVM_ARGS" not in os.environ
+    # the tests' own first-tier option (tests/conftest.py) gives the line a user's run has
+    monkeypatch.setenv("JVM_ARGS", "-XX:TieredStopAtLevel=1")
+    runner.start_jvm(embedded=True)
+    assert seen[-1] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:SharedArchiveFile=/x.jsa"
+    runner.start_jvm(embedded=False)
+    assert seen[-1] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1"
 
 
 def test_local_rocksdb_logs_go_to_a_directory_of_the_process_and_a_dead_ones_is_removed(
