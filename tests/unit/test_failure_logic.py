@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from headrace.jobs.checkpoints import CheckpointStore
@@ -119,10 +120,10 @@ class _FakeJob:
 
     START_MS = 1_800_000_000_000
 
-    def __init__(self, clock: _Clock, restart_at: float | None) -> None:
+    def __init__(self, clock: _Clock, restart_at: float | None, done: Any) -> None:
         from types import SimpleNamespace
 
-        self.clock, self.restart_at = clock, restart_at
+        self.clock, self.restart_at, self.done = clock, restart_at, done
         self.job_id = "j"
         self.stopped_at: float | None = None
         self.client = SimpleNamespace(stop=self._stop)
@@ -133,6 +134,7 @@ class _FakeJob:
     def _stop(self, job_id: str, savepoints: str, drain: bool) -> None:
         assert drain
         self.stopped_at = self.clock.now
+        self.done.set_result(None)  # the drained job ends
 
     def new_restarts(self) -> list[object]:
         return []
@@ -160,13 +162,12 @@ def _watch(monkeypatch: pytest.MonkeyPatch, restart_at: float | None) -> float |
     from headrace.jobs import runner
 
     clock = _Clock()
-    job = _FakeJob(clock, restart_at)
+    done: Future[None] = Future()
+    job = _FakeJob(clock, restart_at, done)
     monkeypatch.setattr(runner, "time", clock)
     monkeypatch.setattr(runner, "JobWatch", lambda client, job_id: job)
-    done: Future[None] = Future()
     result = SimpleNamespace(get_job_client=lambda: SimpleNamespace(get_job_execution_result=lambda: done),
                              wait=lambda: None)
-    job.client.stop = lambda job_id, savepoints, drain: (job._stop(job_id, savepoints, drain), done.set_result(None))
     state = SimpleNamespace(uri=lambda path: f"file:///{path}", savepoints="savepoints")
     compiled = SimpleNamespace(profile=SimpleNamespace(state=state))
     summary = SimpleNamespace(rest_url="http://127.0.0.1:1", job_id="j")
