@@ -10,13 +10,14 @@ lateness without a shuffle or keyed state.
 from __future__ import annotations
 
 from headrace.connectors.sqltext import ident, with_options
-from headrace.schemas.kinds import SourceDecoding
+from headrace.schemas.kinds import NUL_COLUMN, SourceDecoding
 
 
 def decoded_source_ddl(table: str, *, delegate: str, options: dict[str, str], decoding: SourceDecoding,
                        out_of_orderness_ms: int, idle_timeout_ms: int | None = None, base64: bool = False) -> str:
     """A ``headrace-source`` table reading through ``delegate`` (``kafka``, ``filesystem``): the
-    system columns, then the decoding's error columns and fields (see SYSTEM_COLUMNS)."""
+    system columns, then the decoding's error columns and fields (see SYSTEM_COLUMNS), then, when
+    it has string fields, their NUL flags (NUL_COLUMN)."""
     own = {"connector": "headrace-source", "headrace.delegate": delegate, "headrace.decoder": decoding.function,
            "headrace.spec": decoding.spec, "headrace.out-of-orderness-ms": str(out_of_orderness_ms)}
     if idle_timeout_ms:
@@ -27,6 +28,11 @@ def decoded_source_ddl(table: str, *, delegate: str, options: dict[str, str], de
                "`_event_time` TIMESTAMP_LTZ(3) NOT NULL", "`_max_seen` BIGINT NOT NULL", "`_valid` BOOLEAN NOT NULL",
                "`_err_path` STRING", "`_err_msg` STRING"]
     columns += [f"{ident('_f_' + name)} {ftype.flink_sql}" for name, ftype in decoding.fields]
+    flagged = decoding.nul_flagged
+    if flagged:
+        index = {name: i for i, (name, _) in enumerate(decoding.fields)}
+        own["headrace.nul-fields"] = ",".join(f"{index[name]}:{name}" for name in flagged)
+        columns.append(f"{ident(NUL_COLUMN)} STRING")
     columns += ["WATERMARK FOR `_event_time` AS SOURCE_WATERMARK()"]
     body = ",\n  ".join(columns)
     return f"CREATE TEMPORARY TABLE {ident(table)} (\n  {body}\n) {with_options({**own, **options})}"

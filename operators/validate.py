@@ -37,6 +37,7 @@ from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import SpecError
 from headrace.schemas.jsonschema import RecordSchema, jvm_unsupported
 from headrace.schemas.kinds import (
+    NUL_COLUMN,
     DecodingNode,
     ExecNode,
     NodeSql,
@@ -46,6 +47,7 @@ from headrace.schemas.kinds import (
     StepKind,
     Stream,
     Wiring,
+    nul_flagged,
 )
 from headrace.schemas.options import StepOptions
 from headrace.schemas.types import FieldType
@@ -344,9 +346,14 @@ class ValidateNode(DecodingNode):
         time_column = "_rowtime" if wiring.embedded and self.engine == "python" else "_event_time"
         origin = (f"`_payload`, {literal(wiring.source_topic)} AS `_topic`, `_partition`, `_offset`, `_event_ms`, "
                   f"`_event_time` AS {ident(time_column)}, `_max_seen`")
+        nul = ""
         if self.engine == "jvm":
-            # the source decoded every record (headrace-source): its columns, renamed
+            # the source decoded every record (headrace-source): its columns, renamed, and its
+            # flags of the string fields holding U+0000 (see NUL_COLUMN)
             columns = ", ".join(f"{ident('_f_' + n)} AS {ident(n)}" for n, _ in fields)
+            if nul_flagged(tuple(fields)):
+                nul = f", {ident(NUL_COLUMN)}"
+                columns += nul
             checked = (f"SELECT {origin}, `_valid`, `_err_path`, `_err_msg`{', ' if columns else ''}{columns}\n"
                        f"FROM {input_view}")
         else:
@@ -371,7 +378,7 @@ class ValidateNode(DecodingNode):
 {wiring.dead_letter_select(literal(self.id), '`_err_path`', '`_err_msg`')}
 FROM {checked_view} WHERE NOT `_valid`""",
             f"""CREATE TEMPORARY VIEW {valid} AS
-SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, `_max_seen`{names}
+SELECT `_payload`, `_topic`, `_partition`, `_offset`, `_event_time`, `_event_ms`, `_max_seen`{names}{nul}
 FROM {checked_view} WHERE `_valid`""",
         )
         return NodeSql(views=views, output=valid, dead_letters=(rejected,), checked=checked)

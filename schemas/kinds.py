@@ -48,6 +48,12 @@ from headrace.schemas.views import ViewDef
 #: the columns every record stream carries for the compiler: the raw payload and its origin
 #: (dead letters), the event time as a timestamp and in epoch ms, and the largest event time
 #: of the record's partition so far (the late judgement; the source computes it, see SourceDecoding)
+#: the source's flags of the string fields holding U+0000 (``SourceDecoding.nul_flagged``): the
+#: decoding step carries it to the steps after it, which test it instead of each value. Flink's
+#: generated code copies every string column a filter reads (for every record, before the filter
+#: decides), so a test of the value itself costs a copy per field and output; this column is NULL
+#: for every record without a NUL, and a NULL is not copied
+NUL_COLUMN = "_nul"
 SYSTEM_COLUMNS = ("_payload", "_topic", "_partition", "_offset", "_event_time", "_event_ms", "_max_seen")
 
 
@@ -257,6 +263,17 @@ class SourceDecoding:
     spec: str
     fields: tuple[tuple[str, FieldType], ...] = ()
 
+    @property
+    def nul_flagged(self) -> tuple[str, ...]:
+        return nul_flagged(self.fields)
+
+
+def nul_flagged(fields: tuple[tuple[str, FieldType], ...]) -> tuple[str, ...]:
+    """The decoded fields the source also flags in its column ``_nul`` (NUL_COLUMN), its string
+    fields: NULL when none of them holds U+0000, else each that does as ``,name,`` (``,a,b,``
+    for two). A decoding step whose source decodes ``fields`` carries the column on."""
+    return tuple(name for name, ftype in fields if ftype is FieldType.STRING)
+
 
 @dataclass(kw_only=True)
 class DecodingNode(StepNode):
@@ -302,8 +319,10 @@ class SinkNode(Node):
     view: ViewDef
     requirements: Requirements = field(default_factory=Requirements)
 
-    def unstorable(self, column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
-        """``(predicate, reason)`` for values of a column this store cannot hold, or None."""
+    def unstorable(self, column_sql: str, ftype: FieldType, holds_nul: str | None = None) -> tuple[str, str] | None:
+        """``(predicate, reason)`` for values of a column this store cannot hold, or None.
+        ``holds_nul``, when given, is a predicate true exactly when the column's value holds
+        U+0000, which the source computed (see NUL_COLUMN): cheaper than reading the value."""
         return None
 
     def unstorable_time(self, ms_sql: str) -> tuple[str, str] | None:

@@ -184,7 +184,7 @@ class InfluxNode(PythonWriterNode):
         tags = ", ".join(n for n, _ in self.view.keys)
         return f"influx measurement '{self.measurement}', tags ({tags}), time = window start"
 
-    def unstorable(self, column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
+    def unstorable(self, column_sql: str, ftype: FieldType, holds_nul: str | None = None) -> tuple[str, str] | None:
         if ftype is FieldType.STRING and column_sql.strip("`") in dict(self.view.keys):
             return (f"({column_sql} = '' OR POSITION(CHR(10) IN {column_sql}) > 0 "
                     f"OR POSITION(CHR(13) IN {column_sql}) > 0)",

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headrace.connectors.postgres.connection import PostgresConnection
-from headrace.connectors.sqltext import ident, literal, with_options
-from headrace.operators import jvm
+from headrace.connectors.sqltext import ident, with_options
 from headrace.schemas.errors import ServiceError
 from headrace.schemas.kinds import PlanContext, Requirements, SinkKind, SinkNode, Stream
 from headrace.schemas.options import Identifier, SinkOptions
@@ -39,19 +38,26 @@ TYPES = {FieldType.STRING: "text", FieldType.INTEGER: "bigint", FieldType.NUMBER
          FieldType.BOOLEAN: "boolean", FieldType.BYTES: "bytea"}
 
 
-#: a JVM function testing a string's bytes for U+0000 (operators/java/.../functions/HasNul.java)
-HAS_NUL_FUNCTION = "hr_has_nul"
+#: ``text LIKE`` this: whether a string holds U+0000. Flink compiles a LIKE '%x%' with a literal
+#: into ``BinaryStringData.contains``, a search of the string's UTF-8 bytes where they lie (U+0000 is
+#: the byte 0 in UTF-8 and no other character contains that byte). Two earlier forms cost more per
+#: record: ``POSITION(CHR(0) IN text)`` made a string per call and searched it character by
+#: character (~7% of the example job's source task, which checks two group keys on every record),
+#: and a JVM scalar function (``HasNul``) had each argument copied first, since Flink copies a
+#: string it hands to a user function (8–9% of the source task's samples in a JFR profile).
+HAS_NUL_PATTERN = "U&'%\\0000%'"
 
 
-def unstorable(column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
+def unstorable(column_sql: str, ftype: FieldType, holds_nul: str | None = None) -> tuple[str, str] | None:
     """``(predicate, reason)`` for values of this type that PostgreSQL cannot store, or None.
 
     ``text`` refuses U+0000; Flink's BIGINT, DOUBLE and BOOLEAN map onto bigint, double precision
     (Infinity and NaN included) and boolean exactly, and window bounds are bounded by the
-    event-time range, so NUL is the one value the view tables cannot hold.
+    event-time range, so NUL is the one value the view tables cannot hold. ``holds_nul``: the
+    source's flag for this value, used instead of reading it.
     """
     if ftype is FieldType.STRING:
-        return (f"{HAS_NUL_FUNCTION}({column_sql})",
+        return (holds_nul or f"({column_sql} LIKE {HAS_NUL_PATTERN})",
                 "the value holds a NUL character (U+0000), which PostgreSQL text cannot store")
     return None
 
@@ -174,12 +180,8 @@ class PostgresNode(SinkNode):
     def explain(self) -> str:
         return f"postgres table '{self.view.name}', upsert on ({', '.join(self.view.key_names)})"
 
-    def unstorable(self, column_sql: str, ftype: FieldType) -> tuple[str, str] | None:
-        return unstorable(column_sql, ftype)
-
-    def functions(self) -> tuple[str, ...]:
-        return (f"CREATE TEMPORARY SYSTEM FUNCTION {HAS_NUL_FUNCTION} AS {literal(jvm.PACKAGE + '.HasNul')} "
-                "LANGUAGE JAVA",)
+    def unstorable(self, column_sql: str, ftype: FieldType, holds_nul: str | None = None) -> tuple[str, str] | None:
+        return unstorable(column_sql, ftype, holds_nul)
 
     def table_ddl(self, profile: Profile) -> str:
         conn = profile.section(PostgresConnection)

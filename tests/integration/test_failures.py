@@ -322,6 +322,10 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
     record = {"tenant_id": "tenant-2", "user_id": "u\u0000x", "page": "/", "ts": ts, "latency_ms": 9}
     nul_user = SampleEvent(key=b"tenant-2", payload=json.dumps(record).encode(), timestamp_ms=ts, kind="invalid")
     events.insert(7_000, nul_user)
+    # NULs in both group keys: the first key checked names it (the source flags both at once)
+    both = {**record, "tenant_id": "t\u0000", "user_id": "u2", "page": "/\u0000"}
+    nul_both = SampleEvent(key=b"tenant-2", payload=json.dumps(both).encode(), timestamp_ms=ts, kind="invalid")
+    events.insert(7_500, nul_both)
     job = with_new_measures(fault_job(tmp_path, unique))
     job.write_text(job.read_text().replace("validate: {}", f"validate: {{engine: {engine}}}"))
     profiles_file.write_text(profiles_file.read_text().replace(
@@ -333,11 +337,12 @@ def test_one_bad_record_of_each_kind_cannot_stop_the_job(
 
     expected = expected_outcome(placed, SCHEMA, out_of_orderness_ms=5_000, lateness_ms=30_000,
                                 keys=("tenant_id", "page", "user_id"))
-    assert len(expected.unstorable) == 2  # the NUL page, and the NUL user_id
+    assert len(expected.unstorable) == 3  # the NUL page, the NUL user_id, both keys NUL
     dead, _ = assert_exact(broker, pg, unique, placed, expected)
     assert_new_measures(pg, unique, expected)
     nul_dead = next(d for d in dead if d["payload_sha256"] == sha(nul_user.payload))
     assert nul_dead["step"] == f"sink.postgres.{unique}_1m" and nul_dead["error_path"] == "/user_id"
+    assert next(d for d in dead if d["payload_sha256"] == sha(nul_both.payload))["error_path"] == "/tenant_id"
     by_sha = {d["payload_sha256"]: d for d in dead}
     huge, nul, future, largest = (by_sha[sha(e.payload)] for e in bad_records()[:4])
     binary = next(d for d in dead if d["error"].startswith("not valid JSON") and "\ufffd" in d["payload"])

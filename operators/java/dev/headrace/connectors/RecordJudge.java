@@ -6,6 +6,7 @@ import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.tuple.Tuple2;
+import org.apache.flink.core.memory.MemorySegment;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
@@ -17,6 +18,7 @@ import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.data.TimestampData;
+import org.apache.flink.table.data.binary.BinaryStringData;
 
 import java.io.IOException;
 import java.io.Writer;
@@ -55,21 +57,26 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     private final String spec;
     private final boolean base64;
     private final boolean partitioned;
+    /** The decoder fields whose U+0000 is flagged in the last column ({@code index:name,...}). */
+    private final String nulFields;
 
     private transient RecordDecoder decoding;
     private transient Map<Integer, long[]> maxSeen;
     private transient ListState<Tuple2<Integer, Long>> state;
+    private transient int[] nulIndexes;
+    private transient String[] nulNames;
     private transient Counter recordsIn;
     private transient StreamRecord<RowData> out;
     private transient Writer trace;
     private transient String tracePrefix;
     private transient long traced;
 
-    RecordJudge(String decoder, String spec, boolean base64, boolean partitioned) {
+    RecordJudge(String decoder, String spec, boolean base64, boolean partitioned, String nulFields) {
         this.decoder = decoder;
         this.spec = spec;
         this.base64 = base64;
         this.partitioned = partitioned;
+        this.nulFields = nulFields;
     }
 
     @Override
@@ -90,6 +97,14 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     public void open() throws Exception {
         super.open();
         decoding = RecordDecoder.of(decoder, spec);
+        String[] flagged = nulFields.isEmpty() ? new String[0] : nulFields.split(",");
+        nulIndexes = new int[flagged.length];
+        nulNames = new String[flagged.length];
+        for (int i = 0; i < flagged.length; i++) {
+            int colon = flagged[i].indexOf(':');
+            nulIndexes[i] = Integer.parseInt(flagged[i].substring(0, colon));
+            nulNames[i] = flagged[i].substring(colon + 1);
+        }
         recordsIn = getMetricGroup().addGroup("headrace").counter("records_in");
         out = new StreamRecord<>(null);
         String traceDir = System.getenv("HEADRACE_TRACE_WATERMARKS");
@@ -144,7 +159,7 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
         }
         recordsIn.inc();
         int fields = decoding.fieldCount();
-        GenericRowData row = new GenericRowData(9 + fields);
+        GenericRowData row = new GenericRowData(9 + fields + (nulIndexes.length > 0 ? 1 : 0));
         row.setField(0, payload);
         row.setField(1, partition);
         row.setField(2, offset);
@@ -160,6 +175,9 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
             for (int i = 0; i < fields; i++) {
                 row.setField(9 + i, source.getField(3 + i));
             }
+            if (nulIndexes.length > 0) {
+                row.setField(9 + fields, nulFlags(source));
+            }
         } else {
             throw new IllegalStateException("a decoder answered with " + decoded.getClass().getName());
         }
@@ -170,6 +188,45 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
             out.eraseTimestamp();
         }
         output.collect(out);
+    }
+
+    /** {@code ,name,} for each flagged field holding U+0000, or null when none does (nearly always). */
+    private StringData nulFlags(GenericRowData decoded) {
+        StringBuilder flags = null;
+        for (int i = 0; i < nulIndexes.length; i++) {
+            Object value = decoded.getField(3 + nulIndexes[i]);
+            if (value instanceof StringData && hasNul((StringData) value)) {
+                flags = (flags == null ? new StringBuilder(",") : flags).append(nulNames[i]).append(',');
+            }
+        }
+        return flags == null ? null : StringData.fromString(flags.toString());
+    }
+
+    /**
+     * Whether a string holds U+0000, from its UTF-8 bytes where they lie: no copy, no decoding
+     * (U+0000 is the byte 0 in UTF-8, and no other character contains that byte).
+     */
+    static boolean hasNul(StringData text) {
+        if (text instanceof BinaryStringData) {
+            BinaryStringData binary = (BinaryStringData) text;
+            MemorySegment[] segments = binary.getSegments();
+            if (segments != null && segments.length == 1 && !segments[0].isOffHeap()) {
+                byte[] data = segments[0].getHeapMemory();
+                int end = binary.getOffset() + binary.getSizeInBytes();
+                for (int i = binary.getOffset(); i < end; i++) {
+                    if (data[i] == 0) {
+                        return true;
+                    }
+                }
+                return false;
+            }
+        }
+        for (byte b : text.toBytes()) {
+            if (b == 0) {
+                return true;
+            }
+        }
+        return false;
     }
 
     @Override

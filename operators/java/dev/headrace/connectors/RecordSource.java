@@ -54,7 +54,8 @@ import java.util.Set;
  *
  * <p>The table's physical columns, in order: {@code _payload STRING, _partition INT, _offset
  * BIGINT, _event_ms BIGINT, _event_time TIMESTAMP_LTZ(3), _max_seen BIGINT, _valid BOOLEAN,
- * _err_path STRING, _err_msg STRING}, then the decoder's fields. {@code WATERMARK FOR ... AS SOURCE_WATERMARK()}: the watermark is Flink's
+ * _err_path STRING, _err_msg STRING}, then the decoder's fields, then (with {@code headrace.nul-fields})
+ * {@code _nul STRING}. {@code WATERMARK FOR ... AS SOURCE_WATERMARK()}: the watermark is Flink's
  * bounded-out-of-orderness rule per source partition over {@code _event_ms}.
  *
  * <p>Options of its own ({@code headrace.*}); every other option goes to the delegate:
@@ -62,7 +63,11 @@ import java.util.Set;
  *   <li>{@code headrace.delegate}: {@code kafka} or {@code filesystem};
  *   <li>{@code headrace.decoder}, {@code headrace.spec}: the decoder's class and spec;
  *   <li>{@code headrace.out-of-orderness-ms}, {@code headrace.idle-timeout-ms};
- *   <li>{@code headrace.base64}: the delegate's lines are base64 (binary records in a file).
+ *   <li>{@code headrace.base64}: the delegate's lines are base64 (binary records in a file);
+ *   <li>{@code headrace.nul-fields}: {@code index:name,...}, decoder fields (string) to flag in a
+ *   last column {@code _nul STRING}: NULL when none holds U+0000, else {@code ,name,} for each
+ *   that does. A later filter tests that column instead of the values: Flink's generated code
+ *   copies every string column a filter reads, for every record.
  * </ul>
  */
 public final class RecordSource implements DynamicTableSourceFactory {
@@ -158,6 +163,7 @@ public final class RecordSource implements DynamicTableSourceFactory {
             String decoder = own.get("headrace.decoder");
             String spec = own.get("headrace.spec");
             boolean base64 = Boolean.parseBoolean(own.getOrDefault("headrace.base64", "false"));
+            String nulFields = own.getOrDefault("headrace.nul-fields", "");
             long ooo = Long.parseLong(own.getOrDefault("headrace.out-of-orderness-ms", "0"));
             long idle = Long.parseLong(own.getOrDefault("headrace.idle-timeout-ms", "0"));
             // Flink's bounded-out-of-orderness rule per source split: max event time - ooo - 1 ms
@@ -198,7 +204,7 @@ public final class RecordSource implements DynamicTableSourceFactory {
                                 + provider.getClass().getName());
                     }
                     SingleOutputStreamOperator<RowData> judged = read.transform("headrace decode and judge",
-                            InternalTypeInfo.of(type), new RecordJudge(decoder, spec, base64, isKafka));
+                            InternalTypeInfo.of(type), new RecordJudge(decoder, spec, base64, isKafka, nulFields));
                     uids.generateUid("judge").ifPresent(judged::uid);
                     return judged;
                 }
