@@ -647,9 +647,12 @@ final class SchemaNode {
     }
 
     private Failure validateString(JsonNode v, String path) {
-        if (minLength >= 0 || maxLength >= 0) {
-            String s = v.textValue();
-            int length = s.codePointCount(0, s.length());
+        String text = v.textValue();
+        int units = text.length();
+        // a string has from ceil(units / 2) (all surrogate pairs) to units characters: they are
+        // counted only when that range reaches past a bound (rarely: a page's path against 1..64)
+        if ((minLength >= 0 && (units + 1) / 2 < minLength) || (maxLength >= 0 && units > maxLength)) {
+            int length = text.codePointCount(0, units);
             if (minLength >= 0 && length < minLength) {
                 return new Failure(at(path), shown(v) + " is shorter than " + minLength
                         + (minLength == 1 ? " character" : " characters"));
@@ -659,8 +662,8 @@ final class SchemaNode {
                         + (maxLength == 1 ? " character" : " characters"));
             }
         }
-        if (pattern != null && !(patternPrefix != null ? v.textValue().startsWith(patternPrefix)
-                : pattern.matcher(v.textValue()).find())) {
+        if (pattern != null && !(patternPrefix != null ? text.startsWith(patternPrefix)
+                : pattern.matcher(text).find())) {
             return new Failure(at(path), shown(v) + " does not match \"" + patternText + "\"");
         }
         return null;
