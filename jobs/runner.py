@@ -492,6 +492,9 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     likely cause, not proven, of one such run of the enrich step's PostgreSQL outage test;
     tests/unit/test_failure_logic.py shows the logic.)
 
+    A failover after the drain's savepoint (a sink failing as the last windows fire) restores
+    the job to its last checkpoint, which still runs: the drain starts over as after a restart.
+
     A source that was not restored (``restored`` false and the job never restarted) finishes by
     itself, and is left to: the drain is a synchronous savepoint, which the source's task declines
     while it closes, and Flink fails the job over on that refusal. Such a job is drained only if it
@@ -504,6 +507,7 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     started = last = time.monotonic()
     restarts = 0
     draining = False
+    drain_start: int | None = None  # when the tasks had last (re)started, at the drain (ms)
     last_drain_check = started
     read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
     read_all_start: int | None = None  # when the tasks had last (re)started, then (ms)
@@ -517,6 +521,14 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
             for restart in job.new_restarts():
                 restarts += 1
                 say(f"  ! restart {restarts} at {restart.at:%H:%M:%S}: {restart.cause}")
+            if stop_at and draining and time.monotonic() - last_drain_check > 1:
+                last_drain_check = time.monotonic()
+                start = job.last_start_ms()
+                if start is not None and start != drain_start:
+                    # the job failed over while it drained (a store down as the windows fired):
+                    # it runs again from its last checkpoint, so drain again once it has read all
+                    draining, read_all_at = False, None
+                    say("  ! the job failed over while finishing: it finishes again once it has read to its stop")
             if stop_at and not draining and time.monotonic() - last_drain_check > 1:
                 last_drain_check = time.monotonic()
                 checkpoint = job.last_checkpoint()
@@ -543,7 +555,7 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                     savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)
                     try:
                         job.client.stop(job.job_id, savepoints, drain=True)
-                        draining = True
+                        draining, drain_start = True, start
                     except ServiceError:
                         pass  # tried again on the next round
             if progress is not None and progress.done():

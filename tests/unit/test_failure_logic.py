@@ -108,6 +108,8 @@ class _Clock:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
+        if self.now > 600:  # a bounded job that is never drained would loop here forever
+            raise AssertionError("the job was not drained within 600 s")
 
     def monotonic(self) -> float:
         return self.now
@@ -120,12 +122,14 @@ class _FakeJob:
 
     START_MS = 1_800_000_000_000
 
-    def __init__(self, clock: _Clock, restart_at: float | None, done: Any) -> None:
+    def __init__(self, clock: _Clock, restart_at: float | None, done: Any, drain_fails_over: bool = False) -> None:
         from types import SimpleNamespace
 
         self.clock, self.restart_at, self.done = clock, restart_at, done
         self.job_id = "j"
         self.stopped_at: float | None = None
+        self.stops: list[float] = []
+        self.drain_fails_over = drain_fails_over
         self.client = SimpleNamespace(stop=self._stop)
 
     def _restarted(self) -> bool:
@@ -134,6 +138,11 @@ class _FakeJob:
     def _stop(self, job_id: str, savepoints: str, drain: bool) -> None:
         assert drain
         self.stopped_at = self.clock.now
+        self.stops.append(self.clock.now)
+        if self.drain_fails_over:  # the savepoint completes, then a sink fails as the windows fire
+            self.drain_fails_over = False
+            self.restart_at = self.clock.now + 1
+            return
         self.done.set_result(None)  # the drained job ends
 
     def new_restarts(self) -> list[object]:
@@ -155,7 +164,7 @@ class _FakeJob:
         return {0: 99, 1: 49}
 
 
-def _watch(monkeypatch: pytest.MonkeyPatch, restart_at: float | None) -> float | None:
+def _watch(monkeypatch: pytest.MonkeyPatch, restart_at: float | None, drain_fails_over: bool = False) -> _FakeJob:
     from concurrent.futures import Future
     from types import SimpleNamespace
 
@@ -163,7 +172,7 @@ def _watch(monkeypatch: pytest.MonkeyPatch, restart_at: float | None) -> float |
 
     clock = _Clock()
     done: Future[None] = Future()
-    job = _FakeJob(clock, restart_at, done)
+    job = _FakeJob(clock, restart_at, done, drain_fails_over)
     monkeypatch.setattr(runner, "time", clock)
     monkeypatch.setattr(runner, "JobWatch", lambda client, job_id: job)
     result = SimpleNamespace(get_job_client=lambda: SimpleNamespace(get_job_execution_result=lambda: done),
@@ -172,12 +181,12 @@ def _watch(monkeypatch: pytest.MonkeyPatch, restart_at: float | None) -> float |
     compiled = SimpleNamespace(profile=SimpleNamespace(state=state))
     summary = SimpleNamespace(rest_url="http://127.0.0.1:1", job_id="j")
     runner.watch(result, compiled, summary, lambda _: None, every_s=1e9, stop_at={0: 100, 1: 50})  # type: ignore[arg-type]
-    return job.stopped_at
+    return job
 
 
 def test_a_bounded_job_is_drained_20_checkpoints_after_its_source_read_everything(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    stopped = _watch(monkeypatch, restart_at=None)
+    stopped = _watch(monkeypatch, restart_at=None).stopped_at
     assert stopped is not None and 21 <= stopped <= 24
 
 
@@ -186,5 +195,15 @@ def test_a_restart_after_the_source_read_everything_waits_for_the_new_attempt_be
     """The failed attempt had fetched every record, but the restored source reads again from its
     checkpoint: drained at once, the job would end before reading them (views short of records).
     Its offsets count once a checkpoint has completed 3 s after the restart, then 2 more."""
-    stopped = _watch(monkeypatch, restart_at=10.0)
+    stopped = _watch(monkeypatch, restart_at=10.0).stopped_at
     assert stopped is not None and stopped >= 10 + 3 + 2
+
+
+def test_a_drain_that_fails_over_is_done_again_once_the_restored_job_has_read_everything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drain's savepoint completed, then the job failed over (a store down as the windows
+    fired) and runs again from its checkpoint: it must be drained again, or it never ends."""
+    job = _watch(monkeypatch, restart_at=None, drain_fails_over=True)
+    assert len(job.stops) == 2, job.stops
+    first, second = job.stops
+    assert 21 <= first <= 24 and second >= first + 1 + 3 + 2
