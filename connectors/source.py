@@ -30,8 +30,7 @@ def decoded_source_ddl(table: str, *, delegate: str, options: dict[str, str], de
     columns += [f"{ident('_f_' + name)} {ftype.flink_sql}" for name, ftype in decoding.fields]
     flagged = decoding.nul_flagged
     if flagged:
-        index = {name: i for i, (name, _) in enumerate(decoding.fields)}
-        own["headrace.nul-fields"] = ",".join(f"{index[name]}:{name}" for name in flagged)
+        own["headrace.nul-fields"] = ",".join(str(i) for i, (name, _) in enumerate(decoding.fields) if name in flagged)
         columns.append(f"{ident(NUL_COLUMN)} STRING")
     columns += ["WATERMARK FOR `_event_time` AS SOURCE_WATERMARK()"]
     body = ",\n  ".join(columns)

@@ -22,7 +22,7 @@ from headrace.connectors import deadletter, embedded, kafka
 from headrace.connectors.sqltext import ident, literal
 from headrace.jobs.plan import Plan
 from headrace.operators import jvm
-from headrace.schemas.kinds import NUL_COLUMN, DecodingNode, NodeSql, StepNode
+from headrace.schemas.kinds import DecodingNode, NodeSql, StepNode, holds_nul
 from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -111,10 +111,10 @@ class Wiring:
         checks = []
         # the fields whose U+0000 the source flagged, when this step reads the decoding step's
         # records (values as the source decoded them; a step between could change them)
-        flagged: tuple[str, ...] = ()
+        decoded: tuple[tuple[str, FieldType], ...] = ()
         decoding = self.plan.node(upstream_id) if upstream_id else None
         if isinstance(decoding, DecodingNode) and self.plan.inputs[decoding.id] is None:
-            flagged = decoding.source_decoding(self).nul_flagged
+            decoded = decoding.source_decoding(self).fields
         # this step's sinks, and those of the views computed from its records without judging
         # them again (roll-ups): a value they would store is refused here, per record
         views = [node, *(v for v in self.plan.view_steps if v.judged_by == node_id and v.id != node_id)]
@@ -122,8 +122,7 @@ class Wiring:
             stored = view.stored_fields(upstream) if upstream is not None else {}
             for sink in self.plan.sinks_of(view.id):
                 for name, ftype in stored.items():
-                    holds_nul = f"({ident(NUL_COLUMN)} LIKE {literal(f'%,{name},%')})" if name in flagged else None
-                    refusal = sink.unstorable(ident(name), ftype, holds_nul)
+                    refusal = sink.unstorable(ident(name), ftype, holds_nul(decoded, name))
                     if refusal is not None:
                         checks.append((sink.id, name, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
                 refusal = sink.unstorable_time("`_event_ms`")

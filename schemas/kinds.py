@@ -270,9 +270,19 @@ class SourceDecoding:
 
 def nul_flagged(fields: tuple[tuple[str, FieldType], ...]) -> tuple[str, ...]:
     """The decoded fields the source also flags in its column ``_nul`` (NUL_COLUMN), its string
-    fields: NULL when none of them holds U+0000, else each that does as ``,name,`` (``,a,b,``
-    for two). A decoding step whose source decodes ``fields`` carries the column on."""
+    fields: NULL when none of them holds U+0000, else ``,i,`` for each that does, ``i`` its index
+    in ``fields`` (``,0,3,`` for two). A decoding step whose source decodes ``fields`` carries the
+    column on; :func:`holds_nul` tests it."""
     return tuple(name for name, ftype in fields if ftype is FieldType.STRING)
+
+
+def holds_nul(fields: tuple[tuple[str, FieldType], ...], name: str) -> str | None:
+    """SQL true exactly when field ``name`` of the source's ``fields`` holds U+0000, from the
+    source's flags (NUL_COLUMN); None when the source does not flag it."""
+    if name not in nul_flagged(fields):
+        return None
+    index = [n for n, _ in fields].index(name)
+    return f"(POSITION(',{index},' IN `{NUL_COLUMN}`) > 0)"
 
 
 @dataclass(kw_only=True)

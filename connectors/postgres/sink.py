@@ -38,13 +38,12 @@ TYPES = {FieldType.STRING: "text", FieldType.INTEGER: "bigint", FieldType.NUMBER
          FieldType.BOOLEAN: "boolean", FieldType.BYTES: "bytea"}
 
 
-#: ``text LIKE`` this: whether a string holds U+0000. Flink compiles a LIKE '%x%' with a literal
-#: into ``BinaryStringData.contains``, a search of the string's UTF-8 bytes where they lie (U+0000 is
-#: the byte 0 in UTF-8 and no other character contains that byte). Two earlier forms cost more per
-#: record: ``POSITION(CHR(0) IN text)`` made a string per call and searched it character by
-#: character (~7% of the example job's source task, which checks two group keys on every record),
-#: and a JVM scalar function (``HasNul``) had each argument copied first, since Flink copies a
-#: string it hands to a user function (8–9% of the source task's samples in a JFR profile).
+#: ``text LIKE`` this: whether a string holds U+0000, for a value the source did not flag (a step
+#: between changed it; the Python engine). Flink compiles a LIKE '%x%' with a literal into
+#: ``BinaryStringData.contains``, a search of the UTF-8 bytes (U+0000 is the byte 0 in UTF-8 and no
+#: other character contains that byte); ``POSITION(CHR(0) IN text)`` made a string per call. It
+#: replaced a JVM function (``HasNul``) of about the same cost; either way the filter reads the
+#: value, and Flink's generated code copies a string column a filter reads, for every record.
 HAS_NUL_PATTERN = "U&'%\\0000%'"
 
 

@@ -113,3 +113,22 @@ def test_a_secret_with_a_line_break_or_a_quote_is_masked_whole() -> None:
         assert secret not in shown, shown
     assert "'url' = 'jdbc:postgresql://h/db'" in shown and "'user' = 'u'" in shown
     assert shown.count("'******'") == 3
+
+
+def test_the_source_flags_each_string_field_by_its_index_and_the_check_finds_only_its_own() -> None:
+    """``_nul`` holds ``,i,`` per decoded string field with a U+0000: a field's check names its
+    own index, so no other field (nor a name with LIKE's wildcards) can match it."""
+    from headrace.connectors.source import decoded_source_ddl
+    from headrace.schemas.kinds import SourceDecoding, holds_nul
+
+    fields = (("bytes", FieldType.INTEGER), ("tenant_id", FieldType.STRING), ("tenantxid", FieldType.STRING),
+              ("page", FieldType.STRING))
+    ddl = decoded_source_ddl("src", delegate="kafka", options={}, out_of_orderness_ms=0,
+                             decoding=SourceDecoding("dev.headrace.functions.ValidateJson", "{}", fields))
+    assert "'headrace.nul-fields' = '1,2,3'" in ddl and "`_nul` STRING" in ddl
+    assert holds_nul(fields, "tenant_id") == "(POSITION(',1,' IN `_nul`) > 0)"
+    assert holds_nul(fields, "page") == "(POSITION(',3,' IN `_nul`) > 0)"
+    assert holds_nul(fields, "bytes") is None and holds_nul(fields, "email") is None
+    # no string field: no flags, no column (the Python engine's source decodes none)
+    assert "_nul" not in decoded_source_ddl("src", delegate="kafka", options={}, out_of_orderness_ms=0,
+                                            decoding=SourceDecoding("x", "{}", fields[:1]))

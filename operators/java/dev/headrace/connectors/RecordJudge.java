@@ -57,14 +57,13 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     private final String spec;
     private final boolean base64;
     private final boolean partitioned;
-    /** The decoder fields whose U+0000 is flagged in the last column ({@code index:name,...}). */
+    /** The decoder fields whose U+0000 is flagged in the last column ({@code i,j,...}: their indexes). */
     private final String nulFields;
 
     private transient RecordDecoder decoding;
     private transient Map<Integer, long[]> maxSeen;
     private transient ListState<Tuple2<Integer, Long>> state;
     private transient int[] nulIndexes;
-    private transient String[] nulNames;
     private transient Counter recordsIn;
     private transient StreamRecord<RowData> out;
     private transient Writer trace;
@@ -99,11 +98,8 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
         decoding = RecordDecoder.of(decoder, spec);
         String[] flagged = nulFields.isEmpty() ? new String[0] : nulFields.split(",");
         nulIndexes = new int[flagged.length];
-        nulNames = new String[flagged.length];
         for (int i = 0; i < flagged.length; i++) {
-            int colon = flagged[i].indexOf(':');
-            nulIndexes[i] = Integer.parseInt(flagged[i].substring(0, colon));
-            nulNames[i] = flagged[i].substring(colon + 1);
+            nulIndexes[i] = Integer.parseInt(flagged[i]);
         }
         recordsIn = getMetricGroup().addGroup("headrace").counter("records_in");
         out = new StreamRecord<>(null);
@@ -190,13 +186,13 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
         output.collect(out);
     }
 
-    /** {@code ,name,} for each flagged field holding U+0000, or null when none does (nearly always). */
+    /** {@code ,i,} for each flagged field {@code i} holding U+0000, or null when none does (nearly always). */
     private StringData nulFlags(GenericRowData decoded) {
         StringBuilder flags = null;
-        for (int i = 0; i < nulIndexes.length; i++) {
-            Object value = decoded.getField(3 + nulIndexes[i]);
+        for (int index : nulIndexes) {
+            Object value = decoded.getField(3 + index);
             if (value instanceof StringData && hasNul((StringData) value)) {
-                flags = (flags == null ? new StringBuilder(",") : flags).append(nulNames[i]).append(',');
+                flags = (flags == null ? new StringBuilder(",") : flags).append(index).append(',');
             }
         }
         return flags == null ? null : StringData.fromString(flags.toString());

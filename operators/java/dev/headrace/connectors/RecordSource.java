@@ -64,9 +64,9 @@ import java.util.Set;
  *   <li>{@code headrace.decoder}, {@code headrace.spec}: the decoder's class and spec;
  *   <li>{@code headrace.out-of-orderness-ms}, {@code headrace.idle-timeout-ms};
  *   <li>{@code headrace.base64}: the delegate's lines are base64 (binary records in a file);
- *   <li>{@code headrace.nul-fields}: {@code index:name,...}, decoder fields (string) to flag in a
- *   last column {@code _nul STRING}: NULL when none holds U+0000, else {@code ,name,} for each
- *   that does. A later filter tests that column instead of the values: Flink's generated code
+ *   <li>{@code headrace.nul-fields}: {@code i,j,...}, the indexes of decoder fields (strings) to
+ *   flag in a last column {@code _nul STRING}: NULL when none holds U+0000, else {@code ,i,} for
+ *   each that does. A later filter tests that column instead of the values: Flink's generated code
  *   copies every string column a filter reads, for every record.
  * </ul>
  */
