@@ -11,6 +11,7 @@ import org.apache.flink.table.functions.ScalarFunction;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.Arrays;
+import java.util.Objects;
 
 /**
  * {@code hr_payload(payload, max_bytes)}: the payload a dead letter or late record carries, cut
@@ -21,6 +22,12 @@ import java.util.Arrays;
  * <p>Only records that go to those outputs are passed through it, so it is off the hot path;
  * that is also why it says when ({@code failed_at}): SQL's CURRENT_TIMESTAMP in the same
  * projection was read from the clock for every record the operator saw, going there or not.
+ *
+ * <p>A dead letter's projection reads its five fields as five calls (Flink's generated code does
+ * not share them), with the same payload object: the last answer is kept and given again for
+ * the same object and arguments, so a record's payload is cut and hashed once, and its five
+ * fields agree ({@code failed_at} included). Each record's payload is another object (the source
+ * makes one per record, and the generated code copies it before the call).
  */
 @FunctionHint(output = @DataTypeHint(
         value = "ROW<payload STRING, payload_bytes BIGINT, payload_sha256 STRING, payload_truncated BOOLEAN, "
@@ -29,6 +36,11 @@ import java.util.Arrays;
 public final class PayloadDigest extends ScalarFunction {
     private static final long serialVersionUID = 1L;
     private static final char[] HEX = "0123456789abcdef".toCharArray();
+
+    private transient StringData lastPayload;
+    private transient Integer lastMaxBytes;
+    private transient boolean lastBase64;
+    private transient RowData lastAnswer;
 
     /**
      * A binary format's payload ({@code base64} true): the raw bytes in base64, the first
@@ -39,6 +51,35 @@ public final class PayloadDigest extends ScalarFunction {
         if (payload == null || base64 == null || !base64) {
             return eval(payload, maxBytes);
         }
+        if (payload == lastPayload && lastBase64 && Objects.equals(maxBytes, lastMaxBytes)) {
+            return lastAnswer;
+        }
+        RowData answer = base64(payload, maxBytes);
+        remember(payload, maxBytes, true, answer);
+        return answer;
+    }
+
+    public RowData eval(@DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload,
+                        Integer maxBytes) {
+        if (payload == null) {
+            return GenericRowData.of(null, 0L, null, false, now());
+        }
+        if (payload == lastPayload && !lastBase64 && Objects.equals(maxBytes, lastMaxBytes)) {
+            return lastAnswer;
+        }
+        RowData answer = text(payload, maxBytes);
+        remember(payload, maxBytes, false, answer);
+        return answer;
+    }
+
+    private void remember(StringData payload, Integer maxBytes, boolean base64, RowData answer) {
+        lastPayload = payload;
+        lastMaxBytes = maxBytes;
+        lastBase64 = base64;
+        lastAnswer = answer;
+    }
+
+    private static RowData base64(StringData payload, Integer maxBytes) {
         byte[] bytes = payload.toBytes();
         int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes) / 4 * 3;
         boolean cut = bytes.length > limit;
@@ -47,11 +88,7 @@ public final class PayloadDigest extends ScalarFunction {
                 StringData.fromString(sha256(bytes)), cut, now());
     }
 
-    public RowData eval(@DataTypeHint(value = "STRING", bridgedTo = StringData.class) StringData payload,
-                        Integer maxBytes) {
-        if (payload == null) {
-            return GenericRowData.of(null, 0L, null, false, now());
-        }
+    private static RowData text(StringData payload, Integer maxBytes) {
         byte[] bytes = payload.toBytes();
         int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes);
         boolean cut = bytes.length > limit;
