@@ -10,7 +10,7 @@ lateness without a shuffle or keyed state.
 from __future__ import annotations
 
 from headrace.connectors.sqltext import ident, with_options
-from headrace.schemas.kinds import NUL_COLUMN, SourceDecoding
+from headrace.schemas.kinds import NUL_COLUMN, SourceDecoding, nul_flags
 
 
 def decoded_source_ddl(table: str, *, delegate: str, options: dict[str, str], decoding: SourceDecoding,
@@ -28,9 +28,9 @@ def decoded_source_ddl(table: str, *, delegate: str, options: dict[str, str], de
                "`_event_time` TIMESTAMP_LTZ(3) NOT NULL", "`_max_seen` BIGINT NOT NULL", "`_valid` BOOLEAN NOT NULL",
                "`_err_path` STRING", "`_err_msg` STRING"]
     columns += [f"{ident('_f_' + name)} {ftype.flink_sql}" for name, ftype in decoding.fields]
-    flagged = decoding.nul_flagged
+    flagged = nul_flags(decoding.fields)
     if flagged:
-        own["headrace.nul-fields"] = ",".join(str(i) for i, (name, _) in enumerate(decoding.fields) if name in flagged)
+        own["headrace.nul-fields"] = ",".join(str(i) for i in flagged.values())
         columns.append(f"{ident(NUL_COLUMN)} STRING")
     columns += ["WATERMARK FOR `_event_time` AS SOURCE_WATERMARK()"]
     body = ",\n  ".join(columns)

@@ -16,13 +16,14 @@ changelog the runner applies to local files and SQLite.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from headrace.connectors import deadletter, embedded, kafka
 from headrace.connectors.sqltext import ident, literal
 from headrace.jobs.plan import Plan
 from headrace.operators import jvm
-from headrace.schemas.kinds import DecodingNode, NodeSql, StepNode, holds_nul
+from headrace.schemas.kinds import NodeSql, SourceDecoding, StepNode, holds_nul
 from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -94,6 +95,11 @@ class Wiring:
     def fields_needed(self) -> tuple[tuple[str, FieldType], ...]:
         return self.plan.fields
 
+    @cached_property
+    def source_decoding(self) -> SourceDecoding:
+        """What the source decodes of each record (the decoding step's answer, asked once)."""
+        return self.plan.decoder.source_decoding(self)
+
     def carried(self, node_id: str) -> tuple[str, ...]:
         upstream = self.plan.inputs[node_id]
         if upstream is None:
@@ -111,10 +117,7 @@ class Wiring:
         checks = []
         # the fields whose U+0000 the source flagged, when this step reads the decoding step's
         # records (values as the source decoded them; a step between could change them)
-        decoded: tuple[tuple[str, FieldType], ...] = ()
-        decoding = self.plan.node(upstream_id) if upstream_id else None
-        if isinstance(decoding, DecodingNode) and self.plan.inputs[decoding.id] is None:
-            decoded = decoding.source_decoding(self).fields
+        decoded = self.source_decoding.fields if upstream_id == self.plan.decoder.id else ()
         # this step's sinks, and those of the views computed from its records without judging
         # them again (roll-ups): a value they would store is refused here, per record
         views = [node, *(v for v in self.plan.view_steps if v.judged_by == node_id and v.id != node_id)]
@@ -260,7 +263,7 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     config = job_config(plan, profile)
     functions = function_ddl(plan)
     wiring = Wiring(plan, profile.embedded is not None, spec.source.kafka.topic, profile)
-    decoding = plan.decoder.source_decoding(wiring)
+    decoding = wiring.source_decoding
     wired = wire(plan, wiring)
     if profile.embedded is not None:
         data_dir = Path(profile.embedded.data_dir)

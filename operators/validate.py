@@ -47,7 +47,7 @@ from headrace.schemas.kinds import (
     StepKind,
     Stream,
     Wiring,
-    nul_flagged,
+    nul_flags,
 )
 from headrace.schemas.options import StepOptions
 from headrace.schemas.types import FieldType
@@ -351,7 +351,7 @@ class ValidateNode(DecodingNode):
             # the source decoded every record (headrace-source): its columns, renamed, and its
             # flags of the string fields holding U+0000 (see NUL_COLUMN)
             columns = ", ".join(f"{ident('_f_' + n)} AS {ident(n)}" for n, _ in fields)
-            if nul_flagged(tuple(fields)):
+            if nul_flags(fields):
                 nul = f", {ident(NUL_COLUMN)}"
                 columns += nul
             checked = (f"SELECT {origin}, `_valid`, `_err_path`, `_err_msg`{', ' if columns else ''}{columns}\n"

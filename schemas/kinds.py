@@ -48,13 +48,13 @@ from headrace.schemas.views import ViewDef
 #: the columns every record stream carries for the compiler: the raw payload and its origin
 #: (dead letters), the event time as a timestamp and in epoch ms, and the largest event time
 #: of the record's partition so far (the late judgement; the source computes it, see SourceDecoding)
-#: the source's flags of the string fields holding U+0000 (``SourceDecoding.nul_flagged``): the
-#: decoding step carries it to the steps after it, which test it instead of each value. Flink's
-#: generated code copies every string column a filter reads (for every record, before the filter
-#: decides), so a test of the value itself costs a copy per field and output; this column is NULL
-#: for every record without a NUL, and a NULL is not copied
-NUL_COLUMN = "_nul"
 SYSTEM_COLUMNS = ("_payload", "_topic", "_partition", "_offset", "_event_time", "_event_ms", "_max_seen")
+#: the source's flags of the string fields holding U+0000 (:func:`nul_flags`): the decoding step
+#: carries it to the steps after it, which test it instead of each value. Flink's generated code
+#: copies every string column a filter reads (for every record, before the filter decides), so a
+#: test of the value itself costs a copy per field and output; this column is NULL for every
+#: record without a NUL, and a NULL is not copied
+NUL_COLUMN = "_nul"
 
 
 @dataclass(frozen=True)
@@ -263,26 +263,20 @@ class SourceDecoding:
     spec: str
     fields: tuple[tuple[str, FieldType], ...] = ()
 
-    @property
-    def nul_flagged(self) -> tuple[str, ...]:
-        return nul_flagged(self.fields)
 
-
-def nul_flagged(fields: tuple[tuple[str, FieldType], ...]) -> tuple[str, ...]:
+def nul_flags(fields: tuple[tuple[str, FieldType], ...]) -> dict[str, int]:
     """The decoded fields the source also flags in its column ``_nul`` (NUL_COLUMN), its string
-    fields: NULL when none of them holds U+0000, else ``,i,`` for each that does, ``i`` its index
-    in ``fields`` (``,0,3,`` for two). A decoding step whose source decodes ``fields`` carries the
-    column on; :func:`holds_nul` tests it."""
-    return tuple(name for name, ftype in fields if ftype is FieldType.STRING)
+    fields, by name, with their index in ``fields``: the column is NULL when none of them holds
+    U+0000, else ``,i,`` for each that does (``,0,3,`` for two). A decoding step whose source
+    decodes ``fields`` carries the column on; :func:`holds_nul` tests it."""
+    return {name: i for i, (name, ftype) in enumerate(fields) if ftype is FieldType.STRING}
 
 
 def holds_nul(fields: tuple[tuple[str, FieldType], ...], name: str) -> str | None:
     """SQL true exactly when field ``name`` of the source's ``fields`` holds U+0000, from the
     source's flags (NUL_COLUMN); None when the source does not flag it."""
-    if name not in nul_flagged(fields):
-        return None
-    index = [n for n, _ in fields].index(name)
-    return f"(POSITION(',{index},' IN `{NUL_COLUMN}`) > 0)"
+    index = nul_flags(fields).get(name)
+    return None if index is None else f"(POSITION(',{index},' IN `{NUL_COLUMN}`) > 0)"
 
 
 @dataclass(kw_only=True)

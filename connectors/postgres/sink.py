@@ -41,9 +41,9 @@ TYPES = {FieldType.STRING: "text", FieldType.INTEGER: "bigint", FieldType.NUMBER
 #: ``text LIKE`` this: whether a string holds U+0000, for a value the source did not flag (a step
 #: between changed it; the Python engine). Flink compiles a LIKE '%x%' with a literal into
 #: ``BinaryStringData.contains``, a search of the UTF-8 bytes (U+0000 is the byte 0 in UTF-8 and no
-#: other character contains that byte); ``POSITION(CHR(0) IN text)`` made a string per call. It
-#: replaced a JVM function (``HasNul``) of about the same cost; either way the filter reads the
-#: value, and Flink's generated code copies a string column a filter reads, for every record.
+#: other character contains that byte); ``POSITION(CHR(0) IN text)`` made a string per call. The
+#: filter still reads the value, and Flink's generated code copies a string column a filter reads,
+#: for every record.
 HAS_NUL_PATTERN = "U&'%\\0000%'"
 
 

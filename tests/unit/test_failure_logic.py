@@ -127,8 +127,7 @@ class _FakeJob:
 
         self.clock, self.restart_at, self.done = clock, restart_at, done
         self.job_id = "j"
-        self.stopped_at: float | None = None
-        self.stops: list[float] = []
+        self.stops: list[float] = []  # when each drain was asked for
         self.drain_fails_over = drain_fails_over
         self.client = SimpleNamespace(stop=self._stop)
 
@@ -137,13 +136,16 @@ class _FakeJob:
 
     def _stop(self, job_id: str, savepoints: str, drain: bool) -> None:
         assert drain
-        self.stopped_at = self.clock.now
         self.stops.append(self.clock.now)
         if self.drain_fails_over:  # the savepoint completes, then a sink fails as the windows fire
             self.drain_fails_over = False
             self.restart_at = self.clock.now + 1
             return
         self.done.set_result(None)  # the drained job ends
+
+    @property
+    def stopped_at(self) -> float | None:
+        return self.stops[-1] if self.stops else None
 
     def new_restarts(self) -> list[object]:
         return []

@@ -6,7 +6,6 @@ import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.tuple.Tuple2;
-import org.apache.flink.core.memory.MemorySegment;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
@@ -18,7 +17,6 @@ import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.data.TimestampData;
-import org.apache.flink.table.data.binary.BinaryStringData;
 
 import java.io.IOException;
 import java.io.Writer;
@@ -191,38 +189,11 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
         StringBuilder flags = null;
         for (int index : nulIndexes) {
             Object value = decoded.getField(3 + index);
-            if (value instanceof StringData && hasNul((StringData) value)) {
+            if (value instanceof StringData && RecordDecoder.hasNul((StringData) value)) {
                 flags = (flags == null ? new StringBuilder(",") : flags).append(index).append(',');
             }
         }
         return flags == null ? null : StringData.fromString(flags.toString());
-    }
-
-    /**
-     * Whether a string holds U+0000, from its UTF-8 bytes where they lie: no copy, no decoding
-     * (U+0000 is the byte 0 in UTF-8, and no other character contains that byte).
-     */
-    static boolean hasNul(StringData text) {
-        if (text instanceof BinaryStringData) {
-            BinaryStringData binary = (BinaryStringData) text;
-            MemorySegment[] segments = binary.getSegments();
-            if (segments != null && segments.length == 1 && !segments[0].isOffHeap()) {
-                byte[] data = segments[0].getHeapMemory();
-                int end = binary.getOffset() + binary.getSizeInBytes();
-                for (int i = binary.getOffset(); i < end; i++) {
-                    if (data[i] == 0) {
-                        return true;
-                    }
-                }
-                return false;
-            }
-        }
-        for (byte b : text.toBytes()) {
-            if (b == 0) {
-                return true;
-            }
-        }
-        return false;
     }
 
     @Override

@@ -47,6 +47,16 @@ final class Json {
             return this;
         }
 
+        /** Whether the slice holds the byte {@code b}. */
+        boolean holds(byte b) {
+            for (int i = offset, end = offset + length; i < end; i++) {
+                if (data[i] == b) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
         /** The bytes of the slice, copied. */
         byte[] copy() {
             return Arrays.copyOfRange(data, offset, offset + length);

@@ -54,7 +54,7 @@ public final class PayloadDigest extends ScalarFunction {
         if (payload == lastPayload && lastBase64 && Objects.equals(maxBytes, lastMaxBytes)) {
             return lastAnswer;
         }
-        RowData answer = base64(payload, maxBytes);
+        RowData answer = digestBinary(payload, maxBytes);
         remember(payload, maxBytes, true, answer);
         return answer;
     }
@@ -67,7 +67,7 @@ public final class PayloadDigest extends ScalarFunction {
         if (payload == lastPayload && !lastBase64 && Objects.equals(maxBytes, lastMaxBytes)) {
             return lastAnswer;
         }
-        RowData answer = text(payload, maxBytes);
+        RowData answer = digestText(payload, maxBytes);
         remember(payload, maxBytes, false, answer);
         return answer;
     }
@@ -79,7 +79,7 @@ public final class PayloadDigest extends ScalarFunction {
         lastAnswer = answer;
     }
 
-    private static RowData base64(StringData payload, Integer maxBytes) {
+    private static RowData digestBinary(StringData payload, Integer maxBytes) {
         byte[] bytes = payload.toBytes();
         int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes) / 4 * 3;
         boolean cut = bytes.length > limit;
@@ -88,7 +88,7 @@ public final class PayloadDigest extends ScalarFunction {
                 StringData.fromString(sha256(bytes)), cut, now());
     }
 
-    private static RowData text(StringData payload, Integer maxBytes) {
+    private static RowData digestText(StringData payload, Integer maxBytes) {
         byte[] bytes = payload.toBytes();
         int limit = maxBytes == null ? bytes.length : Math.max(0, maxBytes);
         boolean cut = bytes.length > limit;

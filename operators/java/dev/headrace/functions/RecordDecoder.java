@@ -22,6 +22,14 @@ public interface RecordDecoder {
     /** How many typed fields follow the error fields and the event time. */
     int fieldCount();
 
+    /**
+     * Whether a decoded string holds U+0000, from its UTF-8 bytes where they lie (no copy, no
+     * decoding: U+0000 is the byte 0 in UTF-8, and no other character contains that byte).
+     */
+    static boolean hasNul(StringData text) {
+        return new Json.Slice().of(text).holds((byte) 0);
+    }
+
     /** The decoder named by a function class ({@code dev.headrace.functions.ValidateJson}, …) and its spec. */
     static RecordDecoder of(String function, String spec) {
         switch (function.substring(function.lastIndexOf('.') + 1)) {
