@@ -58,6 +58,18 @@ UTC_JVM = "-Duser.timezone=UTC"
 EMBEDDED_JVM = "-XX:TieredStopAtLevel=1"
 
 
+#: every other JVM that runs a job's records (a local run on a service profile; a session cluster's
+#: TaskManagers, from flink-conf/config.yaml): the JIT's optimizing compiler (C2) takes a method once
+#: it has been called 50,000 times, or called and looped 60,000 times together, or a loop of it has
+#: run 400,000 times (Java 17: 5,000, 15,000, 40,000). A job's per-record methods pass that within a
+#: second; the long tail that runs some thousand times (start-up, Janino, checkpoints, each
+#: output's rarely taken branch) stays with the first tier. With Java's thresholds C2 was busy for
+#: the whole of a 3M-event run on 2 cores, a core the source tasks wanted (README, "Benchmark").
+#: ``-XX:Tier4…`` options in ``JVM_ARGS`` replace these.
+C2_THRESHOLDS = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4CompileThreshold=60000",
+                 "-XX:Tier4BackEdgeThreshold=400000")
+
+
 def start_jvm(embedded: bool) -> None:
     """Start this process's Flink JVM (PyFlink's gateway, which the local mini-cluster runs in)
     with Headrace's options; nothing when it runs already. PyFlink reads them from ``JVM_ARGS``,
@@ -68,7 +80,7 @@ def start_jvm(embedded: bool) -> None:
     with daylight saving, window bounds around the change would shift by an hour and overwrite
     each other. ``table.local-time-zone`` does not reach that code; the JVM's own zone does.
     Embedded, with the first JIT tier only and the class archive of the last run
-    (jobs/classarchive.py).
+    (jobs/classarchive.py); otherwise with Headrace's thresholds for the optimizing tier.
     """
     from pyflink.java_gateway import get_gateway
 
@@ -80,6 +92,8 @@ def start_jvm(embedded: bool) -> None:
     args = [arg for arg in given if arg not in (UTC_JVM, EMBEDDED_JVM)] + [UTC_JVM]
     if EMBEDDED_JVM in given or (embedded and os.environ.get("HEADRACE_EMBEDDED_JIT") != "full"):
         args.append(EMBEDDED_JVM)
+    elif not any(arg.startswith("-XX:Tier4") for arg in given):  # thresholds of the user's own win
+        args += C2_THRESHOLDS
     if embedded:
         args += classarchive.jvm_args(args)
     os.environ["JVM_ARGS"] = " ".join(args)

@@ -446,7 +446,23 @@ def run_datastream(s: dict[str, Any]) -> None:
     clock.report(env.execute("page-activity-datastream").get_net_runtime())
 
 
+#: Java 17's own thresholds for the JIT's optimizing tier (``java -XX:+PrintFlagsFinal``), which
+#: Headrace's JVMs raise (jobs/runner.py, ``C2_THRESHOLDS``)
+JDK_C2_THRESHOLDS = ("-XX:Tier4InvocationThreshold=5000", "-XX:Tier4CompileThreshold=15000",
+                     "-XX:Tier4BackEdgeThreshold=40000")
+
+
+def with_jvm_args(args: tuple[str, ...], run: Any) -> Any:
+    """``run`` in a JVM started with ``args`` too (after the caller's ``JVM_ARGS``, e.g. a profiler's)."""
+    def go(s: dict[str, Any]) -> None:
+        os.environ["JVM_ARGS"] = " ".join([*os.environ.get("JVM_ARGS", "").split(), *args])
+        run(s)
+    return go
+
+
 if __name__ == "__main__":
+    from headrace.jobs.runner import C2_THRESHOLDS
+
     kind, settings = sys.argv[1], json.loads(sys.argv[2])
     {"framework": run_framework, "framework-python": lambda s: run_framework(s, engine="python"),
      "framework-enrich": lambda s: run_framework(s, variant="enrich"),
@@ -457,4 +473,7 @@ if __name__ == "__main__":
      "sql-state": run_sql,
      "framework-avro": lambda s: run_framework(s, fmt="avro"),
      "framework-proto": lambda s: run_framework(s, fmt="protobuf"),
-     "sql": run_sql, "sql-tvf": lambda s: run_sql(s, tvf=True), "datastream": run_datastream}[kind](settings)
+     "framework-jdk-jit": with_jvm_args(JDK_C2_THRESHOLDS, run_framework),
+     "sql": run_sql, "sql-tvf": lambda s: run_sql(s, tvf=True),
+     "sql-tvf-jit": with_jvm_args(C2_THRESHOLDS, lambda s: run_sql(s, tvf=True)),
+     "datastream": run_datastream}[kind](settings)

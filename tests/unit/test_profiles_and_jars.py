@@ -159,7 +159,8 @@ def test_jvm_options_reach_this_process_jvm_only(monkeypatch: pytest.MonkeyPatch
     assert os.environ["JVM_ARGS"] == "-Xmx1g"
     monkeypatch.delenv("JVM_ARGS")
     runner.start_jvm(embedded=False)
-    assert seen[-1] == "-Duser.timezone=UTC" and "JVM_ARGS" not in os.environ
+    assert seen[-1] == ("-Duser.timezone=UTC -XX:Tier4InvocationThreshold=50000 -XX:Tier4CompileThreshold=60000 "
+                        "-XX:Tier4BackEdgeThreshold=400000") and "JVM_ARGS" not in os.environ
     with pytest.raises(RuntimeError):
         runner.start_jvm(embedded=True)
     assert "JVM_ARGS" not in os.environ
@@ -169,6 +170,19 @@ def test_jvm_options_reach_this_process_jvm_only(monkeypatch: pytest.MonkeyPatch
     assert seen[-1] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:SharedArchiveFile=/x.jsa"
     runner.start_jvm(embedded=False)
     assert seen[-1] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1"
+    # a user's own thresholds for the optimizing tier replace Headrace's
+    monkeypatch.setenv("JVM_ARGS", "-XX:Tier4InvocationThreshold=5000")
+    runner.start_jvm(embedded=False)
+    assert seen[-1] == "-XX:Tier4InvocationThreshold=5000 -Duser.timezone=UTC"
+
+
+def test_a_clusters_taskmanagers_get_the_jit_thresholds_of_a_local_run() -> None:
+    from collections import defaultdict
+
+    from headrace.jobs import cluster, runner
+
+    config = cluster.flat_config(cluster.config_text(defaultdict(lambda: "1")))
+    assert config["env.java.opts.taskmanager"].split() == list(runner.C2_THRESHOLDS)
 
 
 def test_local_rocksdb_logs_go_to_a_directory_of_the_process_and_a_dead_ones_is_removed(
