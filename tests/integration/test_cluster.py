@@ -58,6 +58,16 @@ def test_cluster_serves_prometheus_metrics_on_loopback_only(cluster: tuple[Clust
     assert listening_on(PROMETHEUS) and listening_on(PROMETHEUS) <= {"0100007F", "0000000000000000FFFF00000100007F"}
 
 
+def test_the_taskmanagers_run_with_headraces_jit_thresholds(cluster: tuple[ClusterClient, ClusterDirs]) -> None:
+    from headrace.jobs.runner import C2_THRESHOLDS
+
+    pids = cluster[1].taskmanager_pids()
+    assert len(pids) == 2
+    for pid in pids:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert set(C2_THRESHOLDS) <= set(args), args
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterClient, ClusterDirs]]:
     root = tmp_path_factory.mktemp("cluster")
