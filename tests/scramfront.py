@@ -126,9 +126,13 @@ class ScramFront:
         """``tls``: clients connect over TLS with this server context (SSL, SASL_SSL);
         ``sasl``: a login is wanted (else a connection is relayed once its TLS handshake is done)."""
         self.users, self.tls, self.sasl = users, tls, sasl
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        # bound and listening from here on: a port only probed and let go was once taken by the
+        # broker started next (tests.services.free_port gave it the same number), and this front
+        # then failed to start
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port = int(self.socket.getsockname()[1])
         self.upstream = 0
         self.logins: list[tuple[str, str]] = []  # (mechanism, "ok" | the reason refused)
         self.loop = asyncio.new_event_loop()
@@ -148,8 +152,7 @@ class ScramFront:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port,
-                                                                   ssl=self.tls))
+        server = self.loop.run_until_complete(asyncio.start_server(self._client, sock=self.socket, ssl=self.tls))
         self.ready.set()
         try:
             self.loop.run_forever()
