@@ -76,8 +76,8 @@ def fronted() -> Iterator[tuple[Broker, ScramFront]]:
 
     front = ScramFront({"headrace": PASSWORD})
     tansu = Broker.start(advertised=front.port)
-    front.start(tansu.port)
-    try:
+    try:  # the broker is stopped even when the front fails to start
+        front.start(tansu.port)
         yield dataclasses.replace(tansu, port=front.port), front
     finally:
         front.stop()
@@ -240,16 +240,17 @@ def tls_fronts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     files = certificates(tmp_path_factory.mktemp("tls"))
     fronts = {"SASL_SSL": ScramFront({"headrace": PASSWORD}, tls=server_context(files, client_certificates=False)),
               "SSL": ScramFront({}, tls=server_context(files, client_certificates=True), sasl=False)}
-    brokers = {protocol: Broker.start(advertised=front.port) for protocol, front in fronts.items()}
-    for protocol, front in fronts.items():
-        front.start(brokers[protocol].port)
-    try:
+    brokers: dict[str, Broker] = {}
+    try:  # what started is stopped even when a later start fails (a failed setup left two brokers running)
+        for protocol, front in fronts.items():
+            brokers[protocol] = Broker.start(advertised=front.port)
+            front.start(brokers[protocol].port)
         yield {"files": files, "fronts": fronts,
                "brokers": {p: dataclasses.replace(b, port=fronts[p].port) for p, b in brokers.items()}}
     finally:
-        for protocol in fronts:
+        for protocol, broker in brokers.items():
             fronts[protocol].stop()
-            brokers[protocol].stop()
+            broker.stop()
 
 
 def tls_profiles(tmp_path: Path, broker: Broker, pg: Postgres, protocol: str, files: dict[str, Path],
