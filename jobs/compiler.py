@@ -74,6 +74,17 @@ class Wiring:
             return ident(CHECKED_VIEW)
         return ident(f"hr_{node_id}_{part}".replace("-", "_").replace(".", "_"))
 
+    def source_json_field(self, node_id: str, name: str) -> bool:
+        fmt = self.plan.spec.source.format
+        if self.embedded or not fmt.format.json_objects or fmt.binary:
+            return False
+        at = self.plan.inputs.get(node_id)
+        while at is not None:
+            if not self.plan.node(at).passes_fields:
+                return False
+            at = self.plan.inputs.get(at)
+        return name in dict(self.plan.decoder.output.fields)
+
     def dead_letter_select(self, step: str, path: str, error: str) -> str:
         """The dead-letter columns (``connectors/deadletter.py``) over a view with the source columns.
 
@@ -186,6 +197,18 @@ def durable_state(job: str, profile: Profile) -> dict[str, str]:
             "execution.checkpointing.savepoint-dir": profile.state.uri(profile.state.savepoints)}
 
 
+def source_properties(plan: Plan, wiring: Wiring, properties: dict[str, str]) -> dict[str, str]:
+    """The Kafka consumer's properties: the profile's, and those the steps add (their
+    ``interceptor.classes`` joined to the profile's own)."""
+    merged = dict(properties)
+    for node in plan.steps:
+        for key, value in node.source_properties(wiring).items():
+            if key == "interceptor.classes" and merged.get(key):
+                value = ",".join(dict.fromkeys([*merged[key].split(","), value]))
+            merged[key] = value
+    return merged
+
+
 def rewriting_kinds(plan: Plan) -> dict[str, list[StepNode]]:
     """The steps that change every output's payload and error (``rewrites_outputs``), by kind."""
     kinds: dict[str, list[StepNode]] = {}
@@ -291,7 +314,8 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
     tables = [kafka.source_ddl(
         "hr_source", topic=spec.source.kafka.topic, bootstrap=kconn.bootstrap_servers,
         group=spec.source.kafka.group or spec.job, decoding=decoding, out_of_orderness_ms=ooo,
-        idle_timeout_ms=et.idle_timeout, properties=kconn.java_properties(), bounded_offsets=bounded_offsets,
+        idle_timeout_ms=et.idle_timeout, properties=source_properties(plan, wiring, kconn.java_properties()),
+        bounded_offsets=bounded_offsets,
         from_earliest=from_earliest)]
     tables.append(kafka.dead_letter_ddl("hr_dead_letter", topic=plan.dead_letter_topic,
                                         bootstrap=kconn.bootstrap_servers, properties=kconn.java_properties()))

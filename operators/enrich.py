@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from headrace.connectors.postgres.connection import PostgresConnection
 from headrace.connectors.redis.connection import RedisConnection
@@ -68,6 +68,8 @@ BARRIER_FUNCTION = "hr_barrier"
 FOUND_CLASS = f"{jvm.PACKAGE}.LookupFound"
 BARRIER_CLASS = f"{jvm.PACKAGE}.Barrier"
 LOOKUP_CLASS = f"{jvm.PACKAGE}.EnrichLookup"
+GET_CLASS = f"{jvm.PACKAGE}.EnrichGet"
+PREFETCH_CLASS = f"{jvm.PACKAGE}.EnrichPrefetch"
 #: where workers of local runs leave their lookup counts (relative to the working directory)
 STATS_DIR = Path(".headrace") / "stats"
 
@@ -296,6 +298,13 @@ class EnrichNode(StepNode):
     job: str
     project: str
     jvm: bool  # the lookups run in the JVM (EnrichLookup.java), not in Python
+    passes_fields: ClassVar[bool] = True  # it adds fields and may drop records
+
+    def reads_ahead(self, wiring: Wiring) -> bool:
+        """The JVM engine, with its keys read ahead by the Kafka consumer (EnrichPrefetch.java)
+        and looked up on the task thread (EnrichGet.java): when the key is the Kafka records' own
+        JSON field. Otherwise the lookup is Flink's asynchronous calc (EnrichLookup.java)."""
+        return self.jvm and wiring.source_json_field(self.id, self.options.key)
 
     @property
     def function(self) -> str:
@@ -315,13 +324,14 @@ class EnrichNode(StepNode):
         levels = f"L1 {l1.size:,} × {format_duration_ms(l1.ttl)} (misses {format_duration_ms(l1.miss_ttl)})"
         if opts.cache.l2 is not None:
             levels += f", L2 redis × {format_duration_ms(opts.cache.l2.ttl)}"
-        engine = "in the JVM, asynchronous" if self.jvm else "in Python"
+        engine = ("in the JVM: keys read ahead by the Kafka consumer when the key is a field of the JSON "
+                  "records, else asynchronous" if self.jvm else "in Python")
         return (f"look up {', '.join(self.adds)} by {opts.key} from {where} ({levels}; batched, {engine}); "
                 f"on miss: {opts.on_miss}")
 
     def owns(self, node: ExecNode) -> bool:
-        kind = "async-calc" if self.jvm else "python-"
-        return node.kind.startswith(kind) and node.calls(self.function)
+        kinds = ("async-calc", "calc") if self.jvm else ("python-",)
+        return node.kind.startswith(kinds) and node.calls(self.function)
 
     def functions(self) -> tuple[str, ...]:
         return (f"CREATE TEMPORARY SYSTEM FUNCTION {FOUND_FUNCTION} AS {literal(FOUND_CLASS)} LANGUAGE JAVA",
@@ -331,7 +341,7 @@ class EnrichNode(StepNode):
         """The JVM engine's record fields that go through the lookup as its argument: Flink 2.3's
         asynchronous calc forwards a BIGINT, DOUBLE or BOOLEAN column without its null flag
         (a NULL came out as -1; see EnrichLookup.java), so these come back in ``_e._carried``."""
-        if not self.jvm:
+        if not self.jvm or self.reads_ahead(wiring):
             return ()
         primitive = (FieldType.INTEGER, FieldType.NUMBER, FieldType.BOOLEAN)
         return tuple((name, ftype) for name in wiring.carried(self.id)
@@ -349,8 +359,15 @@ class EnrichNode(StepNode):
         # an instance made with its spec: the spec holds the stores' passwords, which SQL text
         # (shown in operator names and plans) must not
         spec = jvm_spec(config, Path.cwd() / STATS_DIR, self.passed_through(wiring))
-        function = reduce(getattr, LOOKUP_CLASS.split("."), get_gateway().jvm)(spec)
+        java_class = GET_CLASS if self.reads_ahead(wiring) else LOOKUP_CLASS
+        function = reduce(getattr, java_class.split("."), get_gateway().jvm)(spec)
         t_env._j_tenv.createTemporarySystemFunction(self.function, function)
+
+    def source_properties(self, wiring: Wiring) -> dict[str, str]:
+        if not self.reads_ahead(wiring):
+            return {}
+        return {"interceptor.classes": PREFETCH_CLASS,
+                f"headrace.prefetch.{self.id}": f"{self.job}\t{self.options.key}"}
 
     def flink_options(self) -> dict[str, str]:
         if not self.jvm:
@@ -468,6 +485,9 @@ class EnrichNode(StepNode):
             table.add_row(step.id, f"{total.keys:,}", *(f"{hits:,} ({hits / n:.1%})" for hits in (
                 total.l1_hits, total.l2_hits, total.l3_hits, total.misses)),
                 f"{total.l2_errors:,}", f"{p50:.1f} / {p99:.1f} ms")
+            if total.read_ahead:
+                warm.append(f"{step.id}: {total.read_ahead:,} keys read ahead by the Kafka consumer; "
+                            f"{total.waited:,} records waited for their lookup")
             if total.l1_loaded:
                 warm.append(f"{step.id}: L1 started with {total.l1_loaded:,} persisted keys, its first batches "
                             f"answered {total.first_batch_l1_hits:,} of {total.first_batch_keys:,} keys")

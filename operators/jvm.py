@@ -46,14 +46,20 @@ def _flink_lib() -> Path:
     return Path(pyflink.__file__).resolve().parent / "lib"
 
 
+#: compile-time stand-ins for the kafka-clients types EnrichPrefetch.java uses (see stubs/README.md):
+#: javac checks against them (-sourcepath, -implicit:none) and the jar never holds them
+STUBS = SOURCES / "stubs"
+
+
 def _sources() -> list[Path]:
-    return sorted(SOURCES.rglob("*.java"))
+    """The jar's Java sources (not the stubs)."""
+    return sorted(p for p in SOURCES.rglob("*.java") if STUBS not in p.parents)
 
 
 def jar_path() -> Path:
     """Where the jar for these sources and this Flink lives in the cache."""
     digest = hashlib.sha256()
-    for source in _sources():
+    for source in sorted(SOURCES.rglob("*.java")):  # the stubs too
         digest.update(source.relative_to(SOURCES).as_posix().encode())
         digest.update(source.read_bytes())
     digest.update(",".join(sorted(p.name for p in _flink_lib().glob("flink-*.jar"))).encode())
@@ -75,6 +81,7 @@ def build(say: Callable[[str], None] = print) -> Path:
     with tempfile.TemporaryDirectory(prefix="headrace-javac-") as tmp:
         classes = Path(tmp) / "classes"
         command = [javac, "-nowarn", "--release", "11", "-encoding", "UTF-8", "-d", str(classes),
+                   "-sourcepath", str(STUBS), "-implicit:none",
                    "-cp", f"{_flink_lib() / '*'}:{prometheus_plugin_jar()}", *map(str, _sources())]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:

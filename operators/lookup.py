@@ -59,6 +59,10 @@ class LookupStats:
     l1_loaded: int = 0
     first_batch_keys: int = 0
     first_batch_l1_hits: int = 0
+    #: the JVM engine: keys the Kafka consumer read ahead (EnrichPrefetch.java), and records whose
+    #: lookup then still had to wait for a batch on the task thread
+    read_ahead: int = 0
+    waited: int = 0
 
     def timed(self, started: float) -> None:
         self.batches += 1

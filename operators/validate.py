@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jsonschema_rs
 import orjson
@@ -240,6 +240,7 @@ class ValidateNode(DecodingNode):
     """The decoding step: reads the source's raw records once, checks them, extracts the fields
     every later node reads, and judges lateness per partition (``_max_seen``). ``schema`` is a
     RecordSchema (JSON) or a binary format's BinarySchema."""
+    passes_fields: ClassVar[bool] = True  # it drops refused records, changes no field
     #: "jvm" (Flink function) or "python" (vectorized UDF); ``engine_note`` says why
     engine: str = "jvm"
     engine_note: str = ""

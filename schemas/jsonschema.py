@@ -420,6 +420,7 @@ class JsonFormat(FormatKind):
     (draft 2020-12) by the validate step (``operators/validate.py``), in the JVM or in Python."""
 
     name, schema_type, suffixes, binary = "json", "JSON", (".json",), False
+    json_objects = True
 
     def load(self, path: Path, options: dict[str, Any]) -> RecordSchema:
         return load_record_schema(path)

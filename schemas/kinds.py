@@ -150,6 +150,10 @@ class Wiring(Protocol):
     def unstorable(self, node_id: str) -> list[tuple[str, str, str, str]]:
         """``(step, field, predicate, reason)`` per value a sink reading ``node_id`` cannot store."""
 
+    def source_json_field(self, node_id: str, name: str) -> bool:
+        """Whether field ``name`` of the records ``node_id`` reads is, unchanged, a top-level field
+        of the Kafka records' JSON (no step before it rewrites it; see StepNode.passes_fields)."""
+
 
 @dataclass(frozen=True)
 class NodeSql:
@@ -191,6 +195,11 @@ class Node(ABC):
     def flink_options(self) -> dict[str, str]:
         """Flink options the job needs for this node's operators (a profile's ``flink:`` may
         still override them)."""
+        return {}
+
+    def source_properties(self, wiring: Wiring) -> dict[str, str]:
+        """Kafka consumer properties it adds to the job's source (the enrich step's read-ahead of
+        keys); several nodes' ``interceptor.classes`` are joined."""
         return {}
 
     def prepare(self, profile: Profile) -> None:  # noqa: B027 (most nodes need nothing)
@@ -235,6 +244,10 @@ class StepNode(Node):
     def stored_fields(self, upstream: Stream) -> dict[str, FieldType]:
         """Record fields whose values reach its sinks as they are (checked against each store)."""
         return {}
+
+    #: its records are the records it reads, each field unchanged (it may add fields or drop
+    #: records): a later step's field can then be read from the source's own record
+    passes_fields: ClassVar[bool] = False
 
     #: it changes what every output of the job carries (the mask step masks dead-letter and late
     #: payloads and errors, whether a record was refused before it or after it)
@@ -435,6 +448,9 @@ class FormatKind(ABC):
     file_hint: ClassVar[str] = "schema file"
     #: records are bytes, not text (so dead letters carry them in base64)
     binary: ClassVar[bool] = True
+    #: its records are JSON objects whose fields are the record's (a reader can find a field in the
+    #: bytes, as the enrich step's read-ahead of keys does)
+    json_objects: ClassVar[bool] = False
     #: other keys of ``source.format`` it takes: name -> (pydantic field type, Field(...), hint)
     keys: ClassVar[dict[str, tuple[Any, Any, str]]] = {}
 

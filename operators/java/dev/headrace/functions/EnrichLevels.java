@@ -51,6 +51,13 @@ import java.util.concurrent.atomic.LongAdder;
 final class EnrichLevels {
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final Map<String, EnrichLevels> SHARED = new HashMap<>();
+    /** The levels open in this JVM by job and step, for {@link EnrichPrefetch}. */
+    private static final Map<String, EnrichLevels> BY_STEP = new java.util.concurrent.ConcurrentHashMap<>();
+    /** What a cached row's first reader counts, when a prefetch put it there before any record asked. */
+    private static final int CLAIMED = 0;
+    private static final int FROM_L2 = 2;
+    private static final int FROM_L3 = 3;
+    private static final int MISSED = 4;
     private static final int MAX_BATCH = 2000;
     private static final Set<String> TRUE_WORDS = Set.of("true", "t", "1", "yes");
 
@@ -72,7 +79,8 @@ final class EnrichLevels {
     /** A key being looked up, with every record waiting for it. */
     private static final class Pending {
         final String key;
-        final Counters counters;
+        /** The first asking record's subtask counters; null while only a prefetch asked (guarded by pending). */
+        Counters counters;
         final List<CompletableFuture<RowData>> waiting = new ArrayList<>(2);
         final List<RowData> carried = new ArrayList<>(2);
 
@@ -90,10 +98,14 @@ final class EnrichLevels {
     private static final class Cached {
         final RowData row;
         final long expires;
+        /** The level its first reader counts (FROM_L2, FROM_L3, MISSED) when a prefetch fetched it
+         * before any record asked, else CLAIMED: an L1 hit (guarded by its segment). */
+        int level;
 
-        Cached(RowData row, long expires) {
+        Cached(RowData row, long expires, int level) {
             this.row = row;
             this.expires = expires;
+            this.level = level;
         }
     }
 
@@ -133,11 +145,12 @@ final class EnrichLevels {
     private final AtomicLong misses = new AtomicLong();
     private final AtomicLong l2Errors = new AtomicLong();
     private final AtomicLong batches = new AtomicLong();
+    private final LongAdder readAhead = new LongAdder();
+    private final LongAdder waited = new LongAdder();
     private final ArrayDeque<Double> batchMs = new ArrayDeque<>();
     private final Path statsFile;
-    // what the stats file last counted (written by the batcher thread, then by release())
-    private long writtenKeys = -1;
-    private long writtenBatches = -1;
+    // what the stats file last held (written by the batcher thread, then by release())
+    private String written;
 
     private Resp l2;
     private Resp redisSource;
@@ -175,6 +188,7 @@ final class EnrichLevels {
                 SHARED.put(specText, levels);
             }
             levels.users++;
+            BY_STEP.put(stepKey(levels.spec.job, levels.spec.step), levels);
             return levels;
         }
     }
@@ -186,6 +200,7 @@ final class EnrichLevels {
                 return;
             }
             SHARED.remove(id);
+            BY_STEP.remove(stepKey(spec.job, spec.step), this);
         }
         closed = true;
         batcher.interrupt();
@@ -195,6 +210,61 @@ final class EnrichLevels {
             Thread.currentThread().interrupt();
         }
         writeStats();
+    }
+
+    private static String stepKey(String job, String step) {
+        return job + '\u0000' + step;
+    }
+
+    /** The open levels of a job's step in this JVM, or null (see EnrichPrefetch). */
+    static EnrichLevels forStep(String job, String step) {
+        return BY_STEP.get(stepKey(job, step));
+    }
+
+    /**
+     * A record's key seen ahead of the record (by the Kafka consumer, {@link EnrichPrefetch}): when
+     * L1 lacks it and no lookup of it is under way, the batcher is asked for it now, so that the
+     * record finds it in L1. Nothing is counted until a record asks: the first record to read the
+     * row counts the level it came from, as if it had asked itself.
+     */
+    void prefetch(String key) {
+        if (key == null || closed) {
+            return;
+        }
+        Segment segment = segment(key);
+        Cached entry;
+        synchronized (segment) {
+            entry = segment.get(key);
+        }
+        if (entry != null && entry.expires - System.nanoTime() > 0) {
+            return;
+        }
+        synchronized (pending) {
+            if (!pending.containsKey(key)) {
+                readAhead.increment();
+                Pending asked = new Pending(key, null);
+                pending.put(key, asked);
+                queue.add(asked);
+            }
+        }
+    }
+
+    /** A record's lookup, answered on the calling thread: from L1, or after waiting for its batch. */
+    RowData get(String key, Counters counters) {
+        CompletableFuture<RowData> answer = new CompletableFuture<>();
+        lookup(key, answer, counters, null);
+        if (!answer.isDone()) {
+            waited.increment();
+        }
+        try {
+            return answer.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("the enrich step '" + spec.step + "' was interrupted", e);
+        } catch (java.util.concurrent.ExecutionException e) {
+            Throwable cause = e.getCause();
+            throw cause instanceof RuntimeException ? (RuntimeException) cause : new IllegalStateException(cause);
+        }
     }
 
     /** A copy of a record's carried fields (the caller may reuse its row for the next record). */
@@ -234,27 +304,57 @@ final class EnrichLevels {
         keys.increment();
         Segment segment = segment(key);
         Cached entry;
+        int level = CLAIMED;
         synchronized (segment) {
             entry = segment.get(key);
+            if (entry != null && entry.expires - System.nanoTime() > 0) {
+                level = entry.level;
+                entry.level = CLAIMED;
+            } else {
+                entry = null;
+            }
         }
-        if (entry != null && entry.expires - System.nanoTime() > 0) {
-            l1Hits.increment();
-            counters.l1.inc();
+        if (entry != null) {
+            count(level, counters);
             future.complete(withCarried(entry.row, carried));
             return;
         }
         synchronized (pending) {
             Pending asked = pending.get(key);
-            if (asked != null) { // another record's lookup of this key is under way: answered with it
+            if (asked != null) { // another lookup of this key is under way: answered with it
                 asked.add(future, carried);
-                l1Hits.increment();
-                counters.l1.inc();
+                if (asked.counters == null) { // only a prefetch asked: this record counts the level
+                    asked.counters = counters;
+                } else {
+                    l1Hits.increment();
+                    counters.l1.inc();
+                }
                 return;
             }
             asked = new Pending(key, counters);
             asked.add(future, carried);
             pending.put(key, asked);
             queue.add(asked);
+        }
+    }
+
+    private void count(int level, Counters counters) {
+        switch (level) {
+            case FROM_L2:
+                l2Hits.incrementAndGet();
+                counters.l2.inc();
+                break;
+            case FROM_L3:
+                l3Hits.incrementAndGet();
+                counters.l3.inc();
+                break;
+            case MISSED:
+                misses.incrementAndGet();
+                counters.misses.inc();
+                break;
+            default:
+                l1Hits.increment();
+                counters.l1.inc();
         }
     }
 
@@ -339,22 +439,27 @@ final class EnrichLevels {
         long now = System.nanoTime();
         for (Pending p : batch) {
             Object[] raw = found.get(p.key);
-            Counter counter = p.counters.l2;
-            AtomicLong total = l2Hits;
+            int level = FROM_L2;
             if (raw == null) {
                 raw = fromL3.get(p.key);
-                counter = raw != null ? p.counters.l3 : p.counters.misses;
-                total = raw != null ? l3Hits : misses;
+                level = raw != null ? FROM_L3 : MISSED;
             }
-            counter.inc();
-            total.incrementAndGet();
             RowData row = raw == null ? notFound : row(raw);
             Segment segment = segment(p.key);
+            Cached cached = new Cached(row, now + (raw != null ? ttlNanos : missTtlNanos), level);
+            Counters asker;
             synchronized (segment) {
-                segment.put(p.key, new Cached(row, now + (raw != null ? ttlNanos : missTtlNanos)));
+                synchronized (pending) {
+                    pending.remove(p.key); // no record joins p after this
+                    asker = p.counters;
+                }
+                if (asker != null) {
+                    cached.level = CLAIMED; // counted below, for the record that asked first
+                }
+                segment.put(p.key, cached);
             }
-            synchronized (pending) {
-                pending.remove(p.key); // no record joins p after this
+            if (asker != null) {
+                count(level, asker);
             }
             for (int i = 0; i < p.waiting.size(); i++) {
                 p.waiting.get(i).complete(withCarried(row, p.carried.get(i)));
@@ -801,11 +906,6 @@ final class EnrichLevels {
     private void writeStats() {
         long asked = keys.sum();
         long answered = batches.get();
-        if (asked == writtenKeys && answered == writtenBatches) {
-            return; // nothing new since the last write (an idle step does not rewrite its file)
-        }
-        writtenKeys = asked;
-        writtenBatches = answered;
         StringBuilder ms = new StringBuilder();
         synchronized (batchMs) {
             for (Double d : batchMs) {
@@ -815,7 +915,15 @@ final class EnrichLevels {
         String json = "{\"keys\": " + asked + ", \"l1_hits\": " + l1Hits.sum() + ", \"l2_hits\": " + l2Hits.get()
                 + ", \"l3_hits\": " + l3Hits.get() + ", \"misses\": " + misses.get() + ", \"l2_errors\": "
                 + l2Errors.get() + ", \"batches\": " + answered + ", \"batch_ms\": [" + ms
-                + "], \"l1_loaded\": 0, \"first_batch_keys\": 0, \"first_batch_l1_hits\": 0}";
+                + "], \"l1_loaded\": 0, \"first_batch_keys\": 0, \"first_batch_l1_hits\": 0, \"read_ahead\": "
+                + readAhead.sum() + ", \"waited\": " + waited.sum() + "}";
+        // the counts are read one after another while lookups go on, so a periodic write can catch
+        // a record between its key's count and its level's: only an unchanged text is skipped (an
+        // idle step does not rewrite its file), and the last write, when no lookup runs, is whole
+        if (json.equals(written)) {
+            return;
+        }
+        written = json;
         try {
             Files.createDirectories(statsFile.getParent());
             Path partial = statsFile.resolveSibling(statsFile.getFileName() + ".part");

@@ -67,6 +67,11 @@ public final class EnrichLookup extends AsyncScalarFunction {
 
     @Override
     public TypeInference getTypeInference(DataTypeFactory typeFactory) {
+        return inference(spec);
+    }
+
+    /** The lookup's argument(s) and {@code ROW<_found, field…[, _carried]>} result (also EnrichGet's). */
+    static TypeInference inference(String spec) {
         EnrichSpec parsed = EnrichSpec.parse(spec);
         boolean carries = parsed.carriedNames.length > 0;
         DataTypes.Field[] fields = new DataTypes.Field[parsed.fieldNames.length + (carries ? 2 : 1)];
@@ -90,7 +95,7 @@ public final class EnrichLookup extends AsyncScalarFunction {
                 .build();
     }
 
-    private static DataType type(char code) {
+    static DataType type(char code) {
         switch (code) {
             case 'i':
                 return DataTypes.BIGINT();

@@ -1,0 +1,91 @@
+package dev.headrace.functions;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.kafka.clients.consumer.ConsumerInterceptor;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.TopicPartition;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The Kafka consumer's interceptor of a job whose enrich steps look up in the JVM, synchronously
+ * ({@link EnrichGet}): each batch the consumer fetches is read here, in the source's fetcher
+ * thread, before the task thread gets its records, and each record's key is handed to the step's
+ * levels ({@link EnrichLevels#prefetch}). The batcher then looks up the keys L1 lacks while the
+ * task works through the batch before, so a record's lookup finds its row in L1 instead of
+ * waiting for a round trip to Redis or PostgreSQL.
+ *
+ * <p>Configured by consumer properties {@code headrace.prefetch.<step> = <job>\t<field>} (made by
+ * {@code operators/enrich.py}): the key is the record's top-level JSON field, a string or an
+ * integer, as the step's {@code CAST(key AS STRING)} gives it. It only warms L1: a record whose key
+ * it misses or reads differently is looked up as before, so the results never depend on it.
+ */
+public final class EnrichPrefetch implements ConsumerInterceptor<byte[], byte[]> {
+    static final String PREFIX = "headrace.prefetch.";
+    private static final JsonFactory FACTORY = new JsonFactory();
+
+    private final List<String[]> steps = new ArrayList<>(1); // {job, step, field}
+
+    @Override
+    public void configure(Map<String, ?> configs) {
+        for (Map.Entry<String, ?> e : configs.entrySet()) {
+            if (e.getKey().startsWith(PREFIX) && e.getValue() != null) {
+                String[] parts = e.getValue().toString().split("\t", 2);
+                if (parts.length == 2) {
+                    steps.add(new String[] {parts[0], e.getKey().substring(PREFIX.length()), parts[1]});
+                }
+            }
+        }
+    }
+
+    @Override
+    public ConsumerRecords<byte[], byte[]> onConsume(ConsumerRecords<byte[], byte[]> records) {
+        for (String[] step : steps) {
+            EnrichLevels levels = EnrichLevels.forStep(step[0], step[1]);
+            if (levels == null) {
+                continue;
+            }
+            for (ConsumerRecord<byte[], byte[]> record : records) {
+                levels.prefetch(key(record.value(), step[2]));
+            }
+        }
+        return records;
+    }
+
+    /** The top-level field {@code field} of a JSON object, as text, or null. */
+    static String key(byte[] value, String field) {
+        if (value == null) {
+            return null;
+        }
+        try (JsonParser parser = FACTORY.createParser(value)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) {
+                return null;
+            }
+            for (JsonToken t = parser.nextToken(); t == JsonToken.FIELD_NAME; t = parser.nextToken()) {
+                boolean wanted = field.equals(parser.getCurrentName());
+                JsonToken v = parser.nextToken();
+                if (wanted) {
+                    return v == JsonToken.VALUE_STRING || v == JsonToken.VALUE_NUMBER_INT ? parser.getText() : null;
+                }
+                parser.skipChildren();
+            }
+        } catch (Exception e) { // not JSON: the record's own lookup (or its dead letter) deals with it
+            return null;
+        }
+        return null;
+    }
+
+    @Override
+    public void onCommit(Map<TopicPartition, OffsetAndMetadata> offsets) {
+    }
+
+    @Override
+    public void close() {
+    }
+}

@@ -1,0 +1,4 @@
+package org.apache.kafka.clients.consumer;
+
+public class OffsetAndMetadata {
+}

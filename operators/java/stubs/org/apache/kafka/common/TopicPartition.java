@@ -1,0 +1,4 @@
+package org.apache.kafka.common;
+
+public final class TopicPartition {
+}
