@@ -4,6 +4,7 @@ PostgreSQL stopped for 10 s while the job runs, and the view equal to a plain-Py
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,12 +29,13 @@ COUNTRIES = ["NO", "SE", "DK", "FI", "IS"]
 
 
 def jvm_enrich_job(tmp_path: Path, unique: str, profiles_file: Path, redis_server: RedisServer, step: str,
-                   measures: str = "") -> Path:
+                   measures: str = "", before: str = "") -> Path:
     """The example job with ``step`` (the enrich step's options, in the JVM) before the aggregate,
-    grouped by the looked-up country, with Redis in the profile."""
+    grouped by the looked-up country, with Redis in the profile; ``before``: steps between
+    validate and enrich."""
     job = fault_job(tmp_path, unique)
     job.write_text(job.read_text()
-                   .replace("  - validate: {}", "  - validate: {}\n  - enrich:\n      key: user_id\n"
+                   .replace("  - validate: {}", "  - validate: {}\n" + before + "  - enrich:\n      key: user_id\n"
                             "      fields: {country: string, tier: integer}\n" + step + "      engine: jvm\n")
                    .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]")
                    .replace("events: count()", "events: count()" + measures))
@@ -65,9 +67,13 @@ def run_through_outage(store: Any, broker: Broker, pg: Postgres, job: Path, prof
     return placed, run
 
 
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["keys-read-ahead", "asynchronous"])
 def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
         tmp_path: Path, broker: Broker, pg: Postgres, redis_server: RedisServer, profiles_file: Path,
-        unique: str) -> None:
+        unique: str, read_ahead: bool) -> None:
+    """Both ways of the JVM engine: keys read ahead by the Kafka consumer and looked up on the task
+    thread; and, behind a step that is not known to keep the key as the record has it (a mask step,
+    here masking another field), Flink's asynchronous calc."""
     users = {f"u{i}": COUNTRIES[i % 5] for i in range(250)}  # u250..u299 are unknown
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE TABLE "{unique}_users" (id text PRIMARY KEY, country text, tier bigint)')
@@ -77,7 +83,8 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
     # short L1 lives: lookups keep reaching L2 and, for misses, PostgreSQL
     job = jvm_enrich_job(tmp_path, unique, profiles_file, redis_server,
                          f"      source: {{postgres: {{table: {unique}_users, key_column: id}}}}\n"
-                         "      cache: {l1: {ttl: 1s, miss_ttl: 1s}, l2: {ttl: 1h}}\n      on_miss: dead_letter\n")
+                         "      cache: {l1: {ttl: 1s, miss_ttl: 1s}, l2: {ttl: 1h}}\n      on_miss: dead_letter\n",
+                         before="" if read_ahead else "  - mask:\n      fields: {page: redact}\n")
     broker.create_topic(unique, partitions=PARTITIONS)
     placed, run = run_through_outage(pg, broker, pg, job, profiles_file, unique, list(click_events(30_000, seed=71)),
                                      progress="not answering")
@@ -112,6 +119,11 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
     assert 0 < len(written) <= 250
     table = "\n".join(run.lines[run.lines.index(next(line for line in run.lines if line.startswith("lookups"))):])
     assert "L2 (redis)" in table and "enrich" in table, run.output[-2000:]
+    # every record counted once, at one level (a key read ahead counts for the record that reads it)
+    row = next(line for line in run.lines if line.strip("│ ").startswith("enrich"))
+    counts = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+)(?: \(|\s*│)", row)]
+    assert counts[0] == sum(counts[1:5]) and counts[0] > 0, row
+    assert ("read ahead by the Kafka consumer" in table) == read_ahead, table
 
 
 def test_lookups_from_redis_hashes_in_the_jvm_ride_out_a_10_s_redis_outage_exactly(
