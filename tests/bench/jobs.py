@@ -218,9 +218,9 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", va
         text = text.replace("        max_ms: max(latency_ms)\n", "        max_ms: max(latency_ms)\n"
                             "        users: count_distinct(user_id)\n")
     if variant.startswith("enrich"):  # the lookup's field is counted, so that the planner keeps the lookup
-        step = ENRICH_STEP
+        step = ENRICH_STEP + "      engine: jvm\n"
         if variant == "enrich-python":  # the Python engine, with its own L2 (each engine's first run is cold)
-            step = step.replace('prefix: "bench:users:"', 'prefix: "bench:users-py:"') + "      engine: python\n"
+            step = ENRICH_STEP.replace('prefix: "bench:users:"', 'prefix: "bench:users-py:"') + "      engine: python\n"
         text = (text.replace("  - aggregate:\n", step + "  - aggregate:\n")
                 .replace("        events: count()\n", "        events: count()\n        enriched: count(country)\n"))
     job = Path(s["workdir"]) / f"framework-{engine}-{fmt}{variant}.yaml"
@@ -257,7 +257,8 @@ def lookups(job: str, since: float) -> None:
             total = total.merged(LookupStats.from_json(path.read_text()))
     keys = max(total.keys, 1)
     print(f"BENCH_LOOKUPS L1 {total.l1_hits / keys:.1%}, L2 {total.l2_hits / keys:.1%}, "
-          f"L3 {total.l3_hits / keys:.1%}, misses {total.misses / keys:.1%} of {total.keys:,} keys", flush=True)
+          f"L3 {total.l3_hits / keys:.1%}, misses {total.misses / keys:.1%} of {total.keys:,} keys"
+          + (f"; {total.read_ahead:,} read ahead, {total.waited:,} waited" if total.read_ahead else ""), flush=True)
 
 
 def _jars() -> list[str]:
