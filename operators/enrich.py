@@ -20,10 +20,14 @@ every looked-up field; those fields are then never null downstream (so they can 
 
 Two engines answer the lookups, with the same levels and the same results:
 
-- **jvm** (``engine: jvm``, for PostgreSQL and Redis sources): an asynchronous Flink function
-  (``EnrichLookup.java``). L1 is shared by the step's subtasks in one JVM and answers on the task
-  thread; the keys it lacks go to one batcher thread that asks L2 (Redis, one pipelined call per
-  batch) and then L3 (one ``= ANY(?)`` query per batch) while the task goes on with the next
+- **jvm** (``engine: jvm``, for PostgreSQL and Redis sources): L1 is shared by the step's
+  subtasks in one JVM; the keys it lacks go to one batcher thread that asks L2 (Redis, one
+  pipelined call per batch) and then L3 (one ``= ANY(?)`` query per batch). When the key is a
+  top-level field of the Kafka records' JSON that no step before changes, the Kafka consumer reads
+  each fetched batch's keys ahead (``EnrichPrefetch.java``) so the batcher fetches them while the
+  task works through the batch before, and a plain scalar function (``EnrichGet.java``) answers
+  each record from L1 on the task thread. Otherwise an asynchronous Flink function
+  (``EnrichLookup.java``) lets a record wait for its batch while the task goes on with the next
   records (Flink keeps their order). No record crosses into Python.
 - **python** (``auto``; the only one for a ``file`` source or ``l1.persist``): a vectorized Python
   function gets a batch of keys and answers them through :class:`operators.lookup.Lookup` (L1 in
