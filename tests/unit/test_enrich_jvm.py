@@ -124,3 +124,26 @@ def test_the_jvm_engine_refuses_what_only_python_has_in_one_line_at_its_line(tmp
         planned_enrich(tmp_path, "{key: user_id, fields: {plan: string}, source: {file: {path: u.csv}}, engine: jvm}")
     assert "the JVM engine does not have a 'file' source" in str(caught.value)
     assert str(caught.value).startswith(f"{tmp_path / 'job.yaml'}:") and "\n" not in str(caught.value)
+
+
+def test_the_key_the_kafka_consumer_reads_ahead_is_the_field_as_the_lookup_casts_it() -> None:
+    """EnrichPrefetch.java's key of a record (a top-level string or integer, unescaped), else none:
+    a record it cannot read is looked up (or dead-lettered) by its own lookup, as before."""
+    records = {
+        '{"ts": 1, "user_id": "u7", "page": "/a"}': "u7",
+        '{"user": {"user_id": "nested"}, "user_id": "u8"}': "u8",  # a nested field of that name is skipped
+        '{"user_id": "caf\\u00e9 \\"q\\""}': 'café "q"',  # escapes as the decoded string has them
+        '{"user_id": 12345678901234}': "12345678901234",  # an integer key, as CAST(BIGINT AS STRING)
+        '{"user_id": 1.5}': None,  # not a key the lookup would cast alike
+        '{"user_id": null}': None,
+        '{"page": "/a"}': None,
+        '["user_id", "u1"]': None,
+        'not json {"user_id": "u1"}': None,
+        '{"user_id": "u9"': "u9",  # cut short after the key: the key was read
+        "": None,
+    }
+    jar = jvm.build(say=lambda _: None)
+    done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", "key",
+                           "user_id"], check=True, capture_output=True, text=True, timeout=120,
+                          input="".join(json.dumps(r) + "\n" for r in records))
+    assert [json.loads(line) for line in done.stdout.splitlines()] == list(records.values())

@@ -13,6 +13,8 @@ import java.nio.charset.StandardCharsets;
  * hold against Python's {@code convert()}: each stdin line is {@code [type, value]}, the value as a
  * store gives it (a JSON scalar; {@code {"decimal": "1.50"}} for a numeric column; {@code {"l2":
  * "<text>"}} for a value read back from L2), and each stdout line the converted value as JSON.
+ * With arguments {@code key <field>}: each stdin line a record's text (a JSON string), each
+ * stdout line the key EnrichPrefetch reads ahead from it ({@link Json#topLevelKey}), or null.
  */
 public final class EnrichCheck {
     private EnrichCheck() {
@@ -22,6 +24,14 @@ public final class EnrichCheck {
         ObjectMapper json = new ObjectMapper();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         StringBuilder out = new StringBuilder();
+        if (args.length == 2 && "key".equals(args[0])) { // each line a record (a JSON string of its text)
+            for (String line = in.readLine(); line != null; line = in.readLine()) {
+                byte[] record = json.readTree(line).asText().getBytes(StandardCharsets.UTF_8);
+                out.append(json.writeValueAsString(Json.topLevelKey(record, args[1]))).append('\n');
+            }
+            System.out.print(out);
+            return;
+        }
         for (String line = in.readLine(); line != null; line = in.readLine()) {
             JsonNode item = json.readTree(line);
             JsonNode v = item.get(1);

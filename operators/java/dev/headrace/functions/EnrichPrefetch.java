@@ -1,8 +1,5 @@
 package dev.headrace.functions;
 
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.kafka.clients.consumer.ConsumerInterceptor;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -28,7 +25,6 @@ import java.util.Map;
  */
 public final class EnrichPrefetch implements ConsumerInterceptor<byte[], byte[]> {
     static final String PREFIX = "headrace.prefetch.";
-    private static final JsonFactory FACTORY = new JsonFactory();
 
     private final List<String[]> steps = new ArrayList<>(1); // {job, step, field}
 
@@ -52,33 +48,10 @@ public final class EnrichPrefetch implements ConsumerInterceptor<byte[], byte[]>
                 continue;
             }
             for (ConsumerRecord<byte[], byte[]> record : records) {
-                levels.prefetch(key(record.value(), step[2]));
+                levels.prefetch(Json.topLevelKey(record.value(), step[2]));
             }
         }
         return records;
-    }
-
-    /** The top-level field {@code field} of a JSON object, as text, or null. */
-    static String key(byte[] value, String field) {
-        if (value == null) {
-            return null;
-        }
-        try (JsonParser parser = FACTORY.createParser(value)) {
-            if (parser.nextToken() != JsonToken.START_OBJECT) {
-                return null;
-            }
-            for (JsonToken t = parser.nextToken(); t == JsonToken.FIELD_NAME; t = parser.nextToken()) {
-                boolean wanted = field.equals(parser.getCurrentName());
-                JsonToken v = parser.nextToken();
-                if (wanted) {
-                    return v == JsonToken.VALUE_STRING || v == JsonToken.VALUE_NUMBER_INT ? parser.getText() : null;
-                }
-                parser.skipChildren();
-            }
-        } catch (Exception e) { // not JSON: the record's own lookup (or its dead letter) deals with it
-            return null;
-        }
-        return null;
     }
 
     @Override

@@ -3,6 +3,7 @@ package dev.headrace.functions;
 import org.apache.flink.core.memory.MemorySegment;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.util.JsonRecyclerPools;
 import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.data.binary.BinaryStringData;
@@ -107,5 +108,31 @@ final class Json {
         static <T> Memo<T> empty() {
             return (Memo<T>) EMPTY;
         }
+    }
+
+    private static final JsonFactory KEYS = new JsonFactory();
+
+    /** The top-level field {@code field} of a JSON object, as text when it is a string or an
+     * integer, else null (also when the bytes are not a JSON object): a record's enrich key. */
+    static String topLevelKey(byte[] value, String field) {
+        if (value == null) {
+            return null;
+        }
+        try (JsonParser parser = KEYS.createParser(value)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) {
+                return null;
+            }
+            for (JsonToken t = parser.nextToken(); t == JsonToken.FIELD_NAME; t = parser.nextToken()) {
+                boolean wanted = field.equals(parser.getCurrentName());
+                JsonToken v = parser.nextToken();
+                if (wanted) {
+                    return v == JsonToken.VALUE_STRING || v == JsonToken.VALUE_NUMBER_INT ? parser.getText() : null;
+                }
+                parser.skipChildren();
+            }
+        } catch (IOException e) { // not JSON: the record's own lookup (or its dead letter) deals with it
+            return null;
+        }
+        return null;
     }
 }
