@@ -1,6 +1,5 @@
 package dev.headrace.functions;
 
-import org.apache.flink.metrics.MetricGroup;
 import org.apache.flink.table.catalog.DataTypeFactory;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.functions.FunctionContext;
@@ -28,9 +27,7 @@ public final class EnrichGet extends ScalarFunction {
     @Override
     public void open(FunctionContext context) {
         levels = EnrichLevels.acquire(spec);
-        MetricGroup group = context.getMetricGroup().addGroup("headrace");
-        counters = new EnrichLevels.Counters(group.counter("enrich_l1_hits"), group.counter("enrich_l2_hits"),
-                group.counter("enrich_l3_hits"), group.counter("enrich_misses"));
+        counters = EnrichLevels.Counters.of(context);
     }
 
     public RowData eval(String key) {

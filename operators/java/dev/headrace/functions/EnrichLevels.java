@@ -74,6 +74,13 @@ final class EnrichLevels {
             this.l3 = l3;
             this.misses = misses;
         }
+
+        /** A lookup function's counters, in its subtask's metric group {@code headrace}. */
+        static Counters of(org.apache.flink.table.functions.FunctionContext context) {
+            org.apache.flink.metrics.MetricGroup group = context.getMetricGroup().addGroup("headrace");
+            return new Counters(group.counter("enrich_l1_hits"), group.counter("enrich_l2_hits"),
+                    group.counter("enrich_l3_hits"), group.counter("enrich_misses"));
+        }
     }
 
     /** A key being looked up, with every record waiting for it. */
