@@ -201,7 +201,7 @@ def source_properties(plan: Plan, wiring: Wiring, properties: dict[str, str]) ->
     """The Kafka consumer's properties: the profile's, and those the steps add (their
     ``interceptor.classes`` joined to the profile's own)."""
     merged = dict(properties)
-    for node in plan.steps:
+    for node in (*plan.steps, *plan.sinks):
         for key, value in node.source_properties(wiring).items():
             if key == "interceptor.classes" and merged.get(key):
                 value = ",".join(dict.fromkeys([*merged[key].split(","), value]))
