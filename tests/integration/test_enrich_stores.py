@@ -119,10 +119,13 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
     assert 0 < len(written) <= 250
     table = "\n".join(run.lines[run.lines.index(next(line for line in run.lines if line.startswith("lookups"))):])
     assert "L2 (redis)" in table and "enrich" in table, run.output[-2000:]
-    # every record counted once, at one level (a key read ahead counts for the record that reads it)
+    # every record that passed validation was answered, each answer counted at one level (a key
+    # read ahead counts for the record that reads it; a lookup a failover abandoned is counted
+    # when it is asked again after the restore, so replays may add more)
     row = next(line for line in run.lines if line.strip("│ ").startswith("enrich"))
     counts = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+)(?: \(|\s*│)", row)]
-    assert counts[0] == sum(counts[1:5]) and counts[0] > 0, row
+    valid = len(placed) - sum(1 for d in dead if d["step"] == "validate")
+    assert counts[0] == sum(counts[1:5]) >= valid, (row, valid)
     assert ("read ahead by the Kafka consumer" in table) == read_ahead, table
 
 

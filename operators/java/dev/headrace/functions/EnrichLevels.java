@@ -61,7 +61,7 @@ final class EnrichLevels {
     private static final int MAX_BATCH = 2000;
     private static final Set<String> TRUE_WORDS = Set.of("true", "t", "1", "yes");
 
-    /** Which Flink counters a record's answer goes to (those of the subtask that asked first). */
+    /** A subtask's Flink counters of its records' answers, by level. */
     static final class Counters {
         final Counter l1;
         final Counter l2;
@@ -86,19 +86,20 @@ final class EnrichLevels {
     /** A key being looked up, with every record waiting for it. */
     private static final class Pending {
         final String key;
-        /** The first asking record's subtask counters; null while only a prefetch asked (guarded by pending). */
-        Counters counters;
         final List<CompletableFuture<RowData>> waiting = new ArrayList<>(2);
         final List<RowData> carried = new ArrayList<>(2);
+        /** Each waiting record's subtask counters: the first record counts the level that answers,
+         * the others L1. Empty while only a prefetch asked. (Guarded by pending until answered.) */
+        final List<Counters> counters = new ArrayList<>(2);
 
-        Pending(String key, Counters counters) {
+        Pending(String key) {
             this.key = key;
-            this.counters = counters;
         }
 
-        void add(CompletableFuture<RowData> future, RowData fields) {
+        void add(CompletableFuture<RowData> future, RowData fields, Counters by) {
             waiting.add(future);
             carried.add(fields);
+            counters.add(by);
         }
     }
 
@@ -249,7 +250,7 @@ final class EnrichLevels {
         synchronized (pending) {
             if (!pending.containsKey(key)) {
                 readAhead.increment();
-                Pending asked = new Pending(key, null);
+                Pending asked = new Pending(key);
                 pending.put(key, asked);
                 queue.add(asked);
             }
@@ -308,7 +309,6 @@ final class EnrichLevels {
             future.complete(withCarried(notFound, carried));
             return;
         }
-        keys.increment();
         Segment segment = segment(key);
         Cached entry;
         int level = CLAIMED;
@@ -329,23 +329,21 @@ final class EnrichLevels {
         synchronized (pending) {
             Pending asked = pending.get(key);
             if (asked != null) { // another lookup of this key is under way: answered with it
-                asked.add(future, carried);
-                if (asked.counters == null) { // only a prefetch asked: this record counts the level
-                    asked.counters = counters;
-                } else {
-                    l1Hits.increment();
-                    counters.l1.inc();
-                }
+                asked.add(future, carried, counters);
                 return;
             }
-            asked = new Pending(key, counters);
-            asked.add(future, carried);
+            asked = new Pending(key);
+            asked.add(future, carried, counters);
             pending.put(key, asked);
             queue.add(asked);
         }
     }
 
+    /** A record's lookup answered, at the level that answered it. A lookup is counted when it is
+     * answered, not when it is asked: one abandoned by a failover (the task cancelled while it
+     * waited, its batch failed) is asked again after the restore and counted then, once. */
     private void count(int level, Counters counters) {
+        keys.increment();
         switch (level) {
             case FROM_L2:
                 l2Hits.incrementAndGet();
@@ -454,21 +452,19 @@ final class EnrichLevels {
             RowData row = raw == null ? notFound : row(raw);
             Segment segment = segment(p.key);
             Cached cached = new Cached(row, now + (raw != null ? ttlNanos : missTtlNanos), level);
-            Counters asker;
+            boolean asked;
             synchronized (segment) {
                 synchronized (pending) {
                     pending.remove(p.key); // no record joins p after this
-                    asker = p.counters;
+                    asked = !p.waiting.isEmpty();
                 }
-                if (asker != null) {
-                    cached.level = CLAIMED; // counted below, for the record that asked first
+                if (asked) {
+                    cached.level = CLAIMED; // counted below, for the records that asked
                 }
                 segment.put(p.key, cached);
             }
-            if (asker != null) {
-                count(level, asker);
-            }
             for (int i = 0; i < p.waiting.size(); i++) {
+                count(i == 0 ? level : CLAIMED, p.counters.get(i));
                 p.waiting.get(i).complete(withCarried(row, p.carried.get(i)));
             }
         }
