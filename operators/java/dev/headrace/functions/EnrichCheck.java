@@ -25,9 +25,10 @@ public final class EnrichCheck {
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         StringBuilder out = new StringBuilder();
         if (args.length == 2 && "key".equals(args[0])) { // each line a record (a JSON string of its text)
+            org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory keys = Json.factory();
             for (String line = in.readLine(); line != null; line = in.readLine()) {
                 byte[] record = json.readTree(line).asText().getBytes(StandardCharsets.UTF_8);
-                out.append(json.writeValueAsString(Json.topLevelKey(record, args[1]))).append('\n');
+                out.append(json.writeValueAsString(Json.topLevelKey(keys, record, args[1]))).append('\n');
             }
             System.out.print(out);
             return;

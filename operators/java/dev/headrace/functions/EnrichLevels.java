@@ -259,6 +259,10 @@ final class EnrichLevels {
 
     /** A record's lookup, answered on the calling thread: from L1, or after waiting for its batch. */
     RowData get(String key, Counters counters) {
+        RowData now = key == null ? notFound : fromL1(key, counters);
+        if (now != null) { // most records: no future to make
+            return now;
+        }
         CompletableFuture<RowData> answer = new CompletableFuture<>();
         lookup(key, answer, counters, null);
         if (!answer.isDone()) {
@@ -309,21 +313,9 @@ final class EnrichLevels {
             future.complete(withCarried(notFound, carried));
             return;
         }
-        Segment segment = segment(key);
-        Cached entry;
-        int level = CLAIMED;
-        synchronized (segment) {
-            entry = segment.get(key);
-            if (entry != null && entry.expires - System.nanoTime() > 0) {
-                level = entry.level;
-                entry.level = CLAIMED;
-            } else {
-                entry = null;
-            }
-        }
-        if (entry != null) {
-            count(level, counters);
-            future.complete(withCarried(entry.row, carried));
+        RowData cached = fromL1(key, counters);
+        if (cached != null) {
+            future.complete(withCarried(cached, carried));
             return;
         }
         synchronized (pending) {
@@ -337,6 +329,24 @@ final class EnrichLevels {
             pending.put(key, asked);
             queue.add(asked);
         }
+    }
+
+    /** The row L1 holds for a record's key (counted: as an L1 hit, or at the level a prefetch
+     * fetched it from when this record is its first reader), or null when L1 has none alive. */
+    private RowData fromL1(String key, Counters counters) {
+        Segment segment = segment(key);
+        Cached entry;
+        int level;
+        synchronized (segment) {
+            entry = segment.get(key);
+            if (entry == null || entry.expires - System.nanoTime() <= 0) {
+                return null;
+            }
+            level = entry.level;
+            entry.level = CLAIMED;
+        }
+        count(level, counters);
+        return entry.row;
     }
 
     /** A record's lookup answered, at the level that answered it. A lookup is counted when it is
@@ -909,24 +919,26 @@ final class EnrichLevels {
     private void writeStats() {
         long asked = keys.sum();
         long answered = batches.get();
+        // the counts are read one after another while lookups go on, so a periodic write can catch
+        // a record between two of them: only unchanged counts are skipped (an idle step does not
+        // rewrite its file; the batch latencies change only with the batches), and the last write,
+        // when no lookup runs, is whole
+        String counts = "{\"keys\": " + asked + ", \"l1_hits\": " + l1Hits.sum() + ", \"l2_hits\": " + l2Hits.get()
+                + ", \"l3_hits\": " + l3Hits.get() + ", \"misses\": " + misses.get() + ", \"l2_errors\": "
+                + l2Errors.get() + ", \"batches\": " + answered + ", \"read_ahead\": " + readAhead.sum()
+                + ", \"waited\": " + waited.sum();
+        if (counts.equals(written)) {
+            return;
+        }
+        written = counts;
         StringBuilder ms = new StringBuilder();
         synchronized (batchMs) {
             for (Double d : batchMs) {
                 ms.append(ms.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.3f", d));
             }
         }
-        String json = "{\"keys\": " + asked + ", \"l1_hits\": " + l1Hits.sum() + ", \"l2_hits\": " + l2Hits.get()
-                + ", \"l3_hits\": " + l3Hits.get() + ", \"misses\": " + misses.get() + ", \"l2_errors\": "
-                + l2Errors.get() + ", \"batches\": " + answered + ", \"batch_ms\": [" + ms
-                + "], \"l1_loaded\": 0, \"first_batch_keys\": 0, \"first_batch_l1_hits\": 0, \"read_ahead\": "
-                + readAhead.sum() + ", \"waited\": " + waited.sum() + "}";
-        // the counts are read one after another while lookups go on, so a periodic write can catch
-        // a record between its key's count and its level's: only an unchanged text is skipped (an
-        // idle step does not rewrite its file), and the last write, when no lookup runs, is whole
-        if (json.equals(written)) {
-            return;
-        }
-        written = json;
+        String json = counts + ", \"batch_ms\": [" + ms
+                + "], \"l1_loaded\": 0, \"first_batch_keys\": 0, \"first_batch_l1_hits\": 0}";
         try {
             Files.createDirectories(statsFile.getParent());
             Path partial = statsFile.resolveSibling(statsFile.getFileName() + ".part");

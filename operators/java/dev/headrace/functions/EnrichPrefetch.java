@@ -27,6 +27,8 @@ public final class EnrichPrefetch implements ConsumerInterceptor<byte[], byte[]>
     static final String PREFIX = "headrace.prefetch.";
 
     private final List<String[]> steps = new ArrayList<>(1); // {job, step, field}
+    // the consumer's own, used only on its fetcher thread
+    private final org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory json = Json.factory();
 
     @Override
     public void configure(Map<String, ?> configs) {
@@ -48,7 +50,7 @@ public final class EnrichPrefetch implements ConsumerInterceptor<byte[], byte[]>
                 continue;
             }
             for (ConsumerRecord<byte[], byte[]> record : records) {
-                levels.prefetch(Json.topLevelKey(record.value(), step[2]));
+                levels.prefetch(Json.topLevelKey(json, record.value(), step[2]));
             }
         }
         return records;

@@ -110,15 +110,14 @@ final class Json {
         }
     }
 
-    private static final JsonFactory KEYS = new JsonFactory();
-
     /** The top-level field {@code field} of a JSON object, as text when it is a string or an
-     * integer, else null (also when the bytes are not a JSON object): a record's enrich key. */
-    static String topLevelKey(byte[] value, String field) {
+     * integer, else null (also when the bytes are not a JSON object): a record's enrich key.
+     * {@code factory}: the calling thread's own ({@link #factory()}). */
+    static String topLevelKey(JsonFactory factory, byte[] value, String field) {
         if (value == null) {
             return null;
         }
-        try (JsonParser parser = KEYS.createParser(value)) {
+        try (JsonParser parser = factory.createParser(value)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return null;
             }
