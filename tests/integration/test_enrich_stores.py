@@ -165,3 +165,48 @@ def test_lookups_from_redis_hashes_in_the_jvm_ride_out_a_10_s_redis_outage_exact
     with psycopg.connect(**pg.conninfo()) as conn:
         rows = conn.execute(f'SELECT tenant_id, country, window_start, events, tiers FROM "{unique}_1m"').fetchall()
     assert {r[:3]: [r[3], r[4]] for r in rows} == want
+
+
+def test_hostile_records_through_a_job_that_reads_keys_ahead_come_out_exactly(
+        tmp_path: Path, broker: Broker, pg: Postgres, profiles_file: Path, unique: str) -> None:
+    """The JVM engine reading keys ahead, fed a 2 MB record, binary bytes, NULs, year 2100, the
+    largest long, and a valid record whose key is 200 kB: the Kafka consumer's key reader skips
+    what it cannot read, every record is looked up (or dead-lettered) as before, and the views,
+    dead letters and late records equal the reference."""
+    from headrace.jobs.sample import SampleEvent
+    from headrace.operators.lookup import LookupStats
+
+    from tests.integration.test_failures import assert_exact, bad_records
+
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{unique}_users" (id text PRIMARY KEY, plan text)')
+        with conn.cursor().copy(f'COPY "{unique}_users" (id, plan) FROM STDIN') as copy:
+            for i in range(300):
+                copy.write_row((f"u{i}", f"p{i % 4}"))
+    broker.create_topic(unique, partitions=PARTITIONS)
+    events = list(click_events(6_000, seed=75))
+    for i, bad in enumerate(bad_records()):
+        events.insert(800 + 1_000 * i, bad)
+    big = {"tenant_id": "tenant-3", "user_id": "u" * 200_000, "page": "/", "ts": 1_767_225_710_000, "latency_ms": 5}
+    events.insert(5_500, SampleEvent(key=b"tenant-3", payload=json.dumps(big).encode(), timestamp_ms=big["ts"],
+                                     kind="valid"))
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text().replace(
+        "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
+        f"source: {{postgres: {{table: {unique}_users, key_column: id}}}}, engine: jvm}}")
+        .replace("events: count()", "events: count()\n        planned: count(plan)"))
+    placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
+    started = time.time()
+    run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
+    assert run.finish() == 0, run.output[-3000:]
+    assert "read ahead by the Kafka consumer" in run.output, run.output[-3000:]
+    assert_exact(broker, pg, unique, placed)
+    with psycopg.connect(**pg.conninfo()) as conn:  # the 200 kB user has no row: counted, not planned
+        planned, events_n = conn.execute(f'SELECT SUM(planned), SUM(events) FROM "{unique}_1m"').fetchone()
+    assert events_n - planned == 1
+    total = LookupStats()
+    for f in (ROOT / ".headrace" / "stats").glob("page-activity.enrich.jvm-*.json"):
+        if f.stat().st_mtime >= started:
+            total = total.merged(LookupStats.from_json(f.read_text()))
+    assert total.keys == total.l1_hits + total.l2_hits + total.l3_hits + total.misses
+    assert total.misses >= 1 and total.read_ahead > 0, total
