@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import os
 import shutil
 import subprocess
 import tempfile
@@ -88,7 +89,7 @@ def build(say: Callable[[str], None] = print) -> Path:
             first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
             raise JarError(f"javac failed on Headrace's JVM functions: {first}",
                            hint="the sources are in operators/java/; rerun with --verbose for the full output")
-        partial = target.with_suffix(".part")
+        partial = target.with_suffix(f".part-{os.getpid()}")  # two processes may build at once
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
             jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: headrace\n\n")
             jar.writestr("META-INF/services/org.apache.flink.table.factories.Factory", "\n".join(FACTORIES) + "\n")
