@@ -19,6 +19,7 @@ from headrace.jobs.runner import free_port
 from headrace.jobs.sample import click_events
 
 from tests.integration.clirun import CliRun
+from tests.integration.test_enrich_stores import own_name
 from tests.integration.test_failures import PARTITIONS, SCHEMA, assert_exact, fault_job, final_offsets, row_count
 from tests.jobfiles import ROOT
 from tests.kafkautil import offsets_arg, produce_placed
@@ -250,7 +251,7 @@ def test_the_jvm_enrich_engine_reads_keys_ahead_on_the_taskmanagers(
             for i in range(300):
                 copy.write_row((f"u{i}", f"p{i % 4}"))
     job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text().replace(
+    job.write_text(job.read_text().replace("job: page-activity", f"job: {own_name(unique)}").replace(
         "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
         f"source: {{postgres: {{table: {unique}_users, key_column: id}}}}, engine: jvm}}")
                    # a measure of the looked-up field, so that the planner keeps the lookup
@@ -261,8 +262,8 @@ def test_the_jvm_enrich_engine_reads_keys_ahead_on_the_taskmanagers(
                  "--profile", "test", "--profiles", str(cluster_profiles))
     wait_finished(client, job_id)
     assert_exact(broker, pg, unique, placed)
-    stats = [LookupStats.from_json(f.read_text()) for f in (ROOT / ".headrace" / "stats").glob("*.enrich.jvm-*.json")
-             if f.stat().st_mtime >= started]
+    files = (ROOT / ".headrace" / "stats").glob(f"{own_name(unique)}.enrich.jvm-*.json")
+    stats = [LookupStats.from_json(f.read_text()) for f in files if f.stat().st_mtime >= started]
     total = LookupStats()
     for one in stats:
         total = total.merged(one)

@@ -28,6 +28,12 @@ SCHEMA = json.loads((ROOT / "schemas" / "click.schema.json").read_text())
 COUNTRIES = ["NO", "SE", "DK", "FI", "IS"]
 
 
+def own_name(unique: str) -> str:
+    """A job name for one test: ``headrace run`` sums the lookup files of its job's name in
+    ``.headrace/stats``, which every run from the checkout writes to, the other test worker's too."""
+    return unique.replace("_", "-")
+
+
 def jvm_enrich_job(tmp_path: Path, unique: str, profiles_file: Path, redis_server: RedisServer, step: str,
                    measures: str = "", before: str = "") -> Path:
     """The example job with ``step`` (the enrich step's options, in the JVM) before the aggregate,
@@ -35,6 +41,8 @@ def jvm_enrich_job(tmp_path: Path, unique: str, profiles_file: Path, redis_serve
     validate and enrich."""
     job = fault_job(tmp_path, unique)
     job.write_text(job.read_text()
+                   # a job name of its own: its lookup account (.headrace/stats) is its alone
+                   .replace("job: page-activity", f"job: {own_name(unique)}")
                    .replace("  - validate: {}", "  - validate: {}\n" + before + "  - enrich:\n      key: user_id\n"
                             "      fields: {country: string, tier: integer}\n" + step + "      engine: jvm\n")
                    .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, country]")
@@ -115,7 +123,7 @@ def test_lookups_through_redis_into_postgres_ride_out_a_10_s_outage_exactly(
 
     # L2 holds what L3 answered (written back), and the run says how each level answered
     client: Any = redis_server.client()
-    written = list(client.scan_iter(match="headrace:enrich:page-activity:enrich:*"))
+    written = list(client.scan_iter(match=f"headrace:enrich:{own_name(unique)}:enrich:*"))
     assert 0 < len(written) <= 250
     table = "\n".join(run.lines[run.lines.index(next(line for line in run.lines if line.startswith("lookups"))):])
     assert "L2 (redis)" in table and "enrich" in table, run.output[-2000:]
@@ -191,7 +199,7 @@ def test_hostile_records_through_a_job_that_reads_keys_ahead_come_out_exactly(
     events.insert(5_500, SampleEvent(key=b"tenant-3", payload=json.dumps(big).encode(), timestamp_ms=big["ts"],
                                      kind="valid"))
     job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text().replace(
+    job.write_text(job.read_text().replace("job: page-activity", f"job: {own_name(unique)}").replace(
         "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
         f"source: {{postgres: {{table: {unique}_users, key_column: id}}}}, engine: jvm}}")
         .replace("events: count()", "events: count()\n        planned: count(plan)"))
@@ -205,7 +213,7 @@ def test_hostile_records_through_a_job_that_reads_keys_ahead_come_out_exactly(
         planned, events_n = conn.execute(f'SELECT SUM(planned), SUM(events) FROM "{unique}_1m"').fetchone()
     assert events_n - planned == 1
     total = LookupStats()
-    for f in (ROOT / ".headrace" / "stats").glob("page-activity.enrich.jvm-*.json"):
+    for f in (ROOT / ".headrace" / "stats").glob(f"{own_name(unique)}.enrich.jvm-*.json"):
         if f.stat().st_mtime >= started:
             total = total.merged(LookupStats.from_json(f.read_text()))
     assert total.keys == total.l1_hits + total.l2_hits + total.l3_hits + total.misses
