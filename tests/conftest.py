@@ -25,6 +25,20 @@ os.environ.setdefault("HEADRACE_MASK_KEY", "headrace-test-mask-key-0123456789")
 os.environ.setdefault("JVM_ARGS", "-XX:TieredStopAtLevel=1")
 
 
+#: the order the suite's folders run in: the long ones (real services, whole jobs) first, so that
+#: when ``tests/run.sh`` deals files out to its two workers (pytest-xdist, ``--dist loadfile``), the
+#: short unit tests fill the gaps at the end instead of one long file running alone there
+_FOLDER_ORDER = ("integration", "acceptance", "flink", "packaging", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def folder_rank(item: pytest.Item) -> int:
+        parts = item.path.relative_to(ROOT / "tests").parts
+        return _FOLDER_ORDER.index(parts[0]) if len(parts) > 1 and parts[0] in _FOLDER_ORDER else len(_FOLDER_ORDER)
+
+    items.sort(key=folder_rank)  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     b = Broker.start()
