@@ -82,3 +82,32 @@ def test_service_job_validates_in_one_operator_and_pins_uids(tmp_path: Path, eng
     assert "page-activity.sink.postgres.page_activity_1m.sink_<transformation>" in uids
     assert "page-activity.dead-letter.sink_<transformation>" in uids
     assert "page-activity.late.sink_<transformation>" in uids
+
+
+@pytest.mark.parametrize("on_miss", ["keep", "dead_letter"])
+def test_a_lookup_read_ahead_is_called_in_one_calc_with_its_fields(tmp_path: Path, on_miss: str) -> None:
+    """The JVM enrich engine reading keys ahead (EnrichGet.java): one operator calls the lookup,
+    for every output of the step (on time, late, dead letters), and with ``on_miss: keep`` it is the
+    calc that also takes the looked-up fields, so that the step adds no calc of its own that would
+    copy every column of the record again."""
+    profiles = tmp_path / "p.yaml"  # compiling needs no running services
+    profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n"
+                        "    postgres: {port: 9, database: d, user: u}\n")
+    job = example_job_on(tmp_path, "jvm")
+    job.write_text(job.read_text().replace(
+        "  - aggregate:\n", "  - enrich:\n      key: user_id\n      fields: {country: string, plan: string}\n"
+        "      source: {postgres: {table: users, key_column: id}}\n"
+        f"      on_miss: {on_miss}\n      engine: jvm\n  - aggregate:\n")
+        .replace("        events: count()\n", "        events: count()\n        planned: count(plan)\n"
+                 "        countries: count(country)\n"))
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("svc", profiles))
+    assert any("EnrichPrefetch" in s for s in compiled.statements if "hr_source" in s)  # keys read ahead
+    t_env = table_environment(compiled, required_jars({"kafka", "postgres"}))
+    statements = t_env.create_statement_set()
+    for insert in compiled.inserts:
+        statements.add_insert_sql(insert)
+    plan = statements.explain().split("== Optimized Execution Plan ==")[1]
+    calling = [line for line in plan.splitlines() if "hr_enrich_enrich(" in line]
+    assert len(calling) == 1, calling
+    if on_miss == "keep":
+        assert ".country AS country" in calling[0] and ".plan AS plan" in calling[0], calling

@@ -3,6 +3,7 @@ package dev.headrace.functions;
 import org.apache.flink.table.api.DataTypes;
 import org.apache.flink.table.catalog.DataTypeFactory;
 import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.functions.AsyncScalarFunction;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.types.DataType;
@@ -69,6 +70,11 @@ public final class EnrichLookup extends AsyncScalarFunction {
 
     /** The lookup's argument(s) and {@code ROW<_found, field…[, _carried]>} result (also EnrichGet's). */
     static TypeInference inference(String spec) {
+        return inference(spec, false);
+    }
+
+    /** {@code internalKey}: the key as Flink's own string object (EnrichGet keeps it by identity). */
+    static TypeInference inference(String spec, boolean internalKey) {
         EnrichSpec parsed = EnrichSpec.parse(spec);
         boolean carries = parsed.carriedNames.length > 0;
         DataTypes.Field[] fields = new DataTypes.Field[parsed.fieldNames.length + (carries ? 2 : 1)];
@@ -86,7 +92,7 @@ public final class EnrichLookup extends AsyncScalarFunction {
             fields[fields.length - 1] = DataTypes.FIELD("_carried", row);
             builder.typedArguments(DataTypes.STRING(), row);
         } else {
-            builder.typedArguments(DataTypes.STRING());
+            builder.typedArguments(internalKey ? DataTypes.STRING().bridgedTo(StringData.class) : DataTypes.STRING());
         }
         return builder.outputTypeStrategy(TypeStrategies.explicit(DataTypes.ROW(fields).bridgedTo(RowData.class)))
                 .build();
