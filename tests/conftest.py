@@ -33,7 +33,7 @@ _FOLDER_ORDER = ("integration", "acceptance", "flink", "packaging", "unit")
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def folder_rank(item: pytest.Item) -> int:
-        parts = item.path.relative_to(ROOT / "tests").parts
+        parts = item.path.parts[len((ROOT / "tests").parts):] if item.path.is_relative_to(ROOT / "tests") else ()
         return _FOLDER_ORDER.index(parts[0]) if len(parts) > 1 and parts[0] in _FOLDER_ORDER else len(_FOLDER_ORDER)
 
     items.sort(key=folder_rank)  # stable: each file keeps its own order
