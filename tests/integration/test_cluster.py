@@ -19,9 +19,8 @@ from headrace.jobs.runner import free_port
 from headrace.jobs.sample import click_events
 
 from tests.integration.clirun import CliRun
-from tests.integration.test_enrich_stores import own_name
+from tests.integration.test_enrich_stores import lookup_stats, own_name, read_ahead_job
 from tests.integration.test_failures import PARTITIONS, SCHEMA, assert_exact, fault_job, final_offsets, row_count
-from tests.jobfiles import ROOT
 from tests.kafkautil import offsets_arg, produce_placed
 from tests.reference import expected_outcome
 from tests.services import Broker, Postgres, RedisServer, listening_on
@@ -240,34 +239,18 @@ def test_the_jvm_enrich_engine_reads_keys_ahead_on_the_taskmanagers(
     """The JVM engine's read-ahead on a session cluster: the Kafka consumer on each TaskManager
     loads the interceptor from the job's jars and hands it keys, the lookups count every record
     once, and the views are exact."""
-    from headrace.operators.lookup import LookupStats
-
     client, _ = cluster
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(6_000, seed=74))
-    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE TABLE "{unique}_users" (id text PRIMARY KEY, plan text)')
-        with conn.cursor().copy(f'COPY "{unique}_users" (id, plan) FROM STDIN') as copy:
-            for i in range(300):
-                copy.write_row((f"u{i}", f"p{i % 4}"))
-    job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text().replace("job: page-activity", f"job: {own_name(unique)}").replace(
-        "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string}, "
-        f"source: {{postgres: {{table: {unique}_users, key_column: id}}}}, engine: jvm}}")
-                   # a measure of the looked-up field, so that the planner keeps the lookup
-                   .replace("events: count()", "events: count()\n        planned: count(plan)"))
+    job = read_ahead_job(tmp_path, pg, unique, ("plan",))
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     started = time.time()
     job_id = cli("submit", str(job), "--stop-at-offsets", offsets_arg(final_offsets(events)),
                  "--profile", "test", "--profiles", str(cluster_profiles))
     wait_finished(client, job_id)
     assert_exact(broker, pg, unique, placed)
-    files = (ROOT / ".headrace" / "stats").glob(f"{own_name(unique)}.enrich.jvm-*.json")
-    stats = [LookupStats.from_json(f.read_text()) for f in files if f.stat().st_mtime >= started]
-    total = LookupStats()
-    for one in stats:
-        total = total.merged(one)
-    assert total.read_ahead > 0, stats
+    total = lookup_stats(own_name(unique), started)
+    assert total.read_ahead > 0, total
     assert total.keys == total.l1_hits + total.l2_hits + total.l3_hits + total.misses > 0, total
 
 

@@ -15,6 +15,7 @@ import pytest
 from headrace.jobs.loader import parse_job
 from headrace.jobs.plan import build_plan
 from headrace.jobs.sample import click_events
+from headrace.operators.lookup import LookupStats
 
 from tests.integration.clirun import CliRun
 from tests.integration.test_failures import PARTITIONS, fault_job, final_offsets, row_count, run_args
@@ -32,6 +33,41 @@ def own_name(unique: str) -> str:
     """A job name for one test: ``headrace run`` sums the lookup files of its job's name in
     ``.headrace/stats``, which every run from the checkout writes to, the other test worker's too."""
     return unique.replace("_", "-")
+
+
+#: the users a read-ahead job looks up: column -> (the step's field type, PostgreSQL type, value of
+#: user i, the measure that counts it)
+USER_FIELDS: dict[str, tuple[str, str, Any, str]] = {"plan": ("string", "text", lambda i: f"p{i % 4}", "planned"),
+                                                      "tier": ("integer", "bigint", lambda i: i % 3, "tiered")}
+
+
+def read_ahead_job(tmp_path: Path, pg: Postgres, unique: str, fields: tuple[str, ...]) -> Path:
+    """Users u0..u299 in PostgreSQL, and the example job (under a job name of its own) with an
+    enrich step in the JVM looking up ``fields`` of them by ``user_id``, keys read ahead, each
+    field counted by a measure (``planned``, ``tiered``), so that the planner keeps the lookup."""
+    columns = ", ".join(f"{f} {USER_FIELDS[f][1]}" for f in fields)
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{unique}_users" (id text PRIMARY KEY, {columns})')
+        with conn.cursor().copy(f'COPY "{unique}_users" (id, {", ".join(fields)}) FROM STDIN') as copy:
+            for i in range(300):
+                copy.write_row((f"u{i}", *(USER_FIELDS[f][2](i) for f in fields)))
+    types = ", ".join(f"{f}: {USER_FIELDS[f][0]}" for f in fields)
+    measures = "".join(f"\n        {USER_FIELDS[f][3]}: count({f})" for f in fields)
+    job = fault_job(tmp_path, unique)
+    job.write_text(job.read_text().replace("job: page-activity", f"job: {own_name(unique)}").replace(
+        "  - validate: {}", f"  - validate: {{}}\n  - enrich: {{key: user_id, fields: {{{types}}}, "
+        f"source: {{postgres: {{table: {unique}_users, key_column: id}}}}, engine: jvm}}")
+        .replace("events: count()", "events: count()" + measures))
+    return job
+
+
+def lookup_stats(job: str, since: float) -> LookupStats:
+    """The lookups of ``job``'s enrich step (JVM engine) written to .headrace/stats since ``since``."""
+    total = LookupStats()
+    for f in (ROOT / ".headrace" / "stats").glob(f"{job}.enrich.jvm-*.json"):
+        if f.stat().st_mtime >= since:
+            total = total.merged(LookupStats.from_json(f.read_text()))
+    return total
 
 
 def jvm_enrich_job(tmp_path: Path, unique: str, profiles_file: Path, redis_server: RedisServer, step: str,
@@ -183,15 +219,10 @@ def test_hostile_records_through_a_job_that_reads_keys_ahead_come_out_exactly(
     dead letters and late records equal the reference. Two looked-up fields are read, so the one
     calc calls the lookup twice per record: each record past validation is counted exactly once."""
     from headrace.jobs.sample import SampleEvent
-    from headrace.operators.lookup import LookupStats
 
     from tests.integration.test_failures import assert_exact, bad_records
 
-    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE TABLE "{unique}_users" (id text PRIMARY KEY, plan text, tier bigint)')
-        with conn.cursor().copy(f'COPY "{unique}_users" (id, plan, tier) FROM STDIN') as copy:
-            for i in range(300):
-                copy.write_row((f"u{i}", f"p{i % 4}", i % 3))
+    job = read_ahead_job(tmp_path, pg, unique, ("plan", "tier"))
     broker.create_topic(unique, partitions=PARTITIONS)
     events = list(click_events(6_000, seed=75))
     for i, bad in enumerate(bad_records()):
@@ -199,11 +230,6 @@ def test_hostile_records_through_a_job_that_reads_keys_ahead_come_out_exactly(
     big = {"tenant_id": "tenant-3", "user_id": "u" * 200_000, "page": "/", "ts": 1_767_225_710_000, "latency_ms": 5}
     events.insert(5_500, SampleEvent(key=b"tenant-3", payload=json.dumps(big).encode(), timestamp_ms=big["ts"],
                                      kind="valid"))
-    job = fault_job(tmp_path, unique)
-    job.write_text(job.read_text().replace("job: page-activity", f"job: {own_name(unique)}").replace(
-        "  - validate: {}", "  - validate: {}\n  - enrich: {key: user_id, fields: {plan: string, tier: integer}, "
-        f"source: {{postgres: {{table: {unique}_users, key_column: id}}}}, engine: jvm}}")
-        .replace("events: count()", "events: count()\n        planned: count(plan)\n        tiered: count(tier)"))
     placed = produce_placed(broker.bootstrap, unique, events, PARTITIONS)
     started = time.time()
     run = CliRun(*run_args(job, profiles_file, final_offsets(events)))
@@ -214,10 +240,7 @@ def test_hostile_records_through_a_job_that_reads_keys_ahead_come_out_exactly(
         planned, tiered, events_n = conn.execute(
             f'SELECT SUM(planned), SUM(tiered), SUM(events) FROM "{unique}_1m"').fetchone()
     assert events_n - planned == 1 and tiered == planned
-    total = LookupStats()
-    for f in (ROOT / ".headrace" / "stats").glob(f"{own_name(unique)}.enrich.jvm-*.json"):
-        if f.stat().st_mtime >= started:
-            total = total.merged(LookupStats.from_json(f.read_text()))
+    total = lookup_stats(own_name(unique), started)
     assert total.keys == total.l1_hits + total.l2_hits + total.l3_hits + total.misses
     assert total.misses >= 1 and total.read_ahead > 0, total
     # one count per record past validation (an event time out of range fails it too; late records

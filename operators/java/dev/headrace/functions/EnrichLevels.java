@@ -264,7 +264,7 @@ final class EnrichLevels {
             return now;
         }
         CompletableFuture<RowData> answer = new CompletableFuture<>();
-        lookup(key, answer, counters, null);
+        await(key, answer, counters, null);
         if (!answer.isDone()) {
             waited.increment();
         }
@@ -318,6 +318,11 @@ final class EnrichLevels {
             future.complete(withCarried(cached, carried));
             return;
         }
+        await(key, future, counters, carried);
+    }
+
+    /** A key L1 did not have: the record joins its key's lookup under way, or starts one. */
+    private void await(String key, CompletableFuture<RowData> future, Counters counters, RowData carried) {
         synchronized (pending) {
             Pending asked = pending.get(key);
             if (asked != null) { // another lookup of this key is under way: answered with it
