@@ -25,7 +25,7 @@ from typing import Any
 
 from headrace.connectors import embedded, jars, kafka
 from headrace.connectors.sqltext import masked
-from headrace.jobs import classarchive
+from headrace.jobs import classarchive, plancache
 from headrace.jobs.checkpoints import RetainedCheckpoint
 from headrace.jobs.cluster import ClusterClient
 from headrace.jobs.compiler import CHECKED_VIEW, CompiledJob
@@ -354,15 +354,38 @@ def preflight(compiled: CompiledJob, say: Say = print) -> list[Path]:
     return jar_paths
 
 
-def _execute_plan(compiled: CompiledJob, t_env: Any) -> Any:
-    from pyflink.table import PlanReference, TableResult
+def _execute_plan(compiled: CompiledJob, t_env: Any, jar_paths: list[Path], say: Say = print) -> Any:
+    """Start the job from its plan: the one kept from an earlier start with the same key
+    (``plancache``), or a new one, planned now and kept."""
+    from pyflink.table import TableResult
 
-    reference = PlanReference.from_json_string(compiled_plan_json(t_env, compiled))
-    # PyFlink 2.3's load_plan hands CompiledPlan the Java environment where it needs the Python
-    # one, so CompiledPlan.execute() fails; do what it should do
-    j_plan = t_env._j_tenv.loadPlan(reference._j_plan_reference)
+    settings = t_env.get_config().get_configuration().to_dict()
+    owners = (f"{node.uid} {node.kind}" for node in (*compiled.plan.steps, *compiled.plan.sinks))  # the uids
+    plan_key = plancache.key((*compiled.functions, *compiled.tables, *compiled.inserts, *owners), settings,
+                             [*jar_paths, jvm.jar_path()])
+    j_plan = None
+    kept = plancache.load(compiled.plan.name, plan_key)
+    if kept is not None:
+        try:
+            j_plan = _load_plan(t_env, kept)
+        except Exception as exc:  # Py4JJavaError: another Flink's plan, or a damaged file
+            cause = str(exc).strip().splitlines()[0][:200]
+            say(f"note: the kept plan of '{compiled.plan.name}' did not load ({cause}); planning it again")
+            plancache.forget(compiled.plan.name, plan_key)
+    if j_plan is None:
+        plan_json = compiled_plan_json(t_env, compiled)
+        j_plan = _load_plan(t_env, plan_json)
+        plancache.save(compiled.plan.name, plan_key, plan_json)
     t_env._before_execute()
     return TableResult(j_plan.execute())
+
+
+def _load_plan(t_env: Any, plan_json: str) -> Any:
+    # PyFlink 2.3's load_plan hands CompiledPlan the Java environment where it needs the Python
+    # one, so CompiledPlan.execute() fails; do what it should do
+    from pyflink.table import PlanReference
+
+    return t_env._j_tenv.loadPlan(PlanReference.from_json_string(plan_json)._j_plan_reference)
 
 
 def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *, restore_from: str | None = None,
@@ -395,7 +418,7 @@ def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *,
         extra["parallelism.default"] = str(parallelism)
     t_env = table_environment(compiled, jar_paths, extra)
     try:
-        job_id = str(_execute_plan(compiled, t_env).get_job_client().get_job_id())
+        job_id = str(_execute_plan(compiled, t_env, jar_paths, say).get_job_client().get_job_id())
     except Exception as exc:  # Py4JJavaError: the JobMaster refused to start from that state
         if restore_from and "Cannot map checkpoint/savepoint state" in str(exc):
             raise ServiceError(f"cannot resume job '{compiled.plan.name}' from {restore_from}: it holds state of "
@@ -417,7 +440,7 @@ def submit_in_cluster(compiled: CompiledJob, say: Say = print) -> str:
     """
     jar_paths = preflight(compiled, say)
     t_env = table_environment(compiled, jar_paths)
-    return str(_execute_plan(compiled, t_env).get_job_client().get_job_id())
+    return str(_execute_plan(compiled, t_env, jar_paths, say).get_job_client().get_job_id())
 
 
 def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCheckpoint | None = None,
@@ -439,7 +462,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
         extra["execution.state-recovery.path"] = restore.path.resolve().as_uri()
     extra.update(rocksdb_log_dir(compiled.config))
     t_env = table_environment(compiled, jar_paths, extra)
-    result = _execute_plan(compiled, t_env)
+    result = _execute_plan(compiled, t_env, jar_paths, say)
     client = result.get_job_client()
     summary = RunSummary(job=compiled.plan.name)
     summary.job_id = str(client.get_job_id()) if client is not None else None
