@@ -235,7 +235,8 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", va
                         +
                         f"    flink: {{{flink}}}\n")
     offsets = {int(k): v for k, v in s["offsets"].items()}
-    compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets)
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets,
+                           from_earliest=variant == "kept")  # its group has read the topic before
     started = time.time()
     result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
     clock = Clock(s["rest_port"])  # after submission, as in run_sql
@@ -475,6 +476,7 @@ if __name__ == "__main__":
      "framework-avro": lambda s: run_framework(s, fmt="avro"),
      "framework-proto": lambda s: run_framework(s, fmt="protobuf"),
      "framework-jdk-jit": with_jvm_args(JDK_C2_THRESHOLDS, run_framework),
+     "framework-kept": lambda s: run_framework(s, variant="kept"),
      "sql": run_sql, "sql-tvf": lambda s: run_sql(s, tvf=True),
      "sql-tvf-jit": with_jvm_args(C2_THRESHOLDS, lambda s: run_sql(s, tvf=True)),
      "datastream": run_datastream}[kind](settings)

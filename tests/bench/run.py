@@ -62,6 +62,7 @@ KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "framework-avro": "Headrace, Avro (Confluent wire format)",
          "framework-proto": "Headrace, Protobuf (Confluent wire format)",
          "framework-jdk-jit": "Headrace, with Java's own JIT thresholds",
+         "framework-kept": "Headrace, the same job started again (its plan kept)",
          "sql": "(a) hand-written Flink SQL", "sql-tvf": "(a′) hand-written Flink SQL, window TVF, two-phase",
          "sql-tvf-jit": "(a′) with Headrace's JIT thresholds",
          "datastream": "(b) hand-written PyFlink DataStream",
@@ -71,6 +72,9 @@ KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "sql-state": "(a) SQL, state of many keys",
          "framework-sketch": "Headrace + p95 (DDSketch) + approx. distinct users (HLL)",
          "framework-distinct": "Headrace + exact distinct users"}
+#: kinds whose runs are one job started again and again (same table, group and plan), each from the
+#: topic's start: Headrace plans it on its first start and loads the plan it kept after that
+RESTARTED = ("framework-kept",)
 #: the topic each kind reads: the same events, as JSON or in a binary format
 TOPICS = {"framework-avro": "bench-avro", "framework-proto": "bench-proto"}
 
@@ -170,6 +174,11 @@ def create_view_table(pg: Postgres, table: str) -> None:
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         conn.execute(create_sql(plain))  # type: ignore[arg-type]
         conn.execute(f'ALTER TABLE "{table}" DROP COLUMN "{RECORDS_COLUMN}"')  # type: ignore[arg-type]
+
+
+def drop_table(pg: Postgres, table: str) -> None:
+    with psycopg.connect(**pg.conninfo()) as conn:
+        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 def view_totals(pg: Postgres, table: str) -> tuple[int, int]:
@@ -560,8 +569,12 @@ def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelism
         for parallelism in parallelisms:
             for kind in kinds:
                 table = f"{label}_{kind.replace('-', '_')}_p{parallelism}_{attempt}"
+                group = f"{kind}-{label}{parallelism}-{attempt}"
+                if kind in RESTARTED:  # one job, started again: its table, its group and its kept plan
+                    table, group = table.rsplit("_", 1)[0], group.rsplit("-", 1)[0]
+                    drop_table(pg, table)
                 topic = topic_of.get(kind, "bench")
-                settings = {**base, "topic": topic, "table": table, "group": f"{kind}-{label}{parallelism}-{attempt}",
+                settings = {**base, "topic": topic, "table": table, "group": group,
                             "offsets": ends_of[topic], "window_s": 60, "ooo_s": 5, "rest_port": free_port(),
                             "parallelism": parallelism, **(overrides or {})}
                 if not kind.startswith("framework"):
@@ -669,6 +682,7 @@ def main() -> int:
     broker, pg = Broker.start(), Postgres.start()
     redis = None
     workdir = Path(tempfile.mkdtemp(prefix="headrace-bench-"))
+    os.environ["HEADRACE_PLAN_DIR"] = str(workdir / "plans")  # every kind's first start plans
     registry_port = free_port()
     registry = subprocess.Popen([sys.executable, "-m", "headrace.jobs.cli", "registry", "serve", "--port",
                                  str(registry_port), "--store", str(workdir / "registry.sqlite")])
