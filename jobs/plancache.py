@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from headrace.connectors.jars import remove_orphaned_parts
 from headrace.connectors.sqltext import SECRET_KEYS, masked
 
 #: plans kept (the least recently used go first)
@@ -119,6 +120,7 @@ def save(job: str, plan_key: str, plan_json: str) -> None:
         plans = sorted(file.parent.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
         for stale in plans[KEEP:]:
             stale.unlink(missing_ok=True)
+        remove_orphaned_parts(file.parent.glob("*.json.part-*"))
     except OSError:
         with contextlib.suppress(OSError):
             partial.unlink()

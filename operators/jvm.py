@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from headrace.connectors.jars import cache_dir
+from headrace.connectors.jars import cache_dir, remove_orphaned_parts
 from headrace.schemas.errors import JarError
 
 #: the Java sources, shipped as package data (pip installs packages as files, so a Path)
@@ -101,4 +101,5 @@ def build(say: Callable[[str], None] = print) -> Path:
     for stale in target.parent.glob("headrace-functions-*.jar"):
         if stale != target:
             stale.unlink(missing_ok=True)
+    remove_orphaned_parts(target.parent.glob("headrace-functions-*.part-*"))
     return target

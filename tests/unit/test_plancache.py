@@ -63,6 +63,17 @@ def test_a_plan_is_kept_loaded_and_forgotten(tmp_path: Path, monkeypatch: pytest
     assert plancache.load("page-activity", "k2") is None and not (tmp_path / "plans" / "page-activity-k2.json").exists()
 
 
+def test_saving_removes_the_part_a_killed_run_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    monkeypatch.setenv("HEADRACE_PLAN_DIR", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / f"job-k0.json.part-{gone.pid}").write_text('{"nodes": [')
+    plancache.save("job", "k1", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["job-k1.json"]
+
+
 def test_only_the_newest_plans_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEADRACE_PLAN_DIR", str(tmp_path))
     monkeypatch.setattr(plancache, "KEEP", 3)

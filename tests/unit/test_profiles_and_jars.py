@@ -210,3 +210,17 @@ def test_local_rocksdb_logs_go_to_a_directory_of_the_process_and_a_dead_ones_is_
     assert not dead.exists() and living.exists()
     # one directory for every local job of the process
     assert runner.rocksdb_log_dir({"state.backend.type": "rocksdb"}) == {"state.backend.rocksdb.log.dir": str(chosen)}
+
+
+def test_a_partial_file_of_a_writer_that_is_gone_is_removed(tmp_path: Path) -> None:
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names no process
+    orphan = tmp_path / f"headrace-functions-0123.part-{gone.pid}"
+    writing = tmp_path / f"headrace-functions-0123.part-{os.getpid()}"  # a writer that runs
+    odd = tmp_path / "headrace-functions-0123.part-x"
+    for path in (orphan, writing, odd):
+        path.write_bytes(b"PK half a jar")
+    jars.remove_orphaned_parts(tmp_path.glob("headrace-functions-*.part-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([writing.name, odd.name])
