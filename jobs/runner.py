@@ -359,10 +359,7 @@ def _execute_plan(compiled: CompiledJob, t_env: Any, jar_paths: list[Path], say:
     (``plancache``), or a new one, planned now and kept."""
     from pyflink.table import TableResult
 
-    settings = t_env.get_config().get_configuration().to_dict()
-    owners = (f"{node.uid} {node.kind}" for node in (*compiled.plan.steps, *compiled.plan.sinks))  # the uids
-    plan_key = plancache.key((*compiled.functions, *compiled.tables, *compiled.inserts, *owners), settings,
-                             [*jar_paths, jvm.jar_path()])
+    plan_key = kept_plan_key(compiled, t_env.get_config().get_configuration().to_dict(), jar_paths)
     j_plan = None
     kept = plancache.load(compiled.plan.name, plan_key)
     if kept is not None:
@@ -378,6 +375,13 @@ def _execute_plan(compiled: CompiledJob, t_env: Any, jar_paths: list[Path], say:
         plancache.save(compiled.plan.name, plan_key, plan_json)
     t_env._before_execute()
     return TableResult(j_plan.execute())
+
+
+def kept_plan_key(compiled: CompiledJob, settings: dict[str, str], jar_paths: list[Path]) -> str:
+    """The key of the job's kept plan: every statement (views included), the uids' owners, the
+    settings and the jars (``plancache.key``)."""
+    owners = (f"{node.uid} {node.kind}" for node in (*compiled.plan.steps, *compiled.plan.sinks))
+    return plancache.key((*compiled.statements, *compiled.inserts, *owners), settings, [*jar_paths, jvm.jar_path()])
 
 
 def _load_plan(t_env: Any, plan_json: str) -> Any:

@@ -90,3 +90,33 @@ def test_a_directory_that_cannot_be_written_keeps_nothing(tmp_path: Path, monkey
     monkeypatch.setenv("HEADRACE_PLAN_DIR", str(blocker / "plans"))
     plancache.save("job", "k", "{}")  # no error: the job runs, planned each time
     assert plancache.load("job", "k") is None
+
+
+def test_every_statement_of_a_compiled_job_is_in_its_key(tmp_path: Path) -> None:
+    """A view changes the plan as much as a table does (a schema's checks, a mask rule, a filter
+    live in views): a change of any one statement gives another key."""
+    from dataclasses import replace
+
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
+    from headrace.jobs.profiles import load_profile
+    from headrace.jobs.runner import kept_plan_key
+
+    from tests.jobfiles import example_job
+
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("profiles:\n  p:\n    kafka: {bootstrap_servers: '127.0.0.1:9092'}\n"
+                        "    postgres: {host: 127.0.0.1, port: 5432, database: postgres, user: postgres}\n")
+    compiled = compile_job(build_plan(parse_job(example_job(tmp_path, "clicks"))), load_profile("p", profiles))
+    assert compiled.views and compiled.tables and compiled.inserts and compiled.functions
+    base = kept_plan_key(compiled, SETTINGS, [])
+    assert kept_plan_key(compiled, SETTINGS, []) == base
+    variants = {"checked_select": compiled.checked_select + " AND TRUE"}
+    for name in ("functions", "tables", "views", "inserts"):
+        statements = getattr(compiled, name)
+        for i, statement in enumerate(statements):
+            variants[f"{name}[{i}]"] = (*statements[:i], statement + " ", *statements[i + 1:])
+    for where, value in variants.items():
+        changed = replace(compiled, **{where.split("[")[0]: value})
+        assert kept_plan_key(changed, SETTINGS, []) != base, where
