@@ -29,7 +29,7 @@ from headrace.jobs import classarchive, plancache
 from headrace.jobs.checkpoints import RetainedCheckpoint
 from headrace.jobs.cluster import ClusterClient
 from headrace.jobs.compiler import CHECKED_VIEW, CompiledJob
-from headrace.jobs.monitor import JobWatch
+from headrace.jobs.monitor import JobWatch, root_cause
 from headrace.jobs.uids import assign_uids
 from headrace.operators import jvm
 from headrace.schemas.errors import HeadraceError, ServiceError
@@ -154,8 +154,10 @@ def registry_secret(profile: Profile) -> None:
     get_gateway().jvm.java.lang.System.setProperty("headrace.registry.password", registry.password.get_secret_value())
 
 
-def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[str, str] | None = None) -> Any:
-    """A streaming TableEnvironment configured for ``compiled``, with its UDF registered."""
+def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[str, str] | None = None,
+                      views: bool = True) -> Any:
+    """A streaming TableEnvironment configured for ``compiled``, with its UDF registered, its
+    tables and (``views``) its views (a kept plan needs none: it holds them planned)."""
     start_jvm(compiled.profile.embedded is not None)
     # Python workers as processes (one per subtask) instead of threads in this interpreter:
     # the per-record validate UDF then scales with parallelism instead of sharing one GIL.
@@ -209,11 +211,15 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
                 + " FROM `hr_checked_base64`")
         else:
             t_env.create_temporary_view(CHECKED_VIEW, table)
-    else:
-        t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS\n{compiled.checked_select}")
+    elif views:
+        create_views(t_env, compiled)
+    return t_env
+
+
+def create_views(t_env: Any, compiled: CompiledJob) -> None:
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS\n{compiled.checked_select}")
     for statement in compiled.views:
         create_view(t_env, statement)
-    return t_env
 
 
 _VIEW = re.compile(r"CREATE TEMPORARY VIEW `([^`]+)` AS\s(.*)", re.DOTALL)
@@ -366,10 +372,11 @@ def _execute_plan(compiled: CompiledJob, t_env: Any, jar_paths: list[Path], say:
         try:
             j_plan = _load_plan(t_env, kept)
         except Exception as exc:  # Py4JJavaError: another Flink's plan, or a damaged file
-            cause = str(exc).strip().splitlines()[0][:200]
-            say(f"note: the kept plan of '{compiled.plan.name}' did not load ({cause}); planning it again")
+            say(f"note: the kept plan of '{compiled.plan.name}' did not load ({root_cause(str(exc))}); "
+                "planning it again")
             plancache.forget(compiled.plan.name, plan_key)
     if j_plan is None:
+        create_views(t_env, compiled)
         plan_json = compiled_plan_json(t_env, compiled)
         j_plan = _load_plan(t_env, plan_json)
         plancache.save(compiled.plan.name, plan_key, plan_json)
@@ -420,7 +427,7 @@ def submit_to_cluster(compiled: CompiledJob, rest_url: str, say: Say = print, *,
         extra["execution.state-recovery.ignore-unclaimed-state"] = str(allow_removed_state).lower()
     if parallelism:
         extra["parallelism.default"] = str(parallelism)
-    t_env = table_environment(compiled, jar_paths, extra)
+    t_env = table_environment(compiled, jar_paths, extra, views=False)
     try:
         job_id = str(_execute_plan(compiled, t_env, jar_paths, say).get_job_client().get_job_id())
     except Exception as exc:  # Py4JJavaError: the JobMaster refused to start from that state
@@ -443,7 +450,7 @@ def submit_in_cluster(compiled: CompiledJob, say: Say = print) -> str:
     run's own settings); the connector jars travel with the job as on every other path.
     """
     jar_paths = preflight(compiled, say)
-    t_env = table_environment(compiled, jar_paths)
+    t_env = table_environment(compiled, jar_paths, views=False)
     return str(_execute_plan(compiled, t_env, jar_paths, say).get_job_client().get_job_id())
 
 
@@ -465,7 +472,7 @@ def submit_local(compiled: CompiledJob, say: Say = print, *, restore: RetainedCh
     if restore is not None:
         extra["execution.state-recovery.path"] = restore.path.resolve().as_uri()
     extra.update(rocksdb_log_dir(compiled.config))
-    t_env = table_environment(compiled, jar_paths, extra)
+    t_env = table_environment(compiled, jar_paths, extra, views=False)
     result = _execute_plan(compiled, t_env, jar_paths, say)
     client = result.get_job_client()
     summary = RunSummary(job=compiled.plan.name)

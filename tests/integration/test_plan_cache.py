@@ -81,7 +81,7 @@ def test_a_job_started_again_loads_its_kept_plan_and_plans_again_if_it_is_damage
     assert planned == ["page-activity", "page-activity"]
     notes = [s for s in said if "kept plan" in s]
     assert len(notes) == 1 and notes[0].startswith("note: the kept plan of 'page-activity' did not load")
-    assert "\n" not in notes[0] and "\tat " not in notes[0]
+    assert "\n" not in notes[0] and "\tat " not in notes[0] and "Exception: " in notes[0], notes[0]
     assert numbered(kept.read_text()) == numbered(text)  # planned again: the same plan, kept again
 
 
