@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.connectors.source import decoded_source_ddl
+from headrace.connectors.sqltext import literal
 from headrace.schemas.kinds import SourceDecoding
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -39,6 +40,14 @@ def file_source_ddl(table: str, *, path: Path, decoding: SourceDecoding, out_of_
     raw format keeps them)."""
     return decoded_source_ddl(table, delegate="filesystem", options={"path": str(path.resolve())},
                               decoding=decoding, out_of_orderness_ms=out_of_orderness_ms, base64=binary)
+
+
+def client_sink_ddl(table: str, *, channel: str) -> str:
+    """The table the embedded job's outputs go to: ``headrace-client`` hands its rows (``_kind``,
+    ``_body``: the JSON of a view row, a dead letter or a late record) to the run in the same JVM
+    (ClientSink.java), as Flink's collect sink would, but as a table, so the job compiles to a plan."""
+    return (f"CREATE TEMPORARY TABLE `{table}` (`_kind` STRING, `_body` STRING) "
+            f"WITH ('connector' = 'headrace-client', 'channel' = {literal(channel)})")
 
 
 class EmbeddedStore:

@@ -31,6 +31,8 @@ from headrace.schemas.views import RECORDS_COLUMN, ViewDef
 PAYLOAD_FUNCTION = "hr_payload"
 #: the view of the decoded records every output shares (the embedded runner materializes it)
 CHECKED_VIEW = "hr_checked"
+#: the embedded job's outputs, handed to the run in its JVM (connectors/embedded.py, ``client_sink_ddl``)
+CLIENT_TABLE = "hr_client"
 
 
 @dataclass(frozen=True)
@@ -305,9 +307,14 @@ def compile_job(plan: Plan, profile: Profile, *, bounded_offsets: dict[int, int]
             cols += [(RECORDS_COLUMN, ident(RECORDS_COLUMN))]
             parts.append(f"SELECT {literal('view:' + view.name)}, {_json_object(cols)} "
                          f"FROM {wired.outputs[plan.inputs[sink.id] or '']}")
-        return CompiledJob(plan=plan, profile=profile, functions=functions, tables=(source,),
+        collect = "\nUNION ALL ".join(parts)
+        client: tuple[str, ...] = ()  # the runner's DataStream round trip (Python validation) has no plan
+        if not plan.decoder.requirements.python:
+            client = (embedded.client_sink_ddl(CLIENT_TABLE, channel=plan.name),)
+        return CompiledJob(plan=plan, profile=profile, functions=functions, tables=(source, *client),
                            checked_select=wired.checked, views=tuple(wired.views), wiring=wiring,
-                           collect_query="\nUNION ALL ".join(parts), view_tables=views, config=config)
+                           inserts=tuple(f"INSERT INTO {ident(CLIENT_TABLE)}\n{collect}" for _ in client),
+                           collect_query=collect, view_tables=views, config=config)
 
     assert profile.kafka is not None
     kconn = profile.kafka

@@ -211,12 +211,15 @@ def table_environment(compiled: CompiledJob, jar_paths: list[Path], extra: dict[
                 + " FROM `hr_checked_base64`")
         else:
             t_env.create_temporary_view(CHECKED_VIEW, table)
+        for statement in compiled.views:
+            create_view(t_env, statement)
     elif views:
         create_views(t_env, compiled)
     return t_env
 
 
 def create_views(t_env: Any, compiled: CompiledJob) -> None:
+    """The checked view and the views over it (a kept plan holds them planned)."""
     t_env.execute_sql(f"CREATE TEMPORARY VIEW `{CHECKED_VIEW}` AS\n{compiled.checked_select}")
     for statement in compiled.views:
         create_view(t_env, statement)
@@ -244,7 +247,7 @@ def explain_sql(compiled: CompiledJob) -> str:
     """All SQL of the job with secrets masked."""
     parts = [masked(s) + ";" for s in compiled.statements]
     parts += [s + ";" for s in compiled.inserts]
-    if compiled.collect_query:
+    if compiled.collect_query and not compiled.inserts:  # (an embedded job's inserts hold its query)
         parts.append(compiled.collect_query + ";")
     return "\n\n".join(parts)
 
@@ -279,12 +282,21 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
         store.ensure_table(view)
     started = time.monotonic()
     say(f"starting Flink (local mini-cluster) for job '{plan.name}' over {records_in:,} records in {source_file}")
-    t_env = table_environment(compiled, [], rocksdb_log_dir(compiled.config))
-    result = t_env.execute_sql(compiled.collect_query)
+    if compiled.inserts:  # a plan, kept for the next run: its outputs come through the client table
+        t_env = table_environment(compiled, [], rocksdb_log_dir(compiled.config), views=False)
+        from pyflink.java_gateway import get_gateway
+
+        client_sink = get_gateway().jvm.dev.headrace.connectors.ClientSink
+        client_sink.open(plan.name)
+        job = _execute_plan(compiled, t_env, [], say)._j_table_result.getJobClient().get()
+        rows = client_sink.rows(plan.name, job)
+    else:  # the Python decoder's DataStream round trip: Flink's collect sink, planned each run
+        t_env = table_environment(compiled, [], rocksdb_log_dir(compiled.config))
+        rows = t_env.execute_sql(compiled.collect_query)._j_table_result.collect()
     last_report = time.monotonic()
     views = {"view:" + view.name: view for view in compiled.view_tables}
     try:
-        for kind_byte, kind, text in collected_rows(result):
+        for kind_byte, kind, text in collected_rows(rows):
             body = json.loads(text)
             if kind in views:
                 summary.view_updates += 1
@@ -313,8 +325,9 @@ def run_embedded(compiled: CompiledJob, say: Say = print) -> RunSummary:
 UPDATE_BEFORE, DELETE = 1, 3
 
 
-def collected_rows(result: Any, batch: int = 5000, wait_ms: int = 1000) -> Iterator[list[Any]]:
-    """The rows of ``result``'s collect sink as ``[kind byte, field, ...]``, read in batches.
+def collected_rows(rows: Any, batch: int = 5000, wait_ms: int = 1000) -> Iterator[list[Any]]:
+    """The rows of a Java iterator of rows (a collect sink's, or the client table's) as
+    ``[kind byte, field, ...]``, read in batches.
 
     PyFlink's own iterator makes a dozen py4j calls per row (the row, its kind, each field), about
     5 ms a row: for the example's thousand result rows that was longer than the job's run. Here the
@@ -323,12 +336,12 @@ def collected_rows(result: Any, batch: int = 5000, wait_ms: int = 1000) -> Itera
     """
     from pyflink.java_gateway import get_gateway
 
-    rows = get_gateway().jvm.dev.headrace.connectors.CollectedRows(result._j_table_result.collect())
+    batches = get_gateway().jvm.dev.headrace.connectors.CollectedRows(rows)
     try:
-        while (text := rows.next(batch, wait_ms)) is not None:
+        while (text := batches.next(batch, wait_ms)) is not None:
             yield from json.loads(text)
     finally:
-        rows.close()
+        batches.close()
 
 
 def compiled_plan_json(t_env: Any, compiled: CompiledJob) -> str:

@@ -31,7 +31,7 @@ EVENT_TIME_CLASS = f"{PACKAGE}.EventTime"
 PAYLOAD_CLASS = f"{PACKAGE}.PayloadDigest"
 #: table factories in the jar (found by Flink through META-INF/services)
 FACTORIES = ("dev.headrace.connectors.SafeSinkFactory$Jdbc", "dev.headrace.connectors.SafeSinkFactory$Kafka",
-             "dev.headrace.connectors.RecordSource")
+             "dev.headrace.connectors.RecordSource", "dev.headrace.connectors.ClientSink$Factory")
 #: the metric reporter in the jar, used as a plugin by the session cluster (see jobs/cluster.py)
 REPORTERS = ("dev.headrace.metrics.LoopbackPrometheusReporterFactory",)
 

@@ -1,8 +1,10 @@
-"""The embedded run's batched reader of a collect sink (``runner.collected_rows``) against PyFlink's own.
+"""The embedded run's batched reader (``runner.collected_rows``) against PyFlink's own collect iterator.
 
-The embedded run reads its results through ``CollectedRows`` (one py4j call per batch). It must
-give what PyFlink's per-row iterator gives: every row, in order, with its kind, the awkward
-strings intact; and a job that fails must fail the reader with the job's own error.
+The embedded run reads its results through ``CollectedRows`` (one py4j call per batch), from
+Flink's collect sink or from the ``headrace-client`` table (ClientSink.java: an INSERT, so the job
+has a JSON plan to keep). Either way it must give what PyFlink's per-row iterator gives: every
+row, in order, with its kind, the awkward strings intact; and a job that fails must fail the
+reader with the job's own error.
 """
 
 from __future__ import annotations
@@ -36,7 +38,27 @@ def _pyflink_rows(t_env: Any, query: str) -> list[list[Any]]:
         return [[int(row.get_row_kind().value), *row] for row in rows]
 
 
-def test_batches_equal_pyflink_rows_kinds_and_awkward_strings() -> None:
+def _rows(t_env: Any, query: str, through: str) -> Any:
+    """The Java iterator of ``query``'s rows: Flink's collect sink, or a ``headrace-client`` table."""
+    if through == "collect":
+        return t_env.execute_sql(query)._j_table_result.collect()
+    import uuid
+
+    from pyflink.java_gateway import get_gateway
+
+    channel = f"probe-{uuid.uuid4().hex[:8]}"
+    columns = t_env.sql_query(query)._j_table.getResolvedSchema().getColumns()
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE `{channel}` ("
+                      + ", ".join(f"`{c.getName()}` {c.getDataType().toString()}" for c in columns)
+                      + f") WITH ('connector' = 'headrace-client', 'channel' = '{channel}')")
+    client_sink = get_gateway().jvm.dev.headrace.connectors.ClientSink
+    client_sink.open(channel)
+    job = t_env.execute_sql(f"INSERT INTO `{channel}` {query}")._j_table_result.getJobClient().get()
+    return client_sink.rows(channel, job)
+
+
+@pytest.mark.parametrize("through", ["collect", "client"])
+def test_batches_equal_pyflink_rows_kinds_and_awkward_strings(through: str) -> None:
     from pyflink.table import DataTypes
 
     t_env = _t_env()
@@ -46,21 +68,22 @@ def test_batches_equal_pyflink_rows_kinds_and_awkward_strings() -> None:
         [DataTypes.FIELD("k", DataTypes.BIGINT()), DataTypes.FIELD("s", DataTypes.STRING())])))
     query = "SELECT k, COUNT(*) AS n, MAX(s) AS s FROM probe GROUP BY k"
     want = _pyflink_rows(t_env, query)
-    got = list(collected_rows(t_env.execute_sql(query), batch=250))
+    got = list(collected_rows(_rows(t_env, query, through), batch=250))
     assert len(want) == 1_801
     assert {row[0] for row in want} == {0, 1, 2}  # +I, -U, +U
     assert got == want
     assert {row[3] for row in got} >= {s for s in AWKWARD if s is not None} | {HUGE}
 
 
-def test_a_failing_job_fails_the_reader_with_its_own_error() -> None:
+@pytest.mark.parametrize("through", ["collect", "client"])
+def test_a_failing_job_fails_the_reader_with_its_own_error(through: str) -> None:
     from pyflink.table import DataTypes
 
     t_env = _t_env()
     t_env.create_temporary_view("probe", t_env.from_elements([("1",), ("2",), ("not a number",)], DataTypes.ROW(
         [DataTypes.FIELD("s", DataTypes.STRING())])))
     with pytest.raises(Py4JJavaError) as failed:
-        list(collected_rows(t_env.execute_sql("SELECT CAST(s AS INT) FROM probe")))
+        list(collected_rows(_rows(t_env, "SELECT CAST(s AS INT) FROM probe", through)))
     chain = []
     cause = failed.value.java_exception
     while cause is not None:

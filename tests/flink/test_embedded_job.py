@@ -142,3 +142,42 @@ def test_binary_example_jobs_run_under_the_embedded_profile(tmp_path: Path, job:
     on_time = [d for p, d in zip(payloads, decoded, strict=True) if d is not None and not late_payloads[p]]
     assert_view_equals(columns, rows, on_time)
     assert summary.records_in == EVENTS == len(on_time) + len(dead) + len(late)
+
+
+def test_a_second_run_loads_the_plan_the_first_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded job is an INSERT into the client table, so it has a JSON plan: the first run
+    plans and keeps it, the second loads it (no planning, no views) and gives the same outputs,
+    equal to the reference."""
+    from headrace.jobs import runner
+
+    monkeypatch.setenv("HEADRACE_PLAN_DIR", str(tmp_path / "plans"))
+    planned: list[str] = []
+    plan_json = runner.compiled_plan_json
+    monkeypatch.setattr(runner, "compiled_plan_json",
+                        lambda t_env, c: planned.append(c.plan.name) or plan_json(t_env, c))
+    data_dir = tmp_path / "local"
+    events = list(click_events(4000, seed=9, late_rate=0.0))  # jitter 4 s < 5 s: none late, every run alike
+    write_jsonl(topic_file(data_dir, "clicks"), iter(events))
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(f"profiles:\n  local:\n    embedded: {{data_dir: {data_dir}}}\n"
+                        "    flink: {parallelism.default: '2', pipeline.auto-watermark-interval: 10 ms}\n")
+    compiled = compile_job(build_plan(parse_job(example_job_on(tmp_path, "jvm"))), load_profile("local", profiles))
+    assert compiled.inserts  # the client table's
+
+    def run() -> tuple[list[Any], list[str]]:
+        summary = run_embedded(compiled, say=lambda _: None)
+        store = EmbeddedStore(data_dir)
+        columns, rows = store.rows("page_activity_1m")
+        dead = sorted(json.dumps({k: v for k, v in d.items() if k != "failed_at"}, sort_keys=True)
+                      for d in store.records("clicks.dlq"))
+        assert not list(store.records("clicks.late"))
+        store.close()
+        got = assert_view_equals(columns, rows, [json.loads(e.payload) for e in events if is_valid(e.payload, SCHEMA)])
+        assert summary.records_in == len(events) == sum(v[0] for v in got.values()) + len(dead)
+        assert len(dead) == sum(not is_valid(e.payload, SCHEMA) for e in events) > 0
+        return sorted(rows), dead
+
+    first = run()
+    assert planned == ["page-activity"] and len(list((tmp_path / "plans").glob("page-activity-*.json"))) == 1
+    assert run() == first
+    assert planned == ["page-activity"]  # the second run loaded the plan
