@@ -71,3 +71,19 @@ def cli_embedded_run(tmp_path: Path, env: dict[str, str], events: int = 5000) ->
                    cwd=ROOT, env=env, check=True, capture_output=True)
     run = [*cli, "run", "jobs/page_activity.yaml", "--profiles", str(profiles), "--limit", "1"]
     return lambda: subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def planning_counted(monkeypatch: Any) -> list[str]:
+    """The names of the jobs the runner plans from now on, one entry per planning (a start that
+    loads a kept plan adds none)."""
+    from headrace.jobs import runner
+
+    planned: list[str] = []
+    plan_json = runner.compiled_plan_json
+
+    def counted(t_env: Any, compiled: Any) -> str:
+        planned.append(compiled.plan.name)
+        return plan_json(t_env, compiled)
+
+    monkeypatch.setattr(runner, "compiled_plan_json", counted)
+    return planned

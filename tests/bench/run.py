@@ -568,10 +568,10 @@ def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelism
     for attempt in range(1, repeat + 1):
         for parallelism in parallelisms:
             for kind in kinds:
-                table = f"{label}_{kind.replace('-', '_')}_p{parallelism}_{attempt}"
-                group = f"{kind}-{label}{parallelism}-{attempt}"
-                if kind in RESTARTED:  # one job, started again: its table, its group and its kept plan
-                    table, group = table.rsplit("_", 1)[0], group.rsplit("-", 1)[0]
+                again = kind in RESTARTED  # one job, started again: its table, its group and its kept plan
+                table = f"{label}_{kind.replace('-', '_')}_p{parallelism}" + ("" if again else f"_{attempt}")
+                group = f"{kind}-{label}{parallelism}" + ("" if again else f"-{attempt}")
+                if again:
                     drop_table(pg, table)
                 topic = topic_of.get(kind, "bench")
                 settings = {**base, "topic": topic, "table": table, "group": group,

@@ -22,7 +22,7 @@ from headrace.jobs.profiles import load_profile
 from headrace.jobs.runner import run_embedded
 from headrace.jobs.sample import click_events, write_jsonl
 
-from tests.jobfiles import example_job_on
+from tests.jobfiles import example_job_on, planning_counted
 from tests.reference import genuinely_late, is_valid, tumbling_page_activity
 
 pytestmark = pytest.mark.flink
@@ -148,13 +148,8 @@ def test_a_second_run_loads_the_plan_the_first_kept(tmp_path: Path, monkeypatch:
     """The embedded job is an INSERT into the client table, so it has a JSON plan: the first run
     plans and keeps it, the second loads it (no planning, no views) and gives the same outputs,
     equal to the reference."""
-    from headrace.jobs import runner
-
     monkeypatch.setenv("HEADRACE_PLAN_DIR", str(tmp_path / "plans"))
-    planned: list[str] = []
-    plan_json = runner.compiled_plan_json
-    monkeypatch.setattr(runner, "compiled_plan_json",
-                        lambda t_env, c: planned.append(c.plan.name) or plan_json(t_env, c))
+    planned = planning_counted(monkeypatch)
     data_dir = tmp_path / "local"
     events = list(click_events(4000, seed=9, late_rate=0.0))  # jitter 4 s < 5 s: none late, every run alike
     write_jsonl(topic_file(data_dir, "clicks"), iter(events))

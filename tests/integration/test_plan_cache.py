@@ -21,7 +21,7 @@ from headrace.jobs.profiles import load_profile
 from headrace.jobs.sample import click_events
 
 from tests.integration.test_kafka_postgres import SCHEMA, view_rows
-from tests.jobfiles import example_job
+from tests.jobfiles import example_job, planning_counted
 from tests.kafkautil import produce
 from tests.reference import is_valid, tumbling_page_activity
 from tests.services import Broker, Postgres
@@ -34,14 +34,7 @@ def test_a_job_started_again_loads_its_kept_plan_and_plans_again_if_it_is_damage
         monkeypatch: pytest.MonkeyPatch) -> None:
     plans = tmp_path / "plans"
     monkeypatch.setenv("HEADRACE_PLAN_DIR", str(plans))
-    planned: list[str] = []
-    plan_json = runner.compiled_plan_json
-
-    def counted(t_env: Any, compiled: Any) -> str:
-        planned.append(compiled.plan.name)
-        return plan_json(t_env, compiled)
-
-    monkeypatch.setattr(runner, "compiled_plan_json", counted)
+    planned = planning_counted(monkeypatch)
     broker.create_topic(unique, partitions=2)
     events = list(click_events(3000, seed=5, invalid_rate=0.03, late_rate=0.0))  # jitter 4 s < 5 s: none late
     ends = produce(broker.bootstrap, unique, events, partitions=2)
