@@ -41,24 +41,38 @@ def produce(bootstrap: str, topic: str, events: Iterable[SampleEvent], partition
 
 def read_all(bootstrap: str, topic: str, expected: int, partitions: int = 1,
              timeout_s: float = 60) -> list[dict[str, Any]]:
-    """Read ``expected`` JSON records from the start of every partition (assign, no group join)."""
+    """Every JSON record from the start of every partition (assign, no group join) to its end.
+
+    Reads until it holds at least ``expected`` records *and* has reached the end offset each
+    partition has at that moment, so records beyond ``expected`` (a replayed dead letter, a
+    duplicate) are read too, however slowly the broker hands them out. Stopping at a count and
+    then waiting a fixed second for extras cut the tail off a topic with replays on a busy machine."""
     consumer = Consumer({**CLIENT_CONF, "bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    assigned = [TopicPartition(topic, p, 0) for p in range(partitions)]
+    consumer.assign(assigned)
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(records) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                 if msg.error() is None:
                     records.append(json.loads(msg.value()))
-        # anything beyond what we expect is an error too: give it a moment to show up
-        for msg in consumer.consume(num_messages=1000, timeout=1.0):
-            if msg.error() is None:
-                records.append(json.loads(msg.value()))
+            if len(records) >= expected and _at_end(consumer, assigned):
+                break
     finally:
         consumer.close()
     return records
+
+
+def _at_end(consumer: Consumer, assigned: list[TopicPartition]) -> bool:
+    """Whether the consumer's position is at each partition's end offset, asked of the broker now."""
+    positions = {tp.partition: tp.offset for tp in consumer.position(assigned)}
+    for tp in assigned:
+        _, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        if end > 0 and positions.get(tp.partition, -1) < end:
+            return False
+    return True
 
 
 def partition_of(key: bytes, partitions: int) -> int:
