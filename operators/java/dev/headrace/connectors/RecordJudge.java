@@ -59,6 +59,7 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     private final String nulFields;
 
     private transient RecordDecoder decoding;
+    private transient RecordDecoder.Mine mine;
     private transient Map<Integer, long[]> maxSeen;
     private transient ListState<Tuple2<Integer, Long>> state;
     private transient int[] nulIndexes;
@@ -94,6 +95,7 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     public void open() throws Exception {
         super.open();
         decoding = RecordDecoder.of(decoder, spec);
+        mine = new RecordDecoder.Mine();
         String[] flagged = nulFields.isEmpty() ? new String[0] : nulFields.split(",");
         nulIndexes = new int[flagged.length];
         for (int i = 0; i < flagged.length; i++) {
@@ -138,9 +140,9 @@ final class RecordJudge extends AbstractStreamOperator<RowData> implements OneIn
     @Override
     public void processElement(StreamRecord<RowData> element) throws Exception {
         RowData record = element.getValue();
-        RecordDecoder.Last last = RecordDecoder.LAST.get();
+        RecordDecoder.Last last = mine.get();
         RowData decoded = RecordDecoder.decodeOnce(decoding, record, () -> RecordSource.payload(record, partitioned,
-                base64));
+                base64), last);
         StringData payload = last.payload;
         last.record = null; // the next record object may be this one, reused
         Integer partition = partitioned && !record.isNullAt(1) ? record.getInt(1) : null;

@@ -265,6 +265,7 @@ public final class RecordSource implements DynamicTableSourceFactory {
         private final boolean kafka;
         private final boolean base64;
         private transient RecordDecoder decoding;
+        private transient RecordDecoder.Mine mine;
 
         EventTimes(String decoder, String spec, boolean kafka, boolean base64) {
             this.decoder = decoder;
@@ -277,8 +278,9 @@ public final class RecordSource implements DynamicTableSourceFactory {
         public long extractTimestamp(RowData record, long recordTimestamp) {
             if (decoding == null) {
                 decoding = RecordDecoder.of(decoder, spec);
+                mine = new RecordDecoder.Mine();
             }
-            RowData row = RecordDecoder.decodeOnce(decoding, record, () -> payload(record, kafka, base64));
+            RowData row = RecordDecoder.decodeOnce(decoding, record, () -> payload(record, kafka, base64), mine.get());
             return row.isNullAt(2) ? 0L : row.getLong(2);
         }
     }

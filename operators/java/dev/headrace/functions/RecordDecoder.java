@@ -106,12 +106,31 @@ public interface RecordDecoder {
     ThreadLocal<Last> LAST = ThreadLocal.withInitial(Last::new);
 
     /**
+     * A caller's handle on {@link #LAST} for the thread that calls it: the thread's entry is looked
+     * up once, not per record (a ThreadLocal lookup per record and caller showed in the source
+     * task's profile, probing a task thread's crowded ThreadLocal map).
+     */
+    final class Mine {
+        private Thread owner;
+        private Last last;
+
+        public Last get() {
+            Thread now = Thread.currentThread();
+            if (now != owner) {
+                last = LAST.get();
+                owner = now;
+            }
+            return last;
+        }
+    }
+
+    /**
      * {@code decode(payload)} of {@code record}, or the row this thread decoded for that very
      * record object last (the watermark's timestamp assigner decodes it, the judging operator
      * chained after the source asks again); the payload it read stays in {@link Last#payload}.
      */
-    static RowData decodeOnce(RecordDecoder decoder, Object record, java.util.function.Supplier<StringData> payload) {
-        Last last = LAST.get();
+    static RowData decodeOnce(RecordDecoder decoder, Object record, java.util.function.Supplier<StringData> payload,
+                              Last last) {
         if (last.record == record && record != null) {
             return last.row;
         }
