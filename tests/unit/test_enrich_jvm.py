@@ -147,3 +147,35 @@ def test_the_key_the_kafka_consumer_reads_ahead_is_the_field_as_the_lookup_casts
                            "user_id"], check=True, capture_output=True, text=True, timeout=120,
                           input="".join(json.dumps(r) + "\n" for r in records))
     assert [json.loads(line) for line in done.stdout.splitlines()] == list(records.values())
+
+
+def l1_segment(capacity: int, ops: list[str]) -> list[str]:
+    """Each read's answer, then the keys held (sorted, one string)."""
+    jar = jvm.build(say=lambda _: None)
+    done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", "l1",
+                           str(capacity)], check=True, capture_output=True, text=True, timeout=120,
+                          input="".join(op + "\n" for op in ops))
+    *reads, held = done.stdout.splitlines()
+    return [*reads, ",".join(sorted(held.split(",")))]
+
+
+def test_the_jvm_l1_evicts_the_least_recently_read_first_by_second_chance() -> None:
+    """A read marks its entry instead of moving it (EnrichLevels.Segment): when the segment is full
+    the eldest unread entry goes, a read one moves to the end once; the newest always stays, and
+    the segment never holds more than its capacity. In these sequences that is exactly LRU."""
+    # a was read after b and c came: b is the least recently used, then c
+    assert l1_segment(3, ["store a", "store b", "store c", "read a", "store d", "read b", "store e"]) == [
+        "hit", "miss", "a,d,e"]
+    # nothing read: first in, first out
+    assert l1_segment(2, ["store a", "store b", "store c", "read a", "read b", "read c"]) == [
+        "miss", "hit", "hit", "b,c"]
+    # capacity 1 keeps the newest even when the old one was read
+    assert l1_segment(1, ["store a", "read a", "store b", "read a", "read b"]) == ["hit", "miss", "hit", "b"]
+    # a key stored again is one entry, at the end
+    assert l1_segment(2, ["store a", "store b", "store a", "store c"]) == ["a,c"]
+    # many keys through a small segment: bounded, and a key read on every round survives them all
+    ops = [op for i in range(200) for op in (f"store k{i}", "read hot")]
+    out = l1_segment(8, ["store hot", *ops])
+    assert out[:-1] == ["hit"] * 200
+    held = out[-1].split(",")
+    assert len(held) == 8 and "hot" in held and "k199" in held and "k191" not in held

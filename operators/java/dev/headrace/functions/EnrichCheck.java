@@ -15,6 +15,8 @@ import java.nio.charset.StandardCharsets;
  * "<text>"}} for a value read back from L2), and each stdout line the converted value as JSON.
  * With arguments {@code key <field>}: each stdin line a record's text (a JSON string), each
  * stdout line the key EnrichPrefetch reads ahead from it ({@link Json#topLevelKey}), or null.
+ * With arguments {@code l1 <capacity>}: each stdin line {@code store <key>} or {@code read <key>}
+ * on one L1 segment; stdout has each read's answer, then the keys held, eldest first.
  */
 public final class EnrichCheck {
     private EnrichCheck() {
@@ -31,6 +33,14 @@ public final class EnrichCheck {
                 out.append(json.writeValueAsString(Json.topLevelKey(keys, record, args[1]))).append('\n');
             }
             System.out.print(out);
+            return;
+        }
+        if (args.length == 2 && "l1".equals(args[0])) {
+            java.util.List<String> ops = new java.util.ArrayList<>();
+            for (String line = in.readLine(); line != null; line = in.readLine()) {
+                ops.add(line);
+            }
+            System.out.print(String.join("\n", EnrichLevels.segmentTrace(Integer.parseInt(args[1]), ops)) + "\n");
             return;
         }
         for (String line = in.readLine(); line != null; line = in.readLine()) {

@@ -109,6 +109,8 @@ final class EnrichLevels {
         /** The level its first reader counts (FROM_L2, FROM_L3, MISSED) when a prefetch fetched it
          * before any record asked, else CLAIMED: an L1 hit (guarded by its segment). */
         int level;
+        /** Read by a record since it came or was last passed over (guarded by its segment). */
+        boolean used;
 
         Cached(RowData row, long expires, int level) {
             this.row = row;
@@ -117,20 +119,69 @@ final class EnrichLevels {
         }
     }
 
-    /** One segment of L1: an access-ordered map, synchronized (two task threads and the batcher). */
+    /**
+     * One segment of L1, synchronized (two task threads and the batcher): least recently used
+     * first, approximated by a second chance. Entries stay in the order they came; a record's read
+     * only marks its entry {@link Cached#used}. When the segment is full, the eldest entry goes,
+     * unless it was read since it came or was last passed over: then it moves to the end, unmarked.
+     * A read thus writes one boolean instead of relinking the entry at the end of the map, which
+     * touched two more entries per record and dirtied the old generation's cards for the GC.
+     */
     private static final class Segment extends LinkedHashMap<String, Cached> {
         private static final long serialVersionUID = 1L;
         private final int capacity;
 
         Segment(int capacity) {
-            super(Math.min(capacity, 1 << 16), 0.75f, true);
+            super(Math.min(capacity, 1 << 16), 0.75f, false);
             this.capacity = capacity;
         }
 
-        @Override
-        protected boolean removeEldestEntry(Map.Entry<String, Cached> eldest) {
-            return size() > capacity;
+        /** A record's read of the key: its live entry, marked as used, or null. */
+        Cached read(String key, long now) {
+            Cached entry = get(key);
+            if (entry == null || entry.expires - now <= 0) {
+                return null;
+            }
+            entry.used = true;
+            return entry;
         }
+
+        /** A new entry for the key, at the end; the eldest unused entries make room. */
+        void store(String key, Cached entry) {
+            remove(key);
+            put(key, entry);
+            while (size() > capacity) {
+                Iterator<Map.Entry<String, Cached>> eldest = entrySet().iterator();
+                Map.Entry<String, Cached> first = eldest.next();
+                Cached value = first.getValue();
+                eldest.remove();
+                if (value == entry || value.used) { // the newest stays; a read entry gets a second chance
+                    value.used = false;
+                    put(first.getKey(), value);
+                }
+            }
+        }
+    }
+
+    /**
+     * For {@code EnrichCheck}: one L1 segment of {@code capacity} entries put through {@code ops}
+     * ({@code "store k"} or {@code "read k"}), answering each read ("hit" or "miss"), then the
+     * keys it holds, eldest first.
+     */
+    static List<String> segmentTrace(int capacity, List<String> ops) {
+        Segment segment = new Segment(capacity);
+        List<String> out = new ArrayList<>();
+        long now = System.nanoTime();
+        for (String op : ops) {
+            String[] parts = op.split(" ", 2);
+            if ("store".equals(parts[0])) {
+                segment.store(parts[1], new Cached(null, now + TimeUnit.HOURS.toNanos(1), CLAIMED));
+            } else {
+                out.add(segment.read(parts[1], now) != null ? "hit" : "miss");
+            }
+        }
+        out.add(String.join(",", segment.keySet()));
+        return out;
     }
 
     final EnrichSpec spec;
@@ -342,9 +393,10 @@ final class EnrichLevels {
         Segment segment = segment(key);
         Cached entry;
         int level;
+        long now = System.nanoTime();
         synchronized (segment) {
-            entry = segment.get(key);
-            if (entry == null || entry.expires - System.nanoTime() <= 0) {
+            entry = segment.read(key, now);
+            if (entry == null) {
                 return null;
             }
             level = entry.level;
@@ -476,7 +528,7 @@ final class EnrichLevels {
                 if (asked) {
                     cached.level = CLAIMED; // counted below, for the records that asked
                 }
-                segment.put(p.key, cached);
+                segment.store(p.key, cached);
             }
             for (int i = 0; i < p.waiting.size(); i++) {
                 count(i == 0 ? level : CLAIMED, p.counters.get(i));
