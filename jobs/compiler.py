@@ -23,7 +23,7 @@ from headrace.connectors import deadletter, embedded, kafka
 from headrace.connectors.sqltext import ident, literal
 from headrace.jobs.plan import Plan
 from headrace.operators import jvm
-from headrace.schemas.kinds import NodeSql, SourceDecoding, StepNode, holds_nul
+from headrace.schemas.kinds import NodeSql, SourceDecoding, StepNode, holds_nul, nul_flags
 from headrace.schemas.profile import Profile
 from headrace.schemas.types import FieldType
 from headrace.schemas.views import RECORDS_COLUMN, ViewDef
@@ -87,6 +87,17 @@ class Wiring:
             at = self.plan.inputs.get(at)
         return name in dict(self.plan.decoder.output.fields)
 
+    def nul_flagged(self, node_id: str) -> frozenset[str]:
+        at = self.plan.inputs.get(node_id)
+        flagged = set(nul_flags(self.source_decoding.fields))
+        while at is not None and at != self.plan.decoder.id:
+            node = self.plan.node(at)
+            if not node.passes_fields:
+                return frozenset()
+            flagged -= set(node.adds)
+            at = self.plan.inputs.get(at)
+        return frozenset(flagged) if at is not None else frozenset()
+
     def dead_letter_select(self, step: str, path: str, error: str) -> str:
         """The dead-letter columns (``connectors/deadletter.py``) over a view with the source columns.
 
@@ -128,9 +139,9 @@ class Wiring:
         upstream_id = self.plan.inputs[node_id]
         upstream = self.plan.node(upstream_id).output if upstream_id else None
         checks = []
-        # the fields whose U+0000 the source flagged, when this step reads the decoding step's
-        # records (values as the source decoded them; a step between could change them)
-        decoded = self.source_decoding.fields if upstream_id == self.plan.decoder.id else ()
+        # the fields whose U+0000 the source flagged, as long as no step between changed them
+        flagged = self.nul_flagged(node_id)
+        decoded = self.source_decoding.fields
         # this step's sinks, and those of the views computed from its records without judging
         # them again (roll-ups): a value they would store is refused here, per record
         views = [node, *(v for v in self.plan.view_steps if v.judged_by == node_id and v.id != node_id)]
@@ -138,7 +149,8 @@ class Wiring:
             stored = view.stored_fields(upstream) if upstream is not None else {}
             for sink in self.plan.sinks_of(view.id):
                 for name, ftype in stored.items():
-                    refusal = sink.unstorable(ident(name), ftype, holds_nul(decoded, name))
+                    refusal = sink.unstorable(ident(name), ftype,
+                                               holds_nul(decoded, name) if name in flagged else None)
                     if refusal is not None:
                         checks.append((sink.id, name, f"COALESCE({refusal[0]}, FALSE)", refusal[1]))
                 refusal = sink.unstorable_time("`_event_ms`")

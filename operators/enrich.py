@@ -52,6 +52,7 @@ from headrace.operators import jvm
 from headrace.schemas.durations import format_duration_ms
 from headrace.schemas.errors import ServiceError, SpecError
 from headrace.schemas.kinds import (
+    NUL_COLUMN,
     SYSTEM_COLUMNS,
     ExecNode,
     NodeSql,
@@ -447,6 +448,8 @@ class EnrichNode(StepNode):
         through = {n for n, _ in packed}
         columns += [f"`_e`.`_carried`.{ident(c)} AS {ident(c)}" if c in through else ident(c) for c in carried]
         columns += [f"`_e`.{ident(n)} AS {ident(n)}" for n in self.adds]
+        if wiring.nul_flagged(self.id):  # it passes fields: the source's flags of them stay true
+            columns.append(ident(NUL_COLUMN))
         # a correlate, not WHERE _e._found: a filter on a Python function's result trips Flink's
         # planner (RemoteCalcSplitRule); see LookupFound.java
         keep = "" if self.options.on_miss == "keep" else f", LATERAL TABLE({FOUND_FUNCTION}(`_e`, TRUE)) AS `_f`"

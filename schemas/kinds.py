@@ -154,6 +154,11 @@ class Wiring(Protocol):
         """Whether field ``name`` of the records ``node_id`` reads is, unchanged, a top-level field
         of the Kafka records' JSON (no step before it rewrites it; see StepNode.passes_fields)."""
 
+    def nul_flagged(self, node_id: str) -> frozenset[str]:
+        """The fields of the records ``node_id`` reads whose U+0000 their column ``_nul`` flags
+        (NUL_COLUMN): the source's string fields, when every step between passes fields (and so
+        carries the column on), minus the fields those steps add. Empty: no such column."""
+
 
 @dataclass(frozen=True)
 class NodeSql:
@@ -246,7 +251,9 @@ class StepNode(Node):
         return {}
 
     #: its records are the records it reads, each field unchanged (it may add fields or drop
-    #: records): a later step's field can then be read from the source's own record
+    #: records): a later step's field can then be read from the source's own record. Such a step
+    #: also carries the column ``_nul`` on when the records it reads have it
+    #: (``wiring.nul_flagged(id)`` not empty; see NUL_COLUMN)
     passes_fields: ClassVar[bool] = False
 
     #: it changes what every output of the job carries (the mask step masks dead-letter and late

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from headrace.connectors.sqltext import masked
 from headrace.operators.aggregate import assign_windows, merge_sessions
@@ -132,3 +134,45 @@ def test_the_source_flags_each_string_field_by_its_index_and_the_check_finds_onl
     # no string field: no flags, no column (the Python engine's source decodes none)
     assert "_nul" not in decoded_source_ddl("src", delegate="kafka", options={}, out_of_orderness_ms=0,
                                             decoding=SourceDecoding("x", "{}", fields[:1]))
+
+
+@pytest.mark.parametrize("between", ["", "enrich", "mask"])
+def test_a_sink_tests_the_source_flag_of_a_value_no_step_changed_and_the_value_of_one_a_step_made(
+        tmp_path: Path, between: str) -> None:
+    """A value that would not fit a sink (U+0000 in PostgreSQL text) is found by the source's flag
+    (``_nul``) when every step before the sink passes fields unchanged (validate, enrich: the enrich
+    step carries the column on), and by testing the value itself when a step made or changed it
+    (the enrich step's own fields, a masked field). The flag saves Flink a copy of the string."""
+    from headrace.jobs.compiler import compile_job
+    from headrace.jobs.loader import parse_job
+    from headrace.jobs.plan import build_plan
+    from headrace.jobs.profiles import load_profile
+
+    from tests.jobfiles import example_job_on
+
+    profiles = tmp_path / "p.yaml"  # compiling needs no running services
+    profiles.write_text("profiles:\n  svc:\n    kafka: {bootstrap_servers: '127.0.0.1:9'}\n"
+                        "    postgres: {port: 9, database: d, user: u}\n")
+    step = {"": "", "mask": "  - mask: {fields: {user_id: hash}}\n",
+            "enrich": "  - enrich:\n      key: user_id\n      fields: {plan: string}\n"
+                      "      source: {postgres: {table: users, key_column: id}}\n      on_miss: dead_letter\n"
+                      "      engine: jvm\n"}[between]
+    job = example_job_on(tmp_path, "jvm")
+    job.write_text(job.read_text().replace("  - aggregate:\n", step + "  - aggregate:\n")
+                   .replace("group_by: [tenant_id, page]", "group_by: [tenant_id, page"
+                            + (", plan]" if between == "enrich" else "]")))
+    compiled = compile_job(build_plan(parse_job(job)), load_profile("svc", profiles))
+    (unstorable,) = [s for s in compiled.statements if "VIEW `hr_aggregate_unstorable`" in s]
+    from headrace.schemas.kinds import holds_nul
+
+    fields = compiled.wiring.source_decoding.fields
+    flags = [holds_nul(fields, name) for name in ("tenant_id", "page")]
+    if between == "mask":  # the mask step does not pass fields: every value tested itself
+        assert "_nul" not in unstorable and "`tenant_id` LIKE" in unstorable and "`page` LIKE" in unstorable
+    else:
+        assert all(flag is not None and flag in unstorable for flag in flags), unstorable
+        assert "`tenant_id` LIKE" not in unstorable and "`page` LIKE" not in unstorable
+    if between == "enrich":  # its looked-up field: the source never saw it
+        assert "`plan` LIKE" in unstorable
+        (enriched,) = [s for s in compiled.statements if "VIEW `hr_enrich_enriched`" in s]
+        assert "`_nul`" in enriched
