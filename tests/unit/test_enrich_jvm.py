@@ -179,3 +179,59 @@ def test_the_jvm_l1_evicts_the_least_recently_read_first_by_second_chance() -> N
     assert out[:-1] == ["hit"] * 200
     held = out[-1].split(",")
     assert len(held) == 8 and "hot" in held and "k199" in held and "k191" not in held
+
+
+def test_the_key_read_ahead_by_a_scan_is_the_parser_s_over_random_records() -> None:
+    """Json.scannedKey reads most records' key without a parser and hands the rest (escapes,
+    bytes past ASCII, odd numbers) to it: over random records, nested fields of the same name,
+    arrays, whitespace and non-ASCII text, the key is the top-level field as the lookup casts it."""
+    rng = random.Random(20261207)
+
+    def scalar() -> Any:
+        return rng.choice([rng.randint(-10**15, 10**15), rng.random() * 1e6, True, False, None,
+                           "u" + str(rng.randint(0, 99)), "ünï", 'q"uo\\te', "tab\there", "", "caf\u00e9 \U0001f600"])
+
+    def value(depth: int = 0) -> Any:
+        pick = rng.randrange(4 if depth < 3 else 1)
+        if pick == 1:
+            return {rng.choice(["user_id", "a", "b c", "ü"]): value(depth + 1) for _ in range(rng.randint(0, 3))}
+        if pick == 2:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return scalar()
+
+    records, expected = [], []
+    for _ in range(3000):
+        keys = rng.sample(["ts", "page", "user", "user_id", "tenant_id", "x y"], rng.randint(0, 6))
+        record = {k: value() for k in keys}
+        text = json.dumps(record, ensure_ascii=rng.random() < 0.5,
+                          separators=rng.choice([(",", ":"), (", ", ": "), (" ,\n", " :\t")]))
+        records.append(text if rng.random() < 0.95 else text[:rng.randint(0, len(text))])
+        got = record.get("user_id") if records[-1] == text else "?"
+        if got == "?":
+            expected.append(None)  # cut short: the parser's answer decides (checked below)
+        elif isinstance(got, bool) or not isinstance(got, str | int):
+            expected.append(None)
+        else:
+            expected.append(str(got))
+    jar = jvm.build(say=lambda _: None)
+
+    def keys(*mode: str) -> list[Any]:
+        done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", "key",
+                               "user_id", *mode], check=True, capture_output=True, text=True, timeout=120,
+                              input="".join(json.dumps(r) + "\n" for r in records))
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    read, scanned = keys(), keys("scan")
+    assert len(read) == len(scanned) == len(records)
+    answered = 0
+    for record, want, key, scan in zip(records, expected, read, scanned, strict=True):
+        if scan != {"unsure": True}:
+            answered += 1
+            assert scan == key, (record, scan, key)  # the scan never answers otherwise than the parser
+        try:
+            json.loads(record)
+        except ValueError:  # cut short: a key only when the record reached it whole
+            assert key is None or '"user_id"' in record, (record, key)
+            continue
+        assert key == want, record
+    assert answered > len(records) // 3, answered  # the scan answers most plain records itself

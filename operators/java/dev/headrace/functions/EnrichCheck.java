@@ -14,7 +14,9 @@ import java.nio.charset.StandardCharsets;
  * store gives it (a JSON scalar; {@code {"decimal": "1.50"}} for a numeric column; {@code {"l2":
  * "<text>"}} for a value read back from L2), and each stdout line the converted value as JSON.
  * With arguments {@code key <field>}: each stdin line a record's text (a JSON string), each
- * stdout line the key EnrichPrefetch reads ahead from it ({@link Json#topLevelKey}), or null.
+ * stdout line the key EnrichPrefetch reads ahead from it ({@link Json#topLevelKey}), or null;
+ * with {@code key <field> scan}, the byte scan's answer alone ({@code {"unsure": true}} where it
+ * leaves the record to the parser).
  * With arguments {@code l1 <capacity>}: each stdin line {@code store <key>} or {@code read <key>}
  * on one L1 segment; stdout has each read's answer, then the keys held, eldest first.
  */
@@ -26,10 +28,17 @@ public final class EnrichCheck {
         ObjectMapper json = new ObjectMapper();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         StringBuilder out = new StringBuilder();
-        if (args.length == 2 && "key".equals(args[0])) { // each line a record (a JSON string of its text)
+        if (args.length >= 2 && "key".equals(args[0])) { // each line a record (a JSON string of its text)
             org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory keys = Json.factory();
+            boolean scanOnly = args.length == 3 && "scan".equals(args[2]);
             for (String line = in.readLine(); line != null; line = in.readLine()) {
                 byte[] record = json.readTree(line).asText().getBytes(StandardCharsets.UTF_8);
+                if (scanOnly) { // the scan's own answer, or {"unsure": true} where it leaves the record to the parser
+                    String scanned = Json.scannedKey(record, args[1]);
+                    out.append(Json.isUnsure(scanned) ? "{\"unsure\": true}" : json.writeValueAsString(scanned));
+                    out.append('\n');
+                    continue;
+                }
                 out.append(json.writeValueAsString(Json.topLevelKey(keys, record, args[1]))).append('\n');
             }
             System.out.print(out);

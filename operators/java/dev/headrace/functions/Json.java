@@ -117,6 +117,10 @@ final class Json {
         if (value == null) {
             return null;
         }
+        String quick = scannedKey(value, field);
+        if (quick != UNSURE) {
+            return quick;
+        }
         try (JsonParser parser = factory.createParser(value)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return null;
@@ -133,5 +137,174 @@ final class Json {
             return null;
         }
         return null;
+    }
+
+    /** {@link #scannedKey}'s answer when only a parser can tell (compared by identity). */
+    private static final String UNSURE = new String("unsure");
+
+    /** Whether {@link #scannedKey} left the record to the parser. */
+    static boolean isUnsure(String scanned) {
+        return scanned == UNSURE;
+    }
+
+    /**
+     * {@link #topLevelKey} by a scan of the bytes, for the records most are: ASCII, no escapes,
+     * numbers plain. {@link #UNSURE} for anything else (an escape, a byte past ASCII, a control
+     * character, a leading zero, the end of the bytes), which the parser then reads. A parser per
+     * record was most of the Kafka fetcher's work in a job that reads keys ahead.
+     */
+    static String scannedKey(byte[] b, String field) {
+        for (int k = 0; k < field.length(); k++) {
+            char c = field.charAt(k);
+            if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
+                return UNSURE; // a name the scan cannot compare byte for byte
+            }
+        }
+        int n = b.length;
+        int i = skipSpace(b, 0);
+        if (i >= n || b[i] != '{') {
+            return UNSURE;
+        }
+        i++;
+        while (true) {
+            i = skipSpace(b, i);
+            if (i >= n) {
+                return UNSURE;
+            }
+            if (b[i] == '}') {
+                return null;
+            }
+            if (b[i] != '"') {
+                return UNSURE;
+            }
+            int start = ++i;
+            while (i < n && b[i] != '"') {
+                if (b[i] == '\\' || b[i] < 0x20) { // negative: past ASCII
+                    return UNSURE;
+                }
+                i++;
+            }
+            if (i >= n) {
+                return UNSURE;
+            }
+            boolean wanted = sameAscii(b, start, i, field);
+            i = skipSpace(b, i + 1);
+            if (i >= n || b[i] != ':') {
+                return UNSURE;
+            }
+            i = skipSpace(b, i + 1);
+            if (i >= n) {
+                return UNSURE;
+            }
+            if (wanted) {
+                return scannedValue(b, i);
+            }
+            i = skipValue(b, i);
+            if (i < 0) {
+                return UNSURE;
+            }
+            i = skipSpace(b, i);
+            if (i >= n) {
+                return UNSURE;
+            }
+            if (b[i] == '}') {
+                return null;
+            }
+            if (b[i] != ',') {
+                return UNSURE;
+            }
+            i++;
+        }
+    }
+
+    /** The wanted field's value at {@code i}: a string's text, an integer's digits, else null. */
+    private static String scannedValue(byte[] b, int i) {
+        int n = b.length;
+        if (b[i] == '"') {
+            int start = ++i;
+            while (i < n && b[i] != '"') {
+                if (b[i] == '\\' || b[i] < 0x20) {
+                    return UNSURE;
+                }
+                i++;
+            }
+            return i >= n ? UNSURE : new String(b, start, i - start, java.nio.charset.StandardCharsets.US_ASCII);
+        }
+        if (b[i] != '-' && (b[i] < '0' || b[i] > '9')) {
+            return null; // an object, an array, true, false, null (or not JSON): no key
+        }
+        int start = i;
+        if (b[i] == '-') {
+            i++;
+        }
+        int digits = i;
+        while (i < n && b[i] >= '0' && b[i] <= '9') {
+            i++;
+        }
+        if (i == digits || i >= n || (b[digits] == '0' && i - digits > 1)) {
+            return UNSURE;
+        }
+        if (b[i] == '.' || b[i] == 'e' || b[i] == 'E') {
+            return null; // not an integer
+        }
+        if (b[i] != ',' && b[i] != '}' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r') {
+            return UNSURE;
+        }
+        return new String(b, start, i - start, java.nio.charset.StandardCharsets.US_ASCII);
+    }
+
+    /** The index after the value at {@code i}, or -1 when the bytes end inside it. */
+    private static int skipValue(byte[] b, int i) {
+        int n = b.length;
+        int depth = 0;
+        while (i < n) {
+            byte c = b[i];
+            if (c == '"') {
+                i++;
+                while (i < n && b[i] != '"') {
+                    i += b[i] == '\\' ? 2 : 1;
+                }
+                if (i >= n) {
+                    return -1;
+                }
+                i++;
+            } else if (c == '{' || c == '[') {
+                depth++;
+                i++;
+            } else if (c == '}' || c == ']') {
+                if (depth == 0) {
+                    return i;
+                }
+                depth--;
+                i++;
+            } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+                return i;
+            } else {
+                i++;
+            }
+            if (depth == 0 && (c == '"' || c == '}' || c == ']')) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static int skipSpace(byte[] b, int i) {
+        while (i < b.length && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) {
+            i++;
+        }
+        return i;
+    }
+
+    private static boolean sameAscii(byte[] b, int from, int to, String field) {
+        if (to - from != field.length()) {
+            return false;
+        }
+        for (int k = 0; k < field.length(); k++) {
+            if (b[from + k] != field.charAt(k)) {
+                return false;
+            }
+        }
+        return true;
     }
 }
