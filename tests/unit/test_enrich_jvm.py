@@ -43,12 +43,17 @@ def python_side(ftype: str, value: Any) -> Any:
     return str(out) if isinstance(out, float) and out != out or out in (float("inf"), float("-inf")) else out
 
 
-def jvm_side(items: list[list[Any]]) -> list[Any]:
+def enrich_check(args: list[str], lines: list[str]) -> list[str]:
+    """EnrichCheck.java's output lines for ``args``, fed ``lines`` (the JVM's own code)."""
     jar = jvm.build(say=lambda _: None)
-    classpath = f"{jar}:{jvm._flink_lib() / '*'}"
-    done = subprocess.run(["java", "-cp", classpath, f"{jvm.PACKAGE}.EnrichCheck"], check=True, capture_output=True,
-                          input="".join(json.dumps(item) + "\n" for item in items), text=True, timeout=120)
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", *args],
+                          check=True, capture_output=True, text=True, timeout=120,
+                          input="".join(line + "\n" for line in lines))
+    return done.stdout.splitlines()
+
+
+def jvm_side(items: list[list[Any]]) -> list[Any]:
+    return [json.loads(line) for line in enrich_check([], [json.dumps(item) for item in items])]
 
 
 def random_values(rng: random.Random, n: int) -> list[Any]:
@@ -142,20 +147,13 @@ def test_the_key_the_kafka_consumer_reads_ahead_is_the_field_as_the_lookup_casts
         '{"user_id": "u9"': "u9",  # cut short after the key: the key was read
         "": None,
     }
-    jar = jvm.build(say=lambda _: None)
-    done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", "key",
-                           "user_id"], check=True, capture_output=True, text=True, timeout=120,
-                          input="".join(json.dumps(r) + "\n" for r in records))
-    assert [json.loads(line) for line in done.stdout.splitlines()] == list(records.values())
+    keys = enrich_check(["key", "user_id"], [json.dumps(r) for r in records])
+    assert [json.loads(line) for line in keys] == list(records.values())
 
 
 def l1_segment(capacity: int, ops: list[str]) -> list[str]:
     """Each read's answer, then the keys held (sorted, one string)."""
-    jar = jvm.build(say=lambda _: None)
-    done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", "l1",
-                           str(capacity)], check=True, capture_output=True, text=True, timeout=120,
-                          input="".join(op + "\n" for op in ops))
-    *reads, held = done.stdout.splitlines()
+    *reads, held = enrich_check(["l1", str(capacity)], ops)
     return [*reads, ",".join(sorted(held.split(",")))]
 
 
@@ -213,13 +211,8 @@ def test_the_key_read_ahead_by_a_scan_is_the_parser_s_over_random_records() -> N
             expected.append(None)
         else:
             expected.append(str(got))
-    jar = jvm.build(say=lambda _: None)
-
     def keys(*mode: str) -> list[Any]:
-        done = subprocess.run(["java", "-cp", f"{jar}:{jvm._flink_lib() / '*'}", f"{jvm.PACKAGE}.EnrichCheck", "key",
-                               "user_id", *mode], check=True, capture_output=True, text=True, timeout=120,
-                              input="".join(json.dumps(r) + "\n" for r in records))
-        return [json.loads(line) for line in done.stdout.splitlines()]
+        return [json.loads(line) for line in enrich_check(["key", "user_id", *mode], [json.dumps(r) for r in records])]
 
     read, scanned = keys(), keys("scan")
     assert len(read) == len(scanned) == len(records)

@@ -177,14 +177,9 @@ final class Json {
             if (b[i] != '"') {
                 return UNSURE;
             }
-            int start = ++i;
-            while (i < n && b[i] != '"') {
-                if (b[i] == '\\' || b[i] < 0x20) { // negative: past ASCII
-                    return UNSURE;
-                }
-                i++;
-            }
-            if (i >= n) {
+            int start = i + 1;
+            i = plainStringEnd(b, start);
+            if (i < 0) {
                 return UNSURE;
             }
             boolean wanted = sameAscii(b, start, i, field);
@@ -221,14 +216,9 @@ final class Json {
     private static String scannedValue(byte[] b, int i) {
         int n = b.length;
         if (b[i] == '"') {
-            int start = ++i;
-            while (i < n && b[i] != '"') {
-                if (b[i] == '\\' || b[i] < 0x20) {
-                    return UNSURE;
-                }
-                i++;
-            }
-            return i >= n ? UNSURE : new String(b, start, i - start, java.nio.charset.StandardCharsets.US_ASCII);
+            int start = i + 1;
+            int end = plainStringEnd(b, start);
+            return end < 0 ? UNSURE : new String(b, start, end - start, java.nio.charset.StandardCharsets.US_ASCII);
         }
         if (b[i] != '-' && (b[i] < '0' || b[i] > '9')) {
             return null; // an object, an array, true, false, null (or not JSON): no key
@@ -287,6 +277,18 @@ final class Json {
             }
         }
         return -1;
+    }
+
+    /** The index of the quote closing a string whose text starts at {@code i}, or -1 when the text
+     * holds an escape, a control character or a byte past ASCII (negative), or the bytes end. */
+    private static int plainStringEnd(byte[] b, int i) {
+        while (i < b.length && b[i] != '"') {
+            if (b[i] == '\\' || b[i] < 0x20) {
+                return -1;
+            }
+            i++;
+        }
+        return i < b.length ? i : -1;
     }
 
     private static int skipSpace(byte[] b, int i) {
