@@ -113,15 +113,20 @@ def offsets_arg(ends: dict[int, int]) -> str:
     return ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))
 
 
-def raw_topic(broker: Any, topic: str) -> bytes:
-    """Every record of partition 0 of ``topic`` as ``key value`` lines (keys may be empty)."""
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"scan-{topic}",
+def raw_topic(broker: Any, topic: str, timeout_s: float = 60) -> bytes:
+    """Every record of partition 0 of ``topic`` as ``key value`` lines (keys may be empty), read to
+    the partition's end offset as the broker has it now (as :func:`read_all`: three empty polls in a
+    row could end the read early on a slow broker, and made every read wait three seconds)."""
+    consumer = Consumer({**CLIENT_CONF, "bootstrap.servers": broker.bootstrap, "group.id": f"scan-{topic}",
                          "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    out, empty = [], 0
-    while empty < 3:
-        batch = [m for m in consumer.consume(num_messages=5000, timeout=1.0) if m.error() is None]
-        empty = 0 if batch else empty + 1
-        out += [(m.key() or b"") + b" " + (m.value() or b"") for m in batch]
-    consumer.close()
+    assigned = [TopicPartition(topic, 0, 0)]
+    consumer.assign(assigned)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not _at_end(consumer, assigned):
+            batch = [m for m in consumer.consume(num_messages=5000, timeout=0.5) if m.error() is None]
+            out += [(m.key() or b"") + b" " + (m.value() or b"") for m in batch]
+    finally:
+        consumer.close()
     return b"\n".join(out)
