@@ -214,10 +214,12 @@ def test_the_key_read_ahead_by_a_scan_is_the_parser_s_over_random_records() -> N
     def keys(*mode: str) -> list[Any]:
         return [json.loads(line) for line in enrich_check(["key", "user_id", *mode], [json.dumps(r) for r in records])]
 
-    read, scanned = keys(), keys("scan")
-    assert len(read) == len(scanned) == len(records)
+    read, scanned, parsed = keys(), keys("scan"), keys("parser")
+    assert len(read) == len(scanned) == len(parsed) == len(records)
+    # the key read ahead: the scan's answer, or the parser's where the scan leaves the record to it
+    assert read == [p if s == {"unsure": True} else s for s, p in zip(scanned, parsed, strict=True)]
     answered = 0
-    for record, want, key, scan in zip(records, expected, read, scanned, strict=True):
+    for record, want, key, scan in zip(records, expected, parsed, scanned, strict=True):
         if scan != {"unsure": True}:
             answered += 1
             assert scan == key, (record, scan, key)  # the scan never answers otherwise than the parser

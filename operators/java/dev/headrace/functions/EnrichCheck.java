@@ -16,7 +16,7 @@ import java.nio.charset.StandardCharsets;
  * With arguments {@code key <field>}: each stdin line a record's text (a JSON string), each
  * stdout line the key EnrichPrefetch reads ahead from it ({@link Json#topLevelKey}), or null;
  * with {@code key <field> scan}, the byte scan's answer alone ({@code {"unsure": true}} where it
- * leaves the record to the parser).
+ * leaves the record to the parser); with {@code key <field> parser}, the parser's alone.
  * With arguments {@code l1 <capacity>}: each stdin line {@code store <key>} or {@code read <key>}
  * on one L1 segment; stdout has each read's answer, then the keys held, eldest first.
  */
@@ -31,6 +31,7 @@ public final class EnrichCheck {
         if (args.length >= 2 && "key".equals(args[0])) { // each line a record (a JSON string of its text)
             org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory keys = Json.factory();
             boolean scanOnly = args.length == 3 && "scan".equals(args[2]);
+            boolean parserOnly = args.length == 3 && "parser".equals(args[2]);
             for (String line = in.readLine(); line != null; line = in.readLine()) {
                 byte[] record = json.readTree(line).asText().getBytes(StandardCharsets.UTF_8);
                 if (scanOnly) { // the scan's own answer, or {"unsure": true} where it leaves the record to the parser
@@ -39,7 +40,8 @@ public final class EnrichCheck {
                     out.append('\n');
                     continue;
                 }
-                out.append(json.writeValueAsString(Json.topLevelKey(keys, record, args[1]))).append('\n');
+                String key = parserOnly ? Json.parsedKey(keys, record, args[1]) : Json.topLevelKey(keys, record, args[1]);
+                out.append(json.writeValueAsString(key)).append('\n');
             }
             System.out.print(out);
             return;

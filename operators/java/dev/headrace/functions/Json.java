@@ -118,9 +118,11 @@ final class Json {
             return null;
         }
         String quick = scannedKey(value, field);
-        if (quick != UNSURE) {
-            return quick;
-        }
+        return quick != UNSURE ? quick : parsedKey(factory, value, field);
+    }
+
+    /** {@link #topLevelKey} by the parser alone. */
+    static String parsedKey(JsonFactory factory, byte[] value, String field) {
         try (JsonParser parser = factory.createParser(value)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return null;
@@ -152,6 +154,11 @@ final class Json {
      * numbers plain. {@link #UNSURE} for anything else (an escape, a byte past ASCII, a control
      * character, a leading zero, the end of the bytes), which the parser then reads. A parser per
      * record was most of the Kafka fetcher's work in a job that reads keys ahead.
+     *
+     * <p>The values it passes over on the way to the key are skipped, not checked: for a record that
+     * is not JSON there (a bare word, a bracket that does not match) it can name a key where the
+     * parser names none. The key is only read ahead (EnrichPrefetch): such a record costs one
+     * lookup ahead of time, and its own lookup and dead letter come from its decoding as before.
      */
     static String scannedKey(byte[] b, String field) {
         for (int k = 0; k < field.length(); k++) {
