@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,16 @@ KINDS = {"framework": "Headrace (jobs/page_activity.yaml)",
          "sql-state": "(a) SQL, state of many keys",
          "framework-sketch": "Headrace + p95 (DDSketch) + approx. distinct users (HLL)",
          "framework-distinct": "Headrace + exact distinct users"}
+#: the table's job column: a few words each, so that the table fits a terminal; its legend gives KINDS
+SHORT = {"framework": "Headrace", "framework-python": "Headrace, Python", "framework-avro": "Headrace, Avro",
+         "framework-proto": "Headrace, Protobuf", "framework-jdk-jit": "Headrace, Java's JIT",
+         "framework-kept": "Headrace, kept plan", "sql": "(a)", "sql-tvf": "(a′)", "sql-tvf-jit": "(a′)-JIT",
+         "datastream": "(b)", "framework-enrich": "+ enrich, JVM", "framework-enrich-python": "+ enrich, Python",
+         "framework-state": "Headrace, keys", "framework-l0": "Headrace, lateness 0", "sql-state": "(a), keys",
+         "framework-sketch": "+ p95, HLL", "framework-distinct": "+ distinct"}
+#: the JVM threads PyFlink's gateway runs (``Thread-N``): they plan the job, the same work in every run
+#: of a kind, so the spread of their CPU between runs of one kind is the machine's, not the job's
+GATEWAY = "Thread-"
 #: kinds whose runs are one job started again and again (same table, group and plan), each from the
 #: topic's start: Headrace plans it on its first start and loads the plan it kept after that
 RESTARTED = ("framework-kept",)
@@ -542,6 +552,7 @@ class Cell:
     peak_rss: int = 0
     state_bytes: int = 0
     note: str = ""
+    gateway: list[float] = field(default_factory=list)  # each run's gateway-thread CPU-s (HEADRACE_BENCH_THREADS=1)
 
     @property
     def rate(self) -> float:
@@ -597,39 +608,73 @@ def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelism
                 threads = next((x for x in reversed(run.output) if x.startswith("BENCH_THREADS ")), None)
                 if threads is not None:  # HEADRACE_BENCH_THREADS=1: CPU-s by thread, the largest
                     groups = json.loads(threads.split(" ", 1)[1])
+                    if GATEWAY in groups:
+                        cell.gateway.append(groups[GATEWAY])
                     top = list(groups.items())[:14]
                     console.print("  CPU-s by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in top), markup=False)
 
 
-def stronger(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | None:
-    """The fastest hand-written SQL baseline at ``parallelism`` (by median events/s): (a), (a′), and
-    (a′) in a JVM with the JIT thresholds Headrace's JVMs have, which a hand-written job can set too."""
+def baselines(cells: dict[tuple[str, int], Cell], parallelism: int) -> list[Cell]:
+    """The hand-written SQL baselines measured at ``parallelism``: (a), (a′), and (a′) in a JVM with
+    the JIT thresholds Headrace's JVMs have, which a hand-written job can set too."""
     found = [cells[(k, parallelism)] for k in ("sql", "sql-tvf", "sql-tvf-jit") if (k, parallelism) in cells]
-    found = [c for c in found if not math.isnan(c.rate)]
+    return [c for c in found if not math.isnan(c.rate)]
+
+
+def stronger(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | None:
+    """The fastest baseline at ``parallelism``, by median events/s: the one the issue's ratios are to."""
+    found = baselines(cells, parallelism)
     return max(found, key=lambda c: c.rate) if found else None
 
 
+def leanest(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | None:
+    """The baseline with the least CPU per event at ``parallelism``. It need not be the fastest: on
+    2026-12-07 (a′) was fastest at p1 by events/s and (a′)-JIT took 14% less CPU, so a CPU ratio
+    to the fastest alone (1.13) flattered Headrace (1.31 to the leanest)."""
+    found = [c for c in baselines(cells, parallelism) if not math.isnan(c.cpu_per_m)]
+    return min(found, key=lambda c: c.cpu_per_m) if found else None
+
+
 def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    """One row per job and parallelism; the latency columns only when there were latency runs, the
+    gateway threads' CPU (the machine-speed control) only when threads were sampled."""
+    lat_cols = ("event→row p50 / p99", "close→row p50 / p99", "close (read)→row p50 / p99",
+                "watermark→row p50 / p99") if latency else ()
+    gateway = any(c.gateway for c in cells.values())
+    table = Table(title=title, title_justify="left", caption=legend(cells, gateway), caption_justify="left")
     for col in ("job", "p", "events/s", "runs", "spread", "CPU-s/M events", "spread", "× stronger SQL",
-                "CPU × stronger", "rows", "event→row p50 / p99", "close→row p50 / p99",
-                "close (read)→row p50 / p99", "watermark→row p50 / p99"):
+                "CPU × stronger", "CPU × leanest", "rows", *(("gateway CPU-s",) if gateway else ()), *lat_cols):
         table.add_column(col, justify="left" if col == "job" else "right")
     ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
     for (kind, parallelism), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(KINDS).index(kv[0][0]))):
-        best = stronger(cells, parallelism)
+        best, lean = stronger(cells, parallelism), leanest(cells, parallelism)
         ratio = cell.rate / best.rate if best else math.nan
         cpu_ratio = cell.cpu_per_m / best.cpu_per_m if best else math.nan
+        lean_ratio = cell.cpu_per_m / lean.cpu_per_m if lean else math.nan
         lat = latency.get(kind, {}) if parallelism == 2 else {}
-        table.add_row(KINDS[kind] + (f" [{cell.note}]" if cell.note else ""), str(parallelism), f"{cell.rate:,.0f}",
-                      " ".join(f"{x / 1000:.0f}k" for x in cell.rates), cell.spread(cell.rates),
-                      f"{cell.cpu_per_m:.1f}", cell.spread(cell.cpu), f"{ratio:.2f}", f"{cpu_ratio:.2f}",
-                      f"{cell.rows:,}",
-                      f"{ms(lat.get('p50', math.nan))} / {ms(lat.get('p99', math.nan))}" if lat else "",
-                      f"{ms(lat.get('close_p50', math.nan))} / {ms(lat.get('close_p99', math.nan))}" if lat else "",
-                      f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}" if lat else "",
-                      f"{ms(lat.get('wm_p50', math.nan))} / {ms(lat.get('wm_p99', math.nan))}" if lat else "")
+        row = [SHORT.get(kind, kind) + (f" [{cell.note}]" if cell.note else ""), str(parallelism), f"{cell.rate:,.0f}",
+               " ".join(f"{x / 1000:.0f}k" for x in cell.rates), cell.spread(cell.rates),
+               f"{cell.cpu_per_m:.1f}", cell.spread(cell.cpu), f"{ratio:.2f}", f"{cpu_ratio:.2f}", f"{lean_ratio:.2f}",
+               f"{cell.rows:,}"]
+        if gateway:
+            row.append(" ".join(f"{g:.1f}" for g in cell.gateway))
+        if lat_cols:
+            row += [f"{ms(lat.get('p50', math.nan))} / {ms(lat.get('p99', math.nan))}" if lat else "",
+                    f"{ms(lat.get('close_p50', math.nan))} / {ms(lat.get('close_p99', math.nan))}" if lat else "",
+                    f"{ms(lat.get('read_p50', math.nan))} / {ms(lat.get('read_p99', math.nan))}" if lat else "",
+                    f"{ms(lat.get('wm_p50', math.nan))} / {ms(lat.get('wm_p99', math.nan))}" if lat else ""]
+        table.add_row(*row)
     return table
+
+
+def legend(cells: dict[tuple[str, int], Cell], gateway: bool) -> str:
+    """What each short job name stands for, and what the ratio and gateway columns are."""
+    kinds = sorted({k for k, _ in cells}, key=list(KINDS).index)
+    return ("; ".join(f"{SHORT.get(k, k)}: {KINDS[k]}" for k in kinds)
+            + ". × stronger SQL and CPU × stronger: to the baseline with the most events/s at that parallelism; "
+            "CPU × leanest: to the baseline with the least CPU per event."
+            + (" gateway CPU-s: each run's PyFlink gateway threads (planning, the same work in every run of a job): "
+               "when they took more, the machine was slower." if gateway else ""))
 
 
 def latency_table(title: str, latency: dict[str, dict[str, Any]]) -> Table:
