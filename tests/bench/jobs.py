@@ -37,6 +37,46 @@ def common_config(s: dict[str, Any]) -> dict[str, str]:
             **json.loads(os.environ.get("HEADRACE_BENCH_FLINK", "{}"))}
 
 
+class Meter:
+    """The memory and CPU of this process's tree (it, its JVM and any Python workers), sampled ten
+    times a second from a thread of its own, from before the job is submitted (so that the CPU
+    samples cover the whole running window: Flink may deploy the tasks before the submitting call
+    returns) to the end of the process.
+
+    Python's cyclic garbage collector is held off from now until ``submitted``: a collection on
+    this thread could finalize py4j proxies, which opens another gateway connection, and a planning
+    call that then lands on that connection's Java thread fails in Calcite (NullPointerException:
+    metadataHandlerProvider, a thread-local of the thread that made the planner)."""
+
+    def __init__(self) -> None:
+        import gc
+        import threading
+
+        gc.disable()
+        self.tree = Tree(os.getpid())
+        self.peak_rss = 0  # bytes: this process, its JVM and the Python workers, together
+        self.cpu_samples: list[tuple[float, float]] = []  # (wall clock s, CPU-s of the tree)
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def submitted(self) -> None:
+        import gc
+
+        gc.enable()
+
+    def stop(self) -> None:
+        """No more samples (a job's process just exits; a test stops it)."""
+        self._stop.set()
+
+    def _sample(self) -> None:
+        while True:
+            rss, cpu = self.tree.sample()
+            self.peak_rss = max(self.peak_rss, rss)
+            self.cpu_samples.append((time.time(), cpu))
+            if self._stop.wait(0.1):
+                return
+
+
 class Clock:
     """Flink's own clock for the job this process runs. While it runs, its REST API is asked for
     the job's ``timestamps`` and its vertices' ``start-time`` (exact values, however stale the
@@ -44,17 +84,16 @@ class Clock:
     for its resident memory. When the job ends, the JobMaster's net runtime (INITIALIZING →
     FINISHED) gives the end. ``report`` prints it all on one ``BENCH_CLOCK {json}`` line."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, meter: Meter) -> None:
         import threading
 
         self.port, self.seen = port, {}  # type: ignore[var-annotated]
         self.state_bytes = 0  # the largest full state size of a completed checkpoint
-        self.peak_rss = 0  # bytes: this process, its JVM and the Python workers, together
         self.checkpoints: dict[int, tuple[int, int]] = {}  # completed: id -> (triggered, last ack) in ms
-        self.tree = Tree(os.getpid())
+        self.meter, self.tree = meter, meter.tree
+        meter.submitted()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
-        threading.Thread(target=self._sample_memory, daemon=True).start()
         self.threads: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, tid) -> (name, CPU-s)
         if os.environ.get("HEADRACE_BENCH_THREADS"):
             threading.Thread(target=self._sample_threads, daemon=True).start()
@@ -88,13 +127,6 @@ class Clock:
                 pass
             time.sleep(0.5 if running else 0.2)
 
-    def _sample_memory(self) -> None:
-        import time
-
-        while True:
-            self.peak_rss = max(self.peak_rss, self.tree.rss_bytes())
-            time.sleep(0.1)
-
     def _sample_threads(self) -> None:
         """Each thread's CPU seconds, every 0.2 s (a thread's last sample stands for it after it
         ends): where a job's CPU goes, by thread (``HEADRACE_BENCH_THREADS=1``)."""
@@ -125,13 +157,45 @@ class Clock:
         return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
     def report(self, net_runtime_ms: int) -> None:
+        # one more sample now that the job has finished: the sampler's last one may be older than the end
+        self.meter.cpu_samples.append((time.time(), self.tree.sample()[1]))
+        window = running_window(self.seen, net_runtime_ms)
+        samples = sorted(self.meter.cpu_samples)
+        running_cpu = cpu_between(samples, window[0] / 1000, window[1] / 1000) if window else math.nan
         print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms,
                                            "cpu_s": tree_cpu_seconds(os.getpid()),
-                                           "state_bytes": self.state_bytes, "peak_rss": self.peak_rss,
+                                           "running_cpu_s": None if math.isnan(running_cpu) else running_cpu,
+                                           "state_bytes": self.state_bytes, "peak_rss": self.meter.peak_rss,
                                            "checkpoints": sorted(self.checkpoints.values())}), flush=True)
         if self.threads:
             print("BENCH_THREADS " + json.dumps({k: round(v, 2) for k, v in self.thread_groups().items()}),
                   file=sys.stderr, flush=True)
+
+
+def running_window(seen: dict[str, Any], net_runtime_ms: int) -> tuple[int, int] | None:
+    """The job's running time on Flink's clock, in ms of the wall clock: from the later of its
+    RUNNING timestamp and its last vertex's start to FINISHED (INITIALIZING + the JobMaster's net
+    runtime); None when the job was not seen running."""
+    stamps = seen.get("timestamps") or {}
+    start = max([stamps.get("RUNNING", 0), *seen.get("vertex_starts", [])])
+    begun = stamps.get("INITIALIZING") or stamps.get("CREATED")
+    if not begun or not start:
+        return None
+    return int(start), int(begun + net_runtime_ms)
+
+
+def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """The CPU-s the samples (wall clock s, cumulative CPU-s; in time order) add from ``start`` to
+    ``end``, each end interpolated between the samples around it; NaN when the samples do not
+    cover both. The start-up before (JVM, planning, deployment) and the shutdown after are left out."""
+
+    def at(t: float) -> float:
+        for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+            if t0 <= t <= t1:
+                return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+        return math.nan
+
+    return at(end) - at(start) if start <= end else math.nan
 
 
 def _process_tree() -> tuple[dict[int, list[str]], dict[int, list[int]]]:
@@ -194,14 +258,22 @@ class Tree:
 
     def rss_bytes(self) -> int:
         """Resident memory of the processes, added up (field 24 of stat: pages)."""
-        page = os.sysconf("SC_PAGE_SIZE")
-        total = 0
+        return self.sample()[0]
+
+    def sample(self) -> tuple[int, float]:
+        """Resident memory (bytes) and CPU seconds of the processes, added up, from one read of
+        each one's stat file: field 24 (pages), and fields 14-17 (user and system time, its own
+        and its reaped children's). A process found at a refresh brings all the CPU it has had."""
+        page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
+        rss, cpu = 0, 0.0
         for pid in self.pids():
             try:
-                total += int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[21]) * page
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:  # ended since the list was made
                 continue
-        return total
+            rss += int(fields[21]) * page
+            cpu += sum(int(x) for x in fields[11:15]) / tick
+        return rss, cpu
 
 
 #: the example job of each source format
@@ -264,8 +336,9 @@ def run_framework(s: dict[str, Any], engine: str = "auto", fmt: str = "json", va
     compiled = compile_job(build_plan(parse_job(job)), load_profile("bench", profiles), bounded_offsets=offsets,
                            from_earliest=variant == "kept")  # its group has read the topic before
     started = time.time()
+    meter = Meter()
     result, _ = submit_local(compiled, say=lambda m: print(m, file=sys.stderr))
-    clock = Clock(s["rest_port"])  # after submission, as in run_sql
+    clock = Clock(s["rest_port"], meter)  # after submission, as in run_sql
     result.wait()
     clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
     if variant.startswith("enrich"):
@@ -333,9 +406,11 @@ def run_sql(s: dict[str, Any], tvf: bool = False) -> None:
     # collects py4j proxies opens another gateway connection, and a planning call that lands on
     # that connection's Java thread fails in Calcite (NullPointerException: metadataHandlerProvider,
     # a thread-local set up on the thread that made the planner). The timestamps it reads are
-    # Flink's own, so starting it after submission loses nothing.
+    # Flink's own, so starting it after submission loses nothing. (The meter samples from before:
+    # see ``Meter`` for how it keeps out of the planner's way.)
+    meter = Meter()
     result = t_env.execute_sql(insert)
-    clock = Clock(s["rest_port"])
+    clock = Clock(s["rest_port"], meter)
     result.wait()
     clock.report(result.get_job_client().get_job_execution_result().result().get_net_runtime())
 
@@ -470,7 +545,7 @@ def run_datastream(s: dict[str, Any]) -> None:
     statements.add_insert_sql("INSERT INTO sink SELECT f0, f1, CAST(TO_TIMESTAMP_LTZ(f2, 3) AS TIMESTAMP(3)), "
                               "CAST(TO_TIMESTAMP_LTZ(f3, 3) AS TIMESTAMP(3)), f4, f5, f6, f7, f8 FROM windows")
     statements.attach_as_datastream()
-    clock = Clock(s["rest_port"])
+    clock = Clock(s["rest_port"], Meter())
     clock.report(env.execute("page-activity-datastream").get_net_runtime())
 
 

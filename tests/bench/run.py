@@ -107,21 +107,20 @@ class Run:
     state_bytes: int = 0
     output: tuple[str, ...] = ()
     checkpoints: tuple[tuple[int, int], ...] = ()  # completed ones: (triggered, last ack), ms of the wall clock
+    running_cpu_s: float = math.nan  # CPU-s of all its processes while it ran (the same window as ``seconds``)
 
 
 def flink_seconds(output: list[str]) -> float:
     """Running time from the job process's ``BENCH_CLOCK`` line: FINISHED (INITIALIZING + the
     JobMaster's net runtime) minus the later of RUNNING and the last vertex's start."""
+    from tests.bench.jobs import running_window
+
     line = next((x for x in reversed(output) if x.startswith("BENCH_CLOCK ")), None)
     if line is None:
         return math.nan
     clock = json.loads(line.split(" ", 1)[1])
-    stamps = clock.get("timestamps") or {}
-    start = max([stamps.get("RUNNING", 0), *clock.get("vertex_starts", [])])
-    begun = stamps.get("INITIALIZING") or stamps.get("CREATED")
-    if not begun or not start:
-        return math.nan
-    return (begun + clock["net_runtime_ms"] - start) / 1000
+    window = running_window(clock, clock["net_runtime_ms"])
+    return (window[1] - window[0]) / 1000 if window else math.nan
 
 
 def run_job(kind: str, settings: dict[str, Any], on_running: Any = None) -> Run:
@@ -168,7 +167,8 @@ def _run_job_once(kind: str, settings: dict[str, Any], on_running: Any = None) -
     # the job's process tree, JVM and Python workers included
     return Run(flink_seconds(output), float(clock.get("cpu_s", cpu)), proc.returncode,
                int(clock.get("peak_rss", 0)), int(clock.get("state_bytes", 0)), tuple(output),
-               tuple((int(a), int(b)) for a, b in clock.get("checkpoints", [])))
+               tuple((int(a), int(b)) for a, b in clock.get("checkpoints", [])),
+               math.nan if clock.get("running_cpu_s") is None else float(clock["running_cpu_s"]))
 
 
 def create_view_table(pg: Postgres, table: str) -> None:
@@ -553,6 +553,12 @@ class Cell:
     state_bytes: int = 0
     note: str = ""
     gateway: list[float] = field(default_factory=list)  # each run's gateway-thread CPU-s (HEADRACE_BENCH_THREADS=1)
+    running: list[float] = field(default_factory=list)  # each run's CPU-s per M events while it ran
+
+    @property
+    def running_per_m(self) -> float:
+        good = [c for c in self.running if not math.isnan(c)]
+        return statistics.median(good) if good else math.nan
 
     @property
     def rate(self) -> float:
@@ -596,6 +602,7 @@ def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelism
                 cell = cells.setdefault((kind, parallelism), Cell(kind, parallelism, events, [], []))
                 cell.rates.append(events / run.seconds if run.code == 0 else math.nan)
                 cell.cpu.append(run.cpu_s / events * 1e6 if run.code == 0 else math.nan)
+                cell.running.append(run.running_cpu_s / events * 1e6 if run.code == 0 else math.nan)
                 cell.rows, cell.aggregated = rows, aggregated
                 cell.peak_rss = max(cell.peak_rss, run.peak_rss)
                 cell.state_bytes = max(cell.state_bytes, run.state_bytes)
@@ -603,7 +610,8 @@ def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelism
                 if stats is not None:
                     cell.note = stats.split(" ", 1)[1].strip()
                 console.print(f"  {cell.rates[-1]:,.0f} events/s ({run.seconds:.1f}s running on Flink's clock, "
-                              f"{run.cpu_s:.0f} CPU-s, peak RSS {run.peak_rss / 2**20:,.0f} MiB; {rows:,} rows, "
+                              f"{run.cpu_s:.0f} CPU-s, {run.running_cpu_s:.0f} of them while it ran, "
+                              f"peak RSS {run.peak_rss / 2**20:,.0f} MiB; {rows:,} rows, "
                               f"{aggregated:,} events aggregated){' ' + cell.note if cell.note else ''}")
                 threads = next((x for x in reversed(run.output) if x.startswith("BENCH_THREADS ")), None)
                 if threads is not None:  # HEADRACE_BENCH_THREADS=1: CPU-s by thread, the largest
@@ -627,12 +635,13 @@ def stronger(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | Non
     return max(found, key=lambda c: c.rate) if found else None
 
 
-def leanest(cells: dict[tuple[str, int], Cell], parallelism: int) -> Cell | None:
-    """The baseline with the least CPU per event at ``parallelism``. It need not be the fastest: on
-    2026-12-07 (a′) was fastest at p1 by events/s and (a′)-JIT took 14% less CPU, so a CPU ratio
-    to the fastest alone (1.13) flattered Headrace (1.31 to the leanest)."""
-    found = [c for c in baselines(cells, parallelism) if not math.isnan(c.cpu_per_m)]
-    return min(found, key=lambda c: c.cpu_per_m) if found else None
+def leanest(cells: dict[tuple[str, int], Cell], parallelism: int, running: bool = False) -> Cell | None:
+    """The baseline with the least CPU per event at ``parallelism`` (``running``: while it ran). It
+    need not be the fastest: on 2026-12-07 (a′) was fastest at p1 by events/s and (a′)-JIT took
+    14% less CPU, so a CPU ratio to the fastest alone (1.13) flattered Headrace (1.31 to the leanest)."""
+    per_m = (lambda c: c.running_per_m) if running else (lambda c: c.cpu_per_m)  # noqa: E731
+    found = [c for c in baselines(cells, parallelism) if not math.isnan(per_m(c))]
+    return min(found, key=per_m) if found else None
 
 
 def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: dict[str, dict[str, Any]]) -> Table:
@@ -643,19 +652,22 @@ def throughput_table(title: str, cells: dict[tuple[str, int], Cell], latency: di
     gateway = any(c.gateway for c in cells.values())
     table = Table(title=title, title_justify="left", caption=legend(cells, gateway), caption_justify="left")
     for col in ("job", "p", "events/s", "runs", "spread", "CPU-s/M events", "spread", "× stronger SQL",
-                "CPU × stronger", "CPU × leanest", "rows", *(("gateway CPU-s",) if gateway else ()), *lat_cols):
+                "CPU × stronger", "CPU × leanest", "CPU-s/M running", "running × leanest", "rows",
+                *(("gateway CPU-s",) if gateway else ()), *lat_cols):
         table.add_column(col, justify="left" if col == "job" else "right")
     ms = lambda x: "–" if math.isnan(x) else f"{x * 1000:,.0f} ms"  # noqa: E731
     for (kind, parallelism), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(KINDS).index(kv[0][0]))):
         best, lean = stronger(cells, parallelism), leanest(cells, parallelism)
+        lean_running = leanest(cells, parallelism, running=True)
         ratio = cell.rate / best.rate if best else math.nan
         cpu_ratio = cell.cpu_per_m / best.cpu_per_m if best else math.nan
         lean_ratio = cell.cpu_per_m / lean.cpu_per_m if lean else math.nan
+        running_ratio = cell.running_per_m / lean_running.running_per_m if lean_running else math.nan
         lat = latency.get(kind, {}) if parallelism == 2 else {}
         row = [SHORT.get(kind, kind) + (f" [{cell.note}]" if cell.note else ""), str(parallelism), f"{cell.rate:,.0f}",
                " ".join(f"{x / 1000:.0f}k" for x in cell.rates), cell.spread(cell.rates),
                f"{cell.cpu_per_m:.1f}", cell.spread(cell.cpu), f"{ratio:.2f}", f"{cpu_ratio:.2f}", f"{lean_ratio:.2f}",
-               f"{cell.rows:,}"]
+               f"{cell.running_per_m:.1f}", f"{running_ratio:.2f}", f"{cell.rows:,}"]
         if gateway:
             row.append(" ".join(f"{g:.1f}" for g in cell.gateway))
         if lat_cols:
@@ -672,7 +684,9 @@ def legend(cells: dict[tuple[str, int], Cell], gateway: bool) -> str:
     kinds = sorted({k for k, _ in cells}, key=list(KINDS).index)
     return ("; ".join(f"{SHORT.get(k, k)}: {KINDS[k]}" for k in kinds)
             + ". × stronger SQL and CPU × stronger: to the baseline with the most events/s at that parallelism; "
-            "CPU × leanest: to the baseline with the least CPU per event."
+            "CPU × leanest: to the baseline with the least CPU per event. CPU-s/M running: the CPU of the job's "
+            "processes while it ran (the events/s clock's window: without JVM start, planning, deployment and "
+            "shutdown), and its ratio to the baseline with the least of it."
             + (" gateway CPU-s: each run's PyFlink gateway threads (planning, the same work in every run of a job): "
                "when they took more, the machine was slower." if gateway else ""))
 
