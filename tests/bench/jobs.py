@@ -80,9 +80,10 @@ class Meter:
 class Clock:
     """Flink's own clock for the job this process runs. While it runs, its REST API is asked for
     the job's ``timestamps`` and its vertices' ``start-time`` (exact values, however stale the
-    cached answer), and for the size of its completed checkpoints; this process's tree is sampled
-    for its resident memory. When the job ends, the JobMaster's net runtime (INITIALIZING →
-    FINISHED) gives the end. ``report`` prints it all on one ``BENCH_CLOCK {json}`` line."""
+    cached answer), and for the size of its completed checkpoints; its ``Meter`` samples this
+    process's tree for memory and CPU. When the job ends, the JobMaster's net runtime (INITIALIZING →
+    FINISHED) gives the end, and the CPU of the running window is read off the meter's samples.
+    ``report`` prints it all on one ``BENCH_CLOCK {json}`` line."""
 
     def __init__(self, port: int, meter: Meter) -> None:
         import threading
