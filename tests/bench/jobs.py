@@ -158,13 +158,14 @@ class Clock:
         return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
     def report(self, net_runtime_ms: int) -> None:
-        # one more sample now that the job has finished: the sampler's last one may be older than the end
-        self.meter.cpu_samples.append((time.time(), self.tree.sample()[1]))
+        # the whole run's CPU, now that the job has finished, is also the meter's last sample: the
+        # sampler's own last one may be older than the end of the running window
+        cpu_s = tree_cpu_seconds(os.getpid())
+        self.meter.cpu_samples.append((time.time(), cpu_s))
         window = running_window(self.seen, net_runtime_ms)
         samples = sorted(self.meter.cpu_samples)
         running_cpu = cpu_between(samples, window[0] / 1000, window[1] / 1000) if window else math.nan
-        print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms,
-                                           "cpu_s": tree_cpu_seconds(os.getpid()),
+        print("BENCH_CLOCK " + json.dumps({**self.seen, "net_runtime_ms": net_runtime_ms, "cpu_s": cpu_s,
                                            "running_cpu_s": None if math.isnan(running_cpu) else running_cpu,
                                            "state_bytes": self.state_bytes, "peak_rss": self.meter.peak_rss,
                                            "checkpoints": sorted(self.checkpoints.values())}), flush=True)

@@ -557,24 +557,27 @@ class Cell:
 
     @property
     def running_per_m(self) -> float:
-        good = [c for c in self.running if not math.isnan(c)]
-        return statistics.median(good) if good else math.nan
+        return _median(self.running)
 
     @property
     def rate(self) -> float:
-        good = [r for r in self.rates if not math.isnan(r)]
-        return statistics.median(good) if good else math.nan
+        return _median(self.rates)
 
     @property
     def cpu_per_m(self) -> float:
-        good = [c for c in self.cpu if not math.isnan(c)]
-        return statistics.median(good) if good else math.nan
+        return _median(self.cpu)
 
     def spread(self, values: list[float]) -> str:
         good = [v for v in values if not math.isnan(v)]
         if len(good) < 2:
             return "–"
         return f"±{(max(good) - min(good)) / 2 / statistics.median(good) * 100:.0f}%"
+
+
+def _median(values: list[float]) -> float:
+    """The median of the runs that finished (a failed run's figure is NaN)."""
+    good = [v for v in values if not math.isnan(v)]
+    return statistics.median(good) if good else math.nan
 
 
 def throughput(cells: dict[tuple[str, int], Cell], kinds: list[str], parallelisms: list[int], repeat: int,
