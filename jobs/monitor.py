@@ -149,16 +149,27 @@ class JobWatch:
 
     def read_offsets(self) -> dict[int, int] | None:
         """Per source partition that has a split in the running job, the offset of the last record
-        the source has fetched (-1 before the first); None when the job does not answer."""
+        the source has fetched (-1 before the first); None when the job does not answer, or when
+        Flink's metrics do not yet show every subtask's Kafka reader.
+
+        A reader registers ``KafkaSourceReader.commitsSucceeded`` when it is created, and each
+        partition's ``currentOffset`` when its split is added. Until the metrics Flink serves (fetched
+        from the TaskManagers in the background, a second or more behind) show a reader for every
+        subtask of the source, a partition missing from them may simply not have been fetched yet:
+        an empty answer then would read as "no split left, read to its end"."""
         try:
             vertices = self.client.get(f"/jobs/{self.job_id}")["vertices"]
             source = next(v for v in vertices if "Source" in v["name"])
             base = f"/jobs/{self.job_id}/vertices/{source['id']}/metrics"
-            names = [m["id"] for m in self.client.get(base) if m["id"].endswith(".currentOffset")]
+            listed = [m["id"] for m in self.client.get(base)]
+            readers = {name.split(".", 1)[0] for name in listed if name.endswith(".KafkaSourceReader.commitsSucceeded")}
+            if readers != {str(i) for i in range(int(source["parallelism"]))}:
+                return None
+            names = [name for name in listed if name.endswith(".currentOffset")]
             if not names:
                 return {}
             values = self.client.get(base + "?get=" + ",".join(names))
-        except (ServiceError, KeyError, StopIteration):
+        except (ServiceError, KeyError, StopIteration, ValueError):
             return None
         offsets: dict[int, int] = {}
         for metric in values:

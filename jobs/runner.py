@@ -539,6 +539,11 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     fetched the last record before every stop offset and two more checkpoints have completed
     (the fetched records are emitted within milliseconds), the job is stopped as a bounded job
     finishes (``stop --drain``: the watermark goes to the end of time, windows fire, sinks flush).
+    The offsets are asked again just before: the first answer may have come from metrics fetched
+    before the restored source's splits were added (a drain then ended a resumed job short of its
+    last records, its dead letters and late records with them). For the same reason a partition
+    that shows no split counts as read to its end only if it still shows none ``UNREPORTED_WAIT_S``
+    later.
 
     A partition read to its stop offset before the checkpoint the source resumed from has no split
     in it: the resumed source never reports it. Once a checkpoint has completed 3 s after the
@@ -572,6 +577,8 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     last_drain_check = started
     read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
     read_all_start: int | None = None  # when the tasks had last (re)started, then (ms)
+    read_all_since = 0.0  # when (monotonic s); a partition taken as read for want of a split waits longer
+    unreported = False  # whether a partition was taken as read to its end because no split showed
     was_down: set[str] = set()  # services down at the last progress line
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the progress line asks PostgreSQL and the broker, which may take seconds to time out
@@ -601,24 +608,24 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                     # end the job before it reads those records again)
                     read_all_at = None
                 if read_all_at is None:
-                    fetched = job.read_offsets()
-                    restarted = job.has_restarted()
-                    # resumed: a partition without a split was read to its end before the checkpoint.
-                    # After a restart the offsets count only then as well: until the new attempt's
-                    # metrics come, Flink may still show the failed attempt's
-                    settled = checkpoint is not None and (restored or restarted) and \
-                        checkpoint[1].timestamp() * 1000 >= (start or float("inf")) + 3000
-                    if fetched is not None and (fetched or settled) and (settled or not restarted) and all(
-                            fetched.get(p, o - 1 if settled else -1) >= o - 1 for p, o in stop_at.items() if o > 0):
-                        read_all_at, read_all_start = number, start
-                elif number >= read_all_at + (2 if restored or job.has_restarted() else 20):
-                    say("  … every partition has been read to its stop offset: finishing the job")
-                    savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)
-                    try:
-                        job.client.stop(job.job_id, savepoints, drain=True)
-                        draining, drain_start = True, start
-                    except ServiceError:
-                        pass  # tried again on the next round
+                    absent = _read_to_stop(job, checkpoint, start, stop_at, restored)
+                    if absent is not None:
+                        read_all_at, read_all_start, read_all_since = number, start, time.monotonic()
+                        unreported = bool(absent)
+                elif number >= read_all_at + (2 if restored or job.has_restarted() else 20) and (
+                        not unreported or time.monotonic() - read_all_since >= UNREPORTED_WAIT_S):
+                    # asked again before the job is stopped for good: what showed every partition read,
+                    # checkpoints ago, may have been metrics from before the source's splits came
+                    if _read_to_stop(job, checkpoint, start, stop_at, restored) is None:
+                        read_all_at = None
+                    else:
+                        say("  … every partition has been read to its stop offset: finishing the job")
+                        savepoints = compiled.profile.state.uri(compiled.profile.state.savepoints)
+                        try:
+                            job.client.stop(job.job_id, savepoints, drain=True)
+                            draining, drain_start = True, start
+                        except ServiceError:
+                            pass  # tried again on the next round
             if progress is not None and progress.done():
                 say("  … " + "; ".join(progress.result()))
                 progress = None
@@ -629,6 +636,34 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
             restarts += 1
             say(f"  ! restart {restarts} at {restart.at:%H:%M:%S}: {restart.cause}")
     result.wait()  # raises the job's failure, if any
+
+
+#: how long a partition with no split in Flink's metrics must stay so before it counts as read to its
+#: end: the metrics Flink serves come from the TaskManagers in the background, and on a busy machine
+#: a restored split's offsets showed seconds after the job's first checkpoint (stop 35: 4 s)
+UNREPORTED_WAIT_S = 10.0
+
+
+def _read_to_stop(job: JobWatch, checkpoint: tuple[int, datetime] | None, start: int | None,
+                  stop_at: dict[int, int], restored: bool) -> frozenset[int] | None:
+    """Whether Flink's metrics show the source has fetched the last record before every stop
+    offset: None if not, else the partitions taken as read to their end for want of a split.
+
+    Resumed, a partition without a split was read to its end before the checkpoint; after a
+    restart the offsets count only then as well (until the new attempt's metrics come, Flink may
+    still show the failed attempt's): "then" is once a checkpoint has completed 3 s after the
+    tasks last (re)started (``start``, ms)."""
+    fetched = job.read_offsets()
+    restarted = job.has_restarted()
+    settled = checkpoint is not None and (restored or restarted) and \
+        checkpoint[1].timestamp() * 1000 >= (start or float("inf")) + 3000
+    if fetched is None or not (fetched or settled) or (restarted and not settled):
+        return None
+    wanted = {p: o for p, o in stop_at.items() if o > 0}
+    absent = frozenset(p for p in wanted if p not in fetched)
+    if (absent and not settled) or any(fetched.get(p, o - 1) < o - 1 for p, o in wanted.items()):
+        return None
+    return absent
 
 
 def progress_parts(job: JobWatch, compiled: CompiledJob, running_s: float,
