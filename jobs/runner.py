@@ -541,8 +541,8 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     finishes (``stop --drain``: the watermark goes to the end of time, windows fire, sinks flush).
     The offsets are asked again just before: the first answer may have come from metrics fetched
     before the restored source's splits were added (a drain then ended a resumed job short of its
-    last records, its dead letters and late records with them). For the same reason a partition
-    that shows no split counts as read to its end only if it still shows none ``UNREPORTED_WAIT_S``
+    last records, its dead letters and late records with them). For the same reason, when a
+    partition shows no split, or the job has restarted, the offsets must still say so ``SETTLE_S``
     later.
 
     A partition read to its stop offset before the checkpoint the source resumed from has no split
@@ -577,8 +577,9 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     last_drain_check = started
     read_all_at: int | None = None  # the checkpoint number when every stop offset was reached
     read_all_start: int | None = None  # when the tasks had last (re)started, then (ms)
-    read_all_since = 0.0  # when (monotonic s); a partition taken as read for want of a split waits longer
-    unreported = False  # whether a partition was taken as read to its end because no split showed
+    read_all_since = 0.0  # when (monotonic s)
+    patient = False  # whether that reading must hold for SETTLE_S: a restarted job's, or one that took
+    # a partition as read to its end because it showed no split
     was_down: set[str] = set()  # services down at the last progress line
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the progress line asks PostgreSQL and the broker, which may take seconds to time out
@@ -611,9 +612,9 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
                     absent = _read_to_stop(job, checkpoint, start, stop_at, restored)
                     if absent is not None:
                         read_all_at, read_all_start, read_all_since = number, start, time.monotonic()
-                        unreported = bool(absent)
+                        patient = bool(absent) or job.has_restarted()
                 elif number >= read_all_at + (2 if restored or job.has_restarted() else 20) and (
-                        not unreported or time.monotonic() - read_all_since >= UNREPORTED_WAIT_S):
+                        not patient or time.monotonic() - read_all_since >= SETTLE_S):
                     # asked again before the job is stopped for good: what showed every partition read,
                     # checkpoints ago, may have been metrics from before the source's splits came
                     if _read_to_stop(job, checkpoint, start, stop_at, restored) is None:
@@ -638,10 +639,12 @@ def watch(result: Any, compiled: CompiledJob, summary: RunSummary, say: Say, eve
     result.wait()  # raises the job's failure, if any
 
 
-#: how long a partition with no split in Flink's metrics must stay so before it counts as read to its
-#: end: the metrics Flink serves come from the TaskManagers in the background, and on a busy machine
-#: a restored split's offsets showed seconds after the job's first checkpoint (stop 35: 4 s)
-UNREPORTED_WAIT_S = 10.0
+#: how long Flink's metrics must go on saying the source has read to its stop offsets, when what they
+#: say may be old, before the job is drained: a partition with no split in them, or offsets after a
+#: restart (until the new attempt's come, Flink shows the failed attempt's). Flink fetches metrics
+#: from the TaskManagers in the background, and on a busy machine a restored split's offsets showed
+#: seconds after the job's first checkpoint (stop 35: 4 s)
+SETTLE_S = 10.0
 
 
 def _read_to_stop(job: JobWatch, checkpoint: tuple[int, datetime] | None, start: int | None,

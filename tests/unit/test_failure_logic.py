@@ -234,19 +234,19 @@ def test_a_resumed_job_whose_source_has_no_split_left_is_drained(monkeypatch: py
     """Every partition was read to its stop before the checkpoint: no split, no offsets, ever.
     Drained once a checkpoint has completed 3 s after the start, and the partitions still show no
     split 10 s later."""
-    from headrace.jobs.runner import UNREPORTED_WAIT_S
+    from headrace.jobs.runner import SETTLE_S
 
     stopped = _watch(monkeypatch, restart_at=None, offsets=lambda now: {}, restored=True).stopped_at
-    assert stopped is not None and 3 + UNREPORTED_WAIT_S <= stopped <= 3 + UNREPORTED_WAIT_S + 3, stopped
+    assert stopped is not None and 3 + SETTLE_S <= stopped <= 3 + SETTLE_S + 3, stopped
 
 
 def test_a_partition_without_a_split_waits_but_one_read_to_its_stop_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
     """Partition 1 was read to its end before the checkpoint; partition 0 is read to its stop at 20 s."""
-    from headrace.jobs.runner import UNREPORTED_WAIT_S
+    from headrace.jobs.runner import SETTLE_S
 
     stopped = _watch(monkeypatch, restart_at=None, offsets=lambda now: {0: 50 if now < 20 else 99},
                      restored=True).stopped_at
-    assert stopped is not None and 20 + UNREPORTED_WAIT_S <= stopped <= 20 + UNREPORTED_WAIT_S + 3, stopped
+    assert stopped is not None and 20 + SETTLE_S <= stopped <= 20 + SETTLE_S + 3, stopped
     stopped = _watch(monkeypatch, restart_at=None, offsets=lambda now: {0: 50 if now < 20 else 99, 1: 49},
                      restored=True).stopped_at
     assert stopped is not None and 22 <= stopped <= 24, stopped
@@ -280,3 +280,16 @@ def test_read_offsets_answer_only_once_every_subtask_reader_shows() -> None:
     both += [offset.format(0, 0), offset.format(1, 1)]
     assert JobWatch(client(both, {offset.format(0, 0): "41", offset.format(1, 1): "-1"}), "j").read_offsets() \
         == {0: 41, 1: -1}
+
+
+def test_after_a_restart_old_offsets_that_last_seconds_do_not_drain_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restarted at 10 s, the job reads again from its checkpoint; Flink shows the failed attempt's
+    offsets (at the stop) until 18 s, then the new attempt's, short of the stop until 30 s. The
+    old offsets must not drain it: they must hold for 10 s, and by then the new ones show."""
+    from headrace.jobs.runner import SETTLE_S
+
+    def offsets(now: float) -> dict[int, int]:
+        return {0: 99, 1: 49} if now < 18 or now >= 30 else {0: 60, 1: 20}
+
+    stopped = _watch(monkeypatch, restart_at=10.0, offsets=offsets).stopped_at
+    assert stopped is not None and 30 + SETTLE_S <= stopped <= 30 + SETTLE_S + 3, stopped
