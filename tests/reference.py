@@ -19,9 +19,9 @@ import jsonschema
 
 def is_valid(payload: bytes, schema: dict[str, Any]) -> bool:
     """Whether ``payload`` is JSON valid against ``schema``. A test asks this of the same records
-    several times (each check of the outcome computes it again), so the answers are kept: a
-    validator built per record, and each record validated five times, took a kill -9 test's
-    process 60 CPU-s beside the job it checks."""
+    several times (each check of the outcome computes it again), so the answers are kept: with a
+    validator built per record, the roll-up kill -9 test's five checks of 30,000 records took its
+    process about 25 CPU-s beside the job it checks (5 CPU-s each; now 5 the first time, 1.3-1.5 after)."""
     return _is_valid(payload, json.dumps(schema, sort_keys=True))
 
 
